@@ -1,0 +1,108 @@
+"""Atomic, safe training checkpoints, shared by the LM trainer and the vocoder trainer.
+
+A checkpoint is a directory::
+
+    <name>/state.pt     everything torch: model, optimizer, scheduler, RNG states, step, ...
+    <name>/meta.json    small human-readable facts (step, metrics) for quick inspection
+
+The directory is assembled under a temporary name beside the destination and renamed into
+place in one step (``twist.atomic.atomic_replace_dir``), so a crash, a kill -9 or a full
+disk during a save leaves the previous checkpoint intact and loadable. Loading uses
+``torch.load(weights_only=True)``: no pickle is executed. Everything saved is therefore
+tensors, numbers, strings, lists, tuples and dicts; RNG states are converted to those.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from twist.atomic import atomic_replace_dir
+
+STATE = "state.pt"
+META = "meta.json"
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any], *, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``state`` to the checkpoint directory ``path`` atomically.
+
+    Args:
+        path: destination directory; an existing checkpoint there is replaced only once
+            the new one is completely written.
+        state: a dict of tensors / state dicts / plain Python values.
+        meta: optional JSON-serialisable facts stored in ``meta.json``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        torch.save(state, tmp / STATE)
+        (tmp / META).write_text(json.dumps(meta or {}, indent=2, default=_jsonable) + "\n")
+        atomic_replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint directory written by :func:`save_checkpoint` (no pickle)."""
+    path = Path(path)
+    f = path / STATE if path.is_dir() else path
+    if not f.exists():
+        raise FileNotFoundError(f"checkpoint not found: {f}")
+    try:
+        return torch.load(f, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"checkpoint {f} cannot be loaded safely: {type(e).__name__}: {e}") from None
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    p = Path(path) / META
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / STATE).is_file()
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) RNG states, in a ``weights_only``-loadable form."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(_plain, np_state[2:])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain(x: Any) -> Any:
+    return x.item() if hasattr(x, "item") else x
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
