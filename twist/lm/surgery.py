@@ -1,0 +1,245 @@
+"""Warm and cold start: a text LM's body with a speech-unit vocabulary (TWIST, §2.2).
+
+TWIST (Hassid et al., 2023) keeps a pretrained text LM's transformer body and replaces its
+text vocabulary by the speech units of a :class:`~twist.contract.UnitContract` plus
+``<bos>/<eos>/<pad>``, with a fresh, randomly initialised embedding table (and head):
+
+* :func:`warm_start` (the paper's TWIST): every tensor except the token embedding and the
+  output head is copied bit for bit from the text LM; the new rows are initialised by the
+  model family's own ``_init_weights`` (``embed_init="random"``, the paper's choice) or, as an
+  ablation, shifted to the mean of the text embeddings (``embed_init="mean"``).
+* :func:`cold_start` (the paper's COLD-INIT): the same architecture, every weight fresh.
+
+The vocabulary follows :class:`~twist.contract.VocabLayout`: units ``0..K-1``, then bos, eos,
+pad, then alignment padding up to a multiple of 64 that never receives probability mass.
+
+Both build the speech LM from the text LM's config with only the vocabulary fields changed,
+so each family's quirks are kept by construction and checked in tests:
+
+* OPT: ``project_in``/``project_out`` (OPT-350M: word_embed_proj_dim 512 != hidden 1024)
+  are body weights and are kept; the learned positions (with OPT's +2 offset) are kept;
+  the embedding is ``word_embed_proj_dim`` wide and tied to the head as in OPT.
+* BLOOM: ``word_embeddings_layernorm`` is kept; ALiBi has no weights to move (BLOOM's
+  forward takes no ``position_ids``; positions come from the attention mask).
+* GPT-NeoX/Pythia: the untied ``embed_out`` head is replaced by a fresh, still untied head.
+* LLaMA/SmolLM2: tied embeddings stay tied; RoPE has no weights (``inv_freq`` is recomputed
+  from the unchanged config).
+* ImageGPT (the image-pretrained ablation, Table 8): its head predicts ``vocab_size - 1``
+  classes (no logit for its start token), so the config's ``vocab_size`` is the padded
+  speech vocabulary + 1; logits have exactly the padded vocabulary's width and the one extra
+  embedding row is never used (bos is the contract's ``<bos>``, not ImageGPT's SOS).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import torch
+
+from twist.contract import UnitContract, VocabLayout
+from twist.lm.sources import model_class_for
+
+log = logging.getLogger(__name__)
+
+EMBED_INITS = ("random", "mean")
+META_KEY = "twist"  # the speech-LM metadata lives at config.twist (see twist.lm.speech_lm)
+
+
+def _layout(contract: UnitContract) -> VocabLayout:
+    return VocabLayout(contract.n_units)
+
+
+def config_vocab_size(model_type: str, layout: VocabLayout) -> int:
+    """``config.vocab_size`` that gives logits of exactly ``layout.vocab_size`` columns."""
+    return layout.vocab_size + (1 if model_type == "imagegpt" else 0)
+
+
+def speech_config(
+    text_config: Any,
+    contract: UnitContract,
+    *,
+    init: str,
+    embed_init: str = "random",
+    text_lm: str | None = None,
+) -> Any:
+    """The text LM's config with the vocabulary fields set for the speech units.
+
+    Only ``vocab_size`` and the special-token ids change; everything architectural stays, so
+    the body is the same shape. The unit contract and provenance are stored in
+    ``config.twist`` so the saved directory is self-describing.
+    """
+    layout = _layout(contract)
+    cfg = copy.deepcopy(text_config)
+    text_vocab = int(text_config.vocab_size)
+    cfg.vocab_size = config_vocab_size(cfg.model_type, layout)
+    cfg.bos_token_id = layout.bos_id
+    cfg.eos_token_id = layout.eos_id
+    cfg.pad_token_id = layout.pad_id
+    for stale in ("unk_token_id", "sep_token_id", "decoder_start_token_id"):
+        if getattr(cfg, stale, None) is not None:
+            setattr(cfg, stale, None)
+    cfg._name_or_path = ""
+    cls = model_class_for(cfg)
+    cfg.architectures = [cls.__name__]
+    setattr(
+        cfg,
+        META_KEY,
+        {
+            "contract": contract.to_dict(),
+            "layout": {
+                "name": contract.layout,
+                "n_units": layout.n_units,
+                "bos_id": layout.bos_id,
+                "eos_id": layout.eos_id,
+                "pad_id": layout.pad_id,
+                "vocab_size": layout.vocab_size,
+            },
+            "init": init,
+            "embed_init": embed_init if init == "warm" else None,
+            "text_lm": text_lm,
+            "text_vocab_size": text_vocab,
+        },
+    )
+    return cfg
+
+
+def _instantiate(cfg: Any, seed: int, dtype: torch.dtype | None) -> Any:
+    """Build a model from its config with the family's own init, deterministically.
+
+    The global RNG is forked so building a model does not shift the caller's random stream.
+    """
+    cls = model_class_for(cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(cfg)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model
+
+
+def vocab_param_names(model: Any) -> set[str]:
+    """State-dict names of the token embedding and output head (tied aliases included)."""
+    targets = set()
+    for mod in (model.get_input_embeddings(), model.get_output_embeddings()):
+        if mod is not None:
+            targets.update(id(p) for p in mod.parameters(recurse=False))
+    return {n for n, p in model.named_parameters(remove_duplicate=False) if id(p) in targets}
+
+
+def _text_label(text_lm: Any) -> str | None:
+    return getattr(text_lm.config, "_name_or_path", None) or None
+
+
+@torch.no_grad()
+def warm_start(
+    text_lm: Any,
+    contract: UnitContract,
+    *,
+    embed_init: str = "random",
+    seed: int = 0,
+    text_label: str | None = None,
+) -> Any:
+    """TWIST: the text LM's body with a new speech-unit embedding table and head.
+
+    Args:
+        text_lm: a pretrained ``transformers`` causal LM (from :func:`twist.lm.sources.load_text_lm`).
+        contract: the unit contract; its K fixes the vocabulary (see :class:`VocabLayout`).
+        embed_init: ``"random"`` (the paper's: the family's own init) or ``"mean"`` (the family's
+            random init shifted by the mean of the text LM's embedding rows; the same for an
+            untied head).
+        seed: seeds the new rows.
+        text_label: provenance stored in the config (defaults to the text LM's name or path).
+
+    Returns:
+        A new model in eval mode (like ``from_pretrained``; the text LM is not modified):
+        every tensor other than the embedding and head equals the text LM's bit for bit.
+    """
+    if embed_init not in EMBED_INITS:
+        raise ValueError(f"embed_init={embed_init!r} is not one of {EMBED_INITS}")
+    dtype = next(text_lm.parameters()).dtype
+    cfg = speech_config(text_lm.config, contract, init="warm", embed_init=embed_init,
+                        text_lm=text_label or _text_label(text_lm))
+    model = _instantiate(cfg, seed, dtype)
+
+    fresh = vocab_param_names(model)
+    src = text_lm.state_dict()
+    dst = model.state_dict()
+    missing = [k for k in dst if k not in fresh and k not in src]
+    if missing:
+        raise ValueError(f"warm start: the text LM lacks body tensors {missing[:5]} (of {len(missing)})")
+    for name, t in dst.items():
+        if name in fresh:
+            continue
+        s = src[name]
+        if s.shape != t.shape:
+            raise ValueError(f"warm start: {name} has shape {tuple(s.shape)} in the text LM, {tuple(t.shape)} here")
+        t.copy_(s)
+
+    if embed_init == "mean":
+        pairs = [(model.get_input_embeddings(), text_lm.get_input_embeddings())]
+        if not getattr(model.config, "tie_word_embeddings", False):
+            pairs.append((model.get_output_embeddings(), text_lm.get_output_embeddings()))
+        for new, old in pairs:
+            if new is None or old is None:
+                continue
+            new.weight.add_(old.weight.float().mean(0).to(new.weight.dtype))
+            pad = getattr(new, "padding_idx", None)
+            if pad is not None:  # keep the family's convention: the padding row is zero
+                new.weight[pad].zero_()
+    model.tie_weights()
+    return model.eval()
+
+
+def cold_start(
+    text_config: Any,
+    contract: UnitContract,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    text_label: str | None = None,
+) -> Any:
+    """COLD-INIT: the text LM's architecture with the speech vocabulary, every weight fresh."""
+    cfg = speech_config(text_config, contract, init="cold", text_lm=text_label or _text_label_cfg(text_config))
+    return _instantiate(cfg, seed, dtype).eval()
+
+
+def _text_label_cfg(config: Any) -> str | None:
+    return getattr(config, "_name_or_path", None) or None
+
+
+def count_params(model: Any) -> int:
+    """Unique parameters (a tied embedding/head counts once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def vocab_params(model: Any) -> int:
+    seen, n = set(), 0
+    for mod in (model.get_input_embeddings(), model.get_output_embeddings()):
+        if mod is None:
+            continue
+        for p in mod.parameters(recurse=False):
+            if id(p) not in seen:
+                seen.add(id(p))
+                n += p.numel()
+    return n
+
+
+def text_param_count_from_speech(model: Any, text_vocab_size: int) -> int:
+    """The text LM's parameter count, derived from the speech LM (same body, other vocab).
+
+    Each embedding/head matrix has ``config.vocab_size + c`` rows (c = 0, or -1 for the
+    ImageGPT head), so swapping the vocabulary changes each by ``delta * width`` parameters.
+    """
+    delta = int(text_vocab_size) - int(model.config.vocab_size)
+    seen, n = set(), count_params(model)
+    for mod in (model.get_input_embeddings(), model.get_output_embeddings()):
+        if mod is None:
+            continue
+        w = mod.weight
+        if id(w) in seen:
+            continue
+        seen.add(id(w))
+        n += delta * w.shape[1]
+    return n
