@@ -1,0 +1,114 @@
+"""Build the spoken benchmarks (``twist-bench``): StoryCloze (sSC/tSC), sBLIMP, sWUGGY.
+
+One entry point for the CLI and the demo. Every builder takes its input from a file and
+falls back to the small built-in inputs in ``twist/bench/data/`` (written for this
+project), so the whole stage runs offline with nothing downloaded. Output is
+deterministic under ``seed`` for a deterministic engine (espeak-ng, festival): a rebuild
+writes the same bytes. A rerun resumes: wavs already written are skipped, manifests are
+rewritten atomically. Bad items are logged to ``<out_dir>/rejects.jsonl``; the counts and
+the TTS speed go to ``<out_dir>/bench_report.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from twist.atomic import atomic_write_json
+from twist.bench.tts import TTSBackend, get_backend
+from twist.rejects import RejectsLog
+
+TASKS = ("storycloze", "blimp", "wuggy")
+
+
+def resolve_tasks(task: str | Sequence[str]) -> list[str]:
+    """``"all"``, one task name, a comma-separated string or a list -> task names."""
+    names = [t.strip() for t in task.split(",")] if isinstance(task, str) else [str(t).strip() for t in task]
+    if "all" in names:
+        return list(TASKS)
+    for t in names:
+        if t not in TASKS:
+            raise ValueError(f"unknown benchmark task {t!r}; choose from {', '.join(TASKS)} or all")
+    return names
+
+
+def _voices(backend: TTSBackend, voices: Sequence[str] | None, n_voices: int | None) -> list[str]:
+    if voices:
+        return list(voices)
+    n = max(1, int(n_voices or 1))
+    return backend.voices[:n]
+
+
+def build_benchmarks(
+    task: str | Sequence[str],
+    out_dir: str | Path,
+    *,
+    tts: str | TTSBackend = "espeak",
+    tts_kwargs: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    storycloze: Mapping[str, Any] | None = None,
+    blimp: Mapping[str, Any] | None = None,
+    wuggy: Mapping[str, Any] | None = None,
+    strict: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Build the requested benchmarks under ``out_dir``; returns (and saves) a report.
+
+    Args:
+        task: ``storycloze``, ``blimp``, ``wuggy``, ``all`` or a list of them.
+        tts: backend name (or a built backend); ``tts_kwargs`` go to its constructor.
+        storycloze: ``csv`` (null: built-in stories), ``voice``, ``silence_ms``, ``tasks``, ``limit``.
+        blimp: ``jsonl`` (null: built-in pairs), ``voices`` / ``n_voices``, ``dev_fraction``, ``limit``.
+        wuggy: ``words`` (null: built-in list), ``frequency_list``, ``frequency_bands``,
+            ``voices`` / ``n_voices``, ``dev_fraction``, ``substitution_rate``,
+            ``min_ngram_count``, ``limit``.
+        strict: stop at the first bad item instead of logging it.
+    """
+    from twist.bench import blimp as blimp_mod
+    from twist.bench import storycloze as sc_mod
+    from twist.bench import wuggy as wuggy_mod
+
+    tasks = resolve_tasks(task)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    backend = tts if isinstance(tts, TTSBackend) else get_backend(tts, **dict(tts_kwargs or {}))
+    report: dict[str, Any] = {"tts": backend.name, "seed": seed, "tasks": {}}
+    with RejectsLog(out_dir / "rejects.jsonl", stage="bench", strict=strict) as rejects:
+        for t in tasks:
+            t0 = time.perf_counter()
+            if t == "storycloze":
+                c = dict(storycloze or {})
+                res = sc_mod.build_storycloze(
+                    c.get("csv") or sc_mod.BUILTIN_STORIES, out_dir / "storycloze", backend,
+                    voice=c.get("voice"), seed=seed, silence_ms=float(c.get("silence_ms", 100.0)),
+                    tasks=tuple(c.get("tasks") or ("sSC", "tSC")), workers=workers, limit=c.get("limit"),
+                    rejects=rejects, progress=progress,
+                )  # fmt: skip
+            elif t == "blimp":
+                c = dict(blimp or {})
+                res = blimp_mod.build_blimp(
+                    c.get("jsonl") or blimp_mod.BUILTIN_PAIRS, out_dir, backend,
+                    voices=_voices(backend, c.get("voices"), c.get("n_voices", 2)), seed=seed,
+                    dev_fraction=float(c.get("dev_fraction", 0.5)), workers=workers, limit=c.get("limit"),
+                    rejects=rejects, progress=progress,
+                )  # fmt: skip
+            else:
+                c = dict(wuggy or {})
+                res = wuggy_mod.build_wuggy(
+                    c.get("words") or wuggy_mod.BUILTIN_WORDS, out_dir, backend,
+                    voices=_voices(backend, c.get("voices"), c.get("n_voices", 2)),
+                    frequency_list=c.get("frequency_list"),
+                    frequency_bands=tuple(c.get("frequency_bands") or (1, 5, 20, 100)), seed=seed,
+                    dev_fraction=float(c.get("dev_fraction", 0.5)),
+                    substitution_rate=float(c.get("substitution_rate", 1 / 3)),
+                    min_ngram_count=int(c.get("min_ngram_count", 3)), workers=workers, limit=c.get("limit"),
+                    rejects=rejects, progress=progress,
+                )  # fmt: skip
+            res["seconds"] = round(time.perf_counter() - t0, 2)
+            report["tasks"][t] = res
+        report["rejects"] = rejects.count
+    atomic_write_json(out_dir / "bench_report.json", report)
+    return report
