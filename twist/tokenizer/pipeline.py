@@ -1,0 +1,475 @@
+"""The ``twist-tokenize`` run: audio files -> a unit dataset, resumable and sharded.
+
+Steps (each rank does its own share; see ``docs/tokenize.md``):
+
+1. **List inputs** from an audio directory (recursive, by extension) or a manifest: a fairseq
+   TSV (first line the root dir, rows ``relpath<TAB>num_samples``) or JSONL rows
+   (``{"path": ..., "id": ...}``). Utterance ids are the relative paths without extension.
+2. **Fit** (rank 0): encode a seeded sample of files and fit K centroids with faiss on a
+   bounded sample of frames; save the tokenizer to ``out_dir/tokenizer``. Other ranks wait
+   for it to appear.
+3. **Apply**: rank ``r`` of ``w`` takes every ``w``-th input. Files are sorted by length and
+   grouped into batches of similar length (less padding; the encoders are batch-invariant
+   anyway), decoded by DataLoader workers, encoded, assigned, and written with
+   :class:`twist.units.UnitShardWriter`, which commits a shard at a time. A rerun skips
+   committed and rejected ids, so a killed run resumes without duplicates or losses.
+4. **Merge**: when every rank has written its done marker, the last one to finish gathers
+   the shards into ``manifest.jsonl``/``meta.json`` and the per-rank rejects into
+   ``rejects.jsonl``. Merging again gives the same files.
+
+Bad inputs (unreadable, empty, too short, NaN) go to the rejects log with their reason;
+``strict=true`` fails on the first one instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from twist.audio import DEFAULT_EXTENSIONS, BadAudioError, audio_info, find_audio, load_audio
+from twist.dist import rank_and_world
+from twist.rejects import RejectsLog
+from twist.tokenizer.encoders import build_encoder, resolve_device
+from twist.tokenizer.kmeans import fit_kmeans
+from twist.tokenizer.tokenizer import TOKENIZER_FILE, UnitTokenizer
+from twist.units import UnitShardWriter, merge_shards
+
+TOKENIZER_SUBDIR = "tokenizer"
+REJECTS = "rejects.jsonl"
+DONE_DIR = ".done"
+
+
+# ---------------------------------------------------------------------------------------
+# inputs
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AudioItem:
+    id: str
+    path: str
+    n_samples: int | None = None  # from a manifest; None = read the header
+    sample_rate: int | None = None
+
+
+def _id_for(rel: Path) -> str:
+    return rel.with_suffix("").as_posix()
+
+
+def list_inputs(
+    *,
+    audio_dir: str | None = None,
+    manifest: str | None = None,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+) -> list[AudioItem]:
+    """Every input, sorted by id. Exactly one of ``audio_dir`` and ``manifest`` is given."""
+    if bool(audio_dir) == bool(manifest):
+        raise ValueError("give exactly one of input.audio_dir and input.manifest")
+    items: list[AudioItem] = []
+    if audio_dir:
+        root = Path(audio_dir)
+        for p in find_audio(root, extensions):
+            items.append(AudioItem(_id_for(p.relative_to(root)), str(p)))
+    else:
+        mpath = Path(manifest)  # type: ignore[arg-type]
+        if not mpath.exists():
+            raise FileNotFoundError(f"input manifest not found: {mpath}")
+        lines = mpath.read_text(encoding="utf-8").splitlines()
+        if mpath.suffix == ".jsonl" or (lines and lines[0].lstrip().startswith("{")):
+            for n, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    rel = rec.get("path") or rec.get("audio") or rec["file"]
+                except (json.JSONDecodeError, KeyError, AttributeError):
+                    raise ValueError(f"{mpath}:{n}: expected a JSON object with a 'path' field") from None
+                p = Path(rel) if Path(rel).is_absolute() else mpath.parent / rel
+                uid = str(rec.get("id") or _id_for(Path(rel)))
+                ns = rec.get("num_samples")
+                items.append(AudioItem(uid, str(p), int(ns) if ns is not None else None))
+        else:  # fairseq TSV: root line, then relpath \t num_samples
+            if not lines:
+                raise ValueError(f"{mpath}: empty manifest (a fairseq TSV starts with the root directory)")
+            root = Path(lines[0].strip())
+            if not root.is_absolute():
+                root = mpath.parent / root
+            for n, line in enumerate(lines[1:], 2):
+                if not line.strip():
+                    continue
+                parts = line.split("\t")
+                try:
+                    ns = int(parts[1]) if len(parts) > 1 and parts[1].strip() else None
+                except ValueError:
+                    raise ValueError(f"{mpath}:{n}: num_samples {parts[1]!r} is not an integer") from None
+                items.append(AudioItem(_id_for(Path(parts[0])), str(root / parts[0]), ns))
+    seen: dict[str, str] = {}
+    for it in items:
+        if it.id in seen:
+            raise ValueError(f"two inputs map to the utterance id {it.id!r}: {seen[it.id]} and {it.path}")
+        seen[it.id] = it.path
+    return sorted(items, key=lambda it: it.id)
+
+
+# ---------------------------------------------------------------------------------------
+# batching
+# ---------------------------------------------------------------------------------------
+def length_batches(lengths: Sequence[float], *, max_seconds: float, max_items: int) -> list[list[int]]:
+    """Group indices of similar length: sorted by length, each batch's padded size
+    (``len(batch) * longest``) stays under ``max_seconds`` and ``max_items``."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        longest = max(lengths[i], *(lengths[j] for j in cur)) if cur else lengths[i]
+        if cur and ((len(cur) + 1) * longest > max_seconds or len(cur) >= max_items):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+class _BatchLoader(torch.utils.data.Dataset):
+    """Decodes one batch of files per item, in DataLoader workers."""
+
+    def __init__(self, items: Sequence[AudioItem], batches: Sequence[Sequence[int]], sample_rate: int,
+                 min_seconds: float, max_seconds: float | None) -> None:
+        self.items, self.batches = items, batches
+        self.sample_rate, self.min_seconds, self.max_seconds = sample_rate, min_seconds, max_seconds
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int) -> list[tuple[AudioItem, np.ndarray | None, str | None]]:
+        out = []
+        for i in self.batches[b]:
+            it = self.items[i]
+            try:
+                wav = load_audio(it.path, self.sample_rate, min_seconds=self.min_seconds, max_seconds=self.max_seconds)
+                out.append((it, wav, None))
+            except BadAudioError as e:
+                out.append((it, None, e.reason))
+        return out
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+# ---------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------
+@dataclass
+class TokenizeSettings:
+    """The parts of the Hydra config the pipeline uses (see ``configs/tokenize.yaml``)."""
+
+    out_dir: str
+    encoder: dict[str, Any]
+    n_units: int
+    frame_rate: float | None = None
+    audio_dir: str | None = None
+    manifest: str | None = None
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    tokenizer_dir: str | None = None
+    dedup: bool = True
+    min_seconds: float = 0.1
+    max_seconds: float | None = None
+    strict: bool = False
+    device: str = "auto"
+    batch_max_seconds: float = 200.0
+    batch_max_items: int = 32
+    num_workers: int = 2
+    shard_items: int = 1000
+    fit_max_files: int = 2000
+    fit_max_frames: int = 200_000
+    fit_frames_per_file: int = 500
+    fit_niter: int = 20
+    seed: int = 0
+    split: dict[str, Any] | None = None
+    progress: bool = True
+    wait_timeout_s: float = 24 * 3600.0
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> TokenizeSettings:
+        tok = cfg["tokenizer"]
+        inp = cfg.get("input") or {}
+        batch = cfg.get("batch") or {}
+        fit = cfg.get("fit") or {}
+        return cls(
+            out_dir=str(cfg["out_dir"]),
+            encoder=dict(tok["encoder"]),
+            n_units=int(tok["n_units"]),
+            frame_rate=tok.get("frame_rate"),
+            audio_dir=inp.get("audio_dir"),
+            manifest=inp.get("manifest"),
+            extensions=tuple(inp.get("extensions") or DEFAULT_EXTENSIONS),
+            tokenizer_dir=cfg.get("tokenizer_dir"),
+            dedup=bool(cfg.get("dedup", True)),
+            min_seconds=float(cfg.get("min_seconds", 0.1)),
+            max_seconds=cfg.get("max_seconds"),
+            strict=bool(cfg.get("strict", False)),
+            device=str(cfg.get("device", "auto")),
+            batch_max_seconds=float(batch.get("max_seconds", 200.0)),
+            batch_max_items=int(batch.get("max_items", 32)),
+            num_workers=int(cfg.get("num_workers", 2)),
+            shard_items=int(cfg.get("shard_items", 1000)),
+            fit_max_files=int(fit.get("max_files", 2000)),
+            fit_max_frames=int(fit.get("max_frames", 200_000)),
+            fit_frames_per_file=int(fit.get("frames_per_file", 500)),
+            fit_niter=int(fit.get("niter", 20)),
+            seed=int(cfg.get("seed", 0)),
+            split=dict(cfg["split"]) if cfg.get("split") else None,
+            progress=bool(cfg.get("progress", True)),
+            wait_timeout_s=float(cfg.get("wait_timeout_s", 24 * 3600.0)),
+        )
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return Path(self.tokenizer_dir) if self.tokenizer_dir else Path(self.out_dir) / TOKENIZER_SUBDIR
+
+    def inputs(self) -> list[AudioItem]:
+        return list_inputs(audio_dir=self.audio_dir, manifest=self.manifest, extensions=self.extensions)
+
+
+def _log(msg: str, rank: int = 0) -> None:
+    if rank == 0:
+        print(f"[twist-tokenize] {msg}", flush=True)
+
+
+def fit_tokenizer(s: TokenizeSettings, items: Sequence[AudioItem] | None = None) -> UnitTokenizer:
+    """Fit k-means on a seeded sample of the inputs and save the tokenizer (rank 0's job)."""
+    items = list(items if items is not None else s.inputs())
+    device = resolve_device(s.device)
+    spec = dict(s.encoder)
+    if s.frame_rate is not None and spec.get("name") == "hubert":
+        spec.setdefault("expected_frame_rate", s.frame_rate)
+    encoder = build_encoder(spec, device=device)
+    if s.frame_rate is not None and not math.isclose(encoder.frame_rate, float(s.frame_rate)):
+        raise ValueError(f"tokenizer config says frame_rate={s.frame_rate} but the {encoder.name} encoder runs at {encoder.frame_rate:g} Hz")
+    rng = random.Random(s.seed)
+    sample = list(items)
+    rng.shuffle(sample)
+    gen = np.random.default_rng(s.seed)
+    chunks: list[np.ndarray] = []
+    n_frames = 0
+    used = 0
+    for it in sample:
+        if used >= s.fit_max_files or n_frames >= s.fit_max_frames:
+            break
+        try:
+            wav = load_audio(it.path, encoder.sample_rate, min_seconds=s.min_seconds, max_seconds=s.max_seconds)
+        except BadAudioError:
+            continue  # the apply step logs it as a reject
+        f = encoder.encode(wav).cpu().numpy()
+        if f.shape[0] == 0:
+            continue
+        if f.shape[0] > s.fit_frames_per_file:  # many files, few frames each: more speakers/contexts
+            f = f[np.sort(gen.choice(f.shape[0], s.fit_frames_per_file, replace=False))]
+        chunks.append(f)
+        n_frames += f.shape[0]
+        used += 1
+    if not chunks:
+        raise ValueError("no usable audio to fit k-means on (every sampled input was rejected)")
+    feats = np.concatenate(chunks)[: s.fit_max_frames]
+    _log(f"fitting k-means K={s.n_units} on {feats.shape[0]} frames from {used} files (dim {feats.shape[1]})")
+    t0 = time.time()
+    q = fit_kmeans(feats, s.n_units, niter=s.fit_niter, seed=s.seed)
+    q.info.update({"n_files": used, "fit_seconds": round(time.time() - t0, 2)})
+    tok = UnitTokenizer(encoder, q, dedup=s.dedup)
+    tok.save(s.tokenizer_path)
+    _log(f"tokenizer saved to {s.tokenizer_path} ({tok.contract.encoder}, fingerprint {tok.contract.encoder_fingerprint})")
+    return tok
+
+
+def _load_existing_tokenizer(s: TokenizeSettings, device: torch.device) -> UnitTokenizer:
+    tok = UnitTokenizer.load(s.tokenizer_path, device=device)
+    if tok.n_units != s.n_units:
+        raise ValueError(f"existing tokenizer {s.tokenizer_path} has K={tok.n_units}, the config asks for K={s.n_units}")
+    want = dict(s.encoder)
+    have = UnitTokenizer.read_spec(s.tokenizer_path)["encoder"]
+    if want.get("name") != have.get("name"):
+        raise ValueError(f"existing tokenizer {s.tokenizer_path} uses encoder {have.get('name')!r}, the config asks for {want.get('name')!r}")
+    if tok.contract.dedup != s.dedup:
+        tok = UnitTokenizer(tok.encoder, tok.quantizer, dedup=s.dedup)
+    return tok
+
+
+def _wait_for(path: Path, timeout_s: float, what: str) -> None:
+    t0 = time.time()
+    while not path.exists():
+        if time.time() - t0 > timeout_s:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for {what} ({path}); did rank 0 fail?")
+        time.sleep(1.0)
+
+
+def _read_rejected_ids(out_dir: Path) -> set[str]:
+    ids: set[str] = set()
+    for p in sorted((out_dir / "rejects").glob("r*.jsonl")):
+        ids.update(str(r.get("id")) for r in RejectsLog.read(p) if r.get("id") is not None)
+    return ids
+
+
+def merge_outputs(out_dir: str | Path, *, split: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Gather shards and per-rank rejects into the final dataset files. Idempotent."""
+    from twist.atomic import atomic_write_text
+
+    out_dir = Path(out_dir)
+    meta = merge_shards(out_dir, split=split, extra_meta={"tokenizer": TOKENIZER_SUBDIR})
+    rows: dict[str, dict] = {}
+    for p in sorted((out_dir / "rejects").glob("r*.jsonl")):
+        for r in RejectsLog.read(p):
+            rows.setdefault(str(r.get("id", r.get("item"))), r)
+    atomic_write_text(out_dir / REJECTS, "".join(json.dumps(rows[k], sort_keys=True) + "\n" for k in sorted(rows)))
+    meta["n_rejected"] = len(rows)
+    return meta
+
+
+def apply_tokenizer(s: TokenizeSettings, tok: UnitTokenizer, items: Sequence[AudioItem]) -> dict[str, Any]:
+    """Tokenize this rank's share of ``items`` into ``out_dir`` shards (resumable)."""
+    from tqdm import tqdm
+
+    rank, world = rank_and_world()
+    out_dir = Path(s.out_dir)
+    mine = list(items)[rank::world]
+    writer = UnitShardWriter(out_dir, tok.contract, rank=rank, shard_items=s.shard_items)
+    rejected_before = _read_rejected_ids(out_dir)
+    todo = [it for it in mine if it.id not in writer.done_ids and it.id not in rejected_before]
+    stats = {"rank": rank, "world": world, "assigned": len(mine), "skipped_done": len(mine) - len(todo),
+             "ok": 0, "rejected": 0, "audio_seconds": 0.0}
+    rejects = RejectsLog(out_dir / "rejects" / f"r{rank:04d}.jsonl", stage="tokenize", strict=s.strict)
+    # lengths for bucketing: manifest num_samples, else the file header (cheap, no decoding)
+    lengths: list[float] = []
+    ready: list[AudioItem] = []
+    for it in todo:
+        if it.n_samples is not None:
+            sec = it.n_samples / float(it.sample_rate or tok.sample_rate)
+        else:
+            try:
+                frames, sr, _ = audio_info(it.path) if os.path.getsize(it.path) > 0 else (0, 1, 1)
+            except (BadAudioError, OSError) as e:
+                reason = e.reason if isinstance(e, BadAudioError) else f"cannot stat file ({e})"
+                rejects.add(it.path, reason, id=it.id)
+                stats["rejected"] += 1
+                continue
+            sec = frames / sr
+        lengths.append(sec)
+        ready.append(it)
+    batches = length_batches(lengths, max_seconds=s.batch_max_seconds, max_items=s.batch_max_items)
+    loader = torch.utils.data.DataLoader(
+        _BatchLoader(ready, batches, tok.sample_rate, s.min_seconds, s.max_seconds),
+        batch_size=None, shuffle=False, num_workers=s.num_workers, collate_fn=_identity,
+        prefetch_factor=4 if s.num_workers > 0 else None, persistent_workers=False,
+    )
+    t0 = time.time()
+    bar = tqdm(total=len(ready), unit="file", desc=f"tokenize r{rank}", disable=not (s.progress and rank == 0),
+               dynamic_ncols=True)
+    try:
+        for batch in loader:
+            good = [(it, w) for it, w, err in batch if err is None]
+            for it, _, err in batch:
+                if err is not None:
+                    rejects.add(it.path, err, id=it.id)
+                    stats["rejected"] += 1
+            units = tok.encode_batch_tensors([w for _, w in good]) if good else []
+            for (it, w), u in zip(good, units):
+                if u.numel() == 0:
+                    rejects.add(it.path, f"too short for the encoder ({w.size} samples give no frame)", id=it.id)
+                    stats["rejected"] += 1
+                    continue
+                sec = w.size / tok.sample_rate
+                writer.add(it.id, u.cpu().numpy(), source=it.path, duration=sec)
+                stats["ok"] += 1
+                stats["audio_seconds"] += sec
+            bar.update(len(batch))
+            el = max(time.time() - t0, 1e-9)
+            sec_done = stats["audio_seconds"]
+            bar.set_postfix_str(f"{sec_done / 3600 / el:.4f} audio-h/s ({sec_done / el:.1f} audio-s/s)")
+        writer.close()
+    finally:
+        bar.close()
+        rejects.close()
+    stats["elapsed_s"] = round(time.time() - t0, 3)
+    return stats
+
+
+def run_tokenize(s: TokenizeSettings, *, mode: str = "fit+apply") -> dict[str, Any]:
+    """The whole ``twist-tokenize`` run for this rank; returns a summary dict."""
+    if mode not in ("fit", "apply", "fit+apply", "merge"):
+        raise ValueError(f"unknown tokenize mode {mode!r}; choose fit, apply, fit+apply, merge")
+    out_dir = Path(s.out_dir)
+    rank, world = rank_and_world()
+    if mode == "merge":
+        meta = merge_outputs(out_dir, split=s.split)
+        _log(f"merged {meta['n_utterances']} utterances ({meta['hours']} h), {meta['n_rejected']} rejects -> {out_dir}")
+        return meta
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    items = s.inputs()
+    if not items:
+        raise ValueError(f"no audio inputs found in {s.audio_dir or s.manifest} (extensions {list(s.extensions)})")
+    _log(f"{len(items)} inputs; rank {rank} of {world}", rank)
+    device = resolve_device(s.device)
+    tok_file = s.tokenizer_path / TOKENIZER_FILE
+    if mode in ("fit", "fit+apply"):
+        if tok_file.exists():
+            if mode == "fit":
+                raise FileExistsError(f"a tokenizer already exists at {s.tokenizer_path}; remove it to refit")
+            tok = _load_existing_tokenizer(s, device)  # a resumed run keeps its codebook
+            _log(f"reusing the tokenizer at {s.tokenizer_path}", rank)
+        elif rank == 0:
+            tok = fit_tokenizer(s, items)
+        else:
+            _wait_for(tok_file, s.wait_timeout_s, "rank 0 to fit the tokenizer")
+            tok = _load_existing_tokenizer(s, device)
+        if mode == "fit":
+            return {"tokenizer": str(s.tokenizer_path), "contract": tok.contract.to_dict()}
+    else:
+        if not tok_file.exists():
+            raise FileNotFoundError(f"mode=apply needs a fitted tokenizer at {s.tokenizer_path} (run mode=fit first)")
+        tok = UnitTokenizer.load(s.tokenizer_path, device=device)
+        tok = UnitTokenizer(tok.encoder, tok.quantizer, dedup=s.dedup) if tok.contract.dedup != s.dedup else tok
+        if s.tokenizer_dir and not (out_dir / TOKENIZER_SUBDIR / TOKENIZER_FILE).exists() and rank == 0:
+            tok.save(out_dir / TOKENIZER_SUBDIR)  # the dataset carries its tokenizer
+    done_dir = out_dir / DONE_DIR
+    done_dir.mkdir(exist_ok=True)
+    (done_dir / f"r{rank:04d}-of-{world:04d}.json").unlink(missing_ok=True)
+    stats = apply_tokenizer(s, tok, items)
+    from twist.atomic import atomic_write_json
+
+    atomic_write_json(done_dir / f"r{rank:04d}-of-{world:04d}.json", stats)
+    # the last rank to finish merges (every rank checks; merging twice is harmless)
+    if all((done_dir / f"r{r:04d}-of-{world:04d}.json").exists() for r in range(world)):
+        meta = merge_outputs(out_dir, split=s.split)
+        summary = {
+            "out_dir": str(out_dir),
+            "inputs": len(items),
+            "utterances": meta["n_utterances"],
+            "rejected": meta["n_rejected"],
+            "hours": meta["hours"],
+            "units_total": meta["n_units_total"],
+            "world_size": world,
+            "this_rank": stats,
+            "wall_s": round(time.time() - t_start, 2),
+            "contract": tok.contract.to_dict(),
+        }
+        atomic_write_json(out_dir / "summary.json", summary)
+        el = max(stats["elapsed_s"], 1e-9)
+        print(
+            f"[twist-tokenize] done: {meta['n_utterances']} utterances ({meta['hours']:.4f} h), "
+            f"{meta['n_rejected']} rejected (see {out_dir / REJECTS}), {meta['n_units_total']} units; "
+            f"this rank {stats['ok']} files at {stats['audio_seconds'] / el:.1f} audio-s/s -> {out_dir}",
+            flush=True,
+        )
+        return summary
+    _log(f"rank {rank} finished its shard; the last rank to finish merges", 0)
+    return {"this_rank": stats, "merged": False}
