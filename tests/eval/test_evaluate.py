@@ -1,0 +1,178 @@
+"""evaluate_model end to end on every benchmark kind, and the comparison table."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from twist.contract import ContractMismatchError
+from twist.eval import evaluate_model, zr2021
+from twist.eval.likelihood import LikelihoodScorer
+from twist.eval.pairs import decide
+from twist.eval.report import compare_table, load_results
+from twist.rejects import RejectedItemError
+from twist.units import UnitDataset, UnitShardWriter, merge_shards
+
+
+def _rand_units(rng, k, n):
+    u = [int(rng.integers(k))]
+    while len(u) < n:  # no repeats, so dedup keeps every unit and we know the exact sequence
+        x = int(rng.integers(k))
+        if x != u[-1]:
+            u.append(x)
+    return u
+
+
+@pytest.fixture
+def bench(tmp_path, ev, small_contract):
+    """A miniature of every benchmark layout, with the units each wav holds."""
+    k = small_contract.n_units
+    rng = np.random.default_rng(0)
+    units: dict[str, list[int]] = {}
+    root = tmp_path / "bench"
+
+    def wav(path, n):
+        u = _rand_units(rng, k, n)
+        ev.write_units_wav(path, u, k)
+        units[str(path)] = u
+        return path
+
+    rows = []
+    for wid, freq in (("1", "0"), ("2", "3"), ("3", "40")):
+        for voice in ("A", "B"):
+            for correct in (1, 0):
+                fn = f"lex{wid}{voice}{correct}"
+                wav(root / "lexical" / "dev" / f"{fn}.wav", 5)
+                rows.append({"id": wid, "filename": fn, "word": "w", "frequency": freq, "correct": correct,
+                             "voice": voice, "phones": "w", "length": 1})
+    ev.write_gold(root / "lexical" / "dev" / "gold.csv", list(zr2021.COLUMNS["lexical"]), rows)
+    rows = []
+    for sid in ("1", "2"):
+        for voice in ("A", "B"):
+            for correct in (1, 0):
+                fn = f"syn{sid}{voice}{correct}"
+                wav(root / "syntactic" / "dev" / f"{fn}.wav", 8)
+                rows.append({"id": sid, "filename": fn, "type": "t", "subtype": "s", "transcription": "x",
+                             "correct": correct, "voice": voice})
+    ev.write_gold(root / "syntactic" / "dev" / "gold.csv", list(zr2021.COLUMNS["syntactic"]), rows)
+    pairs = []
+    for i in range(4):
+        pairs.append({"id": f"s{i}", "positive": f"wav/s{i}_pos.wav", "negative": f"wav/s{i}_neg.wav"})
+        wav(root / "sSC" / "wav" / f"s{i}_pos.wav", 12)
+        wav(root / "sSC" / "wav" / f"s{i}_neg.wav", 12)
+    pairs.append({"id": "inline", "positive_units": [1, 2, 3], "negative_units": [3, 2, 1]})
+    (root / "sSC" / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    for i, sid in enumerate(("ab-1", "cd-2", "ef-3")):
+        wav(root / "tSC" / f"{2 * i}_{sid}_correct.wav", 10)
+        wav(root / "tSC" / f"{2 * i + 1}_{sid}_incorrect.wav", 10)
+    with UnitShardWriter(tmp_path / "units", small_contract) as w:
+        for i in range(30):
+            w.add(f"utt{i:03d}", np.array(_rand_units(rng, k, 6 + i % 7)), raw=False)
+    merge_shards(tmp_path / "units", split={"seed": 0, "valid": 0.0, "test": 0.5})
+    return root, units, tmp_path / "units"
+
+
+def _cfg(root, units_ds, tmp_path, **kw):
+    cfg = {"bench_root": str(root), "benchmarks": {"ppl": {"dataset": str(units_ds), "split": "test"}},
+           "cache_dir": str(tmp_path / "cache"), "batch_size": 4, "progress": False, "model_name": "tiny"}
+    cfg.update(kw)
+    return cfg
+
+
+def test_every_benchmark_end_to_end(tmp_path, ev, bench, small_contract, fake_tokenizer):
+    root, units, ds_root = bench
+    model = ev.tiny_llama(small_contract)
+    out = tmp_path / "run"
+    res = evaluate_model(_cfg(root, ds_root, tmp_path), model, small_contract, out, tokenizer=fake_tokenizer)
+
+    assert list(res["metrics"]) == ["sWUGGY (dev)", "sWUGGY in-vocab (dev)", "sBLIMP (dev)", "sSC", "tSC", "PPL"]
+    direct = LikelihoodScorer(model, small_contract, batch_size=1)
+
+    # sSC: per-item scores equal a direct batch-1 computation on the units each wav holds
+    rows = [json.loads(x) for x in (out / "items" / "ssc.jsonl").read_text().splitlines()]
+    assert len(rows) == 5
+    by_id = {r["id"]: r for r in rows}
+    for i in range(4):
+        want = direct.score_units([np.array(units[str(root / "sSC" / "wav" / f"s{i}_{s}.wav")]) for s in ("pos", "neg")])
+        r = by_id[f"s{i}"]
+        assert r["positive_logprob_sum"] == pytest.approx(want.sum[0], abs=1e-4)
+        assert r["negative_logprob_sum"] == pytest.approx(want.sum[1], abs=1e-4)
+        assert r["score"] == decide(want.sum[0], want.sum[1])
+    inline = direct.score_units([np.array([1, 2, 3]), np.array([3, 2, 1])])
+    assert by_id["inline"]["positive_logprob_sum"] == pytest.approx(inline.sum[0], abs=1e-4)
+    assert res["metrics"]["sSC"] == pytest.approx(np.mean([r["score"] for r in rows]))
+    assert res["benchmarks"]["ssc"]["n_pairs"] == 5 and res["benchmarks"]["ssc"]["pairs_per_second"] > 0
+
+    # sWUGGY: the submission file, fed back through the aggregation, gives the reported numbers
+    sub = out / "submission" / "lexical" / "dev.txt"
+    file_scores = {a: float(b) for a, b in (ln.split() for ln in sub.read_text().splitlines())}
+    assert len(file_scores) == 12 and res["benchmarks"]["swuggy/dev"]["submission_complete"]
+    gold = zr2021.load_split(root / "lexical", "dev", "lexical")
+    summary, _ = zr2021.evaluate_split(gold, file_scores)
+    assert res["metrics"]["sWUGGY (dev)"] == pytest.approx(summary["all"])
+    assert res["metrics"]["sWUGGY in-vocab (dev)"] == pytest.approx(summary["in_vocab"])
+    assert (out / "submission" / "syntactic" / "dev.txt").is_file()
+    assert res["benchmarks"]["tsc"]["n_pairs"] == 3 and res["benchmarks"]["tsc"]["layout"] == "released"
+
+    # PPL: pooled over tokens of the test split
+    view = UnitDataset(ds_root).split("test")
+    s = direct.score_units([np.asarray(view[i], dtype=np.int64) for i in range(len(view))])
+    assert res["metrics"]["PPL"] == pytest.approx(math.exp(-s.sum.sum() / s.n_tokens.sum()), rel=1e-5)
+    assert res["benchmarks"]["ppl"]["n_utterances"] == len(view)
+
+    # outputs: JSON, markdown, a second run reads every wav from the cache
+    on_disk = load_results(out)
+    assert on_disk["metrics"]["sSC"] == res["metrics"]["sSC"] and on_disk["decide_by"] == "sum"
+    md = (out / "results.md").read_text()
+    assert "| model | PPL ↓ | sWUGGY (dev) ↑ | sWUGGY in-vocab (dev) ↑ | sBLIMP (dev) ↑ | sSC ↑ | tSC ↑ |" in md and "by frequency" in md
+    n_calls = len(fake_tokenizer.calls)
+    res2 = evaluate_model(_cfg(root, ds_root, tmp_path, decide_by="mean"), model, small_contract, tmp_path / "run2",
+                          tokenizer=fake_tokenizer)
+    assert len(fake_tokenizer.calls) == n_calls and res2["tokenizer_cache"]["encoded"] == 0
+    rows2 = [json.loads(x) for x in (tmp_path / "run2" / "items" / "ssc.jsonl").read_text().splitlines()]
+    assert [r["score"] for r in rows2] == [decide(r["positive_logprob_mean"], r["negative_logprob_mean"]) for r in rows2]
+
+
+def test_bad_audio_is_skipped_or_stops_in_strict_mode(tmp_path, ev, bench, small_contract, fake_tokenizer):
+    root, _, ds_root = bench
+    (root / "sSC" / "wav" / "s2_neg.wav").write_bytes(b"garbage")
+    model = ev.tiny_llama(small_contract)
+    res = evaluate_model(_cfg(root, ds_root, tmp_path), model, small_contract, tmp_path / "run", tokenizer=fake_tokenizer)
+    assert res["n_rejected"] == 1 and res["benchmarks"]["ssc"]["n_pairs_skipped"] == 1
+    assert "s2_neg.wav" in (tmp_path / "run" / "rejects.jsonl").read_text()
+    with pytest.raises(RejectedItemError, match="s2_neg.wav"):
+        evaluate_model(_cfg(root, ds_root, tmp_path, strict=True), model, small_contract, tmp_path / "run3",
+                       tokenizer=fake_tokenizer)
+
+
+def test_configuration_errors(tmp_path, ev, bench, small_contract, fake_tokenizer):
+    root, _, ds_root = bench
+    model = ev.tiny_llama(small_contract)
+    other = ev.FakeTokenizer(dataclasses.replace(small_contract, encoder_fingerprint="another-encoder"))
+    with pytest.raises(ContractMismatchError, match="encoder_fingerprint: model has 'fake-enc', tokenizer has 'another-encoder'"):
+        evaluate_model(_cfg(root, ds_root, tmp_path), model, small_contract, tmp_path / "r", tokenizer=other)
+    with pytest.raises(ValueError, match="benchmark swuggy/dev reads audio: set tokenizer_dir"):
+        evaluate_model(_cfg(root, ds_root, tmp_path), model, small_contract, tmp_path / "r")
+    with pytest.raises(ValueError, match="no benchmark configured"):
+        evaluate_model({"progress": False}, model, small_contract, tmp_path / "r")
+    with pytest.raises(ValueError, match="decide_by must be one of"):
+        evaluate_model(_cfg(root, ds_root, tmp_path, decide_by="max"), model, small_contract, tmp_path / "r")
+
+
+def test_compare_table_has_models_as_rows_and_metrics_as_columns():
+    a = {"model_name": "TWIST-tiny", "metrics": {"sSC": 0.5, "PPL": 12.3456, "sWUGGY (dev)": 0.7}}
+    b = {"model_name": "COLD-tiny", "metrics": {"PPL": 20.0, "sWUGGY (dev)": 0.61, "tSC": 0.55}}
+    md, table = compare_table([a, b])
+    lines = md.splitlines()
+    assert lines[0] == "| model | PPL ↓ | sWUGGY (dev) ↑ | sSC ↑ | tSC ↑ |"
+    assert lines[2] == "| TWIST-tiny | 12.35 | 70.0 | 50.0 | – |"
+    assert lines[3] == "| COLD-tiny | 20.00 | 61.0 | – | 55.0 |"
+    assert table["columns"] == ["PPL", "sWUGGY (dev)", "sSC", "tSC"] and table["rows"][1]["tSC"] == 0.55
+    md2, _ = compare_table([a, b], names=["x", "y"])
+    assert md2.splitlines()[2].startswith("| x |")
+    with pytest.raises(ValueError, match="2 names for 1 runs"):
+        compare_table([a], names=["x", "y"])

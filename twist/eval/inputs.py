@@ -1,0 +1,239 @@
+"""Benchmark inputs as units: audio tokenized on the fly (and cached), or pre-tokenized.
+
+A benchmark names its items by audio path. :class:`AudioUnits` turns each file into units
+with the model's tokenizer (``twist.tokenizer.UnitTokenizer``) and caches the frame-level
+units on disk, keyed by the file (resolved path, size, mtime) and a fingerprint of the
+tokenizer's identity (encoder and k-means fingerprints, layer, frame rate, K, sample rate).
+A second run of any benchmark, or of another model with the same tokenizer, reads the cache
+and skips the encoder entirely; a killed run keeps every file it finished (each cache entry
+is written atomically).
+
+:class:`PretokenizedUnits` reads units made elsewhere: a twist unit dataset directory (its
+contract is checked against the model's) or a ``<id>\\t<u1 u2 ...>`` line file. An audio path
+is looked up by its path relative to the benchmark root without extension, then with it,
+then by its bare stem.
+
+Both return units in the model's final form: runs collapsed when the contract says
+``dedup`` (collapsing is idempotent, so units that are already deduplicated pass through).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from twist.atomic import atomic_path
+from twist.contract import IDENTITY_FIELDS, UnitContract, fingerprint_arrays
+from twist.rejects import RejectsLog
+from twist.units import dedup
+
+
+class Tokenizer(Protocol):
+    """What eval needs from ``twist.tokenizer.UnitTokenizer``."""
+
+    contract: UnitContract
+
+    def encode_file(self, path: str | Path) -> np.ndarray: ...
+
+
+def final_units(units: np.ndarray, contract: UnitContract, *, name: str = "units") -> np.ndarray:
+    """Check the range and apply the contract's dedup."""
+    u = np.asarray(units, dtype=np.int64).reshape(-1)
+    if u.size and (u.min() < 0 or u.max() >= contract.n_units):
+        bad = int(u[(u < 0) | (u >= contract.n_units)][0])
+        raise ValueError(f"{name}: unit id {bad} is outside [0, {contract.n_units})")
+    if contract.dedup:
+        u = dedup(u)[0]
+    return u
+
+
+def tokenizer_fingerprint(contract: UnitContract) -> str:
+    """Identity of a tokenizer's frame-level output (dedup excluded: the cache holds raw frames)."""
+    d = contract.to_dict()
+    return fingerprint_arrays(extra=json.dumps({k: d[k] for k in IDENTITY_FIELDS}, sort_keys=True, default=str))
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("TWIST_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "twist"
+    )
+    return Path(root) / "eval_units"
+
+
+class AudioUnits:
+    """Audio -> final-form units with the model's tokenizer, cached on disk.
+
+    Args:
+        tokenizer: an object with ``.contract`` and ``.encode_file(path)`` (frame-level
+            units, no dedup); when it also has ``.encode_batch`` and ``.sample_rate``, files
+            are read with :func:`twist.audio.load_audio` and encoded ``batch_size`` at a time.
+        cache_dir: cache root; ``None`` disables caching.
+        batch_size: files per tokenizer call.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, *, cache_dir: str | Path | None = None, batch_size: int = 16,
+                 progress: bool = False) -> None:
+        self.tokenizer = tokenizer
+        self.contract: UnitContract = tokenizer.contract
+        self.fingerprint = tokenizer_fingerprint(self.contract)
+        self.cache_dir = Path(cache_dir) / self.fingerprint if cache_dir is not None else None
+        self.batch_size = max(1, int(batch_size))
+        self.progress = progress
+        self.n_cache_hits = 0
+        self.n_encoded = 0
+
+    def _cache_path(self, path: Path) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        st = path.stat()
+        key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+        return self.cache_dir / key[:2] / f"{key}.npy"
+
+    def _store(self, cache: Path | None, frames: np.ndarray) -> None:
+        if cache is None:
+            return
+        with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.asarray(frames).astype(np.uint16 if self.contract.n_units <= 65535 else np.int64))
+
+    def units(self, paths: Iterable[str | Path], rejects: RejectsLog | None = None) -> dict[str, np.ndarray]:
+        """Final-form units for each readable file, keyed by ``str(path)``.
+
+        A file that cannot be decoded is logged to ``rejects`` (which raises in strict mode)
+        and left out; a missing file raises ``FileNotFoundError`` naming it.
+        """
+        from twist.audio import BadAudioError
+
+        out: dict[str, np.ndarray] = {}
+        todo: list[tuple[Path, Path | None]] = []
+        for p in dict.fromkeys(Path(x) for x in paths):
+            if not p.is_file():
+                raise FileNotFoundError(f"audio file not found: {p}")
+            cache = self._cache_path(p)
+            if cache is not None and cache.is_file():
+                try:
+                    out[str(p)] = final_units(np.load(cache), self.contract, name=str(p))
+                    self.n_cache_hits += 1
+                    continue
+                except (ValueError, OSError):
+                    pass  # a torn or stale entry: re-encode it
+            todo.append((p, cache))
+        if not todo:
+            return out
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), desc="tokenizing", unit="file", leave=False)
+        batched = hasattr(self.tokenizer, "encode_batch") and hasattr(self.tokenizer, "sample_rate")
+        step = self.batch_size if batched else 1
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            frames: list[np.ndarray | None] = []
+            if batched:
+                from twist.audio import load_audio
+
+                wavs, ok = [], []
+                for p, _ in chunk:
+                    try:
+                        wavs.append(load_audio(p, int(self.tokenizer.sample_rate)))
+                        ok.append(True)
+                    except BadAudioError as e:
+                        ok.append(False)
+                        if rejects is not None:
+                            rejects.add(p, e.reason)
+                encoded = iter(self.tokenizer.encode_batch(wavs)) if wavs else iter(())
+                frames = [next(encoded) if good else None for good in ok]
+            else:
+                for p, _ in chunk:
+                    try:
+                        frames.append(self.tokenizer.encode_file(p))
+                    except BadAudioError as e:
+                        frames.append(None)
+                        if rejects is not None:
+                            rejects.add(p, e.reason)
+            for (p, cache), f in zip(chunk, frames):
+                if f is None:
+                    continue
+                f = np.asarray(f)
+                if f.size == 0:
+                    if rejects is not None:
+                        rejects.add(p, "tokenizer returned no units (audio too short?)")
+                    continue
+                self._store(cache, f)
+                out[str(p)] = final_units(f, self.contract, name=str(p))
+                self.n_encoded += 1
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+        return out
+
+
+class PretokenizedUnits:
+    """Units made ahead of time: a unit dataset directory or an ``<id>\\t<units>`` line file.
+
+    Args:
+        source: the unit dataset dir or the line file.
+        contract: the model's contract; a unit dataset's own contract must match it.
+    """
+
+    def __init__(self, source: str | Path, contract: UnitContract) -> None:
+        self.source = Path(source)
+        self.contract = contract
+        self._table: Mapping[str, Any]
+        if self.source.is_dir():
+            from twist.units import UnitDataset
+
+            ds = UnitDataset(self.source)
+            contract.check_compatible(ds.contract, mine="model", theirs=f"pre-tokenized units {self.source}")
+            self._ds = ds
+            self._table = {uid: i for i, uid in enumerate(ds.ids)}
+        elif self.source.is_file():
+            self._ds = None
+            table: dict[str, np.ndarray] = {}
+            for lineno, line in enumerate(self.source.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                key, sep, text = line.partition("\t")
+                if not sep:
+                    key, _, text = line.partition(" ")
+                try:
+                    table[key.strip()] = np.asarray([int(t) for t in text.split()], dtype=np.int64)
+                except ValueError:
+                    raise ValueError(f"{self.source}:{lineno}: expected '<id>\\t<u1 u2 ...>'") from None
+            self._table = table
+        else:
+            raise FileNotFoundError(f"pre-tokenized units not found: {self.source}")
+        if not self._table:
+            raise ValueError(f"pre-tokenized units {self.source} hold no utterances")
+
+    def _lookup(self, path: Path, root: Path) -> Any:
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            rel = Path(path.name)
+        for key in (rel.with_suffix("").as_posix(), rel.as_posix(), path.stem):
+            if key in self._table:
+                return self._table[key]
+        return None
+
+    def units(self, paths: Iterable[str | Path], root: str | Path, rejects: RejectsLog | None = None) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        root = Path(root)
+        for x in paths:
+            p = Path(x)
+            hit = self._lookup(p, root)
+            if hit is None:
+                raise KeyError(
+                    f"pre-tokenized units {self.source} have no entry for {p} "
+                    f"(looked up '{p.stem}' and its path relative to {root})"
+                )
+            raw = self._ds[hit] if self._ds is not None else hit
+            out[str(p)] = final_units(raw, self.contract, name=f"{self.source}:{p.stem}")
+        return out

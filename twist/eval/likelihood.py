@@ -1,0 +1,230 @@
+"""Sequence log-likelihoods under a speech LM: batched, length-sorted, masked.
+
+Every zero-shot benchmark in the TWIST paper (Hassid et al., 2023, §3.3) reduces to the
+log-probability a speech LM assigns to a unit sequence. This module computes it, per
+sequence, two ways:
+
+* ``sum``: the total log-probability of the sequence, the convention of the paper and of
+  the ZeroSpeech 2021 baseline (Nguyen et al., 2020);
+* ``mean``: the same divided by the number of scored tokens, SlamKit's convention, which
+  does not favour shorter sequences.
+
+A sequence is laid out as the model's unit contract says (:class:`twist.contract.VocabLayout`):
+``<bos> u1 .. un <eos>``. Every token after ``<bos>`` is a target; ``<eos>`` can be left out
+of the score (``score_eos=False``). Logits of the alignment-padding rows of the vocabulary
+are set to ``-inf`` before the softmax, so they never take probability mass, exactly as in
+training.
+
+Sequences are sorted by length before batching (little padding) and right-padded; with a
+causal model and explicit ``position_ids`` a real token never sees a pad, so a sequence's
+score does not depend on the batch it lands in (up to float rounding; tests pin this to
+1e-4 between batch sizes 1 and 32). Log-softmax runs in float32 whatever the model dtype.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from twist.contract import UnitContract, VocabLayout
+
+SCORE_KINDS = ("sum", "mean")
+
+
+@dataclass
+class Scores:
+    """Per-sequence scores, in the order the sequences were given."""
+
+    sum: np.ndarray  # float64, total log-prob of the scored tokens
+    mean: np.ndarray  # float64, sum / n_tokens
+    n_tokens: np.ndarray  # int64, scored tokens (units, plus eos when scored)
+    n_truncated: int = 0
+    seconds: float = 0.0
+
+    def pick(self, kind: str) -> np.ndarray:
+        """The scores that decide a pair: ``"sum"`` or ``"mean"``."""
+        if kind not in SCORE_KINDS:
+            raise ValueError(f"decide_by must be one of {SCORE_KINDS}, got {kind!r}")
+        return self.sum if kind == "sum" else self.mean
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def model_max_positions(model: torch.nn.Module) -> int | None:
+    """The longest sequence the model's position scheme accepts, if the config says."""
+    cfg = getattr(model, "config", None)
+    n = getattr(cfg, "max_position_embeddings", None) if cfg is not None else None
+    return int(n) if n else None
+
+
+class LikelihoodScorer:
+    """Score unit sequences with a causal speech LM.
+
+    Args:
+        model: an HF causal LM (or any module whose ``forward(input_ids=, attention_mask=,
+            position_ids=)`` returns an object with ``.logits`` or a tuple whose first item
+            is the logits), already on its device and in its dtype.
+        contract: the model's unit contract; fixes bos/eos/pad ids and the valid vocabulary.
+        batch_size: sequences per forward pass.
+        max_batch_tokens: optional cap on ``batch * padded length`` per pass.
+        score_eos: include ``log p(<eos> | ...)`` in each score.
+        max_length: longest token sequence (bos + units + eos) to feed; ``None`` means the
+            model's ``max_position_embeddings`` when its config has one.
+        too_long: ``"error"`` (default) or ``"truncate"`` (keep the first ``max_length``
+            tokens; the count is reported in :attr:`Scores.n_truncated`).
+        progress: show a tqdm bar.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        contract: UnitContract,
+        *,
+        batch_size: int = 32,
+        max_batch_tokens: int | None = None,
+        score_eos: bool = True,
+        max_length: int | None = None,
+        too_long: str = "error",
+        progress: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if too_long not in ("error", "truncate"):
+            raise ValueError(f"too_long must be 'error' or 'truncate', got {too_long!r}")
+        self.model = model
+        self.contract = contract
+        self.layout: VocabLayout = contract.layout_info
+        self.batch_size = int(batch_size)
+        self.max_batch_tokens = int(max_batch_tokens) if max_batch_tokens else None
+        self.score_eos = bool(score_eos)
+        self.max_length = int(max_length) if max_length else model_max_positions(model)
+        self.too_long = too_long
+        self.progress = progress
+
+    # ---- inputs ----------------------------------------------------------------------------
+    def token_ids(self, units: np.ndarray) -> np.ndarray:
+        """Final-form units -> ``<bos> units <eos>`` token ids."""
+        return self.layout.encode(np.asarray(units, dtype=np.int64), bos=True, eos=True)
+
+    def score_units(self, units: Sequence[np.ndarray], names: Sequence[str] | None = None) -> Scores:
+        """Score unit sequences (already deduplicated when the contract says so)."""
+        seqs = []
+        for i, u in enumerate(units):
+            try:
+                seqs.append(self.token_ids(u))
+            except ValueError as e:
+                name = names[i] if names is not None else f"sequence {i}"
+                raise ValueError(f"{name}: {e}") from None
+        return self.score_token_ids(seqs, names=names)
+
+    # ---- scoring ---------------------------------------------------------------------------
+    def _batches(self, lengths: np.ndarray) -> list[np.ndarray]:
+        # Longest first: a too-large batch fails at once, not after an hour; the sort is
+        # stable so the batching is a pure function of the lengths.
+        order = np.argsort(-lengths, kind="stable")
+        batches: list[np.ndarray] = []
+        cur: list[int] = []
+        cur_max = 0
+        for i in order:
+            n = int(lengths[i])
+            new_max = max(cur_max, n)
+            too_many = len(cur) >= self.batch_size
+            too_big = self.max_batch_tokens is not None and cur and new_max * (len(cur) + 1) > self.max_batch_tokens
+            if cur and (too_many or too_big):
+                batches.append(np.asarray(cur))
+                cur, new_max = [], n
+            cur.append(int(i))
+            cur_max = new_max
+        if cur:
+            batches.append(np.asarray(cur))
+        return batches
+
+    @torch.inference_mode()
+    def score_token_ids(self, seqs: Sequence[np.ndarray], names: Sequence[str] | None = None) -> Scores:
+        """Score token-id sequences, each starting with ``<bos>``."""
+        n = len(seqs)
+        out_sum = np.zeros(n, dtype=np.float64)
+        out_n = np.zeros(n, dtype=np.int64)
+        if n == 0:
+            return Scores(out_sum, out_sum.copy(), out_n)
+        seqs = [np.asarray(s, dtype=np.int64) for s in seqs]
+        n_truncated = 0
+        for i, s in enumerate(seqs):
+            if s.size < 2:
+                name = names[i] if names is not None else f"sequence {i}"
+                raise ValueError(f"{name}: needs at least <bos> and one target token, got {s.size} token(s)")
+            if self.max_length is not None and s.size > self.max_length:
+                if self.too_long == "error":
+                    name = names[i] if names is not None else f"sequence {i}"
+                    raise ValueError(
+                        f"{name}: {s.size} tokens is longer than max_length={self.max_length} "
+                        "(set too_long=truncate to score its first max_length tokens)"
+                    )
+                seqs[i] = s[: self.max_length]
+                n_truncated += 1
+        lengths = np.asarray([s.size for s in seqs])
+        device = _model_device(self.model)
+        layout = self.layout
+        batches = self._batches(lengths)
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n, desc="scoring", unit="seq", leave=False)
+        t0 = time.perf_counter()
+        for idx in batches:
+            L = int(lengths[idx].max())
+            ids = np.full((len(idx), L), layout.pad_id, dtype=np.int64)
+            att = np.zeros((len(idx), L), dtype=np.int64)
+            for r, j in enumerate(idx):
+                ids[r, : lengths[j]] = seqs[j]
+                att[r, : lengths[j]] = 1
+            ids_t = torch.from_numpy(ids).to(device)
+            att_t = torch.from_numpy(att).to(device)
+            pos_t = torch.arange(L, device=device).unsqueeze(0).expand(len(idx), L)
+            s, k = self._forward(ids_t, att_t, pos_t)
+            out_sum[idx] = s
+            out_n[idx] = k
+            if bar is not None:
+                bar.update(len(idx))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+        if (out_n == 0).any():
+            i = int(np.flatnonzero(out_n == 0)[0])
+            name = names[i] if names is not None else f"sequence {i}"
+            raise ValueError(f"{name}: no token left to score (empty unit sequence with score_eos=false)")
+        return Scores(out_sum, out_sum / out_n, out_n, n_truncated=n_truncated, seconds=seconds)
+
+    def _forward(self, ids: torch.Tensor, att: torch.Tensor, pos: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        out = self.model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False)
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        logits = logits[:, :-1].float()
+        V = logits.shape[-1]
+        if V < self.layout.n_real:
+            raise ValueError(
+                f"model has {V} output rows but its contract needs {self.layout.n_real} "
+                f"(K={self.layout.n_units} units + bos/eos/pad)"
+            )
+        # Alignment-padding rows (and any extra rows an HF model carries) never hold mass.
+        invalid = torch.arange(V, device=logits.device) >= self.layout.n_real
+        logits = logits.masked_fill(invalid, float("-inf"))
+        targets = ids[:, 1:]
+        lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        keep = att[:, 1:].bool()
+        if not self.score_eos:
+            keep &= targets != self.layout.eos_id
+        lp = lp.masked_fill(~keep, 0.0)
+        return lp.sum(1).double().cpu().numpy(), keep.sum(1).cpu().numpy()
