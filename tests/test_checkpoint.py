@@ -45,3 +45,12 @@ def test_atomic_text_failure_leaves_old(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert (tmp_path / "f.txt").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_atomic_outputs_get_umask_permissions(tmp_path):
+    import os
+
+    atomic_write_text(tmp_path / "f.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o666 & ~mask
