@@ -1,0 +1,199 @@
+"""Training throughput: the twist trainer's step against a plain Hugging Face loop, same run.
+
+Both sides train the same model config (random weights built from the config class, no
+download) on the same synthetic utterances, with what a user would pick without twist:
+
+* plain HF: one utterance per row, right-padded batches, ``labels=`` loss, SDPA attention,
+  bf16 autocast on GPU, fused AdamW on CUDA, gradient clipping;
+* twist: ``Trainer.train_step`` (packed windows with document masks, the same optimiser,
+  precision and clipping), fed from a unit dataset on disk.
+
+Tokens/s counts real (non-padding) tokens, so padding costs show up as lost throughput.
+Prints tokens/s of both, their ratio, and peak memory (CUDA: max allocated per phase;
+CPU: process peak RSS).
+
+    python benchmarks/train_throughput.py --device cpu                    # tiny, seconds
+    python benchmarks/train_throughput.py --device cuda --model opt-350m  # full size (H100: 16 x 704)
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# OPTConfig shapes (from the published configs), so nothing is downloaded.
+SHAPES: dict[str, dict] = {
+    "tiny": {"hidden_size": 64, "word_embed_proj_dim": 64, "ffn_dim": 256, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "max_position_embeddings": 2048},
+    "opt-125m": {"hidden_size": 768, "word_embed_proj_dim": 768, "ffn_dim": 3072, "num_hidden_layers": 12,
+                 "num_attention_heads": 12, "max_position_embeddings": 2048},
+    "opt-350m": {"hidden_size": 1024, "word_embed_proj_dim": 512, "ffn_dim": 4096, "num_hidden_layers": 24,
+                 "num_attention_heads": 16, "max_position_embeddings": 2048, "do_layer_norm_before": False},
+    "opt-1.3b": {"hidden_size": 2048, "word_embed_proj_dim": 2048, "ffn_dim": 8192, "num_hidden_layers": 24,
+                 "num_attention_heads": 32, "max_position_embeddings": 2048},
+}
+
+
+def make_dataset(root: Path, n_units: int, n_utts: int, max_len: int, seed: int):
+    """Synthetic utterances with a speech-like spread of lengths (log-normal, capped)."""
+    from twist.contract import UnitContract
+    from twist.units import UnitShardWriter, merge_shards
+
+    contract = UnitContract(encoder="synthetic", encoder_fingerprint="bench", layer=None, frame_rate=25.0,
+                            n_units=n_units, kmeans_fingerprint="bench")
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(rng.lognormal(np.log(max_len / 3), 0.6, size=n_utts).astype(int), 8, max_len)
+    with UnitShardWriter(root, contract, shard_items=100_000, shard_units=1 << 30) as w:
+        for i, n in enumerate(lengths):
+            w.add(f"u{i:07d}", rng.integers(0, n_units, size=int(n)), raw=False)
+    merge_shards(root, split={"seed": 0, "valid": 0.0, "test": 0.0})
+    return contract
+
+
+def model_cfg(name: str) -> dict:
+    return {"name": f"{name}-random", "family": "opt", "source": None, "gguf_file": None, "num_layers": None,
+            "config": {**SHAPES[name], "dropout": 0.0, "attention_dropout": 0.0}}
+
+
+def peak_memory(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB (max allocated)"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process peak RSS)"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_hf(args, contract, data_root: Path, device: torch.device) -> float:
+    """The plain loop: padded rows, HF's own loss, same optimiser/precision/clipping."""
+    from twist.contract import VocabLayout
+    from twist.lm import build_speech_lm
+    from twist.units import UnitDataset
+
+    layout = VocabLayout(contract.n_units)
+    model = build_speech_lm(model_cfg(args.model), "cold", contract, seed=0, verbose=False).to(device).train()
+    model.set_attn_implementation("sdpa")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), weight_decay=0.01,
+                            fused=True if device.type == "cuda" else None)
+    ds = UnitDataset(data_root)
+    order = np.random.default_rng(0).permutation(len(ds))
+    use_bf16 = device.type == "cuda"
+    pos = 0
+
+    def step() -> int:
+        nonlocal pos
+        rows = []
+        for _ in range(args.batch):
+            u = ds[int(order[pos % len(order)])][: args.max_tokens - 2]
+            pos += 1
+            rows.append(layout.encode(np.asarray(u, dtype=np.int64)))
+        t = max(len(r) for r in rows)
+        ids = torch.full((len(rows), t), layout.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), t), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.from_numpy(r)
+            mask[i, : len(r)] = 1
+        labels = ids.masked_fill(mask == 0, -100)
+        ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return int(mask.sum())
+
+    return timed(step, args, device)
+
+
+def twist_trainer(args, data_root: Path, out: Path, device: torch.device) -> float:
+    from twist.train.trainer import Trainer
+
+    cfg = {
+        "out_dir": str(out), "seed": 0, "resume": "false",
+        "model": model_cfg(args.model),
+        "init": {"name": "cold", "lr_max": 1e-4, "lr_final": 1e-5, "embed_init": "random", "pretrained": False},
+        "data": {"path": str(data_root), "max_tokens": args.max_tokens, "fraction": 1.0, "packing": "auto",
+                 "valid_paths": []},
+        "optim": {"betas": [0.9, 0.98], "eps": 1e-8, "weight_decay": 0.01, "grad_clip": 1.0, "fused": "auto"},
+        "schedule": {"name": "constant", "warmup_steps": 0},
+        "logger": {"tensorboard": False, "wandb": False},
+        "train": {"device": device.type, "strategy": "none", "global_batch": args.batch, "micro_batch": args.batch,
+                  "max_steps": None, "precision": "auto", "attn_implementation": "sdpa", "compile": args.compile,
+                  "progress": False},
+    }
+    trainer = Trainer(cfg)
+
+    def step() -> int:
+        return int(trainer.train_step()["step_tokens"])
+
+    tps = timed(step, args, device)
+    trainer.close()
+    return tps
+
+
+def timed(step, args, device: torch.device) -> float:
+    for _ in range(args.warmup):
+        step()
+    sync(device)
+    t0 = time.perf_counter()
+    tokens = sum(step() for _ in range(args.steps))
+    sync(device)
+    return tokens / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--model", default=None, choices=sorted(SHAPES), help="default: tiny on cpu, opt-350m on cuda")
+    ap.add_argument("--batch", type=int, default=None, help="sequences per step (default 4 cpu, 16 cuda)")
+    ap.add_argument("--max-tokens", type=int, default=None, help="sequence length (default 128 cpu, 704 cuda)")
+    ap.add_argument("--units", type=int, default=500, help="K, the number of units")
+    ap.add_argument("--utterances", type=int, default=None, help="synthetic utterances (default 200 cpu, 4000 cuda)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps (default 5 cpu, 30 cuda)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the twist model")
+    args = ap.parse_args(argv)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        ap.error("--device cuda but no CUDA device is visible")
+    args.model = args.model or ("opt-350m" if cuda else "tiny")
+    args.batch = args.batch or (16 if cuda else 4)
+    args.max_tokens = args.max_tokens or (704 if cuda else 128)
+    args.utterances = args.utterances or (4000 if cuda else 200)
+    args.steps = args.steps or (30 if cuda else 5)
+    device = torch.device("cuda" if cuda else "cpu")
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "units"
+        contract = make_dataset(root, args.units, args.utterances, args.max_tokens - 2, seed=0)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        plain = plain_hf(args, contract, root, device)
+        mem_plain = peak_memory(device)
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        ours = twist_trainer(args, root, Path(tmp) / "run", device)
+        mem_ours = peak_memory(device)
+    name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    print(f"train throughput: {args.model} (random weights), K={args.units}, batch {args.batch} x {args.max_tokens} "
+          f"tokens, {args.steps} timed steps, {name}, torch {torch.__version__}")
+    print(f"  plain HF loop (padded rows):      {plain:12,.0f} tokens/s   peak memory {mem_plain}")
+    print(f"  twist trainer (packed windows):   {ours:12,.0f} tokens/s   peak memory {mem_ours}")
+    print(f"  ratio twist / plain: {ours / plain:.2f}x")
+    sys.stdout.flush()
+    return {"plain_tokens_per_s": plain, "twist_tokens_per_s": ours, "ratio": ours / plain}
+
+
+if __name__ == "__main__":
+    main()

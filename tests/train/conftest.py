@@ -1,0 +1,126 @@
+"""Fixtures for the trainer tests: a tiny unit dataset and a tiny OPT config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from twist.contract import UnitContract
+from twist.units import UnitShardWriter, merge_shards
+
+TINY_OPT = {
+    "name": "tiny-opt",
+    "family": "opt",
+    "source": None,
+    "gguf_file": None,
+    "num_layers": None,
+    "config": {
+        "hidden_size": 32,
+        "word_embed_proj_dim": 32,
+        "ffn_dim": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 128,
+    },
+}
+
+
+def make_unit_dataset(
+    root: Path,
+    contract: UnitContract,
+    *,
+    n: int = 60,
+    min_len: int = 4,
+    max_len: int = 30,
+    seed: int = 0,
+    valid: float = 0.2,
+    bad_id: str | None = None,
+) -> Path:
+    """Synthetic, learnable utterances: runs of ``u, u+1, u+2, ...`` (mod K) from a random start.
+
+    ``bad_id`` names one utterance whose units are rewritten on disk to K (out of range).
+    """
+    rng = np.random.default_rng(seed)
+    k = contract.n_units
+    with UnitShardWriter(root, contract, shard_items=25) as w:
+        for i in range(n):
+            length = int(rng.integers(min_len, max_len + 1))
+            start = int(rng.integers(0, k))
+            units = (start + np.arange(length)) % k
+            w.add(f"utt{i:04d}", units, raw=False)
+    merge_shards(root, split={"seed": 0, "valid": valid, "test": 0.0})
+    if bad_id is not None:
+        import json
+
+        rows = [json.loads(x) for x in (root / "manifest.jsonl").read_text().splitlines()]
+        row = next(r for r in rows if r["id"] == bad_id)
+        mm = np.memmap(root / "shards" / f"{row['shard']}.units.u16", dtype="<u2", mode="r+")
+        mm[row["offset"]] = k
+        mm.flush()
+        del mm
+    return root
+
+
+def train_cfg(data: Path, out: Path, **train_overrides) -> dict:
+    """A complete trainer config for CPU tests (what Hydra would compose)."""
+    train = {
+        "device": "cpu",
+        "strategy": "auto",
+        "global_batch": 4,
+        "micro_batch": 2,
+        "max_steps": 6,
+        "max_train_tokens": None,
+        "max_time": None,
+        "valid_every": 3,
+        "save_every": 3,
+        "log_every": 1,
+        "compile": False,
+        "precision": "auto",
+        "attn_implementation": "sdpa",
+        "progress": False,
+        "num_threads": 1,  # tiny models: one thread avoids OpenMP stalls on a busy 2-core machine
+    }
+    train.update(train_overrides)
+    return {
+        "out_dir": str(out),
+        "seed": 0,
+        "resume": "auto",
+        "model": dict(TINY_OPT),
+        "init": {"name": "cold", "lr_max": 3e-3, "lr_final": 3e-4, "embed_init": "random", "pretrained": False},
+        "data": {"path": str(data), "max_tokens": 64, "fraction": 1.0, "fraction_seed": 0, "packing": "auto",
+                 "valid_paths": [], "valid_max_windows": None},
+        "optim": {"name": "adamw", "betas": [0.9, 0.98], "eps": 1e-8, "weight_decay": 0.01, "grad_clip": 1.0,
+                  "fused": "auto", "lr_max": None, "lr_final": None},
+        "schedule": {"name": "inverse_sqrt", "warmup_steps": 2},
+        "logger": {"tensorboard": False, "wandb": False},
+        "train": train,
+    }
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """The trainer sets torch's thread count from its config; give other tests theirs back."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def unit_data(tmp_path, contract) -> Path:
+    return make_unit_dataset(tmp_path / "units", contract)
+
+
+@pytest.fixture
+def make_units():
+    """``make_unit_dataset`` as a fixture (test modules cannot import conftest under importlib mode)."""
+    return make_unit_dataset
+
+
+@pytest.fixture
+def make_cfg():
+    """``train_cfg`` as a fixture."""
+    return train_cfg

@@ -1,0 +1,35 @@
+"""Metrics go to JSONL always, TensorBoard and wandb (offline) when asked; MFU's inputs."""
+
+from __future__ import annotations
+
+import torch
+
+from twist.train.loggers import PEAK_FLOPS, MetricsLogger, flops_per_token, peak_flops, read_metrics
+
+
+def test_jsonl_tensorboard_wandb_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    lg = MetricsLogger(tmp_path, tensorboard=True, wandb=True, run_name="t", config={"seed": 0})
+    lg.log({"loss": torch.tensor(2.5), "lr": 1e-4, "note": "x"}, step=1)
+    lg.log({"valid_ppl": 12.0}, step=2)
+    lg.close()
+    assert read_metrics(tmp_path) == [{"step": 1, "loss": 2.5, "lr": 1e-4, "note": "x"}, {"step": 2, "valid_ppl": 12.0}]
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    silent = MetricsLogger(tmp_path / "rank1", enabled=False)  # ranks other than 0 write nothing
+    silent.log({"loss": 1.0}, step=1)
+    assert not (tmp_path / "rank1").exists()
+
+
+def test_mfu_inputs():
+    assert peak_flops(torch.device("cpu")) is None
+    assert PEAK_FLOPS["H100"] == 989e12 and PEAK_FLOPS["A100"] == 312e12
+    from transformers import OPTConfig, OPTForCausalLM
+
+    cfg = OPTConfig(hidden_size=32, word_embed_proj_dim=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
+                    vocab_size=64, max_position_embeddings=128)
+    m = OPTForCausalLM(cfg)
+    emb = m.model.decoder.embed_tokens.weight.numel() + m.model.decoder.embed_positions.weight.numel()
+    n = sum(p.numel() for p in m.parameters()) - emb
+    assert flops_per_token(m, 100) == 6 * n + 12 * 2 * 32 * 100

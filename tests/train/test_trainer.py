@@ -1,0 +1,260 @@
+"""The trainer: the loss falls, kill -9 + resume is exact, best export, safe saves, clear errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from twist.checkpoint import load_checkpoint, read_checkpoint_meta
+from twist.train.loggers import read_metrics
+from twist.train.trainer import Trainer
+
+
+def _losses(out: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(out) if "loss" in r}
+
+
+def _valid(out: Path) -> dict[int, float]:
+    return {r["step"]: r["valid_ppl"] for r in read_metrics(out) if "valid_ppl" in r}
+
+
+def test_loss_falls(make_cfg, make_units, unit_data, tmp_path):
+    result = Trainer(make_cfg(unit_data, tmp_path / "run", max_steps=12, valid_every=6, save_every=0)).fit()
+    losses = _losses(tmp_path / "run")
+    assert len(losses) == 12 and result.step == 12
+    first, last = sum(list(losses.values())[:3]) / 3, sum(list(losses.values())[-3:]) / 3
+    assert last < first - 0.3, (first, last)
+    v = _valid(tmp_path / "run")
+    assert v[12] < v[6]
+
+
+KILL_SCRIPT = """
+import os, signal, json
+from twist.train.trainer import Trainer
+
+cfg = json.loads({cfg!r})
+kill_at = int(os.environ.get("KILL_AT", "0"))
+
+class Killable(Trainer):
+    def train_step(self):
+        m = super().train_step()
+        if self.state.step == kill_at:
+            self.logger.log({{**m, "tokens": 0}}, step=self.state.step)  # as a real run would have logged
+            os.kill(os.getpid(), signal.SIGKILL)
+        return m
+
+Killable(cfg).fit()
+"""
+
+
+def test_kill_and_resume_is_bit_identical(make_cfg, make_units, unit_data, tmp_path):
+    """kill -9 after step 5 (last checkpoint: step 3); the resumed run repeats steps 4.. exactly."""
+    common = {"max_steps": 8, "valid_every": 0, "save_every": 3, "num_threads": 1}
+    ref = tmp_path / "ref"
+    Trainer(make_cfg(unit_data, ref, **common)).fit()
+    run = tmp_path / "run"
+    cfg = json.dumps(make_cfg(unit_data, run, **common))
+    script = tmp_path / "train_kill.py"
+    script.write_text(textwrap.dedent(KILL_SCRIPT.format(cfg=cfg)))
+    env = {**os.environ, "KILL_AT": "5"}
+    p = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert read_checkpoint_meta(run / "checkpoints" / "last")["step"] == 3
+    assert max(_losses(run)) == 5  # the killed run got past its checkpoint
+    p = subprocess.run([sys.executable, str(script)], env={**os.environ, "KILL_AT": "0"},
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    a, b = _losses(ref), _losses(run)
+    assert sorted(b) == list(range(1, 9))  # the killed run's steps 4-5 were replaced, not duplicated
+    assert [a[s] for s in range(1, 9)] == [b[s] for s in range(1, 9)]  # bit-identical floats
+    wa = load_checkpoint(ref / "checkpoints" / "last")["model"]
+    wb = load_checkpoint(run / "checkpoints" / "last")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_export_is_the_best_valid_checkpoint(make_cfg, make_units, unit_data, tmp_path, monkeypatch):
+    # Real validation: the exported model's PPL is the lowest one logged, at the logged step.
+    out = tmp_path / "real"
+    cfg = make_cfg(unit_data, out, max_steps=6, valid_every=2, save_every=0)
+    cfg["init"]["lr_max"] = 3e-2  # large steps: PPL need not improve monotonically
+    Trainer(cfg).fit()
+    v = _valid(out)
+    best_step = min(v, key=v.get)
+    assert read_checkpoint_meta(out / "checkpoints" / "best")["best_step"] == best_step
+    from twist.lm import load_speech_lm
+    from twist.train.data import open_split, valid_batches
+    from twist.train.packing import token_loss_sum
+
+    model, contract = load_speech_lm(out / "speech_lm")
+    total = count = 0.0
+    with torch.no_grad():
+        for b, _ in valid_batches(open_split(unit_data, "valid"), max_tokens=64, micro_batch=2):
+            total += float(token_loss_sum(model(**b.model_inputs()).logits, b.targets, contract.layout_info))
+            count += b.n_targets
+    assert torch.exp(torch.tensor(total / count)).item() == pytest.approx(v[best_step], rel=1e-5)
+
+    # Scripted validation PPLs: the best (step 4) is neither the first nor the last.
+    scripted = iter([5.0, 3.0, 4.0, 6.0])
+    monkeypatch.setattr(Trainer, "validate", lambda self: {"valid_ppl": next(scripted)})
+    out2 = tmp_path / "scripted"
+    Trainer(make_cfg(unit_data, out2, max_steps=8, valid_every=2, save_every=0)).fit()
+    best = load_checkpoint(out2 / "checkpoints" / "best")
+    assert best["state"]["step"] == 4 and best["state"]["best_ppl"] == 3.0
+    from safetensors.torch import load_file
+
+    exported = load_file(out2 / "speech_lm" / "model.safetensors")
+    last = load_checkpoint(out2 / "checkpoints" / "last")["model"]
+    assert all(torch.equal(exported[k], best["model"][k]) for k in exported)
+    assert any(not torch.equal(exported[k], last["model"][k] if "model" in last else last[k]) for k in exported)
+
+
+def test_failed_save_keeps_previous_checkpoint(make_cfg, make_units, unit_data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    trainer = Trainer(make_cfg(unit_data, out, max_steps=3, valid_every=0, save_every=3))
+    trainer.fit()
+    before = load_checkpoint(out / "checkpoints" / "last")
+    trainer.train_step()
+
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"\x80\x02partial")  # a torn write, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        trainer.save(("last",))
+    monkeypatch.setattr(torch, "save", real_save)
+    after = load_checkpoint(out / "checkpoints" / "last")
+    assert after["state"]["step"] == before["state"]["step"] == 3
+    assert all(torch.equal(after["model"][k], before["model"][k]) for k in before["model"])
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best", "last"]  # no half-written leftovers
+    # and the run resumes from it
+    t2 = Trainer(make_cfg(unit_data, out, max_steps=4, valid_every=0, save_every=0))
+    assert t2.state.step == 3
+
+
+# ---------------------------------------------------------------------------------------
+# bad input: one clear line, exit code 2 (the CLI body, in process)
+# ---------------------------------------------------------------------------------------
+def _cli_error(cfg: dict, capsys) -> str:
+    from twist.cli.train import run
+
+    capsys.readouterr()  # drop earlier output
+    with pytest.raises(SystemExit) as e:
+        run(OmegaConf.create(cfg))
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("twist-train: error:") and "Traceback" not in err
+    return err
+
+
+def test_empty_dataset_message(make_cfg, make_units, tmp_path, contract, capsys):
+    from twist.units import UnitShardWriter, merge_shards
+
+    UnitShardWriter(tmp_path / "empty", contract).close()
+    merge_shards(tmp_path / "empty")
+    err = _cli_error(make_cfg(tmp_path / "empty", tmp_path / "out"), capsys)
+    assert "empty" in err and str(tmp_path / "empty") in err
+    # a dataset whose train split at this fraction is empty
+    small = make_units(tmp_path / "small", contract, n=3)
+    cfg = make_cfg(small, tmp_path / "out2")
+    cfg["data"]["fraction"] = 0.001
+    assert "no units" in _cli_error(cfg, capsys)
+
+
+def test_contract_mismatch_message(make_cfg, make_units, unit_data, tmp_path, contract, capsys):
+    import dataclasses
+
+    other = dataclasses.replace(contract, n_units=30, kmeans_fingerprint="other-kmeans")
+    other_data = make_units(tmp_path / "other", other)
+    cfg = make_cfg(unit_data, tmp_path / "out")
+    cfg["data"]["valid_paths"] = [str(other_data)]
+    err = _cli_error(cfg, capsys)
+    assert "mismatch" in err and str(other_data) in err and str(unit_data) in err
+    # resuming a run on data from another tokenizer
+    run = tmp_path / "run"
+    Trainer(make_cfg(unit_data, run, max_steps=1, valid_every=0, save_every=1)).fit()
+    err = _cli_error(make_cfg(other_data, run, max_steps=2), capsys)
+    assert "mismatch" in err and "n_units" in err and "checkpoint" in err
+
+
+def test_unit_id_out_of_range_message(make_cfg, make_units, tmp_path, contract, capsys):
+    ds = make_units(tmp_path / "bad", contract, bad_id="utt0007", valid=0.0)
+    err = _cli_error(make_cfg(ds, tmp_path / "out"), capsys)
+    assert "utt0007" in err and ">= K=20" in err
+
+
+def test_model_and_init_choices(make_cfg, make_units, tmp_path, unit_data, capsys):
+    cfg = make_cfg(unit_data, tmp_path / "out")
+    del cfg["model"]
+    err = _cli_error(cfg, capsys)
+    assert "+model=" in err and "opt-350m" in err and "tiny" in err
+    cfg = make_cfg(unit_data, tmp_path / "out")
+    del cfg["init"]
+    err = _cli_error(cfg, capsys)
+    assert "+init=" in err and "warm" in err and "cold" in err
+    from twist.cli.train import _check_choices, _check_out_dir
+
+    with pytest.raises(SystemExit) as e:
+        _check_out_dir(["+model=tiny", "+init=cold", "data.path=/x"])
+    assert e.value.code == 2 and "out_dir" in capsys.readouterr().err
+    _check_out_dir(["+model=tiny", "+init=cold", "out_dir=/x"])  # fine
+
+    with pytest.raises(SystemExit) as e:
+        _check_choices(["+model=opt-9b", "+init=warm"])
+    assert e.value.code == 2
+    assert "opt-350m" in capsys.readouterr().err
+
+
+def test_cli_end_to_end(unit_data, tmp_path):
+    """The design card's command shape, on the tiny model, as a subprocess."""
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "twist.cli.train", "+model=tiny", "+init=warm", f"data.path={unit_data}",
+           f"out_dir={out}", "data.max_tokens=64", "train.global_batch=4", "train.micro_batch=2",
+           "train.max_steps=3", "train.valid_every=3", "logger=jsonl", "train.progress=false"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (out / "speech_lm" / "model.safetensors").exists() and (out / "config.yaml").exists()
+    assert OmegaConf.load(out / "config.yaml").model.name == "tiny"
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_stops_by_tokens_and_by_time(make_cfg, make_units, unit_data, tmp_path):
+    r = Trainer(make_cfg(unit_data, tmp_path / "tok", max_steps=None, max_train_tokens=500, valid_every=0,
+                         save_every=0)).fit()
+    assert r.stop_reason == "max_train_tokens" and r.tokens >= 500
+    steps = [rec for rec in read_metrics(tmp_path / "tok") if "loss" in rec]
+    assert steps[-2]["tokens"] < 500 <= steps[-1]["tokens"]  # stopped at the first step past the budget
+    r = Trainer(make_cfg(unit_data, tmp_path / "time", max_steps=None, max_time="00:00:00.000001",
+                         valid_every=0, save_every=0)).fit()
+    assert r.stop_reason == "max_time" and (tmp_path / "time" / "speech_lm").is_dir()
+
+
+@pytest.mark.parametrize(
+    "family,config",
+    [("bloom", {"hidden_size": 32, "n_layer": 2, "n_head": 2}),
+     ("imagegpt", {"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 128})],
+)
+def test_families_without_4d_masks_train_on_padded_rows(family, config, make_cfg, unit_data, tmp_path):
+    cfg = make_cfg(unit_data, tmp_path / family, max_steps=3, valid_every=3, save_every=0)
+    cfg["model"] = {"name": f"tiny-{family}", "family": family, "source": None, "gguf_file": None,
+                    "num_layers": None, "config": config}
+    trainer = Trainer(cfg)
+    assert trainer.packing == "padded"
+    result = trainer.fit()
+    assert result.step == 3 and math.isfinite(result.best_ppl)
+    cfg["data"]["packing"] = "packed"
+    cfg["out_dir"] = str(tmp_path / "forced")
+    with pytest.raises(ValueError, match="data.packing=packed is not supported"):
+        Trainer(cfg)

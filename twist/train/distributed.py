@@ -1,0 +1,157 @@
+"""Process groups and model wrapping for ``twist-train`` under ``torchrun``.
+
+The same command runs alone (one CPU or GPU) or under ``torchrun`` on one or many nodes;
+there is no home-made launcher. ``torchrun`` sets RANK/WORLD_SIZE/LOCAL_RANK and the
+rendezvous; here we only join the group (NCCL on GPUs, gloo on CPU) and wrap the model:
+
+* ``ddp``: torch DistributedDataParallel, for models that fit on one device (TWIST-125M to
+  1.3B);
+* ``fsdp``: FSDP2 (``torch.distributed.fsdp.fully_shard``) per transformer block, then the
+  root, for models that do not fit (the LLaMA-7B recipe);
+* ``auto``: ``ddp`` when several processes, nothing when one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from twist.dist import local_rank, rank_and_world
+
+
+@dataclass
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the torchrun process group if there is one; pick this process's device."""
+    rank, world = rank_and_world() if "WORLD_SIZE" in os.environ else (0, 1)
+    want_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"train.device must be auto, cpu or cuda; got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA device is visible")
+    if want_cuda:
+        torch.cuda.set_device(local_rank())
+        dev = torch.device("cuda", local_rank())
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if want_cuda else "gloo",
+            timeout=datetime.timedelta(minutes=30),
+            **({"device_id": dev} if want_cuda else {}),
+        )
+    return DistInfo(rank, world, local_rank() if world > 1 else 0, dev)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def resolve_strategy(strategy: str, info: DistInfo) -> str:
+    if strategy not in ("auto", "none", "ddp", "fsdp"):
+        raise ValueError(f"train.strategy must be auto, none, ddp or fsdp; got {strategy!r}")
+    if strategy == "auto":
+        return "ddp" if info.enabled else "none"
+    if strategy in ("ddp", "fsdp") and not info.enabled:
+        return "none"
+    return strategy
+
+
+def wrap_model(model: torch.nn.Module, strategy: str, info: DistInfo) -> torch.nn.Module:
+    """Wrap ``model`` (already on ``info.device``) for data-parallel training."""
+    if strategy == "none":
+        return model
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+    from torch.distributed.fsdp import fully_shard  # FSDP2
+
+    blocks = set(getattr(model, "_no_split_modules", None) or [])
+    for m in model.modules():
+        if type(m).__name__ in blocks:
+            fully_shard(m)
+    fully_shard(model)
+    return model
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") and not hasattr(model, "config") else model
+
+
+def full_state_dicts(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, strategy: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Model and optimiser state, gathered whole (FSDP shards are collected to CPU)."""
+    if strategy == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_state_dict(model, optimizer, options=opts)
+    return unwrap(model).state_dict(), optimizer.state_dict()
+
+
+def load_full_state_dicts(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    model_state: dict[str, Any],
+    optim_state: dict[str, Any],
+    strategy: str,
+) -> None:
+    if strategy == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        set_state_dict(
+            model,
+            optimizer,
+            model_state_dict=model_state,
+            optim_state_dict=optim_state,
+            options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False),
+        )
+        return
+    unwrap(model).load_state_dict(model_state)
+    optimizer.load_state_dict(optim_state)
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum a few numbers over ranks (identity when alone). float64 keeps token counts exact."""
+    if not dist.is_initialized():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` on every rank (``[obj]`` when alone)."""
+    if not dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()

@@ -1,0 +1,168 @@
+"""Training metrics: JSONL always, TensorBoard and wandb when configured, MFU.
+
+Every record goes to ``<out_dir>/metrics.jsonl`` (one JSON object per line, appended and
+flushed, so a killed run keeps what it logged). ``logger.tensorboard`` adds a TensorBoard
+event file under ``<out_dir>/tb``; ``logger.wandb`` adds a wandb run, in offline mode when
+``WANDB_MODE`` is unset and no network is reachable. Only rank 0 logs.
+
+MFU (model FLOP utilisation, as in PaLM / nanoGPT / torchtitan) is achieved training FLOP/s
+over the accelerator's peak dense bf16 FLOP/s from :data:`PEAK_FLOPS`. Training FLOPs per
+token are ``6 N + 12 L d T`` (N non-embedding parameters, L layers, d width, T context).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Peak dense bf16 tensor-core FLOP/s (vendor data sheets, no sparsity), by device-name substring.
+PEAK_FLOPS: dict[str, float] = {
+    "H200": 989e12,
+    "H100 NVL": 835e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,  # SXM
+    "GH200": 989e12,
+    "B200": 2250e12,
+    "A100": 312e12,
+    "A800": 312e12,
+    "L40S": 362e12,
+    "L40": 181e12,
+    "L4": 121e12,
+    "A10G": 70e12,
+    "A10": 125e12,
+    "A6000": 155e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+    "V100": 125e12,  # fp16: V100 has no bf16
+    "T4": 65e12,  # fp16
+}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """Peak FLOP/s of ``device`` from the table, ``None`` on CPU or an unknown GPU."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, value in PEAK_FLOPS.items():  # ordered: specific names before generic ones
+        if key in name:
+            return value
+    return None
+
+
+def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
+    """Training FLOPs per token: ``6 N + 12 L d T`` (N without embedding tables)."""
+    cfg = getattr(model, "config", None)
+    emb = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    n = sum(p.numel() for p in model.parameters()) - emb
+    layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0) or 0
+    width = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 0) or 0
+    return 6.0 * n + 12.0 * layers * width * seq_len
+
+
+class MetricsLogger:
+    """Fan-out of metric records to JSONL, TensorBoard and wandb (rank 0 only)."""
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        *,
+        enabled: bool = True,
+        tensorboard: bool = False,
+        wandb: bool = False,
+        wandb_project: str = "twist",
+        run_name: str | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.enabled = enabled
+        self.out_dir = Path(out_dir)
+        self._tb = None
+        self._wandb = None
+        self._f = None
+        if not enabled:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8")
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.out_dir / "tb"))
+        if wandb:
+            import wandb as wb
+
+            if "WANDB_MODE" not in os.environ and not _online():
+                os.environ["WANDB_MODE"] = "offline"
+            self._wandb = wb.init(
+                project=wandb_project,
+                name=run_name,
+                dir=str(self.out_dir),
+                config=config,
+                resume="allow",
+                id=_wandb_id(self.out_dir),
+            )
+
+    def log(self, record: dict[str, Any], *, step: int) -> None:
+        if not self.enabled:
+            return
+        rec = {"step": step, **{k: _plain(v) for k, v in record.items()}}
+        assert self._f is not None
+        self._f.write(json.dumps(rec) + "\n")
+        self._f.flush()
+        scalars = {k: v for k, v in rec.items() if isinstance(v, (int, float)) and k != "step"}
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=step)
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a ``metrics.jsonl`` (a run dir or the file); a torn last line is skipped."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"no metrics file at {path}")
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def _plain(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    return v
+
+
+def _online(host: str = "api.wandb.ai", timeout: float = 1.5) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _wandb_id(out_dir: Path) -> str:
+    """A stable run id per output dir, so a resumed run continues the same wandb run."""
+    import hashlib
+
+    return hashlib.sha1(str(out_dir.resolve()).encode()).hexdigest()[:12]

@@ -1,0 +1,238 @@
+"""Utterances -> training batches: packed windows with document masks, or padded rows.
+
+TWIST (Hassid et al. 2023, §3.2 and appendix A.1) trains on unit sequences of up to 25 s
+(704 tokens at 25 Hz after dedup plus bos/eos). Each utterance becomes one *document*::
+
+    <bos> u_1 ... u_n <eos>          (ids from twist.contract.VocabLayout)
+
+A document longer than ``max_tokens`` is cut into ``max_tokens`` pieces, like the paper's
+25 s chunks; each piece is its own document.
+
+Packing: documents are laid greedily, in the order given, into windows of ``max_tokens``;
+a document that does not fit in what is left of a window starts the next one, and the
+rest of the window is padding. Nothing may attend across a document boundary, so a packed
+batch carries
+
+* ``position_ids`` that restart at 0 for every document, and
+* a 4D block-diagonal causal ``attention_mask`` (``[B, 1, T, T]``, True = may attend),
+  which Hugging Face decoders pass straight to SDPA.
+
+Targets are next-token ids inside the same document; the last token of a document, and
+padding, predict nothing. With these three pieces a packed batch computes exactly what the
+same utterances would compute one per row (tested: packed == padded within 1e-5).
+
+Some families cannot take a 4D mask (BLOOM derives ALiBi from a 2D mask; ImageGPT reshapes
+the mask to 2D). For those the trainer uses the padded path: one document per row, right
+padding, 2D mask. It is slower (padding) but equally exact; see docs/train.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from twist.contract import VocabLayout
+
+IGNORE_INDEX = -100
+
+# HF model types whose decoders accept a custom 4D mask and per-document position_ids.
+PACKABLE_MODEL_TYPES = frozenset(
+    {
+        "opt",
+        "llama",
+        "gpt_neox",
+        "mistral",
+        "mixtral",
+        "qwen2",
+        "qwen3",
+        "gemma",
+        "gemma2",
+        "phi",
+        "phi3",
+        "olmo",
+        "olmo2",
+        "stablelm",
+        "starcoder2",
+        "smollm3",
+        "granite",
+    }
+)
+
+
+def packing_mode(model_type: str, requested: str = "auto") -> str:
+    """Resolve ``data.packing`` (``auto|packed|padded``) for a model family."""
+    if requested not in ("auto", "packed", "padded"):
+        raise ValueError(f"data.packing must be one of auto, packed, padded; got {requested!r}")
+    if requested == "auto":
+        return "packed" if model_type in PACKABLE_MODEL_TYPES else "padded"
+    if requested == "packed" and model_type not in PACKABLE_MODEL_TYPES:
+        raise ValueError(
+            f"data.packing=packed is not supported for model type {model_type!r} (its decoder cannot take a "
+            f"4D document mask); use data.packing=padded or auto. Packable types: {sorted(PACKABLE_MODEL_TYPES)}"
+        )
+    return requested
+
+
+# ---------------------------------------------------------------------------------------
+# documents
+# ---------------------------------------------------------------------------------------
+def document_lengths(n_units: int, max_tokens: int) -> list[int]:
+    """Token lengths of the documents one utterance of ``n_units`` units becomes."""
+    total = n_units + 2  # bos + units + eos
+    return [min(max_tokens, total - s) for s in range(0, total, max_tokens)]
+
+
+def utterance_documents(units: np.ndarray, layout: VocabLayout, max_tokens: int) -> list[np.ndarray]:
+    """``<bos> units <eos>`` cut into pieces of at most ``max_tokens`` ids."""
+    if max_tokens < 2:
+        raise ValueError(f"max_tokens must be at least 2, got {max_tokens}")
+    ids = layout.encode(np.asarray(units, dtype=np.int64))
+    return [ids[s : s + max_tokens] for s in range(0, ids.size, max_tokens)]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One document inside a window: utterance ``index``, token slice ``[start, stop)``."""
+
+    index: int
+    start: int
+    stop: int
+
+
+def plan_windows(lengths: Iterable[tuple[int, int]], max_tokens: int) -> Iterator[list[Piece]]:
+    """Greedy packing plan from ``(utterance index, n_units)`` pairs, without reading units.
+
+    The plan depends only on the lengths and their order, so a resumed run rebuilds the
+    same windows from the manifest and skips to where it stopped.
+    """
+    window: list[Piece] = []
+    used = 0
+    for index, n_units in lengths:
+        start = 0
+        for n in document_lengths(int(n_units), max_tokens):
+            if used + n > max_tokens:
+                yield window
+                window, used = [], 0
+            window.append(Piece(int(index), start, start + n))
+            used += n
+            start += n
+    if window:
+        yield window
+
+
+# ---------------------------------------------------------------------------------------
+# batches
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Batch:
+    """Model inputs plus next-token targets (``IGNORE_INDEX`` where nothing is predicted).
+
+    A packed batch carries ``segments`` (document number per token, 0 = padding) and builds
+    its 4D mask on the device it is on, so only ``[B, T]`` tensors travel to the GPU. A
+    padded batch carries a 2D ``attention_mask``.
+    """
+
+    input_ids: torch.Tensor
+    targets: torch.Tensor
+    position_ids: torch.Tensor
+    attention_mask: torch.Tensor | None = None
+    segments: torch.Tensor | None = None
+    n_tokens: int = 0  # non-padding input tokens (what tokens/s counts)
+
+    @property
+    def n_targets(self) -> int:
+        return int((self.targets != IGNORE_INDEX).sum())
+
+    def to(self, device: torch.device | str) -> Batch:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return Batch(move(self.input_ids), move(self.targets), move(self.position_ids), move(self.attention_mask),
+                     move(self.segments), self.n_tokens)
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        mask = document_mask(self.segments) if self.segments is not None else self.attention_mask
+        return {"input_ids": self.input_ids, "attention_mask": mask, "position_ids": self.position_ids}
+
+
+def pack_sequences(
+    windows: Sequence[Sequence[np.ndarray]], layout: VocabLayout, max_tokens: int = 704
+) -> Batch:
+    """Build a packed batch: one row per window, each window a list of documents.
+
+    Args:
+        windows: for each row, its documents (token-id arrays, already with bos/eos; see
+            :func:`utterance_documents`); their lengths must sum to at most ``max_tokens``.
+        layout: the token-id layout (pad id).
+        max_tokens: the row length.
+    """
+    b = len(windows)
+    ids = np.full((b, max_tokens), layout.pad_id, dtype=np.int64)
+    tgt = np.full((b, max_tokens), IGNORE_INDEX, dtype=np.int64)
+    pos = np.zeros((b, max_tokens), dtype=np.int64)
+    seg = np.zeros((b, max_tokens), dtype=np.int64)  # 0 = padding, 1.. = document number
+    n_tok = 0
+    for r, docs in enumerate(windows):
+        at = 0
+        for d, doc in enumerate(docs, 1):
+            n = len(doc)
+            if at + n > max_tokens:
+                raise ValueError(f"window {r} holds {at + n} tokens, more than max_tokens={max_tokens}")
+            ids[r, at : at + n] = doc
+            tgt[r, at : at + n - 1] = doc[1:]
+            pos[r, at : at + n] = np.arange(n)
+            seg[r, at : at + n] = d
+            at += n
+        n_tok += at
+        pos[r, at:] = np.arange(max_tokens - at)
+    return Batch(
+        torch.from_numpy(ids), torch.from_numpy(tgt), torch.from_numpy(pos), segments=torch.from_numpy(seg), n_tokens=n_tok
+    )
+
+
+def document_mask(segments: torch.Tensor) -> torch.Tensor:
+    """Block-diagonal causal mask ``[B, 1, T, T]`` (bool, True = may attend).
+
+    Padding (segment 0) forms one block of its own, so no row is fully masked: SDPA would
+    return NaN for such a row, and a NaN value vector poisons real tokens even at weight 0.
+    """
+    t = segments.shape[1]
+    same = segments[:, :, None] == segments[:, None, :]
+    causal = torch.ones(t, t, dtype=torch.bool, device=segments.device).tril()
+    return (same & causal)[:, None, :, :]
+
+
+def pad_documents(docs: Sequence[np.ndarray], layout: VocabLayout, length: int | None = None) -> Batch:
+    """The unpacked path: one document per row, right padding, 2D mask, positions from 0."""
+    length = length or max(len(d) for d in docs)
+    b = len(docs)
+    ids = np.full((b, length), layout.pad_id, dtype=np.int64)
+    tgt = np.full((b, length), IGNORE_INDEX, dtype=np.int64)
+    mask = np.zeros((b, length), dtype=np.int64)
+    for r, doc in enumerate(docs):
+        n = len(doc)
+        ids[r, :n] = doc
+        tgt[r, : n - 1] = doc[1:]
+        mask[r, :n] = 1
+    pos = np.broadcast_to(np.arange(length), (b, length)).copy()
+    return Batch(
+        torch.from_numpy(ids), torch.from_numpy(tgt), torch.from_numpy(pos), attention_mask=torch.from_numpy(mask),
+        n_tokens=int(mask.sum()),
+    )
+
+
+def token_loss_sum(logits: torch.Tensor, targets: torch.Tensor, layout: VocabLayout) -> torch.Tensor:
+    """Summed next-token cross-entropy over targets, in fp32, with padding-vocab rows masked.
+
+    ``logits[b, t]`` predicts ``targets[b, t]``. Alignment-padding rows of the vocabulary
+    never receive probability mass (twist.lm.mask_invalid_logits).
+    """
+    from twist.lm import mask_invalid_logits
+
+    logits = mask_invalid_logits(logits.float(), layout, allow_specials=True)
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )

@@ -1,0 +1,519 @@
+"""The TWIST trainer: a speech LM trained on packed unit sequences, resumable exactly.
+
+Recipe (Hassid et al. 2023, §3.2 and appendix A.1): a text LM warm- or cold-started on a
+unit vocabulary (twist.lm), next-unit cross-entropy, AdamW, an inverse-sqrt schedule with
+100 warmup steps (cosine with 500 for the LLaMA-7B recipe), learning rates from the
+``init/`` config, a global batch of 64 sequences of up to 704 tokens whatever the number of
+GPUs (gradient accumulation fills the gap), gradient clipping, and the checkpoint with the
+best validation perplexity kept and exported.
+
+The :class:`Trainer` holds its state explicitly (:class:`TrainState`) and writes it, with
+model, optimiser, schedule, RNG states of every rank and the data position, into
+``<out_dir>/checkpoints/{last,best}`` through twist.checkpoint (atomic). A new process
+pointed at the same ``out_dir`` continues from ``last``: on CPU with a fixed seed the
+losses that follow are bit-identical to an uninterrupted run (tested).
+
+Loss normalisation: each micro-batch's summed token loss is divided by the number of
+target tokens in the whole global batch (all micro-batches, all ranks), so one process and
+N processes compute the same gradient for the same global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from twist.atomic import atomic_write_text
+from twist.checkpoint import (
+    capture_rng_state,
+    is_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from twist.contract import UnitContract, VocabLayout
+from twist.train import distributed as D
+from twist.train.data import TrainStream, open_split, valid_batches
+from twist.train.loggers import MetricsLogger, flops_per_token, peak_flops, read_metrics
+from twist.train.packing import Batch, packing_mode, token_loss_sum
+from twist.train.schedule import LRSchedule
+
+log = logging.getLogger("twist.train")
+
+
+@dataclass
+class TrainState:
+    """Everything about progress that is not inside the model, optimiser or data stream."""
+
+    step: int = 0
+    tokens: int = 0
+    best_ppl: float = math.inf
+    best_step: int = -1
+    last_valid_step: int = -1
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    step: int
+    tokens: int
+    best_ppl: float
+    best_step: int
+    stop_reason: str
+    export_dir: Path | None
+
+
+class Trainer:
+    """Train a speech LM from a resolved ``twist-train`` config (see configs/train.yaml).
+
+    Args:
+        cfg: the config: ``out_dir``, ``seed``, ``resume``, ``model``, ``init``, ``data``,
+            ``optim``, ``schedule``, ``logger``, ``train``.
+        model: an already built speech LM to train instead of building one from
+            ``cfg.model`` (tests and the throughput benchmark use this).
+    """
+
+    def __init__(self, cfg: DictConfig | dict, *, model: torch.nn.Module | None = None) -> None:
+        self.cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+        c = self.cfg
+        self.out_dir = Path(c.out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        t = c.train
+        if t.get("num_threads"):
+            torch.set_num_threads(int(t.num_threads))
+        self.info = D.init_distributed(str(t.get("device", "auto")))
+        self.device = self.info.device
+        torch.manual_seed(int(c.seed))
+
+        # -- data (validated before any model is built: bad input fails fast) ---------------
+        d = c.data
+        self.train_ds = open_split(d.path, "train", fraction=float(d.get("fraction", 1.0)),
+                                   fraction_seed=int(d.get("fraction_seed", 0)))
+        self.contract: UnitContract = self.train_ds.contract
+        self.layout = VocabLayout(self.contract.n_units)
+        self.valid_sets = self._open_valid_sets()
+
+        # -- resume point -----------------------------------------------------------------
+        self.state = TrainState()
+        self._resume_from = self._find_resume()
+        ckpt = load_checkpoint(self._resume_from) if self._resume_from else None
+        if ckpt is not None:
+            UnitContract.from_dict(ckpt["contract"]).check_compatible(
+                self.contract, mine=f"checkpoint {self._resume_from}", theirs=f"dataset {d.path}"
+            )
+
+        # -- model --------------------------------------------------------------------------
+        if model is None:
+            model = self._build_model(resuming=ckpt is not None)
+        from twist.lm import contract_of
+
+        try:
+            model_contract = contract_of(model)
+        except (ValueError, AttributeError, KeyError):
+            model_contract = None
+        if model_contract is not None:
+            model_contract.check_compatible(self.contract, mine=f"model {c.model.get('name', '?')}", theirs=f"dataset {d.path}")
+        vocab = model.get_input_embeddings().weight.shape[0]
+        if vocab < self.layout.n_real:
+            raise ValueError(f"model vocabulary ({vocab}) is smaller than the unit layout needs ({self.layout.n_real})")
+        if hasattr(model, "set_attn_implementation") and t.get("attn_implementation"):
+            with contextlib.suppress(Exception):  # some families only have eager; keep what they have
+                model.set_attn_implementation(str(t.attn_implementation))
+        self.packing = packing_mode(getattr(model.config, "model_type", ""), str(d.get("packing", "auto")))
+        self.seq_len = int(d.max_tokens)
+        self.flops_per_token = flops_per_token(model, self.seq_len)
+        model.to(self.device)
+        if t.get("compile"):
+            model.compile()  # in place: parameter names, hence checkpoints, are unchanged
+        self.strategy = D.resolve_strategy(str(t.get("strategy", "auto")), self.info)
+        self.model = D.wrap_model(model, self.strategy, self.info)
+
+        # -- optimisation -----------------------------------------------------------------
+        o = c.optim
+        lr_max = float(o.lr_max if o.get("lr_max") is not None else c.init.lr_max)
+        lr_final = float(o.lr_final if o.get("lr_final") is not None else c.init.lr_final)
+        self.optimizer = _adamw(self.model, o, self.device)
+        s = c.schedule
+        self.schedule = LRSchedule(
+            self.optimizer,
+            kind=str(s.name),
+            lr_max=lr_max,
+            lr_final=lr_final,
+            warmup_steps=int(s.warmup_steps),
+            total_steps=int(s.total_steps) if s.get("total_steps") else (int(t.max_steps) if t.get("max_steps") else None),
+        )
+        self.stream = TrainStream(
+            self.train_ds,
+            max_tokens=self.seq_len,
+            global_batch=int(t.global_batch),
+            micro_batch=int(t.micro_batch),
+            rank=self.info.rank,
+            world_size=self.info.world_size,
+            seed=int(c.seed),
+            packing=self.packing,
+        )
+        self.autocast_dtype = _precision(str(t.get("precision", "auto")), self.device)
+        if ckpt is not None:
+            self._load_state(ckpt)
+        del ckpt
+
+        lg = c.get("logger", {}) or {}
+        self.logger = MetricsLogger(
+            self.out_dir,
+            enabled=self.info.is_main,
+            tensorboard=bool(lg.get("tensorboard", False)),
+            wandb=bool(lg.get("wandb", False)),
+            wandb_project=str(lg.get("project", "twist")),
+            run_name=lg.get("run_name"),
+            config=OmegaConf.to_container(c, resolve=True) if lg.get("wandb") else None,
+        )
+        self.peak = peak_flops(self.device)
+
+    # ---------------------------------------------------------------------------------------
+    # setup helpers
+    # ---------------------------------------------------------------------------------------
+    def _open_valid_sets(self) -> dict[str, Any]:
+        d = self.cfg.data
+        sets: dict[str, Any] = {}
+        try:
+            own = open_split(d.path, "valid")
+            sets[Path(d.path).name or "valid"] = own
+        except ValueError as e:
+            if "has no units" not in str(e):
+                raise
+            log.warning("no validation split in %s: best checkpoint selection falls back to the last one", d.path)
+        for p in d.get("valid_paths") or []:
+            view = open_split(p, "valid")
+            view.contract.check_compatible(self.contract, mine=f"validation set {p}", theirs=f"training set {d.path}")
+            name = Path(p).name
+            while name in sets:
+                name += "_"
+            sets[name] = view
+        return sets
+
+    def _find_resume(self) -> Path | None:
+        mode = str(self.cfg.get("resume", "auto")).lower()
+        last = self.ckpt_dir / "last"
+        exists = is_checkpoint(last)
+        if mode in ("true", "1", "yes"):
+            if not exists:
+                raise FileNotFoundError(f"resume=true but there is no checkpoint at {last}")
+            return last
+        if mode in ("false", "0", "no"):
+            if exists:
+                raise FileExistsError(
+                    f"{self.out_dir} already holds a training run ({last}); pass resume=auto to continue it "
+                    "or choose another out_dir"
+                )
+            return None
+        if mode != "auto":
+            raise ValueError(f"resume must be auto, true or false; got {mode!r}")
+        return last if exists else None
+
+    def _build_model(self, *, resuming: bool) -> torch.nn.Module:
+        from twist.lm import build_speech_lm
+
+        c = self.cfg
+        model_cfg = OmegaConf.to_container(c.model, resolve=True)
+        # On resume every weight comes from the checkpoint: skip loading the text LM.
+        init = "cold" if resuming else str(c.init.name)
+        return build_speech_lm(
+            model_cfg, init, self.contract, embed_init=str(c.init.get("embed_init", "random")), seed=int(c.seed)
+        )
+
+    def _data_signature(self) -> dict[str, Any]:
+        t = self.cfg.train
+        return {
+            "n_train_utterances": len(self.train_ds),
+            "max_tokens": self.seq_len,
+            "global_batch": int(t.global_batch),
+            "seed": int(self.cfg.seed),
+            "packing": self.packing,
+        }
+
+    # ---------------------------------------------------------------------------------------
+    # checkpoints
+    # ---------------------------------------------------------------------------------------
+    def _full_state(self) -> dict[str, Any] | None:
+        """The checkpoint dict on rank 0 (``None`` elsewhere); collective across ranks."""
+        model_sd, optim_sd = D.full_state_dicts(self.model, self.optimizer, self.strategy)
+        rngs = D.gather_objects(capture_rng_state())
+        if not self.info.is_main:
+            return None
+        return {
+            "model": model_sd,
+            "optimizer": optim_sd,
+            "schedule": self.schedule.state_dict(),
+            "data": self.stream.state_dict(),
+            "data_signature": self._data_signature(),
+            "state": asdict(self.state),
+            "rng": rngs,
+            "world_size": self.info.world_size,
+            "contract": self.contract.to_dict(),
+        }
+
+    def save(self, names: tuple[str, ...]) -> None:
+        state = self._full_state()
+        if state is not None:
+            meta = {"step": self.state.step, "tokens": self.state.tokens, "best_ppl": self.state.best_ppl,
+                    "best_step": self.state.best_step}
+            for name in names:
+                save_checkpoint(self.ckpt_dir / name, state, meta=meta)
+        D.barrier()
+
+    def _load_state(self, ckpt: dict[str, Any]) -> None:
+        sig = ckpt.get("data_signature", {})
+        now = self._data_signature()
+        diff = {k: (sig[k], now[k]) for k in now if k in sig and sig[k] != now[k]}
+        if diff:
+            raise ValueError(
+                "cannot resume: the data setup differs from the checkpoint's ("
+                + ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
+                + "); use the same settings or a new out_dir"
+            )
+        D.load_full_state_dicts(self.model, self.optimizer, ckpt["model"], ckpt["optimizer"], self.strategy)
+        self.schedule.load_state_dict(ckpt["schedule"])
+        self.stream.load_state_dict(ckpt["data"])
+        self.state = TrainState(**ckpt["state"])
+        rngs = ckpt["rng"]
+        restore_rng_state(rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0])
+        if self.info.is_main:
+            _truncate_metrics(self.out_dir / "metrics.jsonl", self.state.step)
+
+    # ---------------------------------------------------------------------------------------
+    # steps
+    # ---------------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def _loss_sum(self, batch: Batch) -> torch.Tensor:
+        with self._autocast():
+            logits = self.model(**batch.model_inputs(), use_cache=False).logits
+        return token_loss_sum(logits, batch.targets, self.layout)
+
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step over the global batch; returns its loss, grad norm, tokens."""
+        self.model.train()
+        batches = [b.to(self.device) for b in self.stream.next_step()]
+        n_targets, n_tokens = D.all_reduce_sum(
+            [sum(b.n_targets for b in batches), sum(b.n_tokens for b in batches)], self.device
+        )
+        scale = self.info.world_size / max(1.0, n_targets)  # DDP averages over ranks; undo it
+        loss_sum = 0.0
+        for i, b in enumerate(batches):
+            sync = i == len(batches) - 1
+            ctx = self.model.no_sync() if (self.strategy == "ddp" and not sync) else contextlib.nullcontext()
+            if self.strategy == "fsdp":
+                self.model.set_requires_gradient_sync(sync)
+            with ctx:
+                ls = self._loss_sum(b)
+                (ls * scale).backward()
+            loss_sum += float(ls.detach())
+        clip = float(self.cfg.optim.get("grad_clip") or 0.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else math.inf)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.schedule.lr
+        self.schedule.step()
+        (total_loss,) = D.all_reduce_sum([loss_sum], self.device)
+        self.state.step += 1
+        self.state.tokens += int(n_tokens)
+        return {"loss": total_loss / max(1.0, n_targets), "lr": lr, "grad_norm": float(grad_norm),
+                "step_tokens": n_tokens}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Speech-token PPL on every validation set; ``valid_ppl`` is their mean."""
+        self.model.eval()
+        t, d = self.cfg.train, self.cfg.data
+        out: dict[str, float] = {}
+        for name, ds in self.valid_sets.items():
+            total, count = 0.0, 0.0
+            for b, counted in valid_batches(
+                ds,
+                max_tokens=self.seq_len,
+                micro_batch=int(t.get("valid_micro_batch") or t.micro_batch),
+                rank=self.info.rank,
+                world_size=self.info.world_size,
+                packing=self.packing,
+                max_windows=d.get("valid_max_windows"),
+            ):
+                b = b.to(self.device)
+                loss = float(self._loss_sum(b))
+                if counted:
+                    total += loss
+                    count += b.n_targets
+            total, count = D.all_reduce_sum([total, count], self.device)
+            out[f"valid_ppl/{name}"] = math.exp(total / max(1.0, count))
+        if out:
+            out["valid_ppl"] = sum(out.values()) / len(out)
+        self.model.train()
+        return out
+
+    # ---------------------------------------------------------------------------------------
+    # the loop
+    # ---------------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        t = self.cfg.train
+        max_steps = int(t.max_steps) if t.get("max_steps") else None
+        max_tokens = int(t.max_train_tokens) if t.get("max_train_tokens") else None
+        max_time = _seconds(t.get("max_time"))
+        valid_every = int(t.get("valid_every") or 0)
+        save_every = int(t.get("save_every") or 0)
+        log_every = max(1, int(t.get("log_every") or 1))
+        if self.info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.contract.save(self.out_dir / "contract.json")
+        bar = None
+        if self.info.is_main and t.get("progress", True):
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=max_steps, initial=self.state.step, desc="train", unit="step", dynamic_ncols=True)
+        start = time.monotonic()
+        elapsed0 = self.state.elapsed_s
+        win_time, win_tokens = 0.0, 0
+        stop_reason = ""
+        while True:
+            if max_steps is not None and self.state.step >= max_steps:
+                stop_reason = "max_steps"
+            elif max_tokens is not None and self.state.tokens >= max_tokens:
+                stop_reason = "max_train_tokens"
+            elif max_time is not None and D.all_reduce_sum(
+                [float(time.monotonic() - start >= max_time)], self.device
+            )[0] > 0:
+                stop_reason = "max_time"
+            if stop_reason:
+                break
+            t0 = time.monotonic()
+            m = self.train_step()
+            win_time += time.monotonic() - t0  # tokens/s measures training, not validation or saving
+            self.state.elapsed_s = elapsed0 + time.monotonic() - start
+            win_tokens += int(m.pop("step_tokens"))
+            step = self.state.step
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.2e}")
+            if step % log_every == 0 or step == max_steps:
+                tps = win_tokens / max(1e-9, win_time)
+                rec = {**m, "tokens": self.state.tokens, "tokens_per_s": tps, "epoch": self.stream.position.epoch}
+                if self.peak:
+                    rec["mfu"] = tps * self.flops_per_token / (self.peak * self.info.world_size)
+                self.logger.log(rec, step=step)
+                win_time, win_tokens = 0.0, 0
+            names: tuple[str, ...] = ()
+            if valid_every and step % valid_every == 0:
+                names = self._validate_and_select()
+            if save_every and step % save_every == 0:
+                names = (*names, "last") if "last" not in names else names
+            if names:
+                self.save(names)
+        if bar is not None:
+            bar.close()
+        names = ()
+        if self.valid_sets and self.state.last_valid_step != self.state.step:
+            names = self._validate_and_select()
+        self.save(tuple(dict.fromkeys((*names, "last"))))
+        export = self.export()
+        self.logger.log({"event": "end", "stop_reason": stop_reason, "best_step": self.state.best_step,
+                         "best_ppl": self.state.best_ppl}, step=self.state.step)
+        self.logger.close()
+        return TrainResult(self.out_dir, self.state.step, self.state.tokens, self.state.best_ppl,
+                           self.state.best_step, stop_reason, export)
+
+    def _validate_and_select(self) -> tuple[str, ...]:
+        """Validate; return the checkpoint names to write (``best`` on a new best, ``last``)."""
+        v = self.validate()
+        self.state.last_valid_step = self.state.step
+        if not v:
+            return ("last",)
+        self.logger.log(v, step=self.state.step)
+        if v["valid_ppl"] < self.state.best_ppl:
+            self.state.best_ppl, self.state.best_step = v["valid_ppl"], self.state.step
+            return ("best", "last")
+        return ("last",)
+
+    def export(self) -> Path | None:
+        """Write the best checkpoint (the last one without validation) as a SpeechLM dir."""
+        out = None
+        if self.info.is_main:
+            from twist.lm import save_speech_lm
+
+            src = self.ckpt_dir / ("best" if is_checkpoint(self.ckpt_dir / "best") else "last")
+            if self.strategy == "fsdp":
+                model = self._build_model(resuming=True)
+            else:
+                model = D.unwrap(self.model)
+            model.load_state_dict(load_checkpoint(src)["model"])
+            out = self.out_dir / "speech_lm"
+            save_speech_lm(model.cpu() if self.strategy == "fsdp" else model, out, self.contract)
+            atomic_write_text(out / "SOURCE", f"{src.name} checkpoint, step {self.state.best_step if src.name == 'best' else self.state.step}\n")
+        D.barrier()
+        return out
+
+    def close(self) -> None:
+        self.logger.close()
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------
+def _adamw(model: torch.nn.Module, o: Any, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (not biases, norms); fused kernels on CUDA."""
+    wd = float(o.get("weight_decay", 0.0))
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = o.get("fused", "auto")
+    use_fused = device.type == "cuda" if str(fused) == "auto" else bool(fused)
+    betas = tuple(float(b) for b in o.get("betas", (0.9, 0.98)))
+    return torch.optim.AdamW(groups, lr=1e-8, betas=betas, eps=float(o.get("eps", 1e-8)), fused=use_fused or None)
+
+
+def _precision(name: str, device: torch.device) -> torch.dtype | None:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if name == "bf16":
+        return torch.bfloat16
+    if name == "fp32":
+        return None
+    raise ValueError(f"train.precision must be auto, bf16 or fp32; got {name!r}")
+
+
+def _seconds(v: Any) -> float | None:
+    """``None``, a number of seconds, or ``"HH:MM:SS"`` / ``"MM:SS"``."""
+    if v is None or v == "":
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    parts = str(v).split(":")
+    try:
+        nums = [float(x) for x in parts]
+    except ValueError:
+        raise ValueError(f"train.max_time must be seconds or HH:MM:SS, got {v!r}") from None
+    total = 0.0
+    for x in nums:
+        total = total * 60 + x
+    return total
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records a killed run logged after its last checkpoint (they are redone)."""
+    if not path.exists():
+        return
+    keep = [r for r in read_metrics(path) if int(r.get("step", 0)) <= step]
+    import json
+
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
