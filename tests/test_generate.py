@@ -1,0 +1,183 @@
+"""twist.generate: reproducible sampling, masking, batching, contracts and bad prompts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from twist.contract import ContractMismatchError, UnitContract, VocabLayout
+from twist.generate import SamplingConfig, filter_logits, generate_continuations, sample_units
+from twist.vocoder.generator import build_generator
+from twist.vocoder.infer import Vocoder
+
+K = 20
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from 2 threads; on a busy CPU thread spinning slows them a lot."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def contract(**kw) -> UnitContract:
+    base = dict(encoder="fake", encoder_fingerprint="fp", layer=None, frame_rate=50.0, n_units=K,
+                kmeans_fingerprint="km", dedup=True, sample_rate=16000)
+    base.update(kw)
+    return UnitContract(**base)
+
+
+class FakeTokenizer:
+    """Frame-level units from each 320-sample frame's mean absolute amplitude."""
+
+    sample_rate = 16000
+    frame_rate = 50.0
+
+    def __init__(self, c: UnitContract) -> None:
+        self.contract = c
+
+    def encode(self, wav: np.ndarray) -> np.ndarray:
+        n = len(wav) // 320
+        frames = np.abs(wav[: n * 320]).reshape(n, 320).mean(1)
+        return (np.floor(frames * 40) % K).astype(np.int64)
+
+
+def tiny_lm(seed: int = 0) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=VocabLayout(K).vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def tiny_vocoder(c: UnitContract, *, dur: bool = True) -> Vocoder:
+    torch.manual_seed(0)
+    g = build_generator({
+        "num_embeddings": K, "embedding_dim": 8, "upsample_rates": [4, 4, 5, 4], "upsample_kernel_sizes": [8, 8, 11, 8],
+        "upsample_initial_channel": 16, "resblock": "2", "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1]],
+        "dur_predictor_params": {"encoder_embed_dim": 8, "var_pred_hidden_dim": 8, "var_pred_kernel_size": 3,
+                                 "var_pred_dropout": 0.0} if dur else None,
+    })
+    return Vocoder(g, c)
+
+
+def prompts(n: int = 3, seconds: float = 1.0) -> list[tuple[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return [(f"p{i}", (rng.standard_normal(int(seconds * 16000 * (1 + 0.3 * i))) * 0.3).astype(np.float32)) for i in range(n)]
+
+
+def test_generation_with_a_fixed_seed_is_reproducible(tmp_path):
+    c = contract()
+    lm, tok, voc = tiny_lm(), FakeTokenizer(c), tiny_vocoder(c)
+    s = SamplingConfig(temperature=1.0, top_k=10, top_p=0.9, max_seconds=0.5, seed=7, batch_size=2)
+    a = generate_continuations(lm=lm, lm_contract=c, tokenizer=tok, vocoder=voc, prompts=prompts(), sampling=s, out_dir=tmp_path / "a")
+    b = generate_continuations(lm=lm, lm_contract=c, tokenizer=tok, vocoder=voc, prompts=prompts(), sampling=s, out_dir=tmp_path / "b")
+    assert [r["generated_units"] for r in a] == [r["generated_units"] for r in b]
+    for ra, rb in zip(a, b):
+        np.testing.assert_array_equal(ra["wav"], rb["wav"])
+        assert ra["continuation_seconds"] <= s.max_seconds + 1e-9
+        # the wav is the prompt (true durations) followed by the continuation (predicted durations)
+        total = sum(ra["prompt_durations"]) + sum(ra["generated_durations"])
+        assert len(ra["wav"]) == total * voc.hop
+    s2 = SamplingConfig(temperature=1.0, top_k=10, top_p=0.9, max_seconds=0.5, seed=8, batch_size=2)
+    c2 = generate_continuations(lm=lm, lm_contract=c, tokenizer=tok, vocoder=voc, prompts=prompts(), sampling=s2)
+    assert [r["generated_units"] for r in a] != [r["generated_units"] for r in c2]
+    saved = json.loads((tmp_path / "a" / "p0.json").read_text())
+    assert saved["generated_units"] == a[0]["generated_units"] and (tmp_path / "a" / "p0.wav").exists()
+    assert (tmp_path / "a" / "p0.continuation.wav").exists()
+    # a rerun skips finished prompts
+    assert generate_continuations(lm=lm, lm_contract=c, tokenizer=tok, vocoder=voc, prompts=prompts(), sampling=s,
+                                  out_dir=tmp_path / "a") == []
+
+
+class _LoudSpecials(torch.nn.Module):
+    """Wraps an LM and makes bos, pad and the alignment-padding ids by far the most likely."""
+
+    def __init__(self, lm: torch.nn.Module, layout: VocabLayout) -> None:
+        super().__init__()
+        self.lm = lm
+        self.bonus = torch.zeros(layout.vocab_size)
+        self.bonus[layout.bos_id] = self.bonus[layout.pad_id] = 1e4
+        self.bonus[layout.n_real :] = 1e4
+        self.eos = layout.eos_id
+
+    def forward(self, **kw):
+        out = self.lm(**kw)
+        out.logits = out.logits + self.bonus
+        return out
+
+
+def test_bos_pad_and_padding_rows_are_never_sampled():
+    c = contract()
+    layout = c.layout_info
+    lm = _LoudSpecials(tiny_lm(), layout)
+    units = [np.array([1, 2, 3]), np.array([4, 5])]
+    for temp in (0.0, 1.0, 5.0):
+        out = sample_units(lm, c, units, SamplingConfig(temperature=temp, max_seconds=0.4, stop_at_eos=False, seed=1))
+        for u in out:
+            assert len(u) == 20 and u.min() >= 0 and u.max() < K
+
+
+def test_batched_left_padded_sampling_equals_one_at_a_time():
+    c = contract()
+    lm = tiny_lm(3)
+    units = [np.array([1, 2, 3, 4, 5, 6, 7]), np.array([9]), np.array([3, 3, 8, 1])]
+    greedy = SamplingConfig(temperature=0.0, max_seconds=0.3, stop_at_eos=False, batch_size=3)
+    batched = sample_units(lm, c, units, greedy)
+    for u, b in zip(units, batched):
+        alone = sample_units(lm, c, [u], greedy)[0]
+        np.testing.assert_array_equal(alone, b)
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = torch.log(torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05]]))
+    k2 = filter_logits(logits, top_k=2)
+    assert torch.isfinite(k2).tolist() == [[True, True, False, False, False]]
+    p = filter_logits(logits, top_p=0.8)  # 0.5 + 0.2 < 0.8, + 0.15 reaches it
+    assert torch.isfinite(p).tolist() == [[True, True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.1)).sum() == 1  # the top token always stays
+
+
+def test_contract_mismatch_between_lm_and_vocoder_names_both_sides():
+    lm_c = contract()
+    voc = tiny_vocoder(contract(kmeans_fingerprint="other-km"))
+    with pytest.raises(ContractMismatchError, match="kmeans_fingerprint: vocoder /v has 'other-km', speech LM /lm has 'km'"):
+        generate_continuations(lm=tiny_lm(), lm_contract=lm_c, tokenizer=FakeTokenizer(lm_c), vocoder=voc,
+                               prompts=prompts(1), sampling=SamplingConfig(), names={"lm": "speech LM /lm", "vocoder": "vocoder /v"})
+    # dedup differs but the vocoder predicts durations: accepted (frame-level LM, dedup vocoder)
+    frame_c = contract(dedup=False)
+    recs = generate_continuations(lm=tiny_lm(), lm_contract=frame_c, tokenizer=FakeTokenizer(frame_c), vocoder=tiny_vocoder(contract()),
+                                  prompts=prompts(1), sampling=SamplingConfig(max_seconds=0.2))
+    assert set(recs[0]["generated_durations"]) <= {1}
+    # a dedup LM with a vocoder that cannot predict durations is refused
+    with pytest.raises(ValueError, match="no duration predictor"):
+        generate_continuations(lm=tiny_lm(), lm_contract=lm_c, tokenizer=FakeTokenizer(lm_c), vocoder=tiny_vocoder(lm_c, dur=False),
+                               prompts=prompts(1), sampling=SamplingConfig())
+
+
+def test_prompt_shorter_than_one_frame_is_a_clear_error(tmp_path):
+    c = contract()
+    short = [("tiny", np.zeros(100, dtype=np.float32))]
+    with pytest.raises(ValueError, match=r"prompt tiny is 6\.2 ms long, shorter than one unit frame \(320 samples"):
+        generate_continuations(lm=tiny_lm(), lm_contract=c, tokenizer=FakeTokenizer(c), vocoder=tiny_vocoder(c),
+                               prompts=short, sampling=SamplingConfig())
+    from twist.rejects import RejectsLog
+
+    with RejectsLog(tmp_path / "rej.jsonl", stage="generate") as rej:
+        recs = generate_continuations(lm=tiny_lm(), lm_contract=c, tokenizer=FakeTokenizer(c), vocoder=tiny_vocoder(c),
+                                      prompts=short + prompts(1), sampling=SamplingConfig(max_seconds=0.2), rejects=rej)
+    assert [r["id"] for r in recs] == ["p0"]
+    assert "shorter than one unit frame" in RejectsLog.read(tmp_path / "rej.jsonl")[0]["reason"]
+
+
+def test_sampling_config_validation():
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingConfig(top_p=0.0)
+    with pytest.raises(ValueError, match="unknown sampling field"):
+        SamplingConfig.from_mapping({"temp": 1.0})

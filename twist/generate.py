@@ -1,0 +1,349 @@
+"""Speech continuation: prompt audio -> units -> speech-LM sampling -> units -> vocoder -> wav.
+
+The generation side of TWIST (Hassid et al. 2023, section 4 and the human evaluation): a
+~3 s prompt is tokenised, the speech LM samples a continuation (temperature, top-k, top-p),
+and the unit HiFi-GAN turns prompt + continuation back into audio. The prompt keeps its true
+unit durations; the continuation's durations come from the vocoder's duration predictor when
+the LM works on deduplicated units.
+
+Safety rails: the LM's, the tokenizer's and the vocoder's unit contracts are checked against
+each other before anything runs (``dedup`` is ignored for a vocoder with a duration
+predictor, which accepts either form); sampling never emits bos, pad or alignment-padding
+ids; a prompt shorter than one unit frame is refused with its name in the error.
+
+Outputs per prompt, under ``out_dir``: ``<id>.wav`` (prompt + continuation),
+``<id>.continuation.wav``, and ``<id>.json`` (units, durations, sampling settings, contract
+and, with an ASR configured, the transcript), written last so a rerun skips finished prompts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from twist.contract import UnitContract, VocabLayout
+from twist.units import dedup
+
+
+@dataclasses.dataclass
+class SamplingConfig:
+    """How continuations are sampled.
+
+    Attributes:
+        temperature: softmax temperature; 0 means greedy.
+        top_k: keep the k most likely units (0 = off).
+        top_p: nucleus sampling mass (1.0 = off).
+        max_seconds: length cap of the continuation, in seconds of audio.
+        seed: seed of the sampling generator (same seed, same prompts -> same units).
+        stop_at_eos: end a continuation at eos; False masks eos out.
+        batch_size: prompts sampled together.
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_seconds: float = 10.0
+    seed: int = 0
+    stop_at_eos: bool = True
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"sampling.temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"sampling.top_k must be >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
+        if self.max_seconds <= 0:
+            raise ValueError(f"sampling.max_seconds must be > 0, got {self.max_seconds}")
+        if self.batch_size < 1:
+            raise ValueError(f"sampling.batch_size must be >= 1, got {self.batch_size}")
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any] | None) -> SamplingConfig:
+        m = dict(m or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(m) - names)
+        if unknown:
+            raise ValueError(f"unknown sampling field(s) {unknown}; known: {sorted(names)}")
+        return cls(**m)
+
+
+# ---------------------------------------------------------------------------------------
+# sampling
+# ---------------------------------------------------------------------------------------
+def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Top-k then nucleus filtering on ``(B, V)`` logits (removed entries become -inf)."""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # drop a token when the mass before it already reaches top_p (the top token always stays)
+        drop_sorted = (probs.cumsum(-1) - probs) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def mask_for_sampling(logits: torch.Tensor, layout: VocabLayout, *, allow_eos: bool) -> torch.Tensor:
+    """Only units (and eos when allowed) may be sampled: never bos, pad or alignment-padding ids."""
+    from twist.lm import mask_invalid_logits
+
+    logits = mask_invalid_logits(logits, layout, allow_specials=False)
+    if not allow_eos:
+        logits = logits.clone()
+        logits[..., layout.eos_id] = float("-inf")
+    return logits
+
+
+@torch.inference_mode()
+def sample_units(
+    model: torch.nn.Module,
+    contract: UnitContract,
+    prompts: Sequence[np.ndarray],
+    cfg: SamplingConfig,
+    *,
+    max_new_tokens: int | None = None,
+) -> list[np.ndarray]:
+    """Continue each prompt (unit ids, already deduplicated if the contract says so).
+
+    Prompts are left-padded into one batch per ``cfg.batch_size``, with explicit position
+    ids so padding does not shift positions, and decoded with the KV cache. One
+    ``torch.Generator`` seeded with ``cfg.seed`` drives all draws, so a run is reproducible.
+
+    Returns:
+        the generated units per prompt (without the prompt, without eos).
+    """
+    layout = contract.layout_info
+    if max_new_tokens is None:
+        max_new_tokens = max(1, math.ceil(cfg.max_seconds * contract.frame_rate))
+    device = next(model.parameters()).device
+    gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
+    results: list[np.ndarray] = []
+    for start in range(0, len(prompts), cfg.batch_size):
+        chunk = [layout.encode(np.asarray(p), bos=True, eos=False) for p in prompts[start : start + cfg.batch_size]]
+        results.extend(_sample_batch(model, layout, chunk, cfg, max_new_tokens, gen, device))
+    return results
+
+
+def _sample_batch(
+    model: torch.nn.Module,
+    layout: VocabLayout,
+    chunk: list[np.ndarray],
+    cfg: SamplingConfig,
+    max_new_tokens: int,
+    gen: torch.Generator,
+    device: torch.device,
+) -> list[np.ndarray]:
+    b = len(chunk)
+    n = max(len(c) for c in chunk)
+    ids = torch.full((b, n), layout.pad_id, dtype=torch.long)
+    mask = torch.zeros((b, n), dtype=torch.long)
+    for i, c in enumerate(chunk):
+        ids[i, n - len(c) :] = torch.from_numpy(c)
+        mask[i, n - len(c) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    past = out.past_key_values
+    logits = out.logits[:, -1, :]
+    next_pos = pos[:, -1:] + 1
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    generated: list[torch.Tensor] = []
+    for _ in range(max_new_tokens):
+        lg = mask_for_sampling(logits.float(), layout, allow_eos=cfg.stop_at_eos)
+        if cfg.temperature == 0:
+            tok = lg.argmax(-1)
+        else:
+            lg = filter_logits(lg / cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+            probs = torch.softmax(lg, dim=-1)
+            tok = torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(device)
+        tok = torch.where(done, torch.full_like(tok, layout.eos_id), tok)
+        generated.append(tok)
+        done |= tok == layout.eos_id
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=device)], dim=1)
+        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        logits = out.logits[:, -1, :]
+        next_pos = next_pos + 1
+    toks = torch.stack(generated, dim=1).cpu().numpy() if generated else np.zeros((b, 0), dtype=np.int64)
+    return [layout.decode(row) for row in toks]
+
+
+# ---------------------------------------------------------------------------------------
+# the pipeline
+# ---------------------------------------------------------------------------------------
+def check_pipeline_contracts(
+    lm_contract: UnitContract,
+    vocoder_contract: UnitContract,
+    *,
+    vocoder_has_duration_predictor: bool,
+    tokenizer_contract: UnitContract | None = None,
+    lm_name: str = "speech LM",
+    vocoder_name: str = "vocoder",
+    tokenizer_name: str = "tokenizer",
+) -> None:
+    """Refuse artefacts made with different unit vocabularies, naming both sides."""
+    ignore = ("dedup",) if vocoder_has_duration_predictor else ()
+    vocoder_contract.check_compatible(lm_contract, mine=vocoder_name, theirs=lm_name, ignore=ignore)
+    if tokenizer_contract is not None:
+        # the tokenizer emits frame-level units; dedup is applied here as the LM's contract says
+        tokenizer_contract.check_compatible(lm_contract, mine=tokenizer_name, theirs=lm_name, ignore=("dedup",))
+    if lm_contract.dedup and not vocoder_has_duration_predictor:
+        raise ValueError(
+            f"{lm_name} works on deduplicated units but {vocoder_name} has no duration predictor; "
+            "train the vocoder with dur_predictor_params set"
+        )
+
+
+def prompt_units(tokenizer: Any, wav: np.ndarray, *, contract: UnitContract, name: str, prompt_seconds: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt audio -> ``(units, durations)`` in the LM's form (deduplicated if it says so)."""
+    sr = int(tokenizer.sample_rate)
+    wav = np.asarray(wav, dtype=np.float32).reshape(-1)
+    if prompt_seconds is not None:
+        wav = wav[: int(round(prompt_seconds * sr))]
+    frame = int(math.ceil(sr / float(tokenizer.frame_rate)))
+    if len(wav) < frame:
+        raise ValueError(
+            f"prompt {name} is {len(wav) / sr * 1000:.1f} ms long, shorter than one unit frame "
+            f"({frame} samples = {1000 / float(tokenizer.frame_rate):.0f} ms at {tokenizer.frame_rate} Hz)"
+        )
+    frames = np.asarray(tokenizer.encode(wav), dtype=np.int64).reshape(-1)
+    if frames.size == 0:
+        raise ValueError(f"prompt {name}: the tokenizer returned no units")
+    if contract.dedup:
+        return dedup(frames)
+    return frames, np.ones_like(frames)
+
+
+def generate_continuations(
+    *,
+    lm: torch.nn.Module,
+    lm_contract: UnitContract,
+    tokenizer: Any,
+    vocoder: Any,
+    prompts: Sequence[tuple[str, np.ndarray]],
+    sampling: SamplingConfig,
+    prompt_seconds: float | None = 3.0,
+    out_dir: str | Path | None = None,
+    asr: Any = None,
+    names: Mapping[str, str] | None = None,
+    rejects: Any = None,
+) -> list[dict[str, Any]]:
+    """Run the whole pipeline on ``(id, wav)`` prompts; optionally write outputs to ``out_dir``.
+
+    Returns:
+        one record per prompt: id, prompt/generated units and durations, the waveform
+        (``wav``, not saved in the JSON) and the transcript when ``asr`` is given.
+        A bad prompt (e.g. shorter than one frame) raises, or with ``rejects`` (a
+        :class:`twist.rejects.RejectsLog`) is logged there and skipped.
+    """
+    names = dict(names or {})
+    check_pipeline_contracts(
+        lm_contract,
+        vocoder.contract,
+        vocoder_has_duration_predictor=vocoder.has_duration_predictor,
+        tokenizer_contract=tokenizer.contract,
+        lm_name=names.get("lm", "speech LM"),
+        vocoder_name=names.get("vocoder", "vocoder"),
+        tokenizer_name=names.get("tokenizer", "tokenizer"),
+    )
+    out = Path(out_dir) if out_dir is not None else None
+    todo = [(pid, wav) for pid, wav in prompts if out is None or not (out / f"{pid}.json").exists()]
+    parsed, kept = [], []
+    for pid, wav in todo:
+        try:
+            parsed.append(prompt_units(tokenizer, wav, contract=lm_contract, name=pid, prompt_seconds=prompt_seconds))
+            kept.append((pid, wav))
+        except ValueError as e:
+            if rejects is None:
+                raise
+            rejects.add(pid, str(e))
+    todo = kept
+    cont = sample_units(lm, lm_contract, [u for u, _ in parsed], sampling)
+    max_frames = int(round(sampling.max_seconds * lm_contract.frame_rate))
+    records = []
+    for (pid, _), (pu, pd), gu in zip(todo, parsed, cont):
+        if gu.size:
+            _, gd = vocoder.frame_units(gu, None, predict_durations=lm_contract.dedup)
+            # cap the continuation at max_seconds of audio (dedup tokens are >= 1 frame each)
+            keep = int(np.searchsorted(np.cumsum(gd), max_frames, side="right"))
+            gu, gd = gu[:keep], gd[:keep]
+        else:
+            gd = np.zeros(0, dtype=np.int64)
+        units = np.concatenate([pu, gu])
+        durs = np.concatenate([pd, gd]).astype(np.int64)
+        wav = vocoder.synthesize(units, durs)
+        split = int(pd.sum()) * vocoder.hop
+        rec: dict[str, Any] = {
+            "id": pid,
+            "prompt_units": pu.tolist(),
+            "prompt_durations": pd.tolist(),
+            "generated_units": gu.tolist(),
+            "generated_durations": gd.tolist(),
+            "prompt_seconds": split / vocoder.sample_rate,
+            "continuation_seconds": (len(wav) - split) / vocoder.sample_rate,
+            "sampling": dataclasses.asdict(sampling),
+            "contract": lm_contract.to_dict(),
+            "wav": wav,
+        }
+        if asr is not None:
+            rec["transcript"] = asr.transcribe(wav)
+            rec["transcript_continuation"] = asr.transcribe(wav[split:]) if len(wav) > split else ""
+        if out is not None:
+            _write_record(out, rec, wav, split, vocoder.sample_rate)
+        records.append(rec)
+    return records
+
+
+def _write_record(out: Path, rec: dict[str, Any], wav: np.ndarray, split: int, sr: int) -> None:
+    from twist.atomic import atomic_write_json
+    from twist.audio import save_audio
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_audio(out / f"{rec['id']}.wav", wav, sr)
+    save_audio(out / f"{rec['id']}.continuation.wav", wav[split:] if len(wav) > split else np.zeros(1, np.float32), sr)
+    atomic_write_json(out / f"{rec['id']}.json", {k: v for k, v in rec.items() if k != "wav"})  # commit marker
+
+
+def read_prompts(paths: Sequence[str | Path], sample_rate: int, *, rejects: Any = None) -> list[tuple[str, np.ndarray]]:
+    """Audio files or directories of them -> ``(id, wav)`` list; unreadable files go to ``rejects``."""
+    from twist.audio import BadAudioError, find_audio, load_audio
+
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files.extend(find_audio(p))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"prompt not found: {p}")
+    out, seen = [], set()
+    for f in files:
+        pid = f.stem if f.stem not in seen else f"{f.parent.name}-{f.stem}"
+        seen.add(pid)
+        try:
+            out.append((pid, load_audio(f, sample_rate)))
+        except BadAudioError as e:
+            if rejects is None:
+                raise ValueError(str(e)) from None
+            rejects.add(str(f), e.reason)
+    if not out:
+        raise ValueError(f"no usable prompt audio in {list(map(str, paths))}")
+    return out
+
+
+def summary_json(records: Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps([{k: v for k, v in r.items() if k in ("id", "prompt_seconds", "continuation_seconds", "transcript")} for r in records])
