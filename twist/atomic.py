@@ -31,9 +31,9 @@ def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        _fsync_file(tmp_path)
+        _fsync(tmp_path)
         os.replace(tmp_path, path)
-        _fsync_dir(path.parent)
+        _fsync(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
@@ -86,7 +86,7 @@ def atomic_replace_dir(src: str | Path, dst: str | Path) -> None:
             shutil.rmtree(old)
         os.replace(dst, old)
     os.replace(src, dst)
-    _fsync_dir(dst.parent)
+    _fsync(dst.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -97,16 +97,8 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_file(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's or a directory's entry to disk (best effort; some filesystems refuse)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:

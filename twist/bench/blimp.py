@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from twist.bench.layout import SPLITS, SYNTACTIC_COLUMNS, slug, split_by_group, write_gold_csv
+from twist.bench.layout import SPLITS, SYNTACTIC_COLUMNS, slug, split_by_group, write_zr2021_splits
 from twist.bench.tts import TTSBackend, synthesize_many
 from twist.rejects import RejectsLog
 
@@ -121,21 +121,12 @@ def build_blimp(
                 })  # fmt: skip
                 jobs.append((text, voice, path))
     report = synthesize_many(backend, jobs, workers=workers, progress=progress, rejects=rejects)
-    # A pair is only usable whole: drop both rows of an id when either file failed.
-    # ZR2021 ids name the pair and are shared across voices; a failed file drops only its
-    # own (pair, voice) rows, so the voices that did synthesise still count.
-    failed_ids = {r["_pid"] for r in rows if not r["_path"].exists()}
-    counts = {}
-    for s in SPLITS:
-        kept = [r for r in rows if r["_split"] == s and r["_pid"] not in failed_ids]
-        (root / s).mkdir(parents=True, exist_ok=True)
-        write_gold_csv(root / s / "gold.csv", SYNTACTIC_COLUMNS, kept)
-        counts[s] = len({r["id"] for r in kept})
+    counts, n_failed = write_zr2021_splits(root, rows, SYNTACTIC_COLUMNS, SPLITS)
     return {
         "pairs": len(pairs),
         "voices": voices,
         "items": counts,  # pairs per split (each spoken by every voice)
-        "failed_ids": len(failed_ids),
+        "failed_ids": n_failed,
         "tts": report.summary(),
         "tts_items_per_s": round(report.items_per_s, 2),
     }

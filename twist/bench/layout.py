@@ -107,3 +107,24 @@ def split_by_group(keys: Sequence[str], groups: Sequence[str], dev_fraction: flo
         if "test" not in out.values():
             out[ordered[-1]] = "test"
     return out
+
+
+def write_zr2021_splits(
+    root: Path, rows: list[dict], columns: Sequence[str], splits: Sequence[str]
+) -> tuple[dict[str, int], int]:
+    """Write ``root/<split>/gold.csv`` for each split from rows carrying ``_split``/``_pid``/``_path``.
+
+    ZR2021 ids name the pair and are shared across voices; a (pair, voice) whose file failed
+    to synthesise is dropped whole (both rows), and the voices that did synthesise still count.
+
+    Returns:
+        pairs per split, and the number of dropped (pair, voice) items.
+    """
+    failed = {r["_pid"] for r in rows if not r["_path"].exists()}
+    counts = {}
+    for s in splits:
+        kept = [r for r in rows if r["_split"] == s and r["_pid"] not in failed]
+        (root / s).mkdir(parents=True, exist_ok=True)
+        write_gold_csv(root / s / "gold.csv", columns, kept)
+        counts[s] = len({r["id"] for r in kept})
+    return counts, len(failed)

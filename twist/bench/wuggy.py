@@ -53,7 +53,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from twist.bench.layout import LEXICAL_COLUMNS, SPLITS, slug, split_by_group, write_gold_csv
+from twist.bench.layout import LEXICAL_COLUMNS, SPLITS, slug, split_by_group, write_zr2021_splits
 from twist.bench.tts import ARPABET_VOWELS, TTSBackend, split_arpabet, synthesize_many
 from twist.rejects import RejectsLog
 
@@ -285,22 +285,14 @@ def build_wuggy(
                 })  # fmt: skip
                 jobs.append((list(ph), voice, path))
     report = synthesize_many(backend, jobs, workers=workers, progress=progress, rejects=rejects)
-    # ZR2021 ids name the pair and are shared across voices; a failed file drops only its
-    # own (pair, voice) rows, so the voices that did synthesise still count.
-    failed_ids = {r["_pid"] for r in rows if not r["_path"].exists()}
-    per_split = {}
-    for s in SPLITS:
-        kept = [r for r in rows if r["_split"] == s and r["_pid"] not in failed_ids]
-        (root / s).mkdir(parents=True, exist_ok=True)
-        write_gold_csv(root / s / "gold.csv", LEXICAL_COLUMNS, kept)
-        per_split[s] = len({r["id"] for r in kept})
+    per_split, n_failed = write_zr2021_splits(root, rows, LEXICAL_COLUMNS, SPLITS)
     return {
         "words": len(words),
         "pairs": len(pairs),
         "voices": voices,
         "items": per_split,
         "frequency_bands": dict(sorted(Counter(b for b in bands if b).items())),
-        "failed_ids": len(failed_ids),
+        "failed_ids": n_failed,
         "tts": report.summary(),
         "tts_items_per_s": round(report.items_per_s, 2),
     }
