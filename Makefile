@@ -3,7 +3,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 TORCH_VERSION ?= 2.13.0
-APT_PACKAGES := espeak-ng pocketsphinx-testdata
+APT_PACKAGES := espeak-ng pocketsphinx-testdata fortunes-min
 STAMP := .cache/install.stamp
 
 .PHONY: install test lint demo bench clean

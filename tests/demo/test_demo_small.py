@@ -1,0 +1,62 @@
+"""The demo's wiring, end to end at a tiny size: every stage CLI, the cache and the report.
+
+The full-size run is ``make demo`` (timed in the README); this one shrinks every knob so it
+fits in CI while still running each real stage as a subprocess.
+"""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+TINY = [
+    "corpus.n_sentences=14", "corpus.voices_per_sentence=2", "corpus.voices=[en-us,en-us+f3]",
+    "tokenize.valid=0.2", "tokenize.test=0.2",
+    "train.num_layers=1", "train.max_tokens=64", "train.global_batch=4", "train.micro_batch=4",
+    "train.max_steps=4", "train.valid_every=2", "train.warmup_steps=2",
+    "vocoder.steps=3", "vocoder.batch_size=2", "vocoder.max_minutes=1",
+    "generate.max_seconds=0.5", "threads=1",
+]  # fmt: skip
+
+
+def _demo(out, *extra):
+    cmd = [sys.executable, "-m", "twist.cli.demo", f"out_dir={out}", *TINY, *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_then_reuses_its_cache(tmp_path):
+    out = tmp_path / "demo"
+    p = _demo(out)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    for path in [
+        "units/meta.json", "bench/lexical/dev/gold.csv", "train/warm/speech_lm/config.json",
+        "train/cold/speech_lm/config.json", "eval/warm/results.json", "eval/cold/results.json",
+        "plot/valid_ppl.png", "vocoder", "resynth", "generate",
+    ]:  # fmt: skip
+        assert (out / path).exists(), path
+    assert list((out / "resynth").rglob("*.wav")) and list((out / "generate").rglob("*.wav"))
+    table = p.stdout
+    assert "warm" in table and "cold" in table and "Outputs:" in table
+    for init in ("warm", "cold"):
+        res = json.loads((out / "eval" / init / "results.json").read_text())
+        assert "ppl" in json.dumps(res).lower()
+
+    t0 = time.time()
+    again = _demo(out)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert time.time() - t0 < 60
+    assert again.stdout.count("cached") >= 12 and "running" not in again.stdout
+
+
+def test_failed_step_names_itself_and_how_to_rerun(tmp_path):
+    # a text source that does not exist makes the first step fail fast
+    out = tmp_path / "demo"
+    p = subprocess.run(
+        [sys.executable, "-m", "twist.cli.demo", f"out_dir={out}", *TINY, "corpus.tts=no-such-engine"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 1
+    assert "step 'corpus' failed" in p.stderr and "rerun it alone with" in p.stderr and "only=corpus" in p.stderr

@@ -1,0 +1,226 @@
+"""The demo pipeline: the paper's central experiment (warm vs cold, Table 2 / Fig. 2b) in miniature.
+
+Steps, each cached (see :mod:`twist.demo.steps`)::
+
+    corpus      English sentences spoken by espeak-ng in several voices
+    tokenize    twist-tokenize: log-mel + k-means (K=100), dedup, train/valid/test
+    bench       twist-bench: sSC/tSC, sBLIMP- and sWUGGY-style sets from the built-in inputs
+    train_<run> twist-train +model=smollm2-135m +init=<warm|cold> for each run in ``runs``:
+                warm (real pretrained SmolLM2-135M), cold (same architecture, random weights),
+                cold_lr (cold at warm's learning rates: a control for the LR difference)
+    eval_<run>  twist-eval: PPL, sWUGGY, sBLIMP, sSC, tSC
+    table       twist-eval mode=compare: the Table-2-shaped comparison
+    plot        twist-plot: valid PPL against steps for both runs (Fig. 2b)
+    vocoder     twist-vocoder mode=train: a small unit HiFi-GAN with duration predictor
+    resynth     twist-vocoder mode=resynth: audio -> units -> audio (+ ASR WER)
+    generate    twist-generate: a 3 s prompt continued by the warm model, vocoded
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from twist.demo.steps import Step
+
+
+def cli(name: str) -> list[str]:
+    """The console script for a stage, or ``python -m twist.cli.<stage>`` if it is not on PATH."""
+    script = f"twist-{name}"
+    return [script] if shutil.which(script) else [sys.executable, "-m", f"twist.cli.{name}"]
+
+
+def _list(xs: list[Any]) -> str:
+    """A Hydra list override with every item quoted (paths and labels may hold , ( ) or spaces)."""
+    return "[" + ",".join("'" + str(x).replace("\\", "\\\\").replace("'", "\\'") + "'" for x in xs) + "]"
+
+
+def build_steps(cfg: Any) -> list[Step]:
+    """The demo's steps for a resolved demo config (see ``configs/demo.yaml``)."""
+    from twist.demo.corpus import build_corpus
+
+    out = Path(cfg.out_dir).resolve()
+    c, tk, tr, vc, gen = cfg.corpus, cfg.tokenize, cfg.train, cfg.vocoder, cfg.generate
+    corpus_dir, units, bench = out / "corpus", out / "units", out / "bench"
+    steps: list[Step] = []
+
+    corpus_cfg = {
+        "n_sentences": int(c.n_sentences),
+        "voices": list(c.voices),
+        "voices_per_sentence": int(c.voices_per_sentence),
+        "tts": str(c.tts),
+        "seed": int(c.seed),
+    }
+    steps.append(
+        Step(
+            "corpus",
+            corpus_dir,
+            fn=lambda: build_corpus(corpus_dir, workers=int(cfg.workers), **corpus_cfg),
+            config=corpus_cfg,
+            rerun=f"twist-demo out_dir={out} only=corpus",
+        )
+    )
+    steps.append(
+        Step(
+            "tokenize",
+            units,
+            argv=cli("tokenize") + [
+                f"input.audio_dir={corpus_dir / 'audio'}", f"out_dir={units}", f"tokenizer={tk.tokenizer}",
+                f"split.valid={tk.valid}", f"split.test={tk.test}", f"num_workers={cfg.workers}", "progress=false",
+            ],
+            depends=["corpus"],
+        )
+    )  # fmt: skip
+    steps.append(
+        Step(
+            "bench",
+            bench,
+            argv=cli("bench") + [f"out_dir={bench}", "task=all", "tts=espeak", f"workers={cfg.workers}", "progress=false"],
+        )
+    )
+    runs = {name: r for name, r in cfg.runs.items()}
+    if "warm" not in runs:
+        raise ValueError(f"demo runs must include 'warm' (generation continues with it); got {list(runs)}")
+    for name, r in runs.items():
+        steps.append(
+            Step(
+                f"train_{name}",
+                out / "train" / name,
+                argv=cli("train") + [
+                    f"+model={tr.model}", f"+init={r.init}", f"model.num_layers={tr.num_layers}",
+                    f"data.path={units}", f"data.max_tokens={tr.max_tokens}", f"out_dir={out / 'train' / name}",
+                    f"train.global_batch={tr.global_batch}", f"train.micro_batch={tr.micro_batch}",
+                    f"train.max_steps={tr.max_steps}", f"train.valid_every={tr.valid_every}",
+                    f"train.save_every={tr.valid_every}", f"schedule.warmup_steps={tr.warmup_steps}",
+                    f"train.num_threads={cfg.threads}", "train.progress=false", "logger=jsonl", "resume=auto",
+                    *[str(o) for o in r.overrides],
+                ],
+                depends=["tokenize"],
+            )
+        )  # fmt: skip
+    for name in runs:
+        steps.append(
+            Step(
+                f"eval_{name}",
+                out / "eval" / name,
+                argv=cli("eval") + [
+                    f"model_path={out / 'train' / name / 'speech_lm'}", f"model_name={name}",
+                    f"tokenizer_dir={units / 'tokenizer'}", f"bench_root={bench}",
+                    f"benchmarks.ppl.dataset={units}", "benchmarks.ppl.split=test",
+                    "benchmarks.swuggy.splits=[dev,test]", "benchmarks.sblimp.splits=[dev,test]",
+                    f"out_dir={out / 'eval' / name}", f"cache_dir={out / 'eval' / 'unit_cache'}", "progress=false",
+                ],
+                depends=[f"train_{name}", "bench"],
+            )
+        )  # fmt: skip
+    steps.append(
+        Step(
+            "table",
+            out / "eval" / "table",
+            argv=cli("eval") + [
+                "mode=compare", f"compare.runs={_list([out / 'eval' / n for n in runs])}",
+                f"compare.names={_list([r.label for r in runs.values()])}", f"out_dir={out / 'eval' / 'table'}",
+            ],
+            depends=[f"eval_{n}" for n in runs],
+        )
+    )  # fmt: skip
+    steps.append(
+        Step(
+            "plot",
+            out / "plot",
+            argv=cli("plot") + [
+                f"runs={_list([out / 'train' / n for n in runs])}",
+                f"labels={_list([r.label for r in runs.values()])}", f"out={out / 'plot' / 'valid_ppl.png'}",
+            ],
+            depends=[f"train_{n}" for n in runs],
+        )
+    )  # fmt: skip
+    steps.append(
+        Step(
+            "vocoder",
+            out / "vocoder",
+            argv=cli("vocoder") + [
+                "mode=train", f"vocoder_model={vc.model}", f"units_dir={units}", f"audio_dir={corpus_dir / 'audio'}",
+                f"out_dir={out / 'vocoder'}", f"train.steps={vc.steps}", f"train.batch_size={vc.batch_size}",
+                f"train.max_minutes={vc.max_minutes}", f"threads={cfg.threads}", "progress=false", "asr=none",
+            ],
+            depends=["tokenize"],
+        )
+    )  # fmt: skip
+    prompt = _pick_prompt(units, corpus_dir)
+    steps.append(
+        Step(
+            "resynth",
+            out / "resynth",
+            argv=cli("vocoder") + [
+                "mode=resynth", f"vocoder={out / 'vocoder'}", f"tokenizer_dir={units / 'tokenizer'}",
+                f"audio={prompt}", f"out_dir={out / 'resynth'}", "asr=faster-whisper",
+                f"transcripts={corpus_dir / 'transcripts.jsonl'}", "rtf_seconds=null", f"threads={cfg.threads}",
+            ],
+            depends=["vocoder"],
+        )
+    )  # fmt: skip
+    steps.append(
+        Step(
+            "generate",
+            out / "generate",
+            argv=cli("generate") + [
+                f"lm={out / 'train' / 'warm' / 'speech_lm'}", f"tokenizer_dir={units / 'tokenizer'}",
+                f"vocoder={out / 'vocoder'}", f"prompts={_list([prompt])}", f"out_dir={out / 'generate'}",
+                f"prompt_seconds={gen.prompt_seconds}", f"sampling.max_seconds={gen.max_seconds}",
+                f"sampling.temperature={gen.temperature}", f"sampling.top_k={gen.top_k}", f"sampling.seed={gen.seed}",
+                f"threads={cfg.threads}",
+            ],
+            depends=["train_warm", "vocoder"],
+        )
+    )  # fmt: skip
+    return steps
+
+
+def _pick_prompt(units: Path, corpus_dir: Path) -> Path:
+    """A held-out (test split) utterance to resynthesise and continue; deterministic.
+
+    Before the corpus exists the path is a placeholder that the prompt steps never read:
+    they run after ``tokenize``, and the pipeline rebuilds the step list then.
+    """
+    try:
+        from twist.units import UnitDataset
+
+        test = UnitDataset(units).split("test")
+        longest = max(range(len(test)), key=lambda i: (test.rows[i]["duration"], test.rows[i]["id"]))
+        return Path(test.rows[longest]["source"])
+    except (FileNotFoundError, ValueError):
+        return corpus_dir / "audio"
+
+
+def summarize(out_dir: str | Path) -> str:
+    """The closing report: the Table-2-shaped comparison and where every output is."""
+    out = Path(out_dir).resolve()
+    lines = []
+    table = out / "eval" / "table" / "compare.md"
+    if table.exists():
+        lines += ["", "Warm vs cold, same data and budget (shaped like the paper's Table 2; PPL on the test split):", "", table.read_text().strip()]
+    corpus = out / "corpus" / "summary.json"
+    if corpus.exists():
+        s = json.loads(corpus.read_text())
+        lines += ["", f"Corpus: {s['utterances']} utterances, {s['hours'] * 60:.1f} min of speech, {len(s['voices'])} voices."]
+    outputs = [
+        ("spoken corpus", out / "corpus" / "audio"),
+        ("unit dataset", out / "units"),
+        ("spoken benchmarks", out / "bench"),
+        *((f"speech LM: {d.name}", d / "speech_lm") for d in sorted((out / "train").glob("*")) if d.is_dir()),
+        ("eval results", out / "eval"),
+        ("comparison table", table),
+        ("valid PPL plot", out / "plot" / "valid_ppl.png"),
+        ("vocoder", out / "vocoder"),
+        ("resynthesised audio", out / "resynth"),
+        ("generated continuation", out / "generate"),
+    ]
+    lines += ["", "Outputs:"]
+    for name, path in outputs:
+        mark = "" if path.exists() else "  (missing)"
+        lines.append(f"  {name:<24} {path}{mark}")
+    return "\n".join(lines)
