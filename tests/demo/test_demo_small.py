@@ -23,7 +23,8 @@ TINY = [
 
 def _demo(out, *extra):
     cmd = [sys.executable, "-m", "twist.cli.demo", f"out_dir={out}", *TINY, *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    # run from the output's parent: no stage may write beside the user's working directory
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=out.parent)
 
 
 @pytest.mark.slow
@@ -49,6 +50,7 @@ def test_demo_runs_end_to_end_then_reuses_its_cache(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert time.time() - t0 < 60
     assert again.stdout.count("cached") >= 12 and "running" not in again.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
 
 
 def test_failed_step_names_itself_and_how_to_rerun(tmp_path):
