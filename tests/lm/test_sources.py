@@ -35,9 +35,23 @@ def test_bad_sources_name_the_field(tmp_path):
         resolve_source(str(tmp_path / "x"), "missing.gguf")
 
 
-def test_hub_id_offline_gives_a_clear_error(monkeypatch):
+def test_hub_id_offline_gives_a_clear_error_at_once(monkeypatch):
+    import time
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match="could not be fetched"):
+    t0 = time.time()
+    with pytest.raises(FileNotFoundError, match="hub cannot be reached.*model.source=/path/to/dir"):
+        load_text_lm({"family": "opt", "source": "twist-test/no-such-model"})
+    assert time.time() - t0 < 10  # no minute of download retries
+
+
+def test_unreachable_hub_is_detected_without_the_offline_flag(monkeypatch):
+    from twist.lm import sources
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    assert sources._hub_reachable(timeout=1.0) is False
+    with pytest.raises(FileNotFoundError, match="hub cannot be reached"):
         load_text_lm({"family": "opt", "source": "twist-test/no-such-model"})
 
 

@@ -242,6 +242,18 @@ def load_text_config(model_cfg: Mapping[str, Any]) -> Any:
 
 
 def _from_pretrained_or_explain(fn: Any, where: str, **kw: Any) -> Any:
+    if _is_hub_id(where):
+        # The local HF cache first; then the network only if the hub answers quickly, so an
+        # offline machine gets the explanation at once instead of after a minute of retries.
+        try:
+            return fn(where, local_files_only=True, **kw)
+        except OSError:
+            pass
+        if not _hub_reachable():
+            raise FileNotFoundError(
+                f"model.source={where!r} is not a local directory, is not in the local Hugging Face cache, "
+                "and the hub cannot be reached. Download it elsewhere and set model.source=/path/to/dir."
+            )
     try:
         return fn(where, **kw)
     except OSError as e:
@@ -251,6 +263,22 @@ def _from_pretrained_or_explain(fn: Any, where: str, **kw: Any) -> Any:
                 f"({type(e).__name__}). Offline? Download it elsewhere and set model.source=/path/to/dir."
             ) from None
         raise
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint accepts a TCP connection (HF_HUB_OFFLINE=1 means no)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def model_class_for(config: Any) -> Any:
