@@ -43,3 +43,15 @@ def test_save_and_find(tmp_path):
     found = find_audio(tmp_path)
     assert [p.name for p in found] == ["B.FLAC", "x.wav"]
     assert not list(tmp_path.glob("**/*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "name,fmt,subtype", [("a.wav", "WAV", "PCM_16"), ("a.flac", "FLAC", "PCM_16"), ("a.ogg", "OGG", "VORBIS"), ("a.mp3", "MP3", "MPEG_LAYER_III")]
+)
+def test_every_libsndfile_format_reads_at_the_encoder_rate(tmp_path, name, fmt, subtype):
+    t = np.arange(22050) / 22050
+    sf.write(tmp_path / name, (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 22050, format=fmt, subtype=subtype)
+    wav = load_audio(tmp_path / name, 16000)
+    assert abs(len(wav) - 16000) <= 160  # lossy codecs may pad a frame
+    spec = np.abs(np.fft.rfft(wav[:16000]))
+    assert abs(np.argmax(spec) * 16000 / 16000 - 300) < 3
