@@ -109,7 +109,7 @@ def build_steps(cfg: Any) -> list[Step]:
                 argv=cli("eval") + [
                     f"model_path={out / 'train' / name / 'speech_lm'}", f"model_name={name}",
                     f"tokenizer_dir={units / 'tokenizer'}", f"bench_root={bench}",
-                    f"benchmarks.ppl.dataset={units}", "benchmarks.ppl.split=test",
+                    f"benchmarks.ppl.dataset={units}", "benchmarks.ppl.split=valid",
                     "benchmarks.swuggy.splits=[dev,test]", "benchmarks.sblimp.splits=[dev,test]",
                     f"out_dir={out / 'eval' / name}", f"cache_dir={out / 'eval' / 'unit_cache'}", "progress=false",
                 ],
@@ -202,7 +202,7 @@ def summarize(out_dir: str | Path) -> str:
     lines = []
     table = out / "eval" / "table" / "compare.md"
     if table.exists():
-        lines += ["", "Warm vs cold, same data and budget (shaped like the paper's Table 2; PPL on the test split):", "", table.read_text().strip()]
+        lines += ["", "Warm vs cold, same data and budget (shaped like the paper's Table 2; PPL on the valid split):", "", table.read_text().strip()]
     corpus = out / "corpus" / "summary.json"
     if corpus.exists():
         s = json.loads(corpus.read_text())
