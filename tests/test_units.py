@@ -63,9 +63,11 @@ def test_resume_skips_committed_and_drops_uncommitted(tmp_path, contract):
         w.add(f"u{i}", np.arange(5) % contract.n_units)
     # simulate a kill: buffered item lost, plus a torn binary left behind
     (tmp_path / "shards" / "r0000-000099.units.u16").write_bytes(b"\x00\x01")
+    (tmp_path / "shards" / ".r0000-000002.units.u16.x1y2.u16.tmp").write_bytes(b"\x00")  # torn temp
     w2 = UnitShardWriter(tmp_path, contract, shard_items=3)
     assert w2.done_ids == {f"u{i}" for i in range(6)}
     assert not (tmp_path / "shards" / "r0000-000099.units.u16").exists()
+    assert not list((tmp_path / "shards").glob(".*.tmp"))
     for i in range(10):
         w2.add(f"u{i}", np.arange(5) % contract.n_units)
     w2.close()
@@ -144,3 +146,11 @@ def test_bad_inputs_named(tmp_path, contract):
     (tmp_path / "lines.txt").write_text("a\t1 2 x\n")
     with pytest.raises(ValueError, match="lines.txt:1"):
         import_lines(tmp_path / "lines.txt", tmp_path / "imp", contract)
+
+
+def test_empty_utterances_read_back_even_when_their_shard_file_is_empty(tmp_path, contract):
+    # a shard holding only empty utterances has a 0-byte .u16 file, which np.memmap refuses
+    (tmp_path / "in.txt").write_text("a\t\nb\t\n")
+    ds = import_lines(tmp_path / "in.txt", tmp_path / "out", contract, fmt="ids")
+    assert len(ds) == 2 and ds[0].size == 0 and ds.get(1).units.size == 0
+    assert ds.get(0).durations is None or ds.get(0).durations.size == 0

@@ -160,8 +160,10 @@ class UnitShardWriter:
                 self._done.add(row["id"])
         for p in self.shard_dir.glob(prefix + "*"):
             stem = p.name.split(".")[0]
-            if p.name.startswith(".") or (stem not in committed and not p.name.endswith(".jsonl")):
-                p.unlink(missing_ok=True)  # leftovers of a killed run
+            if stem not in committed and not p.name.endswith(".jsonl"):
+                p.unlink(missing_ok=True)  # binaries of a shard whose commit marker never landed
+        for p in self.shard_dir.glob("." + prefix + "*.tmp"):
+            p.unlink(missing_ok=True)  # half-written temporaries of a killed atomic write
         # all ranks' done ids count, so a rerun with a different world size still skips them
         for p in self.shard_dir.glob("*.jsonl"):
             if not p.name.startswith(prefix) and _SHARD_RE.match(p.name):
@@ -375,7 +377,8 @@ class UnitDataset(Sequence):
             path = self.root / SHARDS / f"{row['shard']}.{kind}.u16"
             if not path.exists():
                 raise FileNotFoundError(f"unit dataset {self.root}: shard file {path.name} is missing")
-            mm = np.memmap(path, dtype="<u2", mode="r")
+            # a shard of empty utterances is a 0-byte file, which np.memmap cannot map
+            mm = np.memmap(path, dtype="<u2", mode="r") if path.stat().st_size else np.zeros(0, dtype="<u2")
             self._maps[key] = mm
         off, n = row["offset"], row["n_units"]
         if off + n > mm.size:
