@@ -169,3 +169,15 @@ def test_two_ranks_under_torchrun_equal_one_process(tmp_path, audio_dir):
         np.testing.assert_array_equal(a[i], b[i])
         np.testing.assert_array_equal(a.durations(i), b.durations(i))
     assert RejectsLog.read(one / "rejects.jsonl") == RejectsLog.read(two / "rejects.jsonl")
+
+
+def test_merge_with_default_config_keeps_the_recorded_split(tmp_path, audio_dir):
+    # `twist-tokenize mode=merge out_dir=...` runs with the config's default split; it must
+    # not silently re-split a dataset that was made with another one
+    wavs, _ = audio_dir
+    out = tmp_path / "out"
+    run_tokenize(_settings(wavs, out, split={"seed": 3, "valid": 0.3, "test": 0.3}))
+    before = {f: (out / f).read_bytes() for f in ("manifest.jsonl", "meta.json")}
+    run_tokenize(_settings(wavs, out, split={"seed": 0, "valid": 0.02, "test": 0.02}), mode="merge")
+    assert {f: (out / f).read_bytes() for f in before} == before
+    assert json.loads((out / "meta.json").read_text())["split"] == {"seed": 3, "valid": 0.3, "test": 0.3}

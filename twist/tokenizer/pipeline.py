@@ -409,7 +409,11 @@ def run_tokenize(s: TokenizeSettings, *, mode: str = "fit+apply") -> dict[str, A
     out_dir = Path(s.out_dir)
     rank, world = rank_and_world()
     if mode == "merge":
-        meta = merge_outputs(out_dir, split=s.split)
+        # A standalone merge keeps the split recorded in meta.json when the dataset was made:
+        # the config's split here is usually just its default, and re-splitting would change
+        # train/valid/test silently (merging must give the same files).
+        keep = (out_dir / "meta.json").exists()
+        meta = merge_outputs(out_dir, split=None if keep else s.split)
         _log(f"merged {meta['n_utterances']} utterances ({meta['hours']} h), {meta['n_rejected']} rejects -> {out_dir}")
         return meta
     out_dir.mkdir(parents=True, exist_ok=True)
