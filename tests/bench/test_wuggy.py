@@ -109,3 +109,28 @@ def test_bad_word_list_line_is_named(tmp_path):
     p.write_text("apple\nbanana split 12 x\n")
     with pytest.raises(ValueError, match=r"w.txt:2"):
         W.read_word_list(p)
+
+
+def test_large_frequency_counts_are_written_exactly(tmp_path):
+    # gold.csv's frequency is the word's count; "%g" would write 1234567 as 1.23457e+06
+    import numpy as np
+
+    from twist.bench.tts import TTSBackend
+
+    class Beep(TTSBackend):
+        name = "beep"
+
+        def synthesize(self, text, voice=None):
+            return np.full(1600, 0.1, np.float32)
+
+        def synthesize_phonemes(self, phonemes, voice=None):
+            return np.full(1600, 0.1, np.float32)
+
+    lex = W.Lexicon.from_entries({w: [p.split()] for w, p in {
+        "cat": "K AE1 T", "bad": "B AE1 D", "cadet": "K AE1 D AH0 T"}.items()})  # non-word: K AE D
+    words = tmp_path / "words.txt"
+    words.write_text("cat 1234567\n")
+    W.build_wuggy(words, tmp_path / "out", Beep(["v"]), lexicon=lex, min_ngram_count=1, dev_fraction=1.0,
+                  progress=False, workers=1)
+    rows = read_gold_csv(tmp_path / "out" / "lexical" / "dev" / "gold.csv", LEXICAL_COLUMNS)
+    assert rows and {r["frequency"] for r in rows} == {"1234567"}

@@ -14,8 +14,8 @@ Output, the ZR2021 syntactic layout::
     syntactic/{dev,test}/gold.csv   id,filename,type,subtype,transcription,correct,voice
 
 ``type`` is the linguistics term, ``subtype`` the UID. Each pair is spoken by every voice;
-each (pair, voice) has its own ``id`` with two rows (``correct`` 1 and 0), so pairing by
-``id`` alone or by ``(id, voice)`` gives the same pairs. Pairs are split into dev/test
+as in ZR2021, the ``id`` names the pair and is shared by its voices, so each ``(id, voice)``
+has two rows (``correct`` 1 and 0) and scores are averaged over voices per id. Pairs are split into dev/test
 stratified by UID with a seed; all voices of a pair land in the same split.
 """
 

@@ -39,8 +39,9 @@ bins it into the bands ``oov, 1-5, 6-20, 21-100, >100``), when counts are given 
 column in the word list or a separate frequency list; a word missing from the given list
 gets 0 (oov). Without counts the column is empty. The bands (``frequency_bands`` edges,
 lower edge inclusive) also stratify the dev/test split and are counted in the report.
-Each (word, voice) has its own ``id`` with a word row (``correct=1``) and a non-word row
-(``correct=0``), both with the word's frequency.
+As in ZR2021, the ``id`` names the word pair and is shared by its voices; each
+``(id, voice)`` has a word row (``correct=1``) and a non-word row (``correct=0``), both with
+the word's frequency.
 """
 
 from __future__ import annotations
@@ -205,6 +206,12 @@ def read_word_list(path: str | Path) -> list[tuple[str, float | None]]:
     return out
 
 
+def _format_count(count: float) -> str:
+    """A count as written in gold.csv: exact (``"%g"`` would turn 1234567 into 1.23457e+06)."""
+    c = float(count)
+    return str(int(c)) if c.is_integer() else repr(c)
+
+
 def frequency_band(count: float | None, edges: Sequence[float]) -> str:
     """Band label for a count: ``oov`` below the first edge, ``a-b`` between, ``last+`` above."""
     edges = sorted(edges)
@@ -262,7 +269,7 @@ def build_wuggy(
                 rejects.add(w, "no phonotactically valid non-word found")
             continue
         given.add(base_phones(nw))
-        freq = f"{counts.get(w, 0.0):g}" if counts is not None else ""
+        freq = _format_count(counts.get(w, 0.0)) if counts is not None else ""
         pairs.append((w, pron, nw, freq))
     if not pairs:
         raise ValueError(f"{words_path}: no word yielded a word/non-word pair")
