@@ -109,3 +109,11 @@ def test_builtin_stories_parse():
     assert len(stories) >= 8 and len({s.id for s in stories}) == len(stories)
     assert all(s.right != s.wrong for s in stories)
     assert np.mean([len(" ".join(s.context).split()) for s in stories]) > 20
+
+
+def test_changed_settings_rebuild_instead_of_reusing_stale_wavs(espeak, stories_csv, tmp_path):
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    build_storycloze(stories_csv, out, espeak, seed=0, progress=False)
+    build_storycloze(stories_csv, out, espeak, seed=1, silence_ms=250, progress=False)  # rerun, new settings
+    build_storycloze(stories_csv, fresh, espeak, seed=1, silence_ms=250, progress=False)
+    assert _all_bytes(out) == _all_bytes(fresh)

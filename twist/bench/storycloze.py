@@ -21,8 +21,10 @@ Output (``out_dir``)::
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
+import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -209,6 +211,10 @@ def build_storycloze(
     counts = {}
     with ThreadPoolExecutor(max_workers=max(1, workers or 2)) as pool:
         for task, rows in variants.items():
+            _drop_stale_wavs(out_dir / task, {
+                "backend": backend.name, "voice": voice, "silence_ms": silence_ms, "trim": trim_threshold,
+                "rows": [[st.id, list(st.context), st.right, neg] for st, neg in rows],
+            })  # fmt: skip
             results = list(pool.map(lambda r, task=task: build_one(task, *r), rows))
             pairs = []
             for res in results:
@@ -229,3 +235,18 @@ def build_storycloze(
         "tts": report.summary(),
         "tts_items_per_s": round(report.items_per_s, 2),
     }
+
+
+def _drop_stale_wavs(task_dir: Path, settings: dict) -> None:
+    """Wav files are reused on a rerun (resume); only if made from these very settings and texts.
+
+    A stamp holds a hash of what the wavs were built from; a different seed (other tSC
+    negatives), voice, silence or story set removes the old wavs instead of reusing them.
+    """
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    stamp = task_dir / ".build-key"
+    if stamp.exists() and stamp.read_text().strip() != key:
+        shutil.rmtree(task_dir / "wav", ignore_errors=True)
+    elif not stamp.exists() and (task_dir / "wav").exists():
+        shutil.rmtree(task_dir / "wav", ignore_errors=True)  # made before stamps, or by hand
+    atomic_write_text(stamp, key + "\n")
