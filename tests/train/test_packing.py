@@ -100,3 +100,23 @@ def test_packed_equals_unpacked_loss(family, contract):
     with torch.no_grad():
         ll = token_loss_sum(model(**leaky).logits, packed.targets, layout)
     assert not torch.allclose(ll, lp, atol=1e-4)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_trainer_packed_equals_padded_for_every_attention_implementation(attn, make_cfg, unit_data, tmp_path):
+    """train.attn_implementation=eager adds the mask to the scores: a bool mask would add 0/1 and leak."""
+    from twist.train.trainer import Trainer
+
+    tr = Trainer(make_cfg(unit_data, tmp_path / "run", attn_implementation=attn))
+    assert tr.packing == "packed"
+    assert tr.model.config._attn_implementation == attn
+    tr.model.eval()
+    windows = [tr.stream._next_window() for _ in range(3)]
+    assert sum(len(w) for w in windows) > len(windows)  # documents share windows
+    packed = tr.stream.make_batch(windows)
+    docs = [tr.stream._read(p) for w in windows for p in w]
+    padded = pad_documents(docs, tr.layout)
+    with torch.no_grad():
+        lp = tr._loss_sum(packed) / packed.n_targets
+        lu = tr._loss_sum(padded) / padded.n_targets
+    assert torch.allclose(lp, lu, atol=1e-5, rtol=0), (float(lp), float(lu))

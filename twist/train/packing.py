@@ -153,8 +153,18 @@ class Batch:
         return Batch(move(self.input_ids), move(self.targets), move(self.position_ids), move(self.attention_mask),
                      move(self.segments), self.n_tokens)
 
-    def model_inputs(self) -> dict[str, torch.Tensor]:
-        mask = document_mask(self.segments) if self.segments is not None else self.attention_mask
+    def model_inputs(self, *, mask_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """``input_ids``, ``attention_mask``, ``position_ids`` for the model's forward.
+
+        ``mask_dtype``: for attention implementations that *add* a 4D mask to the scores
+        (``eager``), the document mask as an additive float mask in that dtype; a bool mask
+        would be added as 0/1 there and leak attention across documents. SDPA takes the bool
+        mask as it is (``None``, the default).
+        """
+        if self.segments is not None:
+            mask = document_mask(self.segments, dtype=mask_dtype)
+        else:
+            mask = self.attention_mask
         return {"input_ids": self.input_ids, "attention_mask": mask, "position_ids": self.position_ids}
 
 
@@ -193,16 +203,22 @@ def pack_sequences(
     )
 
 
-def document_mask(segments: torch.Tensor) -> torch.Tensor:
+def document_mask(segments: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Block-diagonal causal mask ``[B, 1, T, T]`` (bool, True = may attend).
 
     Padding (segment 0) forms one block of its own, so no row is fully masked: SDPA would
     return NaN for such a row, and a NaN value vector poisons real tokens even at weight 0.
+
+    With ``dtype`` the mask is additive instead: 0 where attention is allowed, the dtype's
+    minimum elsewhere (what eager attention implementations add to the scores).
     """
     t = segments.shape[1]
     same = segments[:, :, None] == segments[:, None, :]
     causal = torch.ones(t, t, dtype=torch.bool, device=segments.device).tril()
-    return (same & causal)[:, None, :, :]
+    mask = (same & causal)[:, None, :, :]
+    if dtype is None:
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
 def pad_documents(docs: Sequence[np.ndarray], layout: VocabLayout, length: int | None = None) -> Batch:
