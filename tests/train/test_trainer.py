@@ -258,3 +258,14 @@ def test_families_without_4d_masks_train_on_padded_rows(family, config, make_cfg
     cfg["out_dir"] = str(tmp_path / "forced")
     with pytest.raises(ValueError, match="data.packing=packed is not supported"):
         Trainer(cfg)
+
+
+def test_resumed_warm_run_exports_its_warm_provenance(make_cfg, unit_data, tmp_path):
+    """A resume rebuilds the architecture without the text LM; the export must still say warm."""
+    cfg = make_cfg(unit_data, tmp_path / "run", max_steps=2, valid_every=0, save_every=0)
+    cfg["init"] = {**cfg["init"], "name": "warm", "pretrained": True, "embed_init": "mean"}
+    Trainer(cfg).fit()
+    cfg["train"]["max_steps"] = 3
+    assert Trainer(cfg).fit().step == 3  # resumed
+    meta = json.loads((tmp_path / "run" / "speech_lm" / "config.json").read_text())["twist"]
+    assert meta["init"] == "warm" and meta["embed_init"] == "mean"

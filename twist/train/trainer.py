@@ -162,6 +162,10 @@ class Trainer:
             packing=self.packing,
         )
         self.autocast_dtype = _precision(str(t.get("precision", "auto")), self.device)
+        # SDPA takes the bool document mask; implementations that add the mask to the scores
+        # (eager) need it additive, in the dtype the scores are computed in.
+        attn = getattr(model.config, "_attn_implementation", None)
+        self.mask_dtype = None if attn == "sdpa" else (self.autocast_dtype or next(model.parameters()).dtype)
         if ckpt is not None:
             self._load_state(ckpt)
         del ckpt
@@ -226,9 +230,17 @@ class Trainer:
         model_cfg = OmegaConf.to_container(c.model, resolve=True)
         # On resume every weight comes from the checkpoint: skip loading the text LM.
         init = "cold" if resuming else str(c.init.name)
-        return build_speech_lm(
-            model_cfg, init, self.contract, embed_init=str(c.init.get("embed_init", "random")), seed=int(c.seed)
-        )
+        embed_init = str(c.init.get("embed_init", "random"))
+        model = build_speech_lm(model_cfg, init, self.contract, embed_init=embed_init, seed=int(c.seed))
+        if resuming and str(c.init.name) != init:
+            # the architecture was rebuilt without the text LM; the weights (loaded next) and
+            # the exported provenance are the run's own
+            from twist.lm.surgery import META_KEY
+
+            meta = dict(getattr(model.config, META_KEY))
+            meta.update(init=str(c.init.name), embed_init=embed_init if str(c.init.name) == "warm" else None)
+            setattr(model.config, META_KEY, meta)
+        return model
 
     def _data_signature(self) -> dict[str, Any]:
         t = self.cfg.train
@@ -299,7 +311,7 @@ class Trainer:
 
     def _loss_sum(self, batch: Batch) -> torch.Tensor:
         with self._autocast():
-            logits = self.model(**batch.model_inputs(), use_cache=False).logits
+            logits = self.model(**batch.model_inputs(mask_dtype=self.mask_dtype), use_cache=False).logits
         return token_loss_sum(logits, batch.targets, self.layout)
 
     def train_step(self) -> dict[str, float]:
