@@ -71,3 +71,24 @@ def test_interrupted_step_with_same_settings_resumes_in_place(tmp_path):
     run_steps([Step("work", tmp_path / "w", fn=finish)], echo=lambda s: None)  # same name, same key
     assert (tmp_path / "w" / "part1").exists() and (tmp_path / "w" / "part2").exists()
     assert read_stamp(tmp_path / "w")["status"] == "done"
+
+
+def test_demo_cli_force_rebuilds_an_early_step_once(tmp_path, monkeypatch):
+    """`twist-demo force=tokenize` rebuilds tokenize once, not once per pass of the CLI."""
+    import twist.demo.pipeline as pipeline
+    from twist.cli import demo as demo_cli
+
+    calls = []
+
+    def fake_steps(cfg):
+        def fn(name):
+            return lambda: calls.append(name)
+
+        return [Step(n, tmp_path / n, fn=fn(n), config={"n": n}) for n in ("corpus", "tokenize", "train_warm")]
+
+    monkeypatch.setattr(pipeline, "build_steps", fake_steps)
+    monkeypatch.setattr(pipeline, "summarize", lambda out: "")
+    for argv in ([], ["force=tokenize"]):
+        monkeypatch.setattr(sys, "argv", ["twist-demo", f"out_dir={tmp_path}", *argv])
+        demo_cli.main()
+    assert calls == ["corpus", "tokenize", "train_warm", "tokenize"]

@@ -33,7 +33,9 @@ def main(cfg: DictConfig) -> None:
         rest = build_steps(cfg)
         rest_only = [n for n in only if n not in ("corpus", "tokenize")]
         if not only or rest_only:
-            run_steps(rest, only=rest_only or None, force=force, log_dir=out / "logs")
+            # corpus/tokenize were forced (if at all) in the first pass: not a second time
+            run_steps(rest, only=rest_only or None, force=[f for f in force if f not in ("corpus", "tokenize")],
+                      log_dir=out / "logs")  # fmt: skip
     except StepFailed as e:
         print(f"\ntwist-demo: {e}", file=sys.stderr)
         sys.exit(1)
