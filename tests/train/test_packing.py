@@ -120,3 +120,13 @@ def test_trainer_packed_equals_padded_for_every_attention_implementation(attn, m
         lp = tr._loss_sum(packed) / packed.n_targets
         lu = tr._loss_sum(padded) / padded.n_targets
     assert torch.allclose(lp, lu, atol=1e-5, rtol=0), (float(lp), float(lu))
+
+
+def test_flash_attention_never_packs_without_a_document_mask():
+    from twist.train.packing import packing_mode
+
+    assert packing_mode("llama", "auto", "sdpa") == "packed"
+    assert packing_mode("llama", "auto", "flash_attention_2") == "padded"
+    assert packing_mode("llama", "padded", "flash_attention_2") == "padded"
+    with pytest.raises(ValueError, match="attn_implementation=flash_attention_2.*across utterances"):
+        packing_mode("opt", "packed", "flash_attention_2")

@@ -128,7 +128,11 @@ class Trainer:
         if hasattr(model, "set_attn_implementation") and t.get("attn_implementation"):
             with contextlib.suppress(Exception):  # some families only have eager; keep what they have
                 model.set_attn_implementation(str(t.attn_implementation))
-        self.packing = packing_mode(getattr(model.config, "model_type", ""), str(d.get("packing", "auto")))
+        self.packing = packing_mode(
+            getattr(model.config, "model_type", ""),
+            str(d.get("packing", "auto")),
+            getattr(model.config, "_attn_implementation", None),
+        )
         self.seq_len = int(d.max_tokens)
         self.flops_per_token = flops_per_token(model, self.seq_len)
         model.to(self.device)
