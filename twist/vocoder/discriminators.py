@@ -9,7 +9,7 @@ first scale uses spectral norm, the others weight norm. ``width`` scales every c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,21 +59,28 @@ def _conv_stack(convs: nn.ModuleList, conv_post: nn.Module, x: torch.Tensor) -> 
     return x.flatten(1), fmap
 
 
+def _score_real_and_fake(
+    runs: Iterable[tuple[nn.Module, torch.Tensor, torch.Tensor]],
+) -> tuple[Scores, Scores, FeatureMaps, FeatureMaps]:
+    """Run each discriminator on its (real, generated) inputs: real scores, fake scores, and both feature maps."""
+    out: tuple[Scores, Scores, FeatureMaps, FeatureMaps] = ([], [], [], [])
+    for d, y, y_hat in runs:
+        sr, fr = d(y)
+        sg, fg = d(y_hat)
+        out[0].append(sr)
+        out[1].append(sg)
+        out[2].append(fr)
+        out[3].append(fg)
+    return out
+
+
 class MultiPeriodDiscriminator(nn.Module):
     def __init__(self, periods: Sequence[int] = (2, 3, 5, 7, 11), width: float = 1.0) -> None:
         super().__init__()
         self.discriminators = nn.ModuleList(PeriodDiscriminator(p, width) for p in periods)
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor) -> tuple[Scores, Scores, FeatureMaps, FeatureMaps]:
-        out: tuple[Scores, Scores, FeatureMaps, FeatureMaps] = ([], [], [], [])
-        for d in self.discriminators:
-            sr, fr = d(y)
-            sg, fg = d(y_hat)
-            out[0].append(sr)
-            out[1].append(sg)
-            out[2].append(fr)
-            out[3].append(fg)
-        return out
+        return _score_real_and_fake((d, y, y_hat) for d in self.discriminators)
 
 
 class ScaleDiscriminator(nn.Module):
@@ -103,17 +110,14 @@ class MultiScaleDiscriminator(nn.Module):
         self.pool = nn.AvgPool1d(4, 2, padding=2)
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor) -> tuple[Scores, Scores, FeatureMaps, FeatureMaps]:
-        out: tuple[Scores, Scores, FeatureMaps, FeatureMaps] = ([], [], [], [])
-        for i, d in enumerate(self.discriminators):
-            if i:
-                y, y_hat = self.pool(y), self.pool(y_hat)
-            sr, fr = d(y)
-            sg, fg = d(y_hat)
-            out[0].append(sr)
-            out[1].append(sg)
-            out[2].append(fr)
-            out[3].append(fg)
-        return out
+        def pooled() -> Iterator[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+            a, b = y, y_hat
+            for i, d in enumerate(self.discriminators):
+                if i:  # each further scale sees the audio pooled once more
+                    a, b = self.pool(a), self.pool(b)
+                yield d, a, b
+
+        return _score_real_and_fake(pooled())
 
 
 class Discriminators(nn.Module):
