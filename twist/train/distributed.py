@@ -103,13 +103,19 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 def full_state_dicts(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, strategy: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Model and optimiser state, gathered whole (FSDP shards are collected to CPU)."""
-    if strategy == "fsdp":
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+    """Model and optimiser state, gathered whole on CPU, in one layout for every strategy.
 
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    The optimiser state is keyed by parameter name (not by position, as
+    ``Optimizer.state_dict`` does), so a checkpoint written by one process, by DDP or by
+    FSDP2 resumes under any of them, with any number of processes.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    if strategy == "fsdp":
         return get_state_dict(model, optimizer, options=opts)
-    return unwrap(model).state_dict(), optimizer.state_dict()
+    _, optim_sd = get_state_dict(unwrap(model), optimizer, options=opts)
+    return unwrap(model).state_dict(), optim_sd
 
 
 def load_full_state_dicts(
@@ -119,19 +125,30 @@ def load_full_state_dicts(
     optim_state: dict[str, Any],
     strategy: str,
 ) -> None:
-    if strategy == "fsdp":
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+    """Load what :func:`full_state_dicts` wrote, whatever strategy and world size wrote it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
+    # how this run steps (fused kernels, foreach) is its own choice, not the checkpoint's
+    own = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g} for g in optimizer.param_groups]
+    if strategy == "fsdp":
+        target = model
+    else:
+        target = unwrap(model)
+        target.load_state_dict(model_state)
+    names = [n for g in optim_state.get("param_groups", []) for n in g.get("params", [])]
+    by_position = bool(names) and all(isinstance(n, int) for n in names)
+    if by_position and strategy != "fsdp":  # an older checkpoint, keyed by position
+        optimizer.load_state_dict(optim_state)
+    else:
         set_state_dict(
-            model,
+            target,
             optimizer,
-            model_state_dict=model_state,
+            model_state_dict=model_state if strategy == "fsdp" else {},
             optim_state_dict=optim_state,
             options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False),
         )
-        return
-    unwrap(model).load_state_dict(model_state)
-    optimizer.load_state_dict(optim_state)
+    for g, flags in zip(optimizer.param_groups, own):
+        g.update(flags)
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
