@@ -149,3 +149,45 @@ def test_optimizer_state_is_keyed_by_name_and_older_positional_state_loads():
         load_full_state_dicts(m2, o2, model_sd, saved, "none")
         assert torch.equal(o2.state[m2[1].weight]["exp_avg"], o.state[m[1].weight]["exp_avg"])
         assert all(g["fused"] for g in o2.param_groups)
+
+
+@pytest.mark.slow
+def test_two_node_rendezvous_equals_one_process(unit_data, tmp_path, make_cfg):
+    """The README's multi-node command, with two "nodes" on this machine: one torchrun agent per
+    node, c10d rendezvous on the head node's endpoint, one process each. It trains like one
+    process with the same global batch."""
+    import socket
+
+    def cfg(out, micro):
+        c = make_cfg(unit_data, out, max_steps=2, valid_every=2, save_every=2, micro_batch=micro, num_threads=1)
+        c["model"]["config"] = {**c["model"]["config"], "dropout": 0.0, "attention_dropout": 0.0}
+        return c
+
+    Trainer(cfg(tmp_path / "one", 2)).fit()
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg(tmp_path / "nodes", 1)))
+    (tmp_path / "run.py").write_text(SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    agents = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+             "--rdzv-id=twist-test", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
+             *(["--rdzv-conf=is_host=true"] if node == 0 else ["--rdzv-conf=is_host=false"]),
+             str(tmp_path / "run.py"), str(tmp_path / "cfg.json")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+            env={**env, "OMP_NUM_THREADS": "1"},
+        )
+        for node in range(2)
+    ]
+    outs = [a.communicate(timeout=300)[0] for a in agents]
+    assert [a.returncode for a in agents] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "nodes")
+    for key in ("loss", "valid_ppl"):
+        a = {r["step"]: r[key] for r in one if key in r}
+        b = {r["step"]: r[key] for r in two if key in r}
+        assert a.keys() == b.keys() and a
+        for s in a:
+            assert b[s] == pytest.approx(a[s], abs=1e-5, rel=1e-5), (key, s)
+    assert load_checkpoint(tmp_path / "nodes" / "checkpoints" / "last")["world_size"] == 2
