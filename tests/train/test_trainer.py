@@ -269,3 +269,28 @@ def test_resumed_warm_run_exports_its_warm_provenance(make_cfg, unit_data, tmp_p
     assert Trainer(cfg).fit().step == 3  # resumed
     meta = json.loads((tmp_path / "run" / "speech_lm" / "config.json").read_text())["twist"]
     assert meta["init"] == "warm" and meta["embed_init"] == "mean"
+
+
+@pytest.mark.slow
+def test_gpu_recipe_switches_run_on_cpu(make_cfg, unit_data, tmp_path):
+    """bf16 autocast, fused AdamW and torch.compile (the GPU recipe's switches) on CPU: they take
+    effect, train like the fp32 eager run within bf16 rounding, and keep checkpoint names, so a
+    compiled run's checkpoint resumes in an eager run."""
+    common = {"max_steps": 4, "valid_every": 2, "save_every": 2}
+    Trainer(make_cfg(unit_data, tmp_path / "eager", **common)).fit()
+    cfg = make_cfg(unit_data, tmp_path / "fast", compile=True, precision="bf16", **common)
+    cfg["optim"]["fused"] = True
+    trainer = Trainer(cfg)
+    assert trainer.autocast_dtype == torch.bfloat16
+    assert all(g["fused"] for g in trainer.optimizer.param_groups)
+    assert trainer.model._compiled_call_impl is not None  # compiled in place
+    trainer.fit()
+    a, b = _losses(tmp_path / "eager"), _losses(tmp_path / "fast")
+    assert a.keys() == b.keys()
+    assert a != b  # bf16 rounding shows: autocast was on
+    for s in a:
+        assert b[s] == pytest.approx(a[s], abs=0.02), s
+    eager_keys = load_checkpoint(tmp_path / "eager" / "checkpoints" / "last")["model"].keys()
+    assert load_checkpoint(tmp_path / "fast" / "checkpoints" / "last")["model"].keys() == eager_keys
+    cfg = make_cfg(unit_data, tmp_path / "fast", max_steps=5, valid_every=0, save_every=0)  # eager fp32 resume
+    assert Trainer(cfg).fit().step == 5
