@@ -9,8 +9,8 @@ download) on the same synthetic utterances, with what a user would pick without 
   precision and clipping), fed from a unit dataset on disk.
 
 Tokens/s counts real (non-padding) tokens, so padding costs show up as lost throughput.
-Prints tokens/s of both, their ratio, and peak memory (CUDA: max allocated per phase;
-CPU: process peak RSS).
+Prints tokens/s of both, their ratio, peak memory (CUDA: max allocated per phase; CPU:
+process peak RSS), and the share of a twist step spent building batches on the main thread.
 
     python benchmarks/train_throughput.py --device cpu                    # tiny, seconds
     python benchmarks/train_throughput.py --device cuda --model opt-350m  # full size (H100: 16 x 704)
@@ -132,23 +132,40 @@ def twist_trainer(args, data_root: Path, out: Path, device: torch.device) -> flo
                   "progress": False},
     }
     trainer = Trainer(cfg)
+    # how much of a step is spent building batches on the main thread (reading the memory-
+    # mapped shards, packing): the number that says whether a background prefetch would pay
+    build = trainer.stream.next_step
+    spent = {"data_s": 0.0, "steps": 0}
+
+    def timed_build():
+        t0 = time.perf_counter()
+        out = build()
+        spent["data_s"] += time.perf_counter() - t0
+        spent["steps"] += 1
+        return out
+
+    trainer.stream.next_step = timed_build
 
     def step() -> int:
         return int(trainer.train_step()["step_tokens"])
 
-    tps = timed(step, args, device)
+    tps, step_s = timed(step, args, device, with_time=True)
     trainer.close()
+    args.data_ms = 1e3 * spent["data_s"] / max(1, spent["steps"])
+    args.step_ms = 1e3 * step_s
     return tps
 
 
-def timed(step, args, device: torch.device) -> float:
+def timed(step, args, device: torch.device, with_time: bool = False):
+    """Tokens/s over ``args.steps`` steps after ``args.warmup``; with the mean step time if asked."""
     for _ in range(args.warmup):
         step()
     sync(device)
     t0 = time.perf_counter()
     tokens = sum(step() for _ in range(args.steps))
     sync(device)
-    return tokens / (time.perf_counter() - t0)
+    dt = time.perf_counter() - t0
+    return (tokens / dt, dt / args.steps) if with_time else tokens / dt
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -191,8 +208,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"  plain HF loop (padded rows):      {plain:12,.0f} tokens/s   peak memory {mem_plain}")
     print(f"  twist trainer (packed windows):   {ours:12,.0f} tokens/s   peak memory {mem_ours}")
     print(f"  ratio twist / plain: {ours / plain:.2f}x")
+    print(f"  twist batch building on the main thread: {args.data_ms:.1f} ms of a {args.step_ms:.1f} ms step "
+          f"({100 * args.data_ms / args.step_ms:.1f} %)")
     sys.stdout.flush()
-    return {"plain_tokens_per_s": plain, "twist_tokens_per_s": ours, "ratio": ours / plain}
+    return {"plain_tokens_per_s": plain, "twist_tokens_per_s": ours, "ratio": ours / plain,
+            "data_ms": args.data_ms, "step_ms": args.step_ms}
 
 
 if __name__ == "__main__":

@@ -24,6 +24,24 @@ def test_warm_start_keeps_every_body_tensor_bit_for_bit(family_key, make_node, c
         assert t.data_ptr() != text_body[k].data_ptr(), f"{k} shares storage with the text LM"
 
 
+def test_share_body_takes_the_text_tensors_without_a_copy(family_key, make_node, contract):
+    """What build_speech_lm does: one model's memory, not two, and no random init of the body."""
+    text = load_text_lm(make_node(family_key))
+    expected = {k: v.clone() for k, v in body(text).items()}
+    buffers = dict(text.named_buffers())  # non-persistent ones too (rotary inv_freq, causal masks)
+    speech = warm_start(text, contract, share_body=True, seed=3)
+    for k, t in body(speech).items():
+        assert t.data_ptr() == body(text)[k].data_ptr(), f"{k} was copied"
+        assert torch.equal(t, expected[k])
+    for k, b in speech.named_buffers():
+        assert not b.is_meta and torch.equal(b, buffers[k]), k
+    assert not any(p.is_meta for p in speech.parameters())
+    # the new rows depend on the seed only, not on sharing
+    again = warm_start(load_text_lm(make_node(family_key)), contract, seed=3)
+    assert torch.equal(speech.get_input_embeddings().weight, again.get_input_embeddings().weight)
+    assert torch.equal(speech.get_output_embeddings().weight, again.get_output_embeddings().weight)
+
+
 def test_vocabulary_is_the_padded_unit_layout(family_key, make_node, contract, fwd):
     layout = VocabLayout(contract.n_units)
     text = load_text_lm(make_node(family_key))
@@ -144,3 +162,17 @@ def test_bad_init_and_override_are_refused(make_node, contract):
     bad["config"]["not_a_field"] = 1
     with pytest.raises(ValueError, match="not_a_field"):
         build_speech_lm(bad, "warm", contract)
+
+
+@pytest.mark.slow
+def test_warm_start_benchmark_runs_and_adds_no_body_copy(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "warm_start_memory.py"
+    spec = importlib.util.spec_from_file_location("warm_start_memory", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.main(["--model", "opt-125m"])
+    assert out["twist"]["added_gib"] < 0.05  # the 85M-parameter body (0.3 GiB) is not copied
+    assert "time ratio plain / twist" in capsys.readouterr().out

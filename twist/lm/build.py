@@ -107,7 +107,8 @@ def build_speech_lm(
         label += f" [{_get(model_cfg, 'gguf_file')}]"
     if init_name == "warm":
         text_lm = load_text_lm(model_cfg, seed=seed + 1)
-        model = warm_start(text_lm, contract, embed_init=embed_init, seed=seed, text_label=label)
+        model = warm_start(text_lm, contract, embed_init=embed_init, seed=seed, text_label=label,
+                           share_body=True)  # the text LM is dropped next: take its tensors, do not copy
         del text_lm
     else:
         dtype = resolve_dtype(_get(model_cfg, "dtype"))

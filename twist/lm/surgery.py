@@ -140,8 +140,13 @@ def warm_start(
     embed_init: str = "random",
     seed: int = 0,
     text_label: str | None = None,
+    share_body: bool = False,
 ) -> Any:
     """TWIST: the text LM's body with a new speech-unit embedding table and head.
+
+    The speech LM is laid out on the meta device (no memory, no random init of the body);
+    its body then takes the text LM's tensors, and only the embedding table and head are
+    allocated and initialised with the family's own init (``_init_weights``) under ``seed``.
 
     Args:
         text_lm: a pretrained ``transformers`` causal LM (from :func:`twist.lm.sources.load_text_lm`).
@@ -151,31 +156,60 @@ def warm_start(
             untied head).
         seed: seeds the new rows.
         text_label: provenance stored in the config (defaults to the text LM's name or path).
+        share_body: ``False``: the body is copied and ``text_lm`` is left untouched. ``True``:
+            the speech LM takes the text LM's body tensors themselves (no copy, so one model's
+            memory instead of two: what a 7B warm start needs); ``text_lm`` must not be used
+            afterwards.
 
     Returns:
-        A new model in eval mode (like ``from_pretrained``; the text LM is not modified):
-        every tensor other than the embedding and head equals the text LM's bit for bit.
+        A model in eval mode (like ``from_pretrained``) whose every tensor other than the
+        embedding and head equals the text LM's bit for bit.
     """
     if embed_init not in EMBED_INITS:
         raise ValueError(f"embed_init={embed_init!r} is not one of {EMBED_INITS}")
-    dtype = next(text_lm.parameters()).dtype
+    first = next(text_lm.parameters())
+    dtype, device = first.dtype, first.device
     cfg = speech_config(text_lm.config, contract, init="warm", embed_init=embed_init,
                         text_lm=text_label or _text_label(text_lm))
-    model = _instantiate(cfg, seed, dtype)
+    cls = model_class_for(cfg)
+    with torch.device("meta"):
+        model = cls(cfg)
 
     fresh = vocab_param_names(model)
-    src = text_lm.state_dict()
-    dst = model.state_dict()
-    missing = [k for k in dst if k not in fresh and k not in src]
+    src_params = dict(text_lm.named_parameters(remove_duplicate=False))
+    src_buffers = dict(text_lm.named_buffers(remove_duplicate=False))
+    body = [(n, p) for n, p in model.named_parameters(remove_duplicate=False) if n not in fresh]
+    buffers = list(model.named_buffers(remove_duplicate=False))
+    missing = [n for n, _ in body if n not in src_params] + [n for n, _ in buffers if n not in src_buffers]
     if missing:
         raise ValueError(f"warm start: the text LM lacks body tensors {missing[:5]} (of {len(missing)})")
-    for name, t in dst.items():
-        if name in fresh:
-            continue
-        s = src[name]
+    for name, t in body + buffers:
+        s = src_params[name] if name in src_params else src_buffers[name]
         if s.shape != t.shape:
             raise ValueError(f"warm start: {name} has shape {tuple(s.shape)} in the text LM, {tuple(t.shape)} here")
-        t.copy_(s)
+    for name, _ in body:
+        p = src_params[name]
+        _set_tensor(model, name, p if share_body else torch.nn.Parameter(p.detach().clone(), p.requires_grad))
+    for name, _ in buffers:
+        b = src_buffers[name]
+        _set_tensor(model, name, b if share_body else b.clone(), buffer=True)
+
+    # the new vocabulary: allocated now, initialised as the family initialises it
+    new_modules = [model.get_input_embeddings()]
+    head = model.get_output_embeddings()
+    if head is not None and head is not new_modules[0] and any(p.is_meta for p in head.parameters(recurse=False)):
+        new_modules.append(head)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for mod in new_modules:
+            if any(p.is_meta for p in mod.parameters(recurse=False)):
+                mod.to_empty(device=device, recurse=False)
+                model._init_weights(mod)
+                mod.to(dtype)
+    model.tie_weights()
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"warm start left tensors unallocated: {left[:5]}")
 
     if embed_init == "mean":
         pairs = [(model.get_input_embeddings(), text_lm.get_input_embeddings())]
@@ -190,6 +224,13 @@ def warm_start(
                 new.weight[pad].zero_()
     model.tie_weights()
     return model.eval()
+
+
+def _set_tensor(model: torch.nn.Module, name: str, value: torch.Tensor, *, buffer: bool = False) -> None:
+    """Put ``value`` at dotted ``name`` in ``model`` (a parameter, or a buffer)."""
+    owner_name, _, leaf = name.rpartition(".")
+    owner = model.get_submodule(owner_name) if owner_name else model
+    (owner._buffers if buffer else owner._parameters)[leaf] = value
 
 
 def cold_start(
