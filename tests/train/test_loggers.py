@@ -31,5 +31,9 @@ def test_mfu_inputs():
                     vocab_size=64, max_position_embeddings=128)
     m = OPTForCausalLM(cfg)
     emb = m.model.decoder.embed_tokens.weight.numel() + m.model.decoder.embed_positions.weight.numel()
-    n = sum(p.numel() for p in m.parameters()) - emb
+    head = m.lm_head.weight.numel()  # tied to embed_tokens, yet a matmul per token
+    assert m.lm_head.weight is m.model.decoder.embed_tokens.weight
+    n = sum(p.numel() for p in m.parameters()) - emb + head
     assert flops_per_token(m, 100) == 6 * n + 12 * 2 * 32 * 100
+    untied = OPTForCausalLM(OPTConfig(**{**cfg.to_dict(), "tie_word_embeddings": False}))
+    assert flops_per_token(untied, 100) == flops_per_token(m, 100)  # the same matmuls either way

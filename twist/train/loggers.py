@@ -7,7 +7,8 @@ event file under ``<out_dir>/tb``; ``logger.wandb`` adds a wandb run, in offline
 
 MFU (model FLOP utilisation, as in PaLM / nanoGPT / torchtitan) is achieved training FLOP/s
 over the accelerator's peak dense bf16 FLOP/s from :data:`PEAK_FLOPS`. Training FLOPs per
-token are ``6 N + 12 L d T`` (N non-embedding parameters, L layers, d width, T context).
+token are ``6 N + 12 L d T`` (N non-embedding parameters plus the output head, L layers, d width,
+T context).
 """
 
 from __future__ import annotations
@@ -55,10 +56,18 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
-    """Training FLOPs per token: ``6 N + 12 L d T`` (N without embedding tables)."""
+    """Training FLOPs per token: ``6 N + 12 L d T``.
+
+    N counts the parameters that take part in a matmul per token: everything but the
+    embedding lookups, plus the output head, also when it shares its weight with the
+    token embedding (tied: OPT, BLOOM, LLaMA-family).
+    """
     cfg = getattr(model, "config", None)
     emb = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
     n = sum(p.numel() for p in model.parameters()) - emb
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and any(head.weight is m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)):
+        n += head.weight.numel()  # tied: subtracted above as an embedding, but it is a matmul too
     layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0) or 0
     width = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 0) or 0
     return 6.0 * n + 12.0 * layers * width * seq_len
