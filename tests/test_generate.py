@@ -96,6 +96,28 @@ def test_generation_with_a_fixed_seed_is_reproducible(tmp_path):
                                   out_dir=tmp_path / "a") == []
 
 
+def test_a_prompt_samples_the_same_units_whatever_the_batch_or_a_resume(tmp_path):
+    """Each prompt has its own generator (seed + prompt id): batch size, the other prompts and
+    skipping finished prompts on a rerun do not change its sample."""
+    c = contract()
+    lm, tok, voc = tiny_lm(), FakeTokenizer(c), tiny_vocoder(c)
+
+    def run(batch_size, ps, out=None):
+        s = SamplingConfig(temperature=1.0, max_seconds=0.5, seed=7, batch_size=batch_size)
+        recs = generate_continuations(lm=lm, lm_contract=c, tokenizer=tok, vocoder=voc, prompts=ps, sampling=s,
+                                      out_dir=out)
+        return {r["id"]: r["generated_units"] for r in recs}
+
+    all_prompts = prompts(3)
+    one_by_one, together = run(1, all_prompts), run(3, all_prompts)
+    assert one_by_one == together and len(together) == 3
+    assert run(2, all_prompts[::-1]) == together  # other order, other batches
+    # an interrupted run finished p0 only; the rerun does p1 and p2 and draws what a full run draws
+    run(2, all_prompts[:1], out=tmp_path / "out")
+    resumed = run(2, all_prompts, out=tmp_path / "out")
+    assert set(resumed) == {"p1", "p2"} and resumed == {k: together[k] for k in ("p1", "p2")}
+
+
 class _LoudSpecials(torch.nn.Module):
     """Wraps an LM and makes bos, pad and the alignment-padding ids by far the most likely."""
 

@@ -19,6 +19,7 @@ and, with an ASR configured, the transcript), written last so a rerun skips fini
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -41,7 +42,8 @@ class SamplingConfig:
         top_k: keep the k most likely units (0 = off).
         top_p: nucleus sampling mass (1.0 = off).
         max_seconds: length cap of the continuation, in seconds of audio.
-        seed: seed of the sampling generator (same seed, same prompts -> same units).
+        seed: with the prompt id, seeds that prompt's generator: the same seed gives a prompt the
+            same units whatever the batch size, the other prompts, or a resumed run.
         stop_at_eos: end a continuation at eos; False masks eos out.
         batch_size: prompts sampled together.
     """
@@ -113,12 +115,17 @@ def sample_units(
     cfg: SamplingConfig,
     *,
     max_new_tokens: int | None = None,
+    keys: Sequence[str] | None = None,
 ) -> list[np.ndarray]:
     """Continue each prompt (unit ids, already deduplicated if the contract says so).
 
     Prompts are left-padded into one batch per ``cfg.batch_size``, with explicit position
-    ids so padding does not shift positions, and decoded with the KV cache. One
-    ``torch.Generator`` seeded with ``cfg.seed`` drives all draws, so a run is reproducible.
+    ids so padding does not shift positions, and decoded with the KV cache.
+
+    Every prompt draws from its own ``torch.Generator``, seeded from ``cfg.seed`` and the
+    prompt's key (``keys``, e.g. the prompt ids; by default its index). A prompt's sample
+    therefore does not depend on the batch size, on the other prompts, or on a resumed run
+    having skipped the prompts it already finished.
 
     Returns:
         the generated units per prompt (without the prompt, without eos).
@@ -126,13 +133,22 @@ def sample_units(
     layout = contract.layout_info
     if max_new_tokens is None:
         max_new_tokens = max(1, math.ceil(cfg.max_seconds * contract.frame_rate))
+    keys = [str(i) for i in range(len(prompts))] if keys is None else [str(k) for k in keys]
+    if len(keys) != len(prompts):
+        raise ValueError(f"sample_units: {len(keys)} keys for {len(prompts)} prompts")
     device = next(model.parameters()).device
-    gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
     results: list[np.ndarray] = []
     for start in range(0, len(prompts), cfg.batch_size):
         chunk = [layout.encode(np.asarray(p), bos=True, eos=False) for p in prompts[start : start + cfg.batch_size]]
-        results.extend(_sample_batch(model, layout, chunk, cfg, max_new_tokens, gen, device))
+        gens = [prompt_generator(cfg.seed, k) for k in keys[start : start + cfg.batch_size]]
+        results.extend(_sample_batch(model, layout, chunk, cfg, max_new_tokens, gens, device))
     return results
+
+
+def prompt_generator(seed: int, key: str) -> torch.Generator:
+    """The sampling generator of one prompt: a fixed function of the run's seed and the key."""
+    digest = hashlib.sha256(f"twist-generate|{int(seed)}|{key}".encode()).digest()
+    return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
 def _sample_batch(
@@ -141,7 +157,7 @@ def _sample_batch(
     chunk: list[np.ndarray],
     cfg: SamplingConfig,
     max_new_tokens: int,
-    gen: torch.Generator,
+    gens: Sequence[torch.Generator],
     device: torch.device,
 ) -> list[np.ndarray]:
     b = len(chunk)
@@ -166,7 +182,8 @@ def _sample_batch(
         else:
             lg = filter_logits(lg / cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
             probs = torch.softmax(lg, dim=-1)
-            tok = torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(device)
+            probs = probs.cpu()  # one draw per row from the row's own generator (see sample_units)
+            tok = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(gens)]).to(device)
         tok = torch.where(done, torch.full_like(tok, layout.eos_id), tok)
         generated.append(tok)
         done |= tok == layout.eos_id
@@ -271,7 +288,7 @@ def generate_continuations(
                 raise
             rejects.add(pid, str(e))
     todo = kept
-    cont = sample_units(lm, lm_contract, [u for u, _ in parsed], sampling)
+    cont = sample_units(lm, lm_contract, [u for u, _ in parsed], sampling, keys=[pid for pid, _ in todo])
     max_frames = int(round(sampling.max_seconds * lm_contract.frame_rate))
     records = []
     for (pid, _), (pu, pd), gu in zip(todo, parsed, cont):
