@@ -23,21 +23,48 @@ Trainer(json.loads(open(sys.argv[1]).read())).fit()
 shutdown_distributed()
 """
 
+# SCRIPT, recording on each rank whether the speech LMs it built held real weights or were
+# laid out on the meta device
+SPY_SCRIPT = """
+import json, os, sys
+import twist.lm
+from twist.train.trainer import Trainer
+from twist.train.distributed import shutdown_distributed
+real, built = twist.lm.build_speech_lm, []
+def spy(*args, **kwargs):
+    model = real(*args, **kwargs)
+    built.append("meta" if next(model.parameters()).is_meta else "real")
+    return model
+twist.lm.build_speech_lm = spy
+Trainer(json.loads(open(sys.argv[1]).read())).fit()
+open(f"built_rank{os.environ['RANK']}.json", "w").write(json.dumps(built))
+shutdown_distributed()
+"""
+
+
+TINY_LLAMA = {"name": "tiny-llama", "family": "llama", "source": None, "gguf_file": None, "num_layers": None,
+              "config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                         "num_key_value_heads": 1, "max_position_embeddings": 128}}
+
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_processes_equal_one(strategy, unit_data, tmp_path, make_cfg):
-    """DDP, and FSDP2 (fully_shard) on gloo, against one process: same losses, PPLs, weights."""
+@pytest.mark.parametrize("strategy,family", [("ddp", "opt"), ("fsdp", "opt"), ("fsdp", "llama")])
+def test_two_processes_equal_one(strategy, family, unit_data, tmp_path, make_cfg):
+    """DDP, and FSDP2 (fully_shard) on gloo, against one process: same losses, PPLs, weights.
+    LLaMA has non-persistent buffers (rotary inv_freq), which the FSDP2 start must broadcast."""
 
     def cfg(out, micro):
         c = make_cfg(unit_data, out, max_steps=4, valid_every=2, save_every=2, micro_batch=micro, num_threads=1,
                      strategy=strategy)
-        c["model"]["config"] = {**c["model"]["config"], "dropout": 0.0, "attention_dropout": 0.0}
+        if family == "llama":
+            c["model"] = {**TINY_LLAMA, "config": dict(TINY_LLAMA["config"])}
+        else:
+            c["model"]["config"] = {**c["model"]["config"], "dropout": 0.0, "attention_dropout": 0.0}
         return c
 
     Trainer(cfg(tmp_path / "one", 2)).fit()  # 1 process x 2 micro-batches of 2
     (tmp_path / "cfg.json").write_text(json.dumps(cfg(tmp_path / "two", 1)))  # 2 processes x 2 micro-batches of 1
-    (tmp_path / "run.py").write_text(SCRIPT)
+    (tmp_path / "run.py").write_text(SPY_SCRIPT)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     p = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
@@ -55,6 +82,11 @@ def test_two_processes_equal_one(strategy, unit_data, tmp_path, make_cfg):
     wa = load_checkpoint(tmp_path / "one" / "checkpoints" / "last")
     wb = load_checkpoint(tmp_path / "two" / "checkpoints" / "last")
     assert wb["world_size"] == 2 and len(wb["rng"]) == 2
+    built = [json.loads((tmp_path / f"built_rank{r}.json").read_text()) for r in range(2)]
+    if strategy == "fsdp":  # only rank 0 holds full weights; rank 1 gets its shards by broadcast
+        assert built[0][0] == "real" and set(built[1]) == {"meta"}, built
+    else:
+        assert set(built[0]) == set(built[1]) == {"real"}, built
     for k, v in wa["model"].items():
         assert torch.allclose(v, wb["model"][k], atol=1e-5), k
 

@@ -151,6 +151,70 @@ def load_full_state_dicts(
         g.update(flags)
 
 
+def extra_buffers(model: torch.nn.Module, model_state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Buffers a state dict leaves out (non-persistent: rotary ``inv_freq``, causal masks),
+    on CPU. A checkpoint keeps them so an FSDP2 resume needs no model built on the host."""
+    return {n: b.detach().cpu() for n, b in unwrap(model).named_buffers() if n not in model_state}
+
+
+@torch.no_grad()
+def materialize_from_rank0(
+    model: torch.nn.Module,
+    full: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None,
+    info: DistInfo,
+) -> None:
+    """Give an FSDP2 model laid out on the meta device real storage and rank 0's values.
+
+    ``full`` (rank 0 only): the whole state dict and every buffer. Parameters reach the
+    other ranks as shards (``broadcast_from_rank0``); buffers, which FSDP2 does not shard,
+    are broadcast whole.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    model.to_empty(device=info.device)
+    weights, buffers = full if full is not None else ({}, {})
+    set_model_state_dict(
+        model,
+        {k: v for k, v in weights.items() if k not in buffers} if info.is_main else {},
+        options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False),
+    )
+    for name, b in unwrap(model).named_buffers():
+        if info.is_main:
+            if name not in buffers:
+                raise RuntimeError(f"FSDP2 start: rank 0 has no value for buffer {name}")
+            b.copy_(buffers[name].to(b.device, b.dtype))
+        dist.broadcast(b, src=0)
+    inner = unwrap(model)
+    if hasattr(inner, "tie_weights"):
+        inner.tie_weights()
+
+
+def load_optimizer_from_rank0(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, optim_state: dict[str, Any] | None
+) -> None:
+    """Load rank 0's full optimiser state into an FSDP2 run; each rank keeps its shards."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    own = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g} for g in optimizer.param_groups]
+    set_optimizer_state_dict(
+        model,
+        optimizer,
+        optim_state if optim_state is not None else {},
+        options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
+    )
+    for g, flags in zip(optimizer.param_groups, own):
+        g.update(flags)
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself when alone)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     """Sum a few numbers over ranks (identity when alone). float64 keeps token counts exact."""
     if not dist.is_initialized():

@@ -105,14 +105,23 @@ class Trainer:
         # -- resume point -----------------------------------------------------------------
         self.state = TrainState()
         self._resume_from = self._find_resume()
-        ckpt = load_checkpoint(self._resume_from) if self._resume_from else None
-        if ckpt is not None:
+        self.strategy = D.resolve_strategy(str(t.get("strategy", "auto")), self.info)
+        # Under FSDP2 only rank 0 reads full weights (checkpoint or text LM); the other ranks
+        # lay the model out on the meta device and receive their shards by broadcast, so a
+        # node holds one full copy in host memory, not one per GPU (the 7B recipe).
+        sharded_init = self.strategy == "fsdp" and model is None
+        ckpt = None
+        if self._resume_from and (self.info.is_main or not sharded_init):
+            ckpt = load_checkpoint(self._resume_from)
             UnitContract.from_dict(ckpt["contract"]).check_compatible(
                 self.contract, mine=f"checkpoint {self._resume_from}", theirs=f"dataset {d.path}"
             )
 
         # -- model --------------------------------------------------------------------------
-        if model is None:
+        full_weights: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
+        if sharded_init:
+            model, full_weights = self._layout_on_meta(ckpt)
+        elif model is None:
             model = self._build_model(resuming=ckpt is not None)
         from twist.lm import contract_of
 
@@ -135,11 +144,14 @@ class Trainer:
         )
         self.seq_len = int(d.max_tokens)
         self.flops_per_token = flops_per_token(model, self.seq_len)
-        model.to(self.device)
+        if not sharded_init:
+            model.to(self.device)
         if t.get("compile"):
             model.compile()  # in place: parameter names, hence checkpoints, are unchanged
-        self.strategy = D.resolve_strategy(str(t.get("strategy", "auto")), self.info)
         self.model = D.wrap_model(model, self.strategy, self.info)
+        if sharded_init:
+            D.materialize_from_rank0(self.model, full_weights, self.info)
+            del full_weights
 
         # -- optimisation -----------------------------------------------------------------
         o = c.optim
@@ -170,8 +182,8 @@ class Trainer:
         # (eager) need it additive, in the dtype the scores are computed in.
         attn = getattr(model.config, "_attn_implementation", None)
         self.mask_dtype = None if attn == "sdpa" else (self.autocast_dtype or next(model.parameters()).dtype)
-        if ckpt is not None:
-            self._load_state(ckpt)
+        if self._resume_from:
+            self._load_state(ckpt, weights_loaded=sharded_init)
         del ckpt
 
         lg = c.get("logger", {}) or {}
@@ -227,7 +239,7 @@ class Trainer:
             raise ValueError(f"resume must be auto, true or false; got {mode!r}")
         return last if exists else None
 
-    def _build_model(self, *, resuming: bool) -> torch.nn.Module:
+    def _build_model(self, *, resuming: bool, verbose: bool = True) -> torch.nn.Module:
         from twist.lm import build_speech_lm
 
         c = self.cfg
@@ -235,7 +247,8 @@ class Trainer:
         # On resume every weight comes from the checkpoint: skip loading the text LM.
         init = "cold" if resuming else str(c.init.name)
         embed_init = str(c.init.get("embed_init", "random"))
-        model = build_speech_lm(model_cfg, init, self.contract, embed_init=embed_init, seed=int(c.seed))
+        model = build_speech_lm(model_cfg, init, self.contract, embed_init=embed_init, seed=int(c.seed),
+                                verbose=verbose)
         if resuming and str(c.init.name) != init:
             # the architecture was rebuilt without the text LM; the weights (loaded next) and
             # the exported provenance are the run's own
@@ -245,6 +258,32 @@ class Trainer:
             meta.update(init=str(c.init.name), embed_init=embed_init if str(c.init.name) == "warm" else None)
             setattr(model.config, META_KEY, meta)
         return model
+
+    def _layout_on_meta(
+        self, ckpt: dict[str, Any] | None
+    ) -> tuple[torch.nn.Module, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None]:
+        """FSDP2 start: the architecture on the meta device (every rank) and, on rank 0 only,
+        the full weights and buffers to broadcast: the checkpoint's when resuming, else those
+        of the warm- or cold-started model."""
+        full = None
+        if self.info.is_main:
+            if ckpt is not None and "buffers" in ckpt:
+                full = (ckpt["model"], ckpt["buffers"])
+            else:
+                real = self._build_model(resuming=ckpt is not None)
+                weights = ckpt["model"] if ckpt is not None else real.state_dict()
+                full = (weights, {n: b for n, b in real.named_buffers()})
+                del real
+        with torch.device("meta"):
+            skeleton = self._build_model(resuming=True, verbose=False)
+        if self.info.is_main and ckpt is None:
+            from twist.lm.surgery import META_KEY
+
+            # the skeleton is laid out cold; the run's provenance is the real start's
+            meta = dict(getattr(skeleton.config, META_KEY))
+            meta.update(init=str(self.cfg.init.name))
+            setattr(skeleton.config, META_KEY, meta)
+        return skeleton, full
 
     def _data_signature(self) -> dict[str, Any]:
         t = self.cfg.train
@@ -267,6 +306,7 @@ class Trainer:
             return None
         return {
             "model": model_sd,
+            "buffers": D.extra_buffers(self.model, model_sd),
             "optimizer": optim_sd,
             "schedule": self.schedule.state_dict(),
             "data": self.stream.state_dict(),
@@ -286,7 +326,15 @@ class Trainer:
                 save_checkpoint(self.ckpt_dir / name, state, meta=meta)
         D.barrier()
 
-    def _load_state(self, ckpt: dict[str, Any]) -> None:
+    def _load_state(self, ckpt: dict[str, Any] | None, *, weights_loaded: bool = False) -> None:
+        """Restore a checkpoint. Under FSDP2's sharded start only rank 0 has ``ckpt``: the
+        model weights were broadcast already (``weights_loaded``), the optimiser state is
+        broadcast here, and the small rest (schedule, data position, RNG) is sent as objects."""
+        if weights_loaded:
+            small = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "buffers")} if ckpt else None
+            small = D.broadcast_object(small)
+            D.load_optimizer_from_rank0(self.model, self.optimizer, ckpt["optimizer"] if ckpt else None)
+            ckpt = small
         sig = ckpt.get("data_signature", {})
         now = self._data_signature()
         diff = {k: (sig[k], now[k]) for k in now if k in sig and sig[k] != now[k]}
@@ -296,7 +344,8 @@ class Trainer:
                 + ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
                 + "); use the same settings or a new out_dir"
             )
-        D.load_full_state_dicts(self.model, self.optimizer, ckpt["model"], ckpt["optimizer"], self.strategy)
+        if not weights_loaded:
+            D.load_full_state_dicts(self.model, self.optimizer, ckpt["model"], ckpt["optimizer"], self.strategy)
         self.schedule.load_state_dict(ckpt["schedule"])
         self.stream.load_state_dict(ckpt["data"])
         self.state = TrainState(**ckpt["state"])
@@ -466,11 +515,25 @@ class Trainer:
             from twist.lm import save_speech_lm
 
             src = self.ckpt_dir / ("best" if is_checkpoint(self.ckpt_dir / "best") else "last")
+            state = load_checkpoint(src)
             if self.strategy == "fsdp":
-                model = self._build_model(resuming=True)
+                # a fresh unsharded copy, laid out on the meta device and given the checkpoint's
+                # tensors (no random init of a 7B model just to overwrite it)
+                with torch.device("meta"):
+                    model = self._build_model(resuming=True, verbose=False)
+                model.load_state_dict(state["model"], assign=True)
+                for name, b in state.get("buffers", {}).items():
+                    owner, _, leaf = name.rpartition(".")
+                    (model.get_submodule(owner) if owner else model)._buffers[leaf] = b
+                model.tie_weights()
+                left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+                if left:  # a checkpoint from before buffers were saved: build the model on the host
+                    model = self._build_model(resuming=True, verbose=False)
+                    model.load_state_dict(state["model"])
             else:
                 model = D.unwrap(self.model)
-            model.load_state_dict(load_checkpoint(src)["model"])
+                model.load_state_dict(state["model"])
+            del state
             out = self.out_dir / "speech_lm"
             save_speech_lm(model.cpu() if self.strategy == "fsdp" else model, out, self.contract)
             atomic_write_text(out / "SOURCE", f"{src.name} checkpoint, step {self.state.best_step if src.name == 'best' else self.state.step}\n")
