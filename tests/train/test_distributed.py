@@ -223,3 +223,38 @@ def test_two_node_rendezvous_equals_one_process(unit_data, tmp_path, make_cfg):
         for s in a:
             assert b[s] == pytest.approx(a[s], abs=1e-5, rel=1e-5), (key, s)
     assert load_checkpoint(tmp_path / "nodes" / "checkpoints" / "last")["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(unit_data, tmp_path, make_cfg):
+    """torchrun forwards SIGTERM to its workers; under FSDP2 both ranks agree on the step,
+    save `last` together and exit; the run then resumes."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cfg = make_cfg(unit_data, run, max_steps=100_000, valid_every=0, save_every=0, micro_batch=1, strategy="fsdp")
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    (tmp_path / "run.py").write_text(SCRIPT.replace(".fit()", ".fit(); print('STOP', r.stop_reason, r.step, flush=True)")
+                                     .replace("Trainer(json", "r = Trainer(json"))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    p = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         str(tmp_path / "run.py"), str(tmp_path / "cfg.json")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**env, "OMP_NUM_THREADS": "1"}, cwd=tmp_path,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+        (run / "metrics.jsonl").exists() and sum("loss" in r for r in read_metrics(run)) >= 2
+    ):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    stops = [line.split() for line in out.splitlines() if line.startswith("STOP")]
+    assert len(stops) == 2 and stops[0] == stops[1], out[-2000:] + err[-3000:]  # both ranks, same step
+    step = int(stops[0][-1])
+    assert stops[0][1:3] == ["signal", "SIGTERM"]
+    assert load_checkpoint(run / "checkpoints" / "last")["state"]["step"] == step
+    cfg["train"]["max_steps"] = step + 1
+    cfg["train"]["strategy"] = "auto"
+    assert Trainer(cfg).fit().step == step + 1  # resumed, in one process

@@ -294,3 +294,49 @@ def test_gpu_recipe_switches_run_on_cpu(make_cfg, unit_data, tmp_path):
     assert load_checkpoint(tmp_path / "fast" / "checkpoints" / "last")["model"].keys() == eager_keys
     cfg = make_cfg(unit_data, tmp_path / "fast", max_steps=5, valid_every=0, save_every=0)  # eager fp32 resume
     assert Trainer(cfg).fit().step == 5
+
+
+SIGNAL_SCRIPT = """
+import json, sys
+from twist.train.trainer import Trainer
+result = Trainer(json.loads(open(sys.argv[1]).read())).fit()
+print("STOP", result.stop_reason, result.step, result.export_dir)
+"""
+
+
+def test_sigterm_saves_and_the_rerun_continues_exactly(make_cfg, unit_data, tmp_path):
+    """Pre-emption: SIGTERM mid-run finishes the step, saves `last` and exits 0; running the
+    same command again continues bit-identically to a run that was never stopped."""
+    import signal
+    import time
+
+    common = {"valid_every": 0, "save_every": 0, "num_threads": 1}
+    run = tmp_path / "run"
+    (tmp_path / "cfg.json").write_text(json.dumps(make_cfg(unit_data, run, max_steps=100_000, **common)))
+    (tmp_path / "train.py").write_text(SIGNAL_SCRIPT)
+    p = subprocess.Popen([sys.executable, str(tmp_path / "train.py"), str(tmp_path / "cfg.json")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((run / "metrics.jsonl").exists() and len(_losses(run)) >= 3):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-2000:]
+    stopped = int(out.split("STOP signal SIGTERM ")[1].split()[0])
+    assert read_checkpoint_meta(run / "checkpoints" / "last")["step"] == stopped >= 3
+    assert "None" in out.split("STOP")[1]  # no export: the run is not finished
+    assert any(r.get("event") == "stopped" for r in read_metrics(run))
+
+    total = stopped + 3
+    Trainer(make_cfg(unit_data, run, max_steps=total, **common)).fit()  # the same run, resumed
+    ref = tmp_path / "ref"
+    Trainer(make_cfg(unit_data, ref, max_steps=total, **common)).fit()
+    a, b = _losses(ref), _losses(run)
+    assert sorted(b) == list(range(1, total + 1))
+    assert [a[s] for s in a] == [b[s] for s in a]  # bit-identical floats
+    assert (run / "speech_lm").is_dir()
+
+
+def test_unknown_stop_signal_is_named(make_cfg, unit_data, tmp_path):
+    with pytest.raises(ValueError, match="unknown signal 'SIGNOPE'"):
+        Trainer(make_cfg(unit_data, tmp_path / "run", max_steps=1, stop_signals=["SIGNOPE"])).fit()

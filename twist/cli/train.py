@@ -63,9 +63,11 @@ def run(cfg: DictConfig) -> None:
     trainer = Trainer(cfg)
     result = trainer.fit()
     if is_main_process():
+        where = (f"speech LM in {result.export_dir}" if result.export_dir is not None
+                 else f"checkpoint in {result.out_dir / 'checkpoints' / 'last'}; run the same command to resume")
         print(
             f"{PROG}: {result.stop_reason or 'done'} at step {result.step} ({result.tokens} tokens); "
-            f"best valid PPL {result.best_ppl:.3f} at step {result.best_step}; speech LM in {result.export_dir}",
+            f"best valid PPL {result.best_ppl:.3f} at step {result.best_step}; {where}",
             flush=True,
         )
     from twist.train.distributed import shutdown_distributed

@@ -449,42 +449,58 @@ class Trainer:
         elapsed0 = self.state.elapsed_s
         win_time, win_tokens = 0.0, 0
         stop_reason = ""
-        while True:
-            if max_steps is not None and self.state.step >= max_steps:
-                stop_reason = "max_steps"
-            elif max_tokens is not None and self.state.tokens >= max_tokens:
-                stop_reason = "max_train_tokens"
-            elif max_time is not None and D.all_reduce_sum(
-                [float(time.monotonic() - start >= max_time)], self.device
-            )[0] > 0:
-                stop_reason = "max_time"
-            if stop_reason:
-                break
-            t0 = time.monotonic()
-            m = self.train_step()
-            win_time += time.monotonic() - t0  # tokens/s measures training, not validation or saving
-            self.state.elapsed_s = elapsed0 + time.monotonic() - start
-            win_tokens += int(m.pop("step_tokens"))
-            step = self.state.step
+        with _StopSignals(t.get("stop_signals", ("SIGTERM", "SIGUSR1"))) as signals:
+            while True:
+                if max_steps is not None and self.state.step >= max_steps:
+                    stop_reason = "max_steps"
+                elif max_tokens is not None and self.state.tokens >= max_tokens:
+                    stop_reason = "max_train_tokens"
+                elif max_time is not None or signals.active:
+                    # every rank stops at the same step, even if only some got the signal
+                    late, signalled = D.all_reduce_sum(
+                        [float(max_time is not None and time.monotonic() - start >= max_time),
+                         float(signals.received is not None)], self.device)
+                    if signalled > 0:
+                        stop_reason = f"signal {signals.received or 'on another rank'}"
+                    elif late > 0:
+                        stop_reason = "max_time"
+                if stop_reason:
+                    break
+                t0 = time.monotonic()
+                m = self.train_step()
+                win_time += time.monotonic() - t0  # tokens/s measures training, not validation or saving
+                self.state.elapsed_s = elapsed0 + time.monotonic() - start
+                win_tokens += int(m.pop("step_tokens"))
+                step = self.state.step
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.2e}")
+                if step % log_every == 0 or step == max_steps:
+                    tps = win_tokens / max(1e-9, win_time)
+                    rec = {**m, "tokens": self.state.tokens, "tokens_per_s": tps, "epoch": self.stream.position.epoch}
+                    if self.peak:
+                        rec["mfu"] = tps * self.flops_per_token / (self.peak * self.info.world_size)
+                    self.logger.log(rec, step=step)
+                    win_time, win_tokens = 0.0, 0
+                names: tuple[str, ...] = ()
+                if valid_every and step % valid_every == 0:
+                    names = self._validate_and_select()
+                if save_every and step % save_every == 0:
+                    names = (*names, "last") if "last" not in names else names
+                if names:
+                    self.save(names)
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.2e}")
-            if step % log_every == 0 or step == max_steps:
-                tps = win_tokens / max(1e-9, win_time)
-                rec = {**m, "tokens": self.state.tokens, "tokens_per_s": tps, "epoch": self.stream.position.epoch}
-                if self.peak:
-                    rec["mfu"] = tps * self.flops_per_token / (self.peak * self.info.world_size)
-                self.logger.log(rec, step=step)
-                win_time, win_tokens = 0.0, 0
-            names: tuple[str, ...] = ()
-            if valid_every and step % valid_every == 0:
-                names = self._validate_and_select()
-            if save_every and step % save_every == 0:
-                names = (*names, "last") if "last" not in names else names
-            if names:
-                self.save(names)
-        if bar is not None:
-            bar.close()
+                bar.close()
+            if stop_reason.startswith("signal"):
+                # pre-emption, or the scheduler's warning before a time limit: save the position
+                # and leave quickly; the rerun resumes here, then validates and exports at its end
+                self.save(("last",))
+                log.warning("stopped by %s at step %d; checkpoint saved, run the same command to resume",
+                            stop_reason, self.state.step)
+                self.logger.log({"event": "stopped", "stop_reason": stop_reason}, step=self.state.step)
+                self.logger.close()
+                return TrainResult(self.out_dir, self.state.step, self.state.tokens, self.state.best_ppl,
+                                   self.state.best_step, stop_reason, None)
         names = ()
         if self.valid_sets and self.state.last_valid_step != self.state.step:
             names = self._validate_and_select()
@@ -559,6 +575,47 @@ def _adamw(model: torch.nn.Module, o: Any, device: torch.device) -> torch.optim.
     use_fused = device.type == "cuda" if str(fused) == "auto" else bool(fused)
     betas = tuple(float(b) for b in o.get("betas", (0.9, 0.98)))
     return torch.optim.AdamW(groups, lr=1e-8, betas=betas, eps=float(o.get("eps", 1e-8)), fused=use_fused or None)
+
+
+class _StopSignals:
+    """Turn the given signals (names such as ``SIGTERM``) into a flag the training loop polls.
+
+    Schedulers send SIGTERM (pre-emption, ``scancel``) or a chosen signal before a time limit
+    (SLURM ``--signal``); the loop finishes its step, saves ``last`` and returns. Handlers are
+    installed only in the main thread and restored on exit.
+    """
+
+    def __init__(self, names: Any) -> None:
+        import signal as _signal
+
+        self._signal = _signal
+        self.names = [str(n) for n in (names or [])]
+        for n in self.names:
+            if not hasattr(_signal, n):
+                raise ValueError(f"train.stop_signals: unknown signal {n!r} (e.g. SIGTERM, SIGUSR1)")
+        self.received: str | None = None
+        self._old: dict[int, Any] = {}
+
+    @property
+    def active(self) -> bool:
+        return bool(self._old)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = self._signal.Signals(signum).name
+
+    def __enter__(self) -> _StopSignals:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for n in self.names:
+                num = getattr(self._signal, n)
+                self._old[num] = self._signal.signal(num, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for num, old in self._old.items():
+            self._signal.signal(num, old)
+        self._old.clear()
 
 
 def _precision(name: str, device: torch.device) -> torch.dtype | None:
