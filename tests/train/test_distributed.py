@@ -258,3 +258,36 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(unit
     cfg["train"]["max_steps"] = step + 1
     cfg["train"]["strategy"] = "auto"
     assert Trainer(cfg).fit().step == step + 1  # resumed, in one process
+
+
+@pytest.mark.slow
+def test_slurm_script_runs_twist_train_under_torchrun(unit_data, tmp_path):
+    """scripts/train.sbatch with stand-ins for `srun` and `scontrol` (one node, 2 CPU processes):
+    the script's torchrun line starts the `twist-train` console script, which trains and exports."""
+    import socket
+    from pathlib import Path
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/bash\nexec "$@"\n')  # one node: run the step here
+    (bin_dir / "scontrol").write_text('#!/bin/bash\necho 127.0.0.1\n')  # `show hostnames`
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(PATH=f"{bin_dir}:{Path(sys.executable).parent}:{env.get('PATH', '')}", SLURM_NNODES="1",
+               SLURM_JOB_NODELIST="node001", SLURM_JOB_ID="4242", GPUS_PER_NODE="2", TWIST_RDZV_PORT=str(port),
+               OMP_NUM_THREADS="1")
+    out = tmp_path / "run"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "train.sbatch"
+    p = subprocess.run(
+        ["bash", str(script), "+model=tiny", "+init=cold", f"data.path={unit_data}", f"out_dir={out}",
+         "data.max_tokens=64", "train.global_batch=4", "train.micro_batch=1", "train.max_steps=2",
+         "train.valid_every=2", "train.num_threads=1", "logger=jsonl", "train.progress=false"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert load_checkpoint(out / "checkpoints" / "last")["world_size"] == 2
+    assert (out / "speech_lm" / "model.safetensors").exists()
