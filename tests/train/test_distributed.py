@@ -82,6 +82,15 @@ def test_two_processes_equal_one(strategy, family, unit_data, tmp_path, make_cfg
     wa = load_checkpoint(tmp_path / "one" / "checkpoints" / "last")
     wb = load_checkpoint(tmp_path / "two" / "checkpoints" / "last")
     assert wb["world_size"] == 2 and len(wb["rng"]) == 2
+    # the exported speech LM (under FSDP2: rebuilt on the meta device from the best checkpoint)
+    from twist.lm import load_speech_lm
+
+    (ea, _), (eb, _) = load_speech_lm(tmp_path / "one" / "speech_lm"), load_speech_lm(tmp_path / "two" / "speech_lm")
+    for (k, v), (k2, v2) in zip(ea.state_dict().items(), eb.state_dict().items()):
+        assert k == k2 and torch.allclose(v, v2, atol=1e-5), k
+    assert dict(ea.named_buffers()).keys() == dict(eb.named_buffers()).keys()
+    for k, v in ea.named_buffers():
+        assert torch.equal(v, dict(eb.named_buffers())[k]), k
     built = [json.loads((tmp_path / f"built_rank{r}.json").read_text()) for r in range(2)]
     if strategy == "fsdp":  # only rank 0 holds full weights; rank 1 gets its shards by broadcast
         assert built[0][0] == "real" and set(built[1]) == {"meta"}, built

@@ -13,6 +13,7 @@ rendezvous; here we only join the group (NCCL on GPUs, gloo on CPU) and wrap the
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -63,7 +64,11 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 
 def shutdown_distributed() -> None:
+    """Leave the process group. The barrier first keeps one rank from closing its connections
+    while a peer is still finishing a collective (gloo then aborts that peer at exit)."""
     if dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.barrier()
         dist.destroy_process_group()
 
 
