@@ -15,6 +15,23 @@ from twist.checkpoint import load_checkpoint
 from twist.train.loggers import read_metrics
 from twist.train.trainer import Trainer
 
+
+def _clean_env() -> dict[str, str]:
+    """This process's environment without torchrun's variables (pytest may itself run under one)."""
+    drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def _assert_same_curves(one: list[dict], two: list[dict], label: str = "") -> None:
+    """Training loss and valid PPL logged at the same steps, equal within 1e-5."""
+    for key in ("loss", "valid_ppl"):
+        a = {r["step"]: r[key] for r in one if key in r}
+        b = {r["step"]: r[key] for r in two if key in r}
+        assert a.keys() == b.keys() and a, (label, key)
+        for step in a:
+            assert b[step] == pytest.approx(a[step], abs=1e-5, rel=1e-5), (label, key, step)
+
+
 SCRIPT = """
 import json, sys
 from twist.train.trainer import Trainer
@@ -65,7 +82,7 @@ def test_two_processes_equal_one(strategy, family, unit_data, tmp_path, make_cfg
     Trainer(cfg(tmp_path / "one", 2)).fit()  # 1 process x 2 micro-batches of 2
     (tmp_path / "cfg.json").write_text(json.dumps(cfg(tmp_path / "two", 1)))  # 2 processes x 2 micro-batches of 1
     (tmp_path / "run.py").write_text(SPY_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = _clean_env()
     p = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
          str(tmp_path / "run.py"), str(tmp_path / "cfg.json")],
@@ -73,12 +90,7 @@ def test_two_processes_equal_one(strategy, family, unit_data, tmp_path, make_cfg
     )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
     one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
-    for key in ("loss", "valid_ppl"):
-        a = {r["step"]: r[key] for r in one if key in r}
-        b = {r["step"]: r[key] for r in two if key in r}
-        assert a.keys() == b.keys() and a
-        for s in a:
-            assert b[s] == pytest.approx(a[s], abs=1e-5, rel=1e-5), (key, s)
+    _assert_same_curves(one, two)
     wa = load_checkpoint(tmp_path / "one" / "checkpoints" / "last")
     wb = load_checkpoint(tmp_path / "two" / "checkpoints" / "last")
     assert wb["world_size"] == 2 and len(wb["rng"]) == 2
@@ -122,7 +134,7 @@ shutdown_distributed()
 def _torchrun(tmp_path, phases, nproc=2):
     (tmp_path / "phases.json").write_text(json.dumps(phases))
     (tmp_path / "phases.py").write_text(PHASES_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = _clean_env()
     p = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
          str(tmp_path / "phases.py"), str(tmp_path / "phases.json")],
@@ -158,12 +170,7 @@ def test_resume_across_strategies_and_world_sizes(unit_data, tmp_path, make_cfg)
     ref = read_metrics(tmp_path / "ref")
     for run in ("single_to_fsdp", "fsdp_to_ddp", "fsdp_to_single"):
         got = read_metrics(tmp_path / run)
-        for key in ("loss", "valid_ppl"):
-            a = {r["step"]: r[key] for r in ref if key in r}
-            b = {r["step"]: r[key] for r in got if key in r}
-            assert a.keys() == b.keys() and a, (run, key)
-            for s in a:
-                assert b[s] == pytest.approx(a[s], abs=1e-5, rel=1e-5), (run, key, s)
+        _assert_same_curves(ref, got, run)
         wa = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last")
         wb = load_checkpoint(tmp_path / run / "checkpoints" / "last")
         for k, v in wa["model"].items():
@@ -210,7 +217,7 @@ def test_two_node_rendezvous_equals_one_process(unit_data, tmp_path, make_cfg):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = _clean_env()
     agents = [
         subprocess.Popen(
             [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
@@ -225,12 +232,7 @@ def test_two_node_rendezvous_equals_one_process(unit_data, tmp_path, make_cfg):
     outs = [a.communicate(timeout=300)[0] for a in agents]
     assert [a.returncode for a in agents] == [0, 0], "\n".join(o[-3000:] for o in outs)
     one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "nodes")
-    for key in ("loss", "valid_ppl"):
-        a = {r["step"]: r[key] for r in one if key in r}
-        b = {r["step"]: r[key] for r in two if key in r}
-        assert a.keys() == b.keys() and a
-        for s in a:
-            assert b[s] == pytest.approx(a[s], abs=1e-5, rel=1e-5), (key, s)
+    _assert_same_curves(one, two)
     assert load_checkpoint(tmp_path / "nodes" / "checkpoints" / "last")["world_size"] == 2
 
 
@@ -246,7 +248,7 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(unit
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     (tmp_path / "run.py").write_text(SCRIPT.replace(".fit()", ".fit(); print('STOP', r.stop_reason, r.step, flush=True)")
                                      .replace("Trainer(json", "r = Trainer(json"))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = _clean_env()
     p = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
          str(tmp_path / "run.py"), str(tmp_path / "cfg.json")],
@@ -285,7 +287,7 @@ def test_slurm_script_runs_twist_train_under_torchrun(unit_data, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = _clean_env()
     env.update(PATH=f"{bin_dir}:{Path(sys.executable).parent}:{env.get('PATH', '')}", SLURM_NNODES="1",
                SLURM_JOB_NODELIST="node001", SLURM_JOB_ID="4242", GPUS_PER_NODE="2", TWIST_RDZV_PORT=str(port),
                OMP_NUM_THREADS="1")
