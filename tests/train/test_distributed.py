@@ -1,4 +1,4 @@
-"""Two gloo processes under torchrun train like one process with the same global batch."""
+"""twist-train under torchrun: 2 gloo processes equal 1, two "nodes", resume across strategies, signals, SLURM."""
 
 from __future__ import annotations
 
