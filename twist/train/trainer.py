@@ -274,15 +274,8 @@ class Trainer:
                 weights = ckpt["model"] if ckpt is not None else real.state_dict()
                 full = (weights, {n: b for n, b in real.named_buffers()})
                 del real
-        with torch.device("meta"):
+        with torch.device("meta"):  # laid out like a resume: no text LM read, the run's provenance kept
             skeleton = self._build_model(resuming=True, verbose=False)
-        if self.info.is_main and ckpt is None:
-            from twist.lm.surgery import META_KEY
-
-            # the skeleton is laid out cold; the run's provenance is the real start's
-            meta = dict(getattr(skeleton.config, META_KEY))
-            meta.update(init=str(self.cfg.init.name))
-            setattr(skeleton.config, META_KEY, meta)
         return skeleton, full
 
     def _data_signature(self) -> dict[str, Any]:
