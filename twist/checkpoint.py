@@ -4,6 +4,8 @@ A checkpoint is a directory::
 
     <name>/state.pt     everything torch: model, optimizer, scheduler, RNG states, step, ...
     <name>/meta.json    small human-readable facts (step, metrics) for quick inspection
+    <name>/shards/      (sharded checkpoints only) model and optimiser state written by every
+                        rank with torch.distributed.checkpoint; state.pt then holds the rest
 
 The directory is assembled under a temporary name beside the destination and renamed into
 place in one step (``twist.atomic.atomic_replace_dir``), so a crash, a kill -9 or a full
@@ -28,6 +30,7 @@ from twist.atomic import atomic_replace_dir
 
 STATE = "state.pt"
 META = "meta.json"
+SHARDS = "shards"  # torch.distributed.checkpoint files of a sharded checkpoint
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any], *, meta: dict[str, Any] | None = None) -> Path:
@@ -39,17 +42,52 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], *, meta: dict[str, 
         state: a dict of tensors / state dicts / plain Python values.
         meta: optional JSON-serialisable facts stored in ``meta.json``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = staging_dir(path)
     try:
-        torch.save(state, tmp / STATE)
-        (tmp / META).write_text(json.dumps(meta or {}, indent=2, default=_jsonable) + "\n")
-        atomic_replace_dir(tmp, path)
+        commit_checkpoint(tmp, path, state, meta=meta)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return path
+    return Path(path)
+
+
+def staging_dir(path: str | Path) -> Path:
+    """A fresh, empty directory beside the checkpoint ``path`` to assemble a new one in.
+
+    Writers that are not one process (sharded checkpoints: every rank writes its part into
+    ``<staging>/shards``) fill it first; :func:`commit_checkpoint` then moves it into place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+
+
+def commit_checkpoint(tmp: str | Path, path: str | Path, state: dict[str, Any], *,
+                      meta: dict[str, Any] | None = None) -> Path:
+    """Write ``state.pt`` and ``meta.json`` into the staging dir ``tmp``, then rename it to ``path``."""
+    tmp = Path(tmp)
+    torch.save(state, tmp / STATE)
+    (tmp / META).write_text(json.dumps(meta or {}, indent=2, default=_jsonable) + "\n")
+    atomic_replace_dir(tmp, path)
+    return Path(path)
+
+
+def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Copy a finished checkpoint directory to ``dst``, atomically (e.g. ``last`` to ``best``)."""
+    tmp = staging_dir(dst)
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        atomic_replace_dir(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Path(dst)
+
+
+def shards_dir(path: str | Path) -> Path | None:
+    """``<path>/shards`` when the checkpoint keeps model and optimiser state sharded."""
+    d = Path(path) / SHARDS
+    return d if d.is_dir() else None
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:

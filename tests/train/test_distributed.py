@@ -200,6 +200,38 @@ def test_optimizer_state_is_keyed_by_name_and_older_positional_state_loads():
 
 
 @pytest.mark.slow
+def test_sharded_checkpoints_under_fsdp_resume_and_reshard(unit_data, tmp_path, make_cfg):
+    """checkpoint_format=sharded under FSDP2: each rank writes its shards; the run resumes on 2
+    processes, and the same files resume on 1 process (resharded on load); both match an
+    uninterrupted single-process run."""
+    from twist.checkpoint import shards_dir
+
+    def cfg(out, *, steps, strategy="auto", micro=2):
+        c = make_cfg(unit_data, out, max_steps=steps, valid_every=2, save_every=2, micro_batch=micro, num_threads=1,
+                     strategy=strategy, checkpoint_format="sharded")
+        c["model"] = {**TINY_LLAMA, "config": dict(TINY_LLAMA["config"])}  # rotary buffers too
+        return c
+
+    Trainer(cfg(tmp_path / "ref", steps=4)).fit()
+    _torchrun(tmp_path, [
+        cfg(tmp_path / "fsdp", steps=2, strategy="fsdp", micro=1),
+        {"copy": [str(tmp_path / "fsdp"), str(tmp_path / "fsdp_to_single")]},
+        cfg(tmp_path / "fsdp", steps=4, strategy="fsdp", micro=1),
+    ])
+    assert shards_dir(tmp_path / "fsdp_to_single" / "checkpoints" / "last") is not None
+    assert len(list((tmp_path / "fsdp_to_single" / "checkpoints" / "last" / "shards").glob("*.distcp"))) == 2
+    Trainer(cfg(tmp_path / "fsdp_to_single", steps=4)).fit()
+    ref = read_metrics(tmp_path / "ref")
+    for run in ("fsdp", "fsdp_to_single"):
+        _assert_same_curves(ref, read_metrics(tmp_path / run), run)
+    from twist.lm import load_speech_lm
+
+    (a, _), (b, _) = load_speech_lm(tmp_path / "ref" / "speech_lm"), load_speech_lm(tmp_path / "fsdp" / "speech_lm")
+    for (k, v), (k2, v2) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert k == k2 and torch.allclose(v, v2, atol=1e-5), k
+
+
+@pytest.mark.slow
 def test_two_node_rendezvous_equals_one_process(unit_data, tmp_path, make_cfg):
     """The README's multi-node command, with two "nodes" on this machine: one torchrun agent per
     node, c10d rendezvous on the head node's endpoint, one process each. It trains like one

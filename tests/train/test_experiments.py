@@ -89,3 +89,18 @@ def test_paper_table_sweep_runs_every_cell(experiment, extra, cells, models_dir,
             assert width == 32  # the stand-in from TWIST_MODELS_DIR, not the 768-1024-wide original
             assert [r["step"] for r in read_metrics(run) if "valid_ppl" in r] == [2]
     assert {d.name for d in root.iterdir() if (d / "speech_lm").is_dir()} == expected
+
+
+def test_llama7b_recipe_composes_with_the_papers_settings():
+    """The 7B recipe cannot run here; its config must at least say what the paper did."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    import twist
+
+    with initialize_config_dir(str(Path(twist.__file__).parent / "configs"), version_base="1.3"):
+        c = compose("train", overrides=["+experiment=llama7b", "data.path=/data/units", "out_dir=runs/x"])
+    assert (c.model.family, c.init.name, c.schedule.name, c.schedule.warmup_steps) == ("llama", "warm", "cosine", 500)
+    assert (c.optim.lr_max, c.optim.lr_final, c.train.global_batch, c.train.max_steps) == (1e-4, 1e-5, 1024, 75000)
+    assert (c.train.strategy, c.train.checkpoint_format, c.train.precision) == ("fsdp", "sharded", "bf16")

@@ -156,10 +156,12 @@ def load_full_state_dicts(
         g.update(flags)
 
 
-def extra_buffers(model: torch.nn.Module, model_state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Buffers a state dict leaves out (non-persistent: rotary ``inv_freq``, causal masks),
-    on CPU. A checkpoint keeps them so an FSDP2 resume needs no model built on the host."""
-    return {n: b.detach().cpu() for n, b in unwrap(model).named_buffers() if n not in model_state}
+def extra_buffers(model: torch.nn.Module, model_state: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """Buffers on CPU: those ``model_state`` leaves out (non-persistent: rotary ``inv_freq``,
+    causal masks), or all of them. A checkpoint keeps them so an FSDP2 resume needs no model
+    built on the host."""
+    skip = model_state or {}
+    return {n: b.detach().cpu() for n, b in unwrap(model).named_buffers() if n not in skip}
 
 
 @torch.no_grad()
@@ -189,6 +191,82 @@ def materialize_from_rank0(
                 raise RuntimeError(f"FSDP2 start: rank 0 has no value for buffer {name}")
             b.copy_(buffers[name].to(b.device, b.dtype))
         dist.broadcast(b, src=0)
+    inner = unwrap(model)
+    if hasattr(inner, "tie_weights"):
+        inner.tie_weights()
+
+
+@contextlib.contextmanager
+def _single_process_quiet():
+    """torch.distributed.checkpoint warns on every call without a process group; one process
+    is a supported case here, so that warning is noise."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
+def save_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer, directory: str | os.PathLike) -> None:
+    """Every rank writes its part of the model and optimiser state (torch.distributed.checkpoint).
+
+    Under FSDP2 each rank writes only its shards, so no rank gathers the whole model; under
+    DDP or one process the full tensors are written once. Collective.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    try:
+        with _single_process_quiet():
+            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(directory),
+                     no_dist=not dist.is_initialized())
+    except CheckpointException as e:  # name the directory and the first rank's real error
+        rank, (cause, *_rest) = next(iter(e.failures.items()))
+        message = f"writing the sharded checkpoint {directory} failed on rank {rank}: {type(cause).__name__}: {cause}"
+        if isinstance(cause, OSError):
+            raise OSError(cause.errno, message) from cause
+        raise RuntimeError(message) from cause
+
+
+def load_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer, directory: str | os.PathLike) -> None:
+    """Load :func:`save_sharded` output into this run, whatever strategy and world size wrote it
+    (torch.distributed.checkpoint reshards on load). Collective."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    own = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g} for g in optimizer.param_groups]
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(model, optimizer)  # templates: this run's layout
+    state = {"model": model_sd, "optim": optim_sd}
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=str(directory), no_dist=not dist.is_initialized())
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    for g, flags in zip(optimizer.param_groups, own):
+        g.update(flags)
+
+
+def load_sharded_model_alone(model: torch.nn.Module, directory: str | os.PathLike) -> None:
+    """Fill an unsharded model on this process only (the export on rank 0), from sharded files."""
+    import torch.distributed.checkpoint as dcp
+
+    state = {"model": unwrap(model).state_dict()}  # the model's own tensors, filled in place
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=str(directory), no_dist=True)
+
+
+@torch.no_grad()
+def materialize_with_buffers(model: torch.nn.Module, buffers: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Give a model laid out on the meta device storage, and its buffers their saved values
+    (the weights are loaded next, from sharded files)."""
+    model.to_empty(device=device)
+    for name, b in unwrap(model).named_buffers():
+        if name not in buffers:
+            raise RuntimeError(f"the checkpoint has no value for buffer {name}")
+        b.copy_(buffers[name].to(b.device, b.dtype))
     inner = unwrap(model)
     if hasattr(inner, "tie_weights"):
         inner.tie_weights()

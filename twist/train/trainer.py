@@ -33,11 +33,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from twist.atomic import atomic_write_text
 from twist.checkpoint import (
+    SHARDS,
     capture_rng_state,
+    commit_checkpoint,
+    copy_checkpoint,
     is_checkpoint,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    shards_dir,
+    staging_dir,
 )
 from twist.contract import UnitContract, VocabLayout
 from twist.train import distributed as D
@@ -110,8 +115,13 @@ class Trainer:
         # lay the model out on the meta device and receive their shards by broadcast, so a
         # node holds one full copy in host memory, not one per GPU (the 7B recipe).
         sharded_init = self.strategy == "fsdp" and model is None
+        self.checkpoint_format = str(t.get("checkpoint_format", "full"))
+        if self.checkpoint_format not in ("full", "sharded"):
+            raise ValueError(f"train.checkpoint_format must be full or sharded; got {self.checkpoint_format!r}")
+        # a sharded checkpoint's state.pt is small: every rank reads it, and its own shards
+        resume_shards = shards_dir(self._resume_from) if self._resume_from else None
         ckpt = None
-        if self._resume_from and (self.info.is_main or not sharded_init):
+        if self._resume_from and (self.info.is_main or not sharded_init or resume_shards):
             ckpt = load_checkpoint(self._resume_from)
             UnitContract.from_dict(ckpt["contract"]).check_compatible(
                 self.contract, mine=f"checkpoint {self._resume_from}", theirs=f"dataset {d.path}"
@@ -119,7 +129,9 @@ class Trainer:
 
         # -- model --------------------------------------------------------------------------
         full_weights: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
-        if sharded_init:
+        if sharded_init and resume_shards:
+            model = self._meta_skeleton()
+        elif sharded_init:
             model, full_weights = self._layout_on_meta(ckpt)
         elif model is None:
             model = self._build_model(resuming=ckpt is not None)
@@ -149,7 +161,9 @@ class Trainer:
         if t.get("compile"):
             model.compile()  # in place: parameter names, hence checkpoints, are unchanged
         self.model = D.wrap_model(model, self.strategy, self.info)
-        if sharded_init:
+        if sharded_init and resume_shards:
+            D.materialize_with_buffers(self.model, ckpt["buffers"], self.device)  # weights: _load_state
+        elif sharded_init:
             D.materialize_from_rank0(self.model, full_weights, self.info)
             del full_weights
 
@@ -183,7 +197,7 @@ class Trainer:
         attn = getattr(model.config, "_attn_implementation", None)
         self.mask_dtype = None if attn == "sdpa" else (self.autocast_dtype or next(model.parameters()).dtype)
         if self._resume_from:
-            self._load_state(ckpt, weights_loaded=sharded_init)
+            self._load_state(ckpt, weights_loaded=sharded_init and not resume_shards, shards=resume_shards)
         del ckpt
 
         lg = c.get("logger", {}) or {}
@@ -274,9 +288,12 @@ class Trainer:
                 weights = ckpt["model"] if ckpt is not None else real.state_dict()
                 full = (weights, {n: b for n, b in real.named_buffers()})
                 del real
-        with torch.device("meta"):  # laid out like a resume: no text LM read, the run's provenance kept
-            skeleton = self._build_model(resuming=True, verbose=False)
-        return skeleton, full
+        return self._meta_skeleton(), full
+
+    def _meta_skeleton(self) -> torch.nn.Module:
+        """The run's architecture on the meta device: no memory, no text LM read; provenance kept."""
+        with torch.device("meta"):
+            return self._build_model(resuming=True, verbose=False)
 
     def _data_signature(self) -> dict[str, Any]:
         t = self.cfg.train
@@ -291,16 +308,12 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     # checkpoints
     # ---------------------------------------------------------------------------------------
-    def _full_state(self) -> dict[str, Any] | None:
-        """The checkpoint dict on rank 0 (``None`` elsewhere); collective across ranks."""
-        model_sd, optim_sd = D.full_state_dicts(self.model, self.optimizer, self.strategy)
+    def _small_state(self) -> dict[str, Any] | None:
+        """Everything but model and optimiser, on rank 0 (``None`` elsewhere); collective."""
         rngs = D.gather_objects(capture_rng_state())
         if not self.info.is_main:
             return None
         return {
-            "model": model_sd,
-            "buffers": D.extra_buffers(self.model, model_sd),
-            "optimizer": optim_sd,
             "schedule": self.schedule.state_dict(),
             "data": self.stream.state_dict(),
             "data_signature": self._data_signature(),
@@ -310,16 +323,50 @@ class Trainer:
             "contract": self.contract.to_dict(),
         }
 
+    def _full_state(self) -> dict[str, Any] | None:
+        """The whole checkpoint dict, gathered on rank 0 (``None`` elsewhere); collective."""
+        model_sd, optim_sd = D.full_state_dicts(self.model, self.optimizer, self.strategy)
+        small = self._small_state()
+        if small is None:
+            return None
+        return {"model": model_sd, "buffers": D.extra_buffers(self.model, model_sd), "optimizer": optim_sd, **small}
+
     def save(self, names: tuple[str, ...]) -> None:
-        state = self._full_state()
-        if state is not None:
-            meta = {"step": self.state.step, "tokens": self.state.tokens, "best_ppl": self.state.best_ppl,
-                    "best_step": self.state.best_step}
-            for name in names:
-                save_checkpoint(self.ckpt_dir / name, state, meta=meta)
+        """Write checkpoints ``names`` (e.g. ``("best", "last")``), atomically; collective.
+
+        ``full``: rank 0 gathers everything into one file. ``sharded``: every rank writes its
+        part of model and optimiser into ``<checkpoint>/shards`` (torch.distributed.checkpoint)
+        and rank 0 adds the small rest; rank 0 renames the finished directory into place.
+        """
+        meta = {"step": self.state.step, "tokens": self.state.tokens, "best_ppl": self.state.best_ppl,
+                "best_step": self.state.best_step, "format": self.checkpoint_format}
+        if self.checkpoint_format == "full":
+            state = self._full_state()
+            if state is not None:
+                for name in names:
+                    save_checkpoint(self.ckpt_dir / name, state, meta=meta)
+            D.barrier()
+            return
+        first = self.ckpt_dir / names[0]
+        tmp = D.broadcast_object(str(staging_dir(first)) if self.info.is_main else None)
+        try:
+            D.save_sharded(self.model, self.optimizer, Path(tmp) / SHARDS)
+            small = self._small_state()
+            if small is not None:
+                small["buffers"] = D.extra_buffers(self.model)
+                commit_checkpoint(tmp, first, small, meta=meta)
+                for name in names[1:]:
+                    copy_checkpoint(first, self.ckpt_dir / name)
+        except BaseException:
+            if self.info.is_main:
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         D.barrier()
 
-    def _load_state(self, ckpt: dict[str, Any] | None, *, weights_loaded: bool = False) -> None:
+    def _load_state(self, ckpt: dict[str, Any] | None, *, weights_loaded: bool = False,
+                    shards: Path | None = None) -> None:
         """Restore a checkpoint. Under FSDP2's sharded start only rank 0 has ``ckpt``: the
         model weights were broadcast already (``weights_loaded``), the optimiser state is
         broadcast here, and the small rest (schedule, data position, RNG) is sent as objects."""
@@ -337,7 +384,9 @@ class Trainer:
                 + ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
                 + "); use the same settings or a new out_dir"
             )
-        if not weights_loaded:
+        if shards is not None:
+            D.load_sharded(self.model, self.optimizer, shards)  # every rank reads its own part
+        elif not weights_loaded:
             D.load_full_state_dicts(self.model, self.optimizer, ckpt["model"], ckpt["optimizer"], self.strategy)
         self.schedule.load_state_dict(ckpt["schedule"])
         self.stream.load_state_dict(ckpt["data"])
@@ -525,7 +574,12 @@ class Trainer:
 
             src = self.ckpt_dir / ("best" if is_checkpoint(self.ckpt_dir / "best") else "last")
             state = load_checkpoint(src)
-            if self.strategy == "fsdp":
+            if shards_dir(src) is not None:
+                # model tensors from the shards, into an unsharded copy built on the meta device
+                model = self._meta_skeleton()
+                D.materialize_with_buffers(model, state["buffers"], torch.device("cpu"))
+                D.load_sharded_model_alone(model, shards_dir(src))
+            elif self.strategy == "fsdp":
                 # a fresh unsharded copy, laid out on the meta device and given the checkpoint's
                 # tensors (no random init of a 7B model just to overwrite it)
                 with torch.device("meta"):
@@ -544,7 +598,7 @@ class Trainer:
                 model.load_state_dict(state["model"])
             del state
             out = self.out_dir / "speech_lm"
-            save_speech_lm(model.cpu() if self.strategy == "fsdp" else model, out, self.contract)
+            save_speech_lm(model.cpu() if model is not D.unwrap(self.model) else model, out, self.contract)
             atomic_write_text(out / "SOURCE", f"{src.name} checkpoint, step {self.state.best_step if src.name == 'best' else self.state.step}\n")
         D.barrier()
         return out
