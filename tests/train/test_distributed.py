@@ -278,8 +278,10 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(unit
     run = tmp_path / "run"
     cfg = make_cfg(unit_data, run, max_steps=100_000, valid_every=0, save_every=0, micro_batch=1, strategy="fsdp")
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    (tmp_path / "run.py").write_text(SCRIPT.replace(".fit()", ".fit(); print('STOP', r.stop_reason, r.step, flush=True)")
-                                     .replace("Trainer(json", "r = Trainer(json"))
+    # each rank writes its own stop record (their stdout lines would interleave in one pipe)
+    (tmp_path / "run.py").write_text(
+        SCRIPT.replace("Trainer(json", "r = Trainer(json").replace(
+            ".fit()", ".fit(); import os; open(f\"stop{os.environ['RANK']}\", 'w').write(f'{r.stop_reason}|{r.step}')"))
     env = _clean_env()
     p = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
@@ -293,10 +295,11 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(unit
         time.sleep(0.2)
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=120)
-    stops = [line.split() for line in out.splitlines() if line.startswith("STOP")]
-    assert len(stops) == 2 and stops[0] == stops[1], out[-2000:] + err[-3000:]  # both ranks, same step
-    step = int(stops[0][-1])
-    assert stops[0][1:3] == ["signal", "SIGTERM"]
+    stops = [(tmp_path / f"stop{r}").read_text() if (tmp_path / f"stop{r}").exists() else None for r in range(2)]
+    assert stops[0] is not None and stops[0] == stops[1], (stops, out[-2000:] + err[-3000:])  # both ranks, same step
+    reason, step = stops[0].split("|")
+    step = int(step)
+    assert reason == "signal SIGTERM"
     assert load_checkpoint(run / "checkpoints" / "last")["state"]["step"] == step
     cfg["train"]["max_steps"] = step + 1
     cfg["train"]["strategy"] = "auto"
