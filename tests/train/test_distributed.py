@@ -158,8 +158,19 @@ def test_resume_across_strategies_and_world_sizes(unit_data, tmp_path, make_cfg)
     Trainer(cfg(tmp_path / "ref", steps=4)).fit()  # uninterrupted, 1 process
     Trainer(cfg(tmp_path / "single", steps=2)).fit()  # stops at step 2
     shutil.copytree(tmp_path / "single", tmp_path / "single_to_fsdp")
+    # an older checkpoint: optimiser state keyed by position, as Optimizer.state_dict() writes it
+    shutil.copytree(tmp_path / "single", tmp_path / "positional_to_fsdp")
+    old = tmp_path / "positional_to_fsdp" / "checkpoints" / "last" / "state.pt"
+    ck = torch.load(old, weights_only=True)
+    names = [n for g in ck["optimizer"]["param_groups"] for n in g["params"]]
+    pos = {n: i for i, n in enumerate(names)}
+    ck["optimizer"] = {"state": {pos[n]: v for n, v in ck["optimizer"]["state"].items()},
+                       "param_groups": [{**g, "params": [pos[n] for n in g["params"]]}
+                                        for g in ck["optimizer"]["param_groups"]]}
+    torch.save(ck, old)
     _torchrun(tmp_path, [
         cfg(tmp_path / "single_to_fsdp", steps=4, strategy="fsdp", micro=1),
+        cfg(tmp_path / "positional_to_fsdp", steps=4, strategy="fsdp", micro=1),
         cfg(tmp_path / "fsdp", steps=2, strategy="fsdp", micro=1),
         {"copy": [str(tmp_path / "fsdp"), str(tmp_path / "fsdp_to_single")]},
         {"copy": [str(tmp_path / "fsdp"), str(tmp_path / "fsdp_to_ddp")]},
@@ -168,7 +179,7 @@ def test_resume_across_strategies_and_world_sizes(unit_data, tmp_path, make_cfg)
     Trainer(cfg(tmp_path / "fsdp_to_single", steps=4)).fit()
 
     ref = read_metrics(tmp_path / "ref")
-    for run in ("single_to_fsdp", "fsdp_to_ddp", "fsdp_to_single"):
+    for run in ("single_to_fsdp", "positional_to_fsdp", "fsdp_to_ddp", "fsdp_to_single"):
         got = read_metrics(tmp_path / run)
         _assert_same_curves(ref, got, run)
         wa = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last")

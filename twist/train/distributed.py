@@ -140,18 +140,13 @@ def load_full_state_dicts(
     else:
         target = unwrap(model)
         target.load_state_dict(model_state)
-    names = [n for g in optim_state.get("param_groups", []) for n in g.get("params", [])]
-    by_position = bool(names) and all(isinstance(n, int) for n in names)
-    if by_position and strategy != "fsdp":  # an older checkpoint, keyed by position
-        optimizer.load_state_dict(optim_state)
-    else:
-        set_state_dict(
-            target,
-            optimizer,
-            model_state_dict=model_state if strategy == "fsdp" else {},
-            optim_state_dict=optim_state,
-            options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False),
-        )
+    set_state_dict(
+        target,
+        optimizer,
+        model_state_dict=model_state if strategy == "fsdp" else {},
+        optim_state_dict=keyed_by_name(optim_state, model, optimizer),
+        options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False),
+    )
     for g, flags in zip(optimizer.param_groups, own):
         g.update(flags)
 
@@ -272,6 +267,28 @@ def materialize_with_buffers(model: torch.nn.Module, buffers: dict[str, torch.Te
         inner.tie_weights()
 
 
+def keyed_by_name(
+    optim_state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """An optimiser state dict keyed by parameter name. Older checkpoints stored
+    ``Optimizer.state_dict()`` (keyed by position in the param groups); positions are mapped
+    to names through this run's optimiser, which groups the same model's parameters the same way."""
+    positions = [p for g in optim_state.get("param_groups", []) for p in g.get("params", [])]
+    if not positions or not all(isinstance(p, int) for p in positions):
+        return optim_state
+    name_of = {id(p): n for n, p in unwrap(model).named_parameters()}
+    order = [name_of[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    if len(order) != len(positions):
+        raise ValueError(
+            f"checkpoint optimiser state has {len(positions)} parameters, this model {len(order)}: "
+            "not the same architecture"
+        )
+    return {
+        "state": {order[i]: v for i, v in optim_state.get("state", {}).items()},
+        "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in optim_state["param_groups"]],
+    }
+
+
 def load_optimizer_from_rank0(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, optim_state: dict[str, Any] | None
 ) -> None:
@@ -282,7 +299,7 @@ def load_optimizer_from_rank0(
     set_optimizer_state_dict(
         model,
         optimizer,
-        optim_state if optim_state is not None else {},
+        keyed_by_name(optim_state, model, optimizer) if optim_state is not None else {},
         options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
     )
     for g, flags in zip(optimizer.param_groups, own):
