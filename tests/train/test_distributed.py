@@ -242,6 +242,48 @@ def test_sharded_checkpoints_under_fsdp_resume_and_reshard(unit_data, tmp_path, 
         assert k == k2 and torch.allclose(v, v2, atol=1e-5), k
 
 
+MP_SCRIPT = """
+import json, os, sys
+from twist.train.trainer import Trainer
+from twist.train.distributed import shutdown_distributed
+trainer = Trainer(json.loads(open(sys.argv[1]).read()))
+block = next(m for m in trainer.model.modules() if type(m).__name__.startswith("FSDP") and m is not trainer.model)
+policy = block._get_fsdp_state()._mp_policy
+open(f"policy{os.environ['RANK']}", "w").write(f"{policy.param_dtype}|{policy.reduce_dtype}")
+trainer.fit()
+shutdown_distributed()
+"""
+
+
+@pytest.mark.slow
+def test_fsdp_bf16_all_gathers_train_like_one_bf16_process(unit_data, tmp_path, make_cfg):
+    """precision=bf16 under FSDP2: parameters are all-gathered and used in bf16, gradients are
+    reduced in fp32 (fsdp_param_dtype=auto); the run tracks a single bf16-autocast process."""
+
+    def cfg(out, strategy, micro):
+        c = make_cfg(unit_data, out, max_steps=4, valid_every=2, save_every=0, micro_batch=micro, num_threads=1,
+                     strategy=strategy, precision="bf16")
+        c["model"]["config"] = {**c["model"]["config"], "dropout": 0.0, "attention_dropout": 0.0}
+        return c
+
+    Trainer(cfg(tmp_path / "one", "auto", 2)).fit()
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg(tmp_path / "two", "fsdp", 1)))
+    (tmp_path / "run.py").write_text(MP_SCRIPT)
+    p = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         str(tmp_path / "run.py"), str(tmp_path / "cfg.json")],
+        capture_output=True, text=True, timeout=300, env={**_clean_env(), "OMP_NUM_THREADS": "1"}, cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    assert (tmp_path / "policy0").read_text() == "torch.bfloat16|torch.float32"
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    a = {r["step"]: r["loss"] for r in one if "loss" in r}
+    b = {r["step"]: r["loss"] for r in two if "loss" in r}
+    assert a.keys() == b.keys() == {1, 2, 3, 4}
+    for step in a:
+        assert b[step] == pytest.approx(a[step], abs=0.02), step  # bf16 rounding, not a different run
+
+
 @pytest.mark.slow
 def test_two_node_rendezvous_equals_one_process(unit_data, tmp_path, make_cfg):
     """The README's multi-node command, with two "nodes" on this machine: one torchrun agent per

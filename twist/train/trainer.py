@@ -160,7 +160,10 @@ class Trainer:
             model.to(self.device)
         if t.get("compile"):
             model.compile()  # in place: parameter names, hence checkpoints, are unchanged
-        self.model = D.wrap_model(model, self.strategy, self.info)
+        self.autocast_dtype = _precision(str(t.get("precision", "auto")), self.device)
+        self.model = D.wrap_model(model, self.strategy, self.info,
+                                  fsdp_param_dtype=_fsdp_param_dtype(t.get("fsdp_param_dtype", "auto"),
+                                                                     self.autocast_dtype))
         if sharded_init and resume_shards:
             D.materialize_with_buffers(self.model, ckpt["buffers"], self.device)  # weights: _load_state
         elif sharded_init:
@@ -191,7 +194,6 @@ class Trainer:
             seed=int(c.seed),
             packing=self.packing,
         )
-        self.autocast_dtype = _precision(str(t.get("precision", "auto")), self.device)
         # SDPA takes the bool document mask; implementations that add the mask to the scores
         # (eager) need it additive, in the dtype the scores are computed in.
         attn = getattr(model.config, "_attn_implementation", None)
@@ -673,6 +675,19 @@ def _precision(name: str, device: torch.device) -> torch.dtype | None:
     if name == "fp32":
         return None
     raise ValueError(f"train.precision must be auto, bf16 or fp32; got {name!r}")
+
+
+def _fsdp_param_dtype(name: Any, autocast: torch.dtype | None) -> torch.dtype | None:
+    """``train.fsdp_param_dtype``: ``auto`` follows the autocast dtype (bf16 on GPU), ``fp32``
+    keeps full-precision all-gathers, ``bf16`` forces them."""
+    name = str(name)
+    if name == "auto":
+        return autocast
+    if name in ("fp32", "float32"):
+        return None
+    if name in ("bf16", "bfloat16"):
+        return torch.bfloat16
+    raise ValueError(f"train.fsdp_param_dtype must be auto, fp32 or bf16; got {name!r}")
 
 
 def _seconds(v: Any) -> float | None:
