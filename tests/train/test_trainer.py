@@ -368,3 +368,15 @@ def test_sharded_checkpoints_resume_exactly_and_export(make_cfg, unit_data, tmp_
         assert k == k2 and torch.equal(v, v2), k
     with pytest.raises(ValueError, match="checkpoint_format must be full or sharded"):
         Trainer(make_cfg(unit_data, tmp_path / "x", max_steps=1, checkpoint_format="zip"))
+
+
+def test_activation_checkpointing_changes_memory_not_the_run(make_cfg, unit_data, tmp_path):
+    common = {"max_steps": 3, "valid_every": 3, "save_every": 0}
+    Trainer(make_cfg(unit_data, tmp_path / "plain", **common)).fit()
+    trainer = Trainer(make_cfg(unit_data, tmp_path / "ckpt", activation_checkpointing=True, **common))
+    assert trainer.model.is_gradient_checkpointing
+    trainer.fit()
+    a, b = _losses(tmp_path / "plain"), _losses(tmp_path / "ckpt")
+    assert a.keys() == b.keys()
+    for s in a:
+        assert b[s] == pytest.approx(a[s], abs=1e-6), s
