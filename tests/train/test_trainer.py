@@ -380,3 +380,28 @@ def test_activation_checkpointing_changes_memory_not_the_run(make_cfg, unit_data
     assert a.keys() == b.keys()
     for s in a:
         assert b[s] == pytest.approx(a[s], abs=1e-6), s
+
+
+def test_nonfinite_gradient_skips_the_update_then_stops(make_cfg, unit_data, tmp_path):
+    """A NaN gradient leaves the weights untouched and the run goes on; more than
+    train.skip_nonfinite such steps in a row stop it with an error naming the step."""
+    trainer = Trainer(make_cfg(unit_data, tmp_path / "run", max_steps=10, valid_every=0, save_every=0,
+                               skip_nonfinite=1))
+    real, poison = trainer._loss_sum, {2}
+
+    def loss_sum(batch):
+        ls = real(batch)
+        return ls * float("nan") if trainer.state.step + 1 in poison else ls
+
+    trainer._loss_sum = loss_sum
+    trainer.train_step()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    m = trainer.train_step()  # step 2: NaN
+    assert math.isnan(m["grad_norm"]) and trainer.state.step == 2 and trainer.state.skipped_steps == 1
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+    m = trainer.train_step()  # step 3: finite again, training goes on
+    assert math.isfinite(m["loss"]) and not torch.equal(trainer.model.state_dict()[k := next(iter(before))], before[k])
+    poison.update({4, 5})
+    trainer.train_step()  # one in a row: skipped
+    with pytest.raises(FloatingPointError, match=r"step 5: gradient norm is nan for 2 step\(s\) in a row"):
+        trainer.train_step()

@@ -11,8 +11,10 @@ from typing import Any
 
 from twist.atomic import atomic_write_text
 
-# Errors that mean "the user gave bad input": print one clear line, exit 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, FileExistsError)
+# Errors that mean "the user gave bad input" (or, FloatingPointError, a training run that
+# diverged and stopped itself): print one clear line, exit 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, FileExistsError,
+                                                FloatingPointError)
 
 
 def user_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -64,6 +64,7 @@ class TrainState:
     best_step: int = -1
     last_valid_step: int = -1
     elapsed_s: float = 0.0
+    skipped_steps: int = 0  # optimiser updates skipped for a non-finite gradient
 
 
 @dataclass
@@ -424,7 +425,9 @@ class Trainer:
             [sum(b.n_targets for b in batches), sum(b.n_tokens for b in batches)], self.device
         )
         scale = self.info.world_size / max(1.0, n_targets)  # DDP averages over ranks; undo it
-        loss_sum = 0.0
+        # the loss is summed on the device: reading it per micro-batch would make the host
+        # wait for every backward before queueing the next forward
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         for i, b in enumerate(batches):
             sync = i == len(batches) - 1
             ctx = self.model.no_sync() if (self.strategy == "ddp" and not sync) else contextlib.nullcontext()
@@ -433,18 +436,40 @@ class Trainer:
             with ctx:
                 ls = self._loss_sum(b)
                 (ls * scale).backward()
-            loss_sum += float(ls.detach())
+            loss_sum += ls.detach().double()
         clip = float(self.cfg.optim.get("grad_clip") or 0.0)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else math.inf)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else math.inf))
         lr = self.schedule.lr
+        # the global norm: every rank sees the same value and makes the same choice
+        if math.isfinite(grad_norm):
+            self.optimizer.step()
+            self._nonfinite_in_a_row = 0
+        else:
+            self._skip_nonfinite_step(grad_norm)
+        self.optimizer.zero_grad(set_to_none=True)
         self.schedule.step()
-        (total_loss,) = D.all_reduce_sum([loss_sum], self.device)
+        (total_loss,) = D.all_reduce_sum([float(loss_sum)], self.device)
         self.state.step += 1
         self.state.tokens += int(n_tokens)
-        return {"loss": total_loss / max(1.0, n_targets), "lr": lr, "grad_norm": float(grad_norm),
+        return {"loss": total_loss / max(1.0, n_targets), "lr": lr, "grad_norm": grad_norm,
                 "step_tokens": n_tokens}
+
+    def _skip_nonfinite_step(self, grad_norm: float) -> None:
+        """A NaN/inf gradient: leave the weights and optimiser state as they are and go on, up to
+        ``train.skip_nonfinite`` steps in a row; then stop with an error (the last checkpoint
+        holds finite weights)."""
+        limit = int(self.cfg.train.get("skip_nonfinite", 5) or 0)
+        self._nonfinite_in_a_row = getattr(self, "_nonfinite_in_a_row", 0) + 1
+        self.state.skipped_steps += 1
+        step = self.state.step + 1
+        if self._nonfinite_in_a_row > limit:
+            raise FloatingPointError(
+                f"step {step}: gradient norm is {grad_norm} for {self._nonfinite_in_a_row} step(s) in a row "
+                f"(train.skip_nonfinite={limit}); stopping. checkpoints/last holds the last saved finite weights; "
+                "lower the learning rate or check the data, then resume"
+            )
+        log.warning("step %d: gradient norm is %s; update skipped (%d in a row, %d in this run)",
+                    step, grad_norm, self._nonfinite_in_a_row, self.state.skipped_steps)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
