@@ -251,6 +251,7 @@ block = next(m for m in trainer.model.modules() if type(m).__name__.startswith("
 policy = block._get_fsdp_state()._mp_policy
 open(f"policy{os.environ['RANK']}", "w").write(f"{policy.param_dtype}|{policy.reduce_dtype}")
 trainer.fit()
+del trainer
 shutdown_distributed()
 """
 

@@ -72,6 +72,7 @@ def run(cfg: DictConfig) -> None:
         )
     from twist.train.distributed import shutdown_distributed
 
+    del trainer  # free the wrapped model before the process group goes (see shutdown_distributed)
     shutdown_distributed()
 
 

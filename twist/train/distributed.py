@@ -64,9 +64,18 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 
 def shutdown_distributed() -> None:
-    """Leave the process group. The barrier first keeps one rank from closing its connections
-    while a peer is still finishing a collective (gloo then aborts that peer at exit)."""
+    """Leave the process group cleanly.
+
+    Models wrapped by DDP/FSDP sit in reference cycles and keep gloo work objects; if they
+    are only freed at interpreter shutdown, after the group is gone, gloo can abort the
+    process ("terminate called without an active exception") although training finished.
+    So: collect them now, wait for every rank, then destroy the group. Callers drop their own
+    references (the trainer) first.
+    """
     if dist.is_initialized():
+        import gc
+
+        gc.collect()
         with contextlib.suppress(Exception):
             dist.barrier()
         dist.destroy_process_group()
