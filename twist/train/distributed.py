@@ -140,6 +140,16 @@ def full_state_dicts(
     return unwrap(model).state_dict(), optim_sd
 
 
+@contextlib.contextmanager
+def _own_step_flags(optimizer: torch.optim.Optimizer):
+    """Loading a state dict replaces the param groups' settings; how this run steps (fused
+    kernels, foreach, capturable) is its own choice, not the checkpoint's: keep it."""
+    own = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g} for g in optimizer.param_groups]
+    yield
+    for g, flags in zip(optimizer.param_groups, own):
+        g.update(flags)
+
+
 def load_full_state_dicts(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -150,22 +160,19 @@ def load_full_state_dicts(
     """Load what :func:`full_state_dicts` wrote, whatever strategy and world size wrote it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-    # how this run steps (fused kernels, foreach) is its own choice, not the checkpoint's
-    own = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g} for g in optimizer.param_groups]
     if strategy == "fsdp":
         target = model
     else:
         target = unwrap(model)
         target.load_state_dict(model_state)
-    set_state_dict(
-        target,
-        optimizer,
-        model_state_dict=model_state if strategy == "fsdp" else {},
-        optim_state_dict=keyed_by_name(optim_state, model, optimizer),
-        options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False),
-    )
-    for g, flags in zip(optimizer.param_groups, own):
-        g.update(flags)
+    with _own_step_flags(optimizer):
+        set_state_dict(
+            target,
+            optimizer,
+            model_state_dict=model_state if strategy == "fsdp" else {},
+            optim_state_dict=keyed_by_name(optim_state, model, optimizer),
+            options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False),
+        )
 
 
 def extra_buffers(model: torch.nn.Module, model_state: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
@@ -190,22 +197,13 @@ def materialize_from_rank0(
     """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-    model.to_empty(device=info.device)
-    weights, buffers = full if full is not None else ({}, {})
+    weights, buffers = full if full is not None else ({}, None)
+    materialize_with_buffers(model, buffers, info.device, broadcast=True)
     set_model_state_dict(
         model,
         {k: v for k, v in weights.items() if k not in buffers} if info.is_main else {},
         options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False),
     )
-    for name, b in unwrap(model).named_buffers():
-        if info.is_main:
-            if name not in buffers:
-                raise RuntimeError(f"FSDP2 start: rank 0 has no value for buffer {name}")
-            b.copy_(buffers[name].to(b.device, b.dtype))
-        dist.broadcast(b, src=0)
-    inner = unwrap(model)
-    if hasattr(inner, "tie_weights"):
-        inner.tie_weights()
 
 
 @contextlib.contextmanager
@@ -247,18 +245,14 @@ def load_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer, direc
     """Load :func:`save_sharded` output into this run, whatever strategy and world size wrote it
     (torch.distributed.checkpoint reshards on load). Collective."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import set_state_dict
-
-    own = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g} for g in optimizer.param_groups]
-    from torch.distributed.checkpoint.state_dict import get_state_dict
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     model_sd, optim_sd = get_state_dict(model, optimizer)  # templates: this run's layout
     state = {"model": model_sd, "optim": optim_sd}
     with _single_process_quiet():
         dcp.load(state, checkpoint_id=str(directory), no_dist=not dist.is_initialized())
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    for g, flags in zip(optimizer.param_groups, own):
-        g.update(flags)
+    with _own_step_flags(optimizer):
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 
 def load_sharded_model_alone(model: torch.nn.Module, directory: str | os.PathLike) -> None:
@@ -271,14 +265,24 @@ def load_sharded_model_alone(model: torch.nn.Module, directory: str | os.PathLik
 
 
 @torch.no_grad()
-def materialize_with_buffers(model: torch.nn.Module, buffers: dict[str, torch.Tensor], device: torch.device) -> None:
-    """Give a model laid out on the meta device storage, and its buffers their saved values
-    (the weights are loaded next, from sharded files)."""
+def materialize_with_buffers(
+    model: torch.nn.Module,
+    buffers: dict[str, torch.Tensor] | None,
+    device: torch.device,
+    *,
+    broadcast: bool = False,
+) -> None:
+    """Give a model laid out on the meta device storage, and its buffers their saved values;
+    the weights are loaded next. ``broadcast``: only rank 0 has ``buffers`` (the others pass
+    ``None``) and sends them to every rank (FSDP2 does not shard buffers)."""
     model.to_empty(device=device)
     for name, b in unwrap(model).named_buffers():
-        if name not in buffers:
-            raise RuntimeError(f"the checkpoint has no value for buffer {name}")
-        b.copy_(buffers[name].to(b.device, b.dtype))
+        if buffers is not None:
+            if name not in buffers:
+                raise RuntimeError(f"no saved value for buffer {name}")
+            b.copy_(buffers[name].to(b.device, b.dtype))
+        if broadcast:
+            dist.broadcast(b, src=0)
     inner = unwrap(model)
     if hasattr(inner, "tie_weights"):
         inner.tie_weights()
@@ -312,15 +316,13 @@ def load_optimizer_from_rank0(
     """Load rank 0's full optimiser state into an FSDP2 run; each rank keeps its shards."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    own = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g} for g in optimizer.param_groups]
-    set_optimizer_state_dict(
-        model,
-        optimizer,
-        keyed_by_name(optim_state, model, optimizer) if optim_state is not None else {},
-        options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
-    )
-    for g, flags in zip(optimizer.param_groups, own):
-        g.update(flags)
+    with _own_step_flags(optimizer):
+        set_optimizer_state_dict(
+            model,
+            optimizer,
+            keyed_by_name(optim_state, model, optimizer) if optim_state is not None else {},
+            options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
+        )
 
 
 def broadcast_object(obj: Any) -> Any:
