@@ -189,10 +189,10 @@ def warm_start(
             raise ValueError(f"warm start: {name} has shape {tuple(s.shape)} in the text LM, {tuple(t.shape)} here")
     for name, _ in body:
         p = src_params[name]
-        _set_tensor(model, name, p if share_body else torch.nn.Parameter(p.detach().clone(), p.requires_grad))
+        set_module_tensor(model, name, p if share_body else torch.nn.Parameter(p.detach().clone(), p.requires_grad))
     for name, _ in buffers:
         b = src_buffers[name]
-        _set_tensor(model, name, b if share_body else b.clone(), buffer=True)
+        set_module_tensor(model, name, b if share_body else b.clone(), buffer=True)
 
     # the new vocabulary: allocated now, initialised as the family initialises it
     new_modules = [model.get_input_embeddings()]
@@ -226,7 +226,7 @@ def warm_start(
     return model.eval()
 
 
-def _set_tensor(model: torch.nn.Module, name: str, value: torch.Tensor, *, buffer: bool = False) -> None:
+def set_module_tensor(model: torch.nn.Module, name: str, value: torch.Tensor, *, buffer: bool = False) -> None:
     """Put ``value`` at dotted ``name`` in ``model`` (a parameter, or a buffer)."""
     owner_name, _, leaf = name.rpartition(".")
     owner = model.get_submodule(owner_name) if owner_name else model

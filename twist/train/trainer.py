@@ -603,6 +603,7 @@ class Trainer:
         out = None
         if self.info.is_main:
             from twist.lm import save_speech_lm
+            from twist.lm.surgery import set_module_tensor
 
             src = self.ckpt_dir / ("best" if is_checkpoint(self.ckpt_dir / "best") else "last")
             state = load_checkpoint(src)
@@ -618,8 +619,7 @@ class Trainer:
                     model = self._build_model(resuming=True, verbose=False)
                 model.load_state_dict(state["model"], assign=True)
                 for name, b in state.get("buffers", {}).items():
-                    owner, _, leaf = name.rpartition(".")
-                    (model.get_submodule(owner) if owner else model)._buffers[leaf] = b
+                    set_module_tensor(model, name, b, buffer=True)
                 model.tie_weights()
                 left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
                 if left:  # a checkpoint from before buffers were saved: build the model on the host
