@@ -25,3 +25,15 @@ def contract():
         dedup=True,
         sample_rate=16000,
     )
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest on one thread; two threads on a shared 2-core box thrash.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

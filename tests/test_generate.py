@@ -16,13 +16,7 @@ from twist.vocoder.infer import Vocoder
 K = 20
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from 2 threads; on a busy CPU thread spinning slows them a lot."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def contract(**kw) -> UnitContract:

@@ -112,9 +112,5 @@ def ev():
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; two threads on a shared 2-core box thrash."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread):
+    """Every eval test runs on one torch thread (the shared fixture in tests/conftest.py)."""
