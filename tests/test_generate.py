@@ -195,5 +195,7 @@ def test_prompt_shorter_than_one_frame_is_a_clear_error(tmp_path):
 def test_sampling_config_validation():
     with pytest.raises(ValueError, match="top_p"):
         SamplingConfig(top_p=0.0)
-    with pytest.raises(ValueError, match="unknown sampling field"):
-        SamplingConfig.from_mapping({"temp": 1.0})
+    from twist.schema import to_typed
+
+    with pytest.raises(ValueError, match="unknown setting temp"):
+        to_typed(SamplingConfig, {"temp": 1.0})

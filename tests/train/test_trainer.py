@@ -15,6 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from twist.checkpoint import load_checkpoint, read_checkpoint_meta
+from twist.lm.config import ModelConfig
 from twist.train.loggers import read_metrics
 from twist.train.trainer import Trainer
 
@@ -62,7 +63,7 @@ def test_kill_and_resume_is_bit_identical(make_cfg, make_units, unit_data, tmp_p
     ref = tmp_path / "ref"
     Trainer(make_cfg(unit_data, ref, **common)).fit()
     run = tmp_path / "run"
-    cfg = json.dumps(make_cfg(unit_data, run, **common))
+    cfg = json.dumps(make_cfg(unit_data, run, **common), default=OmegaConf.to_container)
     script = tmp_path / "train_kill.py"
     script.write_text(textwrap.dedent(KILL_SCRIPT.format(cfg=cfg)))
     env = {**os.environ, "KILL_AT": "5"}
@@ -200,26 +201,27 @@ def test_unit_id_out_of_range_message(make_cfg, make_units, tmp_path, contract, 
     assert "utt0007" in err and ">= K=20" in err
 
 
-def test_model_and_init_choices(make_cfg, make_units, tmp_path, unit_data, capsys):
-    cfg = make_cfg(unit_data, tmp_path / "out")
-    del cfg["model"]
-    err = _cli_error(cfg, capsys)
+def test_model_and_init_choices(capsys):
+    """A run must name its text LM and its start; an unknown choice lists the files."""
+    from twist.cli.common import check_command_line
+    from twist.train.config import TrainRunConfig
+
+    def error(*argv: str) -> str:
+        with pytest.raises(SystemExit) as e:
+            check_command_line("twist-train", "train", TrainRunConfig, list(argv))
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        return err
+
+    err = error("+init=cold", "data.path=/x", "out_dir=/y")
     assert "+model=" in err and "opt-350m" in err and "tiny" in err
-    cfg = make_cfg(unit_data, tmp_path / "out")
-    del cfg["init"]
-    err = _cli_error(cfg, capsys)
+    err = error("+model=tiny", "data.path=/x", "out_dir=/y")
     assert "+init=" in err and "warm" in err and "cold" in err
-    from twist.cli.train import _check_choices, _check_out_dir
-
-    with pytest.raises(SystemExit) as e:
-        _check_out_dir(["+model=tiny", "+init=cold", "data.path=/x"])
-    assert e.value.code == 2 and "out_dir" in capsys.readouterr().err
-    _check_out_dir(["+model=tiny", "+init=cold", "out_dir=/x"])  # fine
-
-    with pytest.raises(SystemExit) as e:
-        _check_choices(["+model=opt-9b", "+init=warm"])
-    assert e.value.code == 2
-    assert "opt-350m" in capsys.readouterr().err
+    assert "out_dir" in error("+model=tiny", "+init=cold", "data.path=/x")
+    err = error("+model=opt-9b", "+init=warm", "data.path=/x", "out_dir=/y")
+    assert "unknown model 'opt-9b'" in err and "opt-350m" in err
+    check_command_line("twist-train", "train", TrainRunConfig, ["+model=tiny", "+init=cold", "data.path=/x", "out_dir=/y"])
 
 
 def test_cli_end_to_end(unit_data, tmp_path):
@@ -253,8 +255,7 @@ def test_stops_by_tokens_and_by_time(make_cfg, make_units, unit_data, tmp_path):
 )
 def test_families_without_4d_masks_train_on_padded_rows(family, config, make_cfg, unit_data, tmp_path):
     cfg = make_cfg(unit_data, tmp_path / family, max_steps=3, valid_every=3, save_every=0)
-    cfg["model"] = {"name": f"tiny-{family}", "family": family, "source": None, "gguf_file": None,
-                    "num_layers": None, "config": config}
+    cfg.model = ModelConfig(name=f"tiny-{family}", family=family, config=config)
     trainer = Trainer(cfg)
     assert trainer.packing == "padded"
     result = trainer.fit()
@@ -268,7 +269,7 @@ def test_families_without_4d_masks_train_on_padded_rows(family, config, make_cfg
 def test_resumed_warm_run_exports_its_warm_provenance(make_cfg, unit_data, tmp_path):
     """A resume rebuilds the architecture without the text LM; the export must still say warm."""
     cfg = make_cfg(unit_data, tmp_path / "run", max_steps=2, valid_every=0, save_every=0)
-    cfg["init"] = {**cfg["init"], "name": "warm", "pretrained": True, "embed_init": "mean"}
+    cfg.init.merge_with({"name": "warm", "pretrained": True, "embed_init": "mean"})
     Trainer(cfg).fit()
     cfg["train"]["max_steps"] = 3
     assert Trainer(cfg).fit().step == 3  # resumed
@@ -317,7 +318,7 @@ def test_sigterm_saves_and_the_rerun_continues_exactly(make_cfg, unit_data, tmp_
 
     common = {"valid_every": 0, "save_every": 0, "num_threads": 1}
     run = tmp_path / "run"
-    (tmp_path / "cfg.json").write_text(json.dumps(make_cfg(unit_data, run, max_steps=100_000, **common)))
+    (tmp_path / "cfg.json").write_text(json.dumps(make_cfg(unit_data, run, max_steps=100_000, **common), default=OmegaConf.to_container))
     (tmp_path / "train.py").write_text(SIGNAL_SCRIPT)
     p = subprocess.Popen([sys.executable, str(tmp_path / "train.py"), str(tmp_path / "cfg.json")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -343,7 +344,7 @@ def test_sigterm_saves_and_the_rerun_continues_exactly(make_cfg, unit_data, tmp_
 
 
 def test_unknown_stop_signal_is_named(make_cfg, unit_data, tmp_path):
-    with pytest.raises(ValueError, match="unknown signal 'SIGNOPE'"):
+    with pytest.raises(ValueError, match=r"train.stop_signals: unknown signal\(s\) \['SIGNOPE'\]"):
         Trainer(make_cfg(unit_data, tmp_path / "run", max_steps=1, stop_signals=["SIGNOPE"])).fit()
 
 
@@ -366,7 +367,7 @@ def test_sharded_checkpoints_resume_exactly_and_export(make_cfg, unit_data, tmp_
     (a, _), (b, _) = load_speech_lm(ref / "speech_lm"), load_speech_lm(run / "speech_lm")
     for (k, v), (k2, v2) in zip(a.state_dict().items(), b.state_dict().items()):
         assert k == k2 and torch.equal(v, v2), k
-    with pytest.raises(ValueError, match="checkpoint_format must be full or sharded"):
+    with pytest.raises(ValueError, match="train.checkpoint_format: 'zip' is not one of full, sharded"):
         Trainer(make_cfg(unit_data, tmp_path / "x", max_steps=1, checkpoint_format="zip"))
 
 

@@ -5,32 +5,25 @@
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from typing import Any
 
-from twist.cli.common import user_errors
+from twist.cli.common import hydra_cli, user_errors
+from twist.train.config import PlotConfig
+
+PROG = "twist-plot"
 
 
-@user_errors("twist-plot")
-def run(cfg: DictConfig) -> None:
+@user_errors(PROG)
+def run(cfg: Any) -> None:
+    from twist.schema import to_typed
     from twist.train.plot import plot_runs
 
-    runs = cfg.runs
-    runs = [runs] if isinstance(runs, str) else list(OmegaConf.to_container(runs, resolve=True))
-    labels = list(cfg.labels) if cfg.get("labels") else None
-    out = plot_runs(runs, cfg.out, metric=str(cfg.metric), labels=labels, title=cfg.get("title"),
-                    log_y=bool(cfg.get("log_y")))
-    print(f"twist-plot: wrote {out}")
+    c = to_typed(PlotConfig, cfg)
+    out = plot_runs(c.runs, c.out, metric=c.metric, labels=c.labels, title=c.title, log_y=c.log_y)
+    print(f"{PROG}: wrote {out}")
 
 
-@hydra.main(config_path="../configs", config_name="plot", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> None:
-    run(cfg)
-
-
-def main() -> None:
-    _hydra_main()
-
+main = hydra_cli(PROG, "plot", PlotConfig, run)
 
 if __name__ == "__main__":
     main()

@@ -3,106 +3,44 @@
     twist-train +model=opt-350m +init=warm data.path=/data/units out_dir=runs/twist-350m
 
 Under torchrun the same command trains with DDP (or FSDP2 with ``train.strategy=fsdp``).
-The library (twist.train) does the work; this module parses the config and checks that a
-model and an init were chosen.
+The library (twist.train) does the work; this module composes and checks the config
+(twist/train/config.py), calls the trainer, and prints where the result is.
 """
 
 from __future__ import annotations
 
-import re
-import sys
-from pathlib import Path
+from typing import Any
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from twist.cli.common import hydra_cli, save_resolved_config, user_errors
+from twist.train.config import TrainRunConfig
 
-from twist.cli.common import save_resolved_config, user_errors
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PROG = "twist-train"
-
-if not OmegaConf.has_resolver("basename"):
-    OmegaConf.register_new_resolver("basename", lambda p: Path(str(p)).name)
-
-
-def choices(group: str) -> list[str]:
-    """The config files available in a group (``configs/<group>/*.yaml``)."""
-    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
-
-
-def _check_choices(argv: list[str]) -> None:
-    """Reject an unknown ``+model=`` / ``+init=`` before Hydra composes (its error is long)."""
-    for arg in argv:
-        m = re.match(r"^\+{0,2}(model|init)=(.*)$", arg)
-        if not m:
-            continue
-        group, value = m.groups()
-        for v in value.split(","):  # multirun: a,b,c
-            v = v.strip()
-            if v and v not in choices(group):
-                print(f"{PROG}: error: unknown {group} {v!r}; choose one of: {', '.join(choices(group))} "
-                      f"(files in {CONFIGS / group})", file=sys.stderr)
-                sys.exit(2)
 
 
 @user_errors(PROG)
-def run(cfg: DictConfig) -> None:
-    for group in ("model", "init"):
-        if cfg.get(group) is None:
-            raise ValueError(
-                f"no {group} chosen: add +{group}=<name> to the command line; choose one of: {', '.join(choices(group))}"
-            )
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ValueError(f"missing required setting(s): {', '.join(missing)} (e.g. data.path=/data/units out_dir=runs/x)")
+def run(cfg: Any) -> None:
     from twist.dist import is_main_process
+    from twist.schema import to_typed
+    from twist.train.distributed import shutdown_distributed
     from twist.train.trainer import Trainer
 
+    typed = to_typed(TrainRunConfig, cfg)
     if is_main_process():
-        save_resolved_config(cfg, cfg.out_dir)
-    trainer = Trainer(cfg)
+        save_resolved_config(cfg, typed.out_dir)
+    trainer = Trainer(typed)
     result = trainer.fit()
     if is_main_process():
         where = (f"speech LM in {result.export_dir}" if result.export_dir is not None
                  else f"checkpoint in {result.out_dir / 'checkpoints' / 'last'}; run the same command to resume")
-        print(
-            f"{PROG}: {result.stop_reason or 'done'} at step {result.step} ({result.tokens} tokens); "
-            f"best valid PPL {result.best_ppl:.3f} at step {result.best_step}; {where}",
-            flush=True,
-        )
-    from twist.train.distributed import shutdown_distributed
-
+        best = (f"best valid PPL {result.best_ppl:.3f} at step {result.best_step}" if result.best_step >= 0
+                else "no validation yet")
+        print(f"{PROG}: {result.stop_reason or 'done'} at step {result.step} ({result.tokens} tokens); {best}; {where}",
+              flush=True)
     del trainer  # free the wrapped model before the process group goes (see shutdown_distributed)
     shutdown_distributed()
 
 
-@hydra.main(config_path="../configs", config_name="train", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> None:
-    run(cfg)
-
-
-def _check_out_dir(argv: list[str]) -> None:
-    """Hydra resolves ``hydra.run.dir: ${out_dir}`` before our code runs; say plainly what is missing."""
-    if any(a.startswith(("-h", "--help", "--hydra-help", "--info", "--cfg", "-c", "--shell-completion")) for a in argv):
-        return
-    if any(re.match(r"^\+{0,2}out_dir=", a) for a in argv):
-        return
-    for a in argv:  # an experiment file may set out_dir itself
-        m = re.match(r"^\+{0,2}experiment=(.*)$", a)
-        if m and all("\nout_dir:" in (CONFIGS / "experiment" / f"{e}.yaml").read_text() for e in m.group(1).split(",")
-                      if (CONFIGS / "experiment" / f"{e}.yaml").exists()):
-            return
-    print(f"{PROG}: error: missing required setting out_dir (the run directory), e.g. out_dir=runs/twist-350m",
-          file=sys.stderr)
-    sys.exit(2)
-
-
-def main() -> None:
-    argv = sys.argv[1:]
-    _check_choices(argv)
-    _check_out_dir(argv)
-    _hydra_main()
-
+main = hydra_cli(PROG, "train", TrainRunConfig, run)
 
 if __name__ == "__main__":
     main()

@@ -39,11 +39,12 @@ from typing import Any
 import torch
 
 from twist.contract import UnitContract, VocabLayout
+from twist.errors import ConfigError
+from twist.lm.config import EMBED_INITS
 from twist.lm.sources import model_class_for
 
 log = logging.getLogger(__name__)
 
-EMBED_INITS = ("random", "mean")
 META_KEY = "twist"  # the speech-LM metadata lives at config.twist (see twist.lm.speech_lm)
 
 
@@ -166,15 +167,22 @@ def warm_start(
         embedding and head equals the text LM's bit for bit.
     """
     if embed_init not in EMBED_INITS:
-        raise ValueError(f"embed_init={embed_init!r} is not one of {EMBED_INITS}")
+        raise ConfigError(f"init.embed_init: {embed_init!r} is not one of {', '.join(EMBED_INITS)}")
     first = next(text_lm.parameters())
-    dtype, device = first.dtype, first.device
     cfg = speech_config(text_lm.config, contract, init="warm", embed_init=embed_init,
                         text_lm=text_label or _text_label(text_lm))
-    cls = model_class_for(cfg)
     with torch.device("meta"):
-        model = cls(cfg)
+        model = model_class_for(cfg)(cfg)
+    _take_body(model, text_lm, share=share_body)
+    _allocate_new_vocab(model, seed=seed, dtype=first.dtype, device=first.device)
+    if embed_init == "mean":
+        _shift_by_text_mean(model, text_lm)
+    model.tie_weights()
+    return model.eval()
 
+
+def _take_body(model: Any, text_lm: Any, *, share: bool) -> None:
+    """Give the meta-device speech LM every body tensor of the text LM (all but the vocabulary)."""
     fresh = vocab_param_names(model)
     src_params = dict(text_lm.named_parameters(remove_duplicate=False))
     src_buffers = dict(text_lm.named_buffers(remove_duplicate=False))
@@ -189,12 +197,15 @@ def warm_start(
             raise ValueError(f"warm start: {name} has shape {tuple(s.shape)} in the text LM, {tuple(t.shape)} here")
     for name, _ in body:
         p = src_params[name]
-        set_module_tensor(model, name, p if share_body else torch.nn.Parameter(p.detach().clone(), p.requires_grad))
+        set_module_tensor(model, name, p if share else torch.nn.Parameter(p.detach().clone(), p.requires_grad))
     for name, _ in buffers:
         b = src_buffers[name]
-        set_module_tensor(model, name, b if share_body else b.clone(), buffer=True)
+        set_module_tensor(model, name, b if share else b.clone(), buffer=True)
 
-    # the new vocabulary: allocated now, initialised as the family initialises it
+
+def _allocate_new_vocab(model: Any, *, seed: int, dtype: torch.dtype, device: torch.device) -> None:
+    """The unit embedding table (and an untied head): allocated now, initialised as the family
+    initialises them, under ``seed``."""
     new_modules = [model.get_input_embeddings()]
     head = model.get_output_embeddings()
     if head is not None and head is not new_modules[0] and any(p.is_meta for p in head.parameters(recurse=False)):
@@ -211,19 +222,20 @@ def warm_start(
     if left:
         raise RuntimeError(f"warm start left tensors unallocated: {left[:5]}")
 
-    if embed_init == "mean":
-        pairs = [(model.get_input_embeddings(), text_lm.get_input_embeddings())]
-        if not getattr(model.config, "tie_word_embeddings", False):
-            pairs.append((model.get_output_embeddings(), text_lm.get_output_embeddings()))
-        for new, old in pairs:
-            if new is None or old is None:
-                continue
-            new.weight.add_(old.weight.float().mean(0).to(new.weight.dtype))
-            pad = getattr(new, "padding_idx", None)
-            if pad is not None:  # keep the family's convention: the padding row is zero
-                new.weight[pad].zero_()
-    model.tie_weights()
-    return model.eval()
+
+@torch.no_grad()
+def _shift_by_text_mean(model: Any, text_lm: Any) -> None:
+    """``embed_init=mean``: add the mean text embedding row to every new row (and to an untied head)."""
+    pairs = [(model.get_input_embeddings(), text_lm.get_input_embeddings())]
+    if not getattr(model.config, "tie_word_embeddings", False):
+        pairs.append((model.get_output_embeddings(), text_lm.get_output_embeddings()))
+    for new, old in pairs:
+        if new is None or old is None:
+            continue
+        new.weight.add_(old.weight.float().mean(0).to(new.weight.dtype))
+        pad = getattr(new, "padding_idx", None)
+        if pad is not None:  # keep the family's convention: the padding row is zero
+            new.weight[pad].zero_()
 
 
 def set_module_tensor(model: torch.nn.Module, name: str, value: torch.Tensor, *, buffer: bool = False) -> None:

@@ -18,10 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from twist.contract import VocabLayout
+from twist.errors import ConfigError, InputError, MissingInputError
 from twist.train.packing import Batch, Piece, pack_sequences, pad_documents, plan_windows, utterance_documents
 from twist.units import UnitDataset
 
@@ -30,15 +32,15 @@ def open_split(path: str | Path, split: str, *, fraction: float = 1.0, fraction_
     """Open one split of a unit dataset, checked: not empty, unit ids below K."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"unit dataset not found: {path}")
+        raise MissingInputError(f"unit dataset not found: {path}")
     ds = UnitDataset(path)
     if len(ds) == 0:
-        raise ValueError(f"unit dataset {path} is empty (0 utterances); tokenize some audio first")
+        raise InputError(f"unit dataset {path} is empty (0 utterances); tokenize some audio first")
     view = ds.split(split)
     if fraction < 1.0:
         view = view.fraction(fraction, seed=fraction_seed)
     if len(view) == 0 or view.n_units_total == 0:
-        raise ValueError(
+        raise InputError(
             f"unit dataset {path}: the {split!r} split"
             + (f" at data fraction {fraction}" if fraction < 1.0 else "")
             + f" has no units ({len(view)} utterances of {len(ds)} in the dataset); "
@@ -89,8 +91,8 @@ class TrainStream:
         packing: str = "packed",
     ) -> None:
         if global_batch % (micro_batch * world_size):
-            raise ValueError(
-                f"global batch {global_batch} is not a multiple of micro_batch {micro_batch} x world size "
+            raise ConfigError(
+                f"train.global_batch {global_batch} is not a multiple of micro_batch {micro_batch} x world size "
                 f"{world_size}; pick micro_batch so that it divides {global_batch // world_size if global_batch % world_size == 0 else global_batch}"
             )
         self.ds = dataset
@@ -199,3 +201,27 @@ def valid_batches(
             yield stream.make_batch(chunk), True
         else:
             yield stream.make_batch(windows[:1]), False
+
+
+def open_valid_sets(path: str | Path, extra_paths: Sequence[str | Path], train_contract: Any) -> dict[str, UnitDataset]:
+    """The validation splits a run scores: its own dataset's (when it has one) and those of
+    ``data.valid_paths``, each checked against the training data's unit contract. Keyed by
+    dataset directory name (made unique)."""
+    import logging
+
+    sets: dict[str, UnitDataset] = {}
+    try:
+        sets[Path(path).name or "valid"] = open_split(path, "valid")
+    except InputError as e:
+        if "has no units" not in str(e):
+            raise
+        logging.getLogger("twist.train").warning(
+            "no validation split in %s: best checkpoint selection falls back to the last one", path)
+    for p in extra_paths:
+        view = open_split(p, "valid")
+        view.contract.check_compatible(train_contract, mine=f"validation set {p}", theirs=f"training set {path}")
+        name = Path(p).name
+        while name in sets:
+            name += "_"
+        sets[name] = view
+    return sets

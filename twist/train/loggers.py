@@ -175,3 +175,14 @@ def _wandb_id(out_dir: Path) -> str:
     import hashlib
 
     return hashlib.sha1(str(out_dir.resolve()).encode()).hexdigest()[:12]
+
+
+def truncate_metrics(out_dir: str | Path, step: int) -> None:
+    """Drop the records a killed run logged after its last checkpoint (the resumed run redoes them)."""
+    from twist.atomic import atomic_write_text
+
+    path = Path(out_dir) / "metrics.jsonl"
+    if not path.exists():
+        return
+    keep = [r for r in read_metrics(path) if int(r.get("step", 0)) <= step]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))

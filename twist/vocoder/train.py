@@ -41,7 +41,9 @@ from twist.checkpoint import (
 )
 from twist.contract import UnitContract
 from twist.rejects import RejectsLog
+from twist.schema import to_typed
 from twist.units import UnitDataset, dedup, expand
+from twist.vocoder.config import VocoderTrainConfig
 from twist.vocoder.discriminators import Discriminators
 from twist.vocoder.generator import GeneratorConfig, UnitHifiGan, build_generator, duration_loss
 from twist.vocoder.infer import save_vocoder
@@ -52,27 +54,6 @@ from twist.vocoder.losses import (
     mel_l1_loss,
 )
 from twist.vocoder.mel import MelSpectrogram
-
-DEFAULT_TRAIN: dict[str, Any] = {
-    "steps": 1000,  # total optimiser steps
-    "batch_size": 8,
-    "segment_frames": 28,  # unit frames per training segment (28 * 320 = 8960 samples, as published)
-    "lr": 2e-4,
-    "betas": [0.8, 0.99],
-    "lr_decay": 0.999,  # multiplied into the LR every lr_decay_every steps
-    "lr_decay_every": 1000,
-    "lambda_mel": 45.0,
-    "lambda_fm": 2.0,
-    "lambda_adv": 1.0,
-    "lambda_dur": 1.0,
-    "adv_start_step": 0,  # GAN losses switch on at this step (0 = from the start)
-    "log_every": 10,
-    "ckpt_every": 200,
-    "max_minutes": None,  # wall-clock budget; a checkpoint is written when it runs out
-    "seed": 0,
-    "n_valid": 8,  # held-out utterances for the validation mel loss
-    "max_length_mismatch_frames": 3,  # audio vs units length tolerance before rejecting
-}
 
 
 # ---------------------------------------------------------------------------------------
@@ -223,18 +204,15 @@ class VocoderTrainer:
         generator: Mapping[str, Any],
         discriminator: Mapping[str, Any] | None = None,
         mel: Mapping[str, Any] | None = None,
-        train: Mapping[str, Any] | None = None,
+        train: VocoderTrainConfig | Mapping[str, Any] | None = None,
         device: str = "cpu",
     ) -> None:
         self.data = data
         self.out = Path(out_dir)
-        self.t = {**DEFAULT_TRAIN, **dict(train or {})}
-        unknown = set(dict(train or {})) - set(DEFAULT_TRAIN)
-        if unknown:
-            raise ValueError(f"unknown vocoder train field(s) {sorted(unknown)}; known: {sorted(DEFAULT_TRAIN)}")
+        self.t = to_typed(VocoderTrainConfig, train or {})
         self.device = torch.device(device)
         self.contract = data.contract
-        torch.manual_seed(int(self.t["seed"]))
+        torch.manual_seed(int(self.t.seed))
         self.gcfg = generator_config_for(self.contract, generator)
         if self.gcfg.hop != data.hop:
             raise ValueError(f"data aligned at hop {data.hop} but the generator has hop {self.gcfg.hop}")
@@ -242,13 +220,13 @@ class VocoderTrainer:
         dcfg = {"periods": [2, 3, 5, 7, 11], "n_scales": 3, "width": 1.0, **dict(discriminator or {})}
         self.disc = Discriminators(tuple(dcfg["periods"]), int(dcfg["n_scales"]), float(dcfg["width"])).to(self.device)
         self.mels = _mels(mel, self.gcfg.sampling_rate).to(self.device)
-        betas = tuple(self.t["betas"])
-        self.opt_g = torch.optim.AdamW(self.gen.parameters(), lr=self.t["lr"], betas=betas)
-        self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=self.t["lr"], betas=betas)
+        betas = tuple(self.t.betas)
+        self.opt_g = torch.optim.AdamW(self.gen.parameters(), lr=self.t.lr, betas=betas)
+        self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=self.t.lr, betas=betas)
         self.step = 0
         # a fixed held-out set (by id hash, so it does not depend on the data order)
         order = sorted(range(len(data)), key=lambda i: hash_id(data.ids[i]))
-        n_valid = min(int(self.t["n_valid"]), max(0, len(data) - 1))
+        n_valid = min(int(self.t.n_valid), max(0, len(data) - 1))
         self.valid_idx = order[:n_valid]
         self.train_idx = np.asarray(order[n_valid:] or order)
 
@@ -297,7 +275,7 @@ class VocoderTrainer:
 
     # -- one step ----------------------------------------------------------------------------
     def _lr(self) -> float:
-        return float(self.t["lr"]) * float(self.t["lr_decay"]) ** (self.step // int(self.t["lr_decay_every"]))
+        return float(self.t.lr) * float(self.t.lr_decay) ** (self.step // int(self.t.lr_decay_every))
 
     def train_step(self) -> dict[str, float]:
         self.gen.train()
@@ -306,12 +284,12 @@ class VocoderTrainer:
         for opt in (self.opt_g, self.opt_d):
             for g in opt.param_groups:
                 g["lr"] = lr
-        rng = np.random.default_rng([int(self.t["seed"]), self.step])
-        idx = rng.choice(self.train_idx, size=int(self.t["batch_size"]), replace=len(self.train_idx) < int(self.t["batch_size"]))
-        b = {k: v.to(self.device) for k, v in self.data.batch(idx, int(self.t["segment_frames"]), rng).items()}
+        rng = np.random.default_rng([int(self.t.seed), self.step])
+        idx = rng.choice(self.train_idx, size=int(self.t.batch_size), replace=len(self.train_idx) < int(self.t.batch_size))
+        b = {k: v.to(self.device) for k, v in self.data.batch(idx, int(self.t.segment_frames), rng).items()}
         y = b["audio"]
         y_hat = self.gen(b["units"])
-        adv = self.step >= int(self.t["adv_start_step"]) and float(self.t["lambda_adv"]) > 0
+        adv = self.step >= int(self.t.adv_start_step) and float(self.t.lambda_adv) > 0
         out: dict[str, float] = {}
         if adv:
             real, fake, _, _ = self.disc(y, y_hat.detach())
@@ -321,18 +299,18 @@ class VocoderTrainer:
             self.opt_d.step()
             out["loss_d"] = loss_d.item()
         loss_mel = mel_l1_loss(self.mels, y, y_hat)
-        loss_g = float(self.t["lambda_mel"]) * loss_mel
+        loss_g = float(self.t.lambda_mel) * loss_mel
         if adv:
             _, fake, fr, fg = self.disc(y, y_hat)
             loss_fm = feature_matching_loss(fr, fg)
             loss_adv = generator_adv_loss(fake)
-            loss_g = loss_g + float(self.t["lambda_fm"]) * loss_fm + float(self.t["lambda_adv"]) * loss_adv
+            loss_g = loss_g + float(self.t.lambda_fm) * loss_fm + float(self.t.lambda_adv) * loss_adv
             out["loss_fm"], out["loss_adv"] = loss_fm.item(), loss_adv.item()
         if self.gen.dur_predictor is not None:
             loss_dur = duration_loss(
                 self.gen.dur_predictor, self.gen.embed(b["dedup_units"]), b["dedup_durations"], b["dedup_mask"]
             )
-            loss_g = loss_g + float(self.t["lambda_dur"]) * loss_dur
+            loss_g = loss_g + float(self.t.lambda_dur) * loss_dur
             out["loss_dur"] = loss_dur.item()
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -365,8 +343,8 @@ class VocoderTrainer:
         """Train to ``steps`` (or the time budget), checkpointing; returns the last metrics."""
         from tqdm import tqdm
 
-        steps = int(self.t["steps"])
-        budget = self.t["max_minutes"]
+        steps = int(self.t.steps)
+        budget = self.t.max_minutes
         t0 = time.time()
         mpath = self.out / "metrics.jsonl"
         self.out.mkdir(parents=True, exist_ok=True)
@@ -379,13 +357,13 @@ class VocoderTrainer:
                 m["step_seconds"] = round(time.time() - ts, 4)
                 bar.update(1)
                 out_of_time = budget is not None and (time.time() - t0) > float(budget) * 60
-                if self.step % int(self.t["log_every"]) == 0 or self.step == steps or out_of_time:
+                if self.step % int(self.t.log_every) == 0 or self.step == steps or out_of_time:
                     row = {"step": self.step, **{k: round(v, 6) for k, v in m.items()}}
                     mf.write(json.dumps(row) + "\n")
                     mf.flush()
                     bar.set_postfix(mel=f"{m['loss_mel']:.3f}")
                     last = row
-                if self.step % int(self.t["ckpt_every"]) == 0 or self.step == steps or out_of_time:
+                if self.step % int(self.t.ckpt_every) == 0 or self.step == steps or out_of_time:
                     v = self.validate()
                     if v:
                         last = {"step": self.step, **v}
@@ -430,9 +408,9 @@ def train_vocoder(
     out = Path(out_dir)
     contract = UnitDataset(units_dir).contract
     gcfg = generator_config_for(contract, generator)
-    t = {**DEFAULT_TRAIN, **dict(train or {})}
+    t = to_typed(VocoderTrainConfig, train or {})
     with RejectsLog(out / "rejects.jsonl", stage="vocoder-train") as rej:
-        data = PairedUnitAudio(units_dir, audio_dir, hop=gcfg.hop, rejects=rej, max_mismatch=int(t["max_length_mismatch_frames"]))
+        data = PairedUnitAudio(units_dir, audio_dir, hop=gcfg.hop, rejects=rej, max_mismatch=t.max_length_mismatch_frames)
     trainer = VocoderTrainer(data, out, generator=generator, discriminator=discriminator, mel=mel, train=train, device=device)
     resumed = resume and trainer.maybe_resume()
     summary = trainer.fit(progress=progress)

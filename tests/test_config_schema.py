@@ -1,0 +1,97 @@
+"""Typed configs: every key is declared once, and a bad command line fails before any work, in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from twist.cli.common import CONFIGS, check_command_line, register_schemas
+from twist.cli.schemas import SCHEMAS, reference_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = {"train": ["+model=tiny", "+init=cold", "data.path=/data/units", "out_dir=/tmp/run"]}
+
+
+def _error(capsys, config: str, *argv: str, base: bool = True) -> str:
+    with pytest.raises(SystemExit) as e:
+        check_command_line(f"twist-{config}", config, SCHEMAS[config], [*(BASE.get(config, []) if base else []), *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+def test_config_reference_is_current():
+    """docs/config-reference.md is generated from the schemas; regenerate it when a field changes."""
+    assert (ROOT / "docs" / "config-reference.md").read_text() == reference_markdown(), (
+        "run: python -m twist.cli.schemas > docs/config-reference.md")
+
+
+def test_every_field_is_documented():
+    from twist.schema import reference_rows
+
+    undocumented = [f"{name}: {key}" for name, schema in SCHEMAS.items()
+                    for key, _, _, meaning in reference_rows(schema) if not meaning]
+    assert not undocumented
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_primary_configs_extend_their_schema_and_hold_no_defaults(name):
+    """Defaults live in the schema only: the primary YAML lists its schema first and sets
+    nothing but group choices and Hydra's own settings."""
+    data = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    assert data["defaults"][0] == f"{name}_schema"
+    assert set(data) <= {"defaults", "hydra"}, sorted(set(data) - {"defaults", "hydra"})
+
+
+@pytest.mark.parametrize("argv", [["train.max_step=5"], ["+train.max_step=5"]], ids=["plain", "plus"])
+def test_unknown_key_fails_naming_it_and_the_closest_one(argv, capsys):
+    err = _error(capsys, "train", *argv)
+    assert err == "twist-train: error: unknown setting train.max_step (did you mean train.max_steps?)"
+
+
+def test_wrong_type_and_bad_choice_name_the_key(capsys):
+    assert "train.max_steps" in _error(capsys, "train", "train.max_steps=ten")
+    err = _error(capsys, "train", "train.precision=fp8")
+    assert "train.precision" in err and "bf16" in err
+
+
+def test_every_sweep_value_is_checked(capsys):
+    err = _error(capsys, "train", "-m", "train.log_every=1,2,many")
+    assert "train.log_every" in err and "many" in err
+    err = _error(capsys, "train", "-m", "+experiment=table7_families", "data.path=/x", "+model=bloom-560m,bloom-9b",
+                 base=False)
+    assert "unknown model 'bloom-9b'" in err
+
+
+def test_paper_sweeps_compose_for_every_cell():
+    """Each experiment file's own sweep (hydra.sweeper.params) composes into valid configs."""
+    for exp in ("table2_tokenizers", "table6_scaling", "table7_families", "table8_imagegpt"):
+        check_command_line("twist-train", "train", SCHEMAS["train"], ["-m", f"+experiment={exp}", "data.path=/x"])
+
+
+@pytest.mark.parametrize("group,key", [("model", "model"), ("init", "init"), ("data", "data"),
+                                       ("schedule", "schedule"), ("logger", "logger")])
+def test_every_group_file_fits_the_schema(group, key):
+    """A stale or mistyped key in any group file fails this test rather than a user's run."""
+    from twist.cli.common import _compose_and_check
+
+    register_schemas()
+    for option in sorted(p.stem for p in (CONFIGS / group).glob("*.yaml")):
+        argv = [a for a in BASE["train"] if not a.startswith(f"+{group}=")]
+        prefix = "+" if group in ("model", "init") else ""
+        _compose_and_check("train", SCHEMAS["train"], [*argv, f"{prefix}{group}={option}"])
+
+
+def test_the_cli_refuses_a_typo_before_any_work(tmp_path):
+    """End to end: exit code 2, one line, and no run directory created."""
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "twist.cli.train", "+model=tiny", "+init=cold", f"data.path={tmp_path}",
+                        f"out_dir={out}", "train.max_step=5"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip() == "twist-train: error: unknown setting train.max_step (did you mean train.max_steps?)"
+    assert not out.exists()

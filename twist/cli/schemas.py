@@ -1,0 +1,48 @@
+"""Every primary config and the dataclass schema it extends (``<name>_schema`` in Hydra's ConfigStore).
+
+``twist/configs/<name>.yaml`` lists ``<name>_schema`` first in its defaults; the schema
+holds every key's default and meaning (``twist/<stage>/config.py``). ``docs/configs.md`` is
+generated from this table: ``python -m twist.cli.schemas > docs/configs.md``.
+"""
+
+from __future__ import annotations
+
+from twist.asr import AsrRunConfig
+from twist.generate import GenerateRunConfig
+from twist.train.config import PlotConfig, TrainRunConfig
+from twist.vocoder.config import VocoderRunConfig
+
+SCHEMAS: dict[str, type] = {
+    "asr_run": AsrRunConfig,
+    "generate": GenerateRunConfig,
+    "plot": PlotConfig,
+    "train": TrainRunConfig,
+    "vocoder": VocoderRunConfig,
+}
+
+
+def reference_markdown() -> str:
+    """docs/config-reference.md: every key of every stage's config, its type, default and meaning."""
+    from twist.schema import reference_rows
+
+    out = ["# Config reference", "",
+           "Every key of every stage's primary config, with its type, default and meaning. Generated from the",
+           "schemas (`python -m twist.cli.schemas > docs/config-reference.md`; a test checks it is current).",
+           "Which files each config group offers is in [configs.md](configs.md).", ""]
+    for name, schema in SCHEMAS.items():
+        doc = (schema.__doc__ or "").strip().splitlines()[0]
+        out += [f"## {name}.yaml", "", f"{doc} Schema: `{schema.__module__}.{schema.__name__}`.", "",
+                "| key | type | default | meaning |", "|---|---|---|---|"]
+        for key, typ, default, meaning in reference_rows(schema):
+            out.append(f"| `{key}` | {_cell(typ)} | `{default}` | {_cell(meaning)} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell (no column breaks, no HTML tags)."""
+    return text.replace("|", "&#124;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")
