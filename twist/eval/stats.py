@@ -39,8 +39,9 @@ def wilson_interval(p_hat: float, n: int, z: float = Z95) -> tuple[float, float]
         raise ValueError(f"n must be >= 0, got {n}")
     if n == 0 or (isinstance(p_hat, float) and math.isnan(p_hat)):
         return (math.nan, math.nan)
-    if not 0.0 <= p_hat <= 1.0:
+    if not -1e-9 <= p_hat <= 1.0 + 1e-9:
         raise ValueError(f"a proportion must be in [0, 1], got {p_hat}")
+    p_hat = min(1.0, max(0.0, float(p_hat)))  # a mean of item scores may round a hair past an end
     z2 = z * z
     denom = 1.0 + z2 / n
     center = (p_hat + z2 / (2 * n)) / denom
@@ -52,7 +53,7 @@ def mean_with_interval(scores: Sequence[float]) -> dict[str, float | int | list[
     """``{"accuracy", "ci95": [low, high], "n"}`` for per-item scores in [0, 1]."""
     n = len(scores)
     acc = math.fsum(float(s) for s in scores) / n if n else math.nan
-    return {"accuracy": acc, "ci95": list(wilson_interval(min(1.0, max(0.0, acc)) if n else acc, n)), "n": n}
+    return {"accuracy": acc, "ci95": list(wilson_interval(acc, n)), "n": n}
 
 
 def binomial_two_sided_p(k: int, n: int) -> float:
