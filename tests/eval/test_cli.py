@@ -122,5 +122,5 @@ def test_cli_says_what_bench_root_should_hold(artefacts, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"twist-eval: error: bench_root {root / 'sSC'}: no benchmark found in it")
-    assert "storycloze/sSC/" in err and "lexical/<dev|test>/gold.csv" in err
+    assert "storycloze/sSC/" in err and "lexical/<split>/gold.csv" in err
     assert "pass it as benchmarks.ssc.path or benchmarks.tsc.path" in err

@@ -6,8 +6,9 @@ units (cached, identical audio encoded once), score every distinct item once wit
 :class:`LikelihoodScorer`, decide the pairs by every rule (sum, mean, and the length-only
 baseline, :mod:`twist.eval.rules`), aggregate, attach a 95 % interval to every accuracy
 (:mod:`twist.eval.stats`), and write ``results.json``/``results.md``/``items/``/
-``item_scores.json``/``submission/`` (see :mod:`twist.eval.report`). Benchmarks follow the TWIST paper's zero-shot suite (§3.3):
-sWUGGY and sBLIMP (ZeroSpeech 2021), sStoryCloze and tStoryCloze, and PPL.
+``item_scores.json``/``submission/`` (see :mod:`twist.eval.report`). Benchmarks follow the
+TWIST paper's zero-shot suite (§3.3): sWUGGY and sBLIMP (ZeroSpeech 2021), sStoryCloze and
+tStoryCloze, and PPL.
 
 ``cfg`` is a plain mapping with the fields of ``twist/configs/eval.yaml``; the CLI is a thin
 wrapper around :func:`evaluate_model`.
@@ -77,7 +78,7 @@ def plan_tasks(cfg: Mapping[str, Any], contract: UnitContract) -> list[_Task]:
             pairs = zr2021.make_pairs(gold)
             ps = PairSet(name=f"{label}/{split}", root=gold.dir, pairs=pairs, paths=dict(gold.audio), layout="zr2021")
             tasks.append(_Task(f"{label}/{split}", f"{label} ({split})", pairs=ps, gold=gold, units=spec.get("units")))
-            from_root += discovered
+            from_root += int(discovered)
     for key, label in (("ssc", "sSC"), ("tsc", "tSC")):
         spec = _get(b, key, {})
         path = spec.get("path")
@@ -109,8 +110,8 @@ def plan_tasks(cfg: Mapping[str, Any], contract: UnitContract) -> list[_Task]:
 def _nothing_under(root: Path) -> str:
     """The message for a ``bench_root`` in which no benchmark was found."""
     msg = (f"bench_root {root}: no benchmark found in it. Expected a twist-bench out_dir, holding "
-           "lexical/<dev|test>/gold.csv, syntactic/<dev|test>/gold.csv, storycloze/sSC/ or storycloze/tSC/ "
-           "(or sSC/ and tSC/ directly)")
+           "lexical/<split>/gold.csv, syntactic/<split>/gold.csv (split: benchmarks.swuggy.splits / "
+           "benchmarks.sblimp.splits, default [dev]), storycloze/sSC/ or storycloze/tSC/ (or sSC/ and tSC/ directly)")
     if (root / "pairs.jsonl").is_file() or any(root.glob("*_correct.wav")):
         msg += f"; {root} is itself one StoryCloze set: pass it as benchmarks.ssc.path or benchmarks.tsc.path"
     elif (root / "gold.csv").is_file() or (root / "dev").is_dir() or (root / "test").is_dir():
