@@ -53,13 +53,30 @@ def test_cli_builds_all_on_builtin_inputs_and_eval_reads_it(tmp_path):
     assert n_syn == 4 and n_lex == 4
 
 
-def test_cli_bad_csv_header_names_the_column(tmp_path, helpers):
+def test_cli_bad_csv_header_names_the_column_and_leaves_no_out_dir(tmp_path, helpers):
     bad = helpers.write_stories(tmp_path / "bad.csv", header=helpers.STORY_HEADER.replace("InputSentence2", "Sentence2"))
-    cmd = [sys.executable, "-m", "twist.cli.bench", "task=storycloze", f"out_dir={tmp_path / 'o'}",
+    # storycloze comes after blimp here: the CSV is still checked before anything is built
+    cmd = [sys.executable, "-m", "twist.cli.bench", "task=[blimp,storycloze]", f"out_dir={tmp_path / 'o'}",
            f"storycloze.csv={bad}", "progress=false"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "twist-bench: error:" in proc.stderr and "'InputSentence2'" in proc.stderr
+    assert not (tmp_path / "o").exists()  # Hydra made it for its logs; the failed run removed it
+    # a directory that already holds a build is never removed
+    (tmp_path / "o" / "lexical").mkdir(parents=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and (tmp_path / "o" / "lexical").is_dir()
+
+
+def test_rejects_log_is_written_even_when_empty_and_not_appended_to(espeak, tmp_path, helpers):
+    good = helpers.write_stories(tmp_path / "good.csv")
+    out = tmp_path / "o"
+    build_benchmarks("storycloze", out, tts=espeak, storycloze={"csv": str(good)}, progress=False)
+    assert (out / "rejects.jsonl").read_text() == ""
+    bad = helpers.write_stories(tmp_path / "bad.csv", rows=[*helpers.STORIES, ("s4", "a", "b", "c", "d", "e", "f", "3")])
+    for _ in range(2):  # a rerun lists each reject once, not once per run
+        rep = build_benchmarks("storycloze", out, tts=espeak, storycloze={"csv": str(bad)}, progress=False)
+        assert rep["rejects"] == 1 and len((out / "rejects.jsonl").read_text().splitlines()) == 1
 
 
 def test_cli_missing_engine_names_the_package(tmp_path):

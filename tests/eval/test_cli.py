@@ -60,14 +60,21 @@ def test_cli_eval_then_compare(artefacts, capsys):
                         f"cache_dir={root / 'cache'}", "device=cpu", "progress=false", "batch_size=2"])
         run(cfg)
         res = json.loads((root / name / "results.json").read_text())
-        assert res["benchmarks"]["ssc"]["n_pairs"] == 3 and res["dtype"] == "float32"
-        assert (root / name / "config.yaml").is_file() and (root / name / "items" / "ssc.jsonl").is_file()
+        assert res["benchmarks"]["sSC"]["n_pairs"] == 3 and res["dtype"] == "float32"
+        assert (root / name / "config.yaml").is_file() and (root / name / "items" / "sSC.jsonl").is_file()
+        assert (root / name / "item_scores.json").is_file() and (root / name / "rejects.jsonl").read_text() == ""
     assert res["tokenizer_cache"]["hits"] == 6  # the second run tokenized nothing
     cfg = _compose(["mode=compare", f"compare.runs=[{root / 'a'},{root / 'b'}]", f"out_dir={root / 'cmp'}"])
     run(cfg)
     md = (root / "cmp" / "compare.md").read_text().splitlines()
     assert md[0] == "| model | sSC ↑ |" and md[2].startswith("| model-a |") and md[3].startswith("| model-b |")
     assert "model-b" in capsys.readouterr().out
+    # the same model twice: identical item scores, a paired test that finds nothing
+    table = json.loads((root / "cmp" / "compare.json").read_text())
+    (t,) = table["paired_tests"]
+    assert (t["metric"], t["a"], t["b"], t["n"], t["a_better"], t["b_better"], t["p_value"]) == \
+        ("sSC", "model-a", "model-b", 3, 0, 0, 1.0)
+    assert "| sSC | model-a | model-b | +0.0 | 3 | 0 | 0 | 1.000 | 0 / 0 |" in md
 
 
 def test_cli_refuses_a_model_made_for_another_tokenizer(artefacts, capsys):
@@ -100,4 +107,20 @@ def test_cli_names_an_empty_benchmark_dir(artefacts, capsys):
         run(cfg)
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("twist-eval: error: tsc benchmark dir") and "empty_tsc is empty" in err
+    assert err.startswith("twist-eval: error: tSC benchmark dir") and "empty_tsc is empty" in err
+
+
+def test_cli_says_what_bench_root_should_hold(artefacts, capsys):
+    from twist.cli.eval import run
+
+    root, _ = artefacts
+    # a StoryCloze set given as bench_root (instead of benchmarks.ssc.path)
+    cfg = _compose([f"model_path={root / 'lm'}", f"tokenizer_dir={root / 'tokenizer'}", "tokenizer_device=cpu",
+                    f"bench_root={root / 'sSC'}", f"out_dir={root / 'e'}", "device=cpu"])
+    with pytest.raises(SystemExit) as e:
+        run(cfg)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"twist-eval: error: bench_root {root / 'sSC'}: no benchmark found in it")
+    assert "storycloze/sSC/" in err and "lexical/<split>/gold.csv" in err
+    assert "pass it as benchmarks.ssc.path or benchmarks.tsc.path" in err

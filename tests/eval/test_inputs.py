@@ -75,3 +75,27 @@ def test_pretokenized_unit_dataset_and_line_file(tmp_path, small_contract):
     other = dataclasses.replace(small_contract, n_units=16)
     with pytest.raises(ContractMismatchError, match="n_units: model has 16, pre-tokenized units"):
         PretokenizedUnits(tmp_path / "ds", other)
+
+
+def test_identical_audio_is_encoded_once_whatever_its_path(tmp_path, ev, fake_tokenizer):
+    import shutil
+
+    k = fake_tokenizer.contract.n_units
+    a = ev.write_units_wav(tmp_path / "sSC" / "a.wav", [1, 2, 3], k)
+    twin = tmp_path / "tSC" / "a_copy.wav"
+    twin.parent.mkdir()
+    shutil.copyfile(a, twin)  # the same bytes under another name, as an sSC and tSC positive
+    b = ev.write_units_wav(tmp_path / "b.wav", [4, 5], k)
+    src = AudioUnits(fake_tokenizer, cache_dir=None)  # no disk cache: still one encoder call per content
+    got = src.units([a, twin, b])
+    assert len(fake_tokenizer.calls) == 2 and src.n_encoded == 2 and src.n_same_content == 1
+    assert got[str(a)].tolist() == got[str(twin)].tolist() == [1, 2, 3] and got[str(b)].tolist() == [4, 5]
+    # a later call on the same object (the next benchmark of the run) reuses what it has
+    assert src.units([twin])[str(twin)].tolist() == [1, 2, 3] and len(fake_tokenizer.calls) == 2
+    # the disk cache is keyed by content: a moved copy of the benchmark is not encoded again
+    AudioUnits(fake_tokenizer, cache_dir=tmp_path / "cache").units([a, b])
+    moved = tmp_path / "moved.wav"
+    shutil.copyfile(b, moved)
+    again = AudioUnits(fake_tokenizer, cache_dir=tmp_path / "cache")
+    assert again.units([moved])[str(moved)].tolist() == [4, 5]
+    assert len(fake_tokenizer.calls) == 4 and again.n_cache_hits == 1 and again.n_encoded == 0

@@ -5,18 +5,20 @@ falls back to the small built-in inputs in ``twist/bench/data/`` (written for th
 project), so the whole stage runs offline with nothing downloaded. Output is
 deterministic under ``seed`` for a deterministic engine (espeak-ng, festival): a rebuild
 writes the same bytes. A rerun resumes: wavs already written are skipped, manifests are
-rewritten atomically. Bad items are logged to ``<out_dir>/rejects.jsonl``; the counts and
-the TTS speed go to ``<out_dir>/bench_report.json``.
+rewritten atomically. Bad items are logged to ``<out_dir>/rejects.jsonl`` (written on every
+run, empty when nothing was rejected); the counts and the TTS speed go to
+``<out_dir>/bench_report.json``. Input files are checked before anything is written.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from twist.atomic import atomic_write_json
+from twist.atomic import atomic_write_json, atomic_write_text
 from twist.bench.tts import TTSBackend, get_backend
 from twist.rejects import RejectsLog
 
@@ -60,7 +62,8 @@ def build_benchmarks(
     Args:
         task: ``storycloze``, ``blimp``, ``wuggy``, ``all`` or a list of them.
         tts: backend name (or a built backend); ``tts_kwargs`` go to its constructor.
-        storycloze: ``csv`` (null: built-in stories), ``voice``, ``silence_ms``, ``tasks``, ``limit``.
+        storycloze: ``csv`` (null: built-in stories), ``voice``, ``silence_ms``, ``tasks``, ``limit``,
+            ``shard`` (``"i/n"``).
         blimp: ``jsonl`` (null: built-in pairs), ``voices`` / ``n_voices``, ``dev_fraction``, ``limit``.
         wuggy: ``words`` (null: built-in list), ``frequency_list``, ``frequency_bands``,
             ``voices`` / ``n_voices``, ``dev_fraction``, ``substitution_rate``,
@@ -73,9 +76,14 @@ def build_benchmarks(
 
     tasks = resolve_tasks(task)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if "storycloze" in tasks:  # a bad CSV fails before anything is written or synthesised
+        c = dict(storycloze or {})
+        sc_mod.check_storycloze_input(c.get("csv") or sc_mod.BUILTIN_STORIES, c.get("limit"), c.get("shard"))
     backend = tts if isinstance(tts, TTSBackend) else get_backend(tts, **dict(tts_kwargs or {}))
+    out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"tts": backend.name, "seed": seed, "tasks": {}}
+    # Each run finds every reject again, so the log starts empty rather than appending to a past run's.
+    atomic_write_text(out_dir / "rejects.jsonl", "")
     with RejectsLog(out_dir / "rejects.jsonl", stage="bench", strict=strict) as rejects:
         for t in tasks:
             t0 = time.perf_counter()
@@ -85,7 +93,7 @@ def build_benchmarks(
                     c.get("csv") or sc_mod.BUILTIN_STORIES, out_dir / "storycloze", backend,
                     voice=c.get("voice"), seed=seed, silence_ms=float(c.get("silence_ms", 100.0)),
                     tasks=tuple(c.get("tasks") or ("sSC", "tSC")), workers=workers, limit=c.get("limit"),
-                    rejects=rejects, progress=progress,
+                    shard=c.get("shard"), rejects=rejects, progress=progress,
                 )  # fmt: skip
             elif t == "blimp":
                 c = dict(blimp or {})
@@ -112,3 +120,28 @@ def build_benchmarks(
         report["rejects"] = rejects.count
     atomic_write_json(out_dir / "bench_report.json", report)
     return report
+
+
+# What a run leaves in its out_dir before it has built anything: Hydra's own files, the
+# resolved config and an empty rejects log.
+_RUN_ONLY_FILES = (".hydra", "config.yaml", "rejects.jsonl")
+
+
+def remove_unfinished_out_dir(out_dir: str | Path) -> bool:
+    """After a failed run, delete ``out_dir`` if it holds only logs and configs; returns whether it did.
+
+    Hydra creates the run directory before the command reads its inputs, so a run stopped by
+    a bad input would otherwise leave a directory of logs behind. A directory holding
+    anything else (an earlier build, the user's own files) is left alone.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return False
+    for f in out_dir.iterdir():
+        if f.name in _RUN_ONLY_FILES or (f.is_file() and f.suffix == ".log"):
+            if f.name == "rejects.jsonl" and f.stat().st_size:
+                return False
+            continue
+        return False
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return True

@@ -6,16 +6,27 @@ TWIST (Hassid et al. 2023, §3.3) turned the StoryCloze test set (Mostafazadeh e
 * **sSC**: the four-sentence context followed by the right ending (positive) or the
   dataset's own wrong ending (negative): a model must follow fine-grained causal and
   temporal commonsense.
-* **tSC**: the negative ending is instead the right ending of another, randomly chosen
-  story (seeded), so the negative is off-topic; this tests coarse topic coherence.
+* **tSC**: the negative ending is instead the right ending of another story, drawn with a
+  seed, so the negative is off-topic; this tests coarse topic coherence.
+
+A tSC negative is a function of the seed, the story id and the set of right endings of the
+*whole* input file (:func:`topic_negatives`), never of which stories a build covers: a
+``limit`` or a ``shard`` of the file gets exactly the pairs those stories have in a build of
+the whole file. A negative whose normalised text (:func:`normalize_text`) equals the
+positive's is never drawn, so no pair is two recordings of the same words.
 
 Each sentence is synthesised once (cached under ``_segments/``), its engine padding is
-trimmed, and the sentences are joined with exactly ``silence_ms`` of digital silence.
+trimmed, and the sentences of a story are joined with exactly ``silence_ms`` of digital
+silence. Each distinct recording (a context plus one ending) is written once, under
+``wav/``; an sSC positive and the tSC positive of the same story are the same file, which
+both manifests name.
 
 Output (``out_dir``)::
 
-    sSC/pairs.jsonl   sSC/wav/<id>_pos.wav  sSC/wav/<id>_neg.wav  sSC/texts.jsonl
-    tSC/pairs.jsonl   tSC/wav/...                                  tSC/texts.jsonl
+    wav/<id>_pos_<h>.wav  wav/<id>_neg_<h>.wav      each recording once (<h>: what it was made from)
+    sSC/pairs.jsonl  sSC/texts.jsonl                paths in pairs.jsonl are ../wav/...
+    tSC/pairs.jsonl  tSC/texts.jsonl
+    _segments/<voice>/<hash>.wav                    one per distinct sentence (a cache)
 """
 
 from __future__ import annotations
@@ -24,8 +35,10 @@ import csv
 import hashlib
 import json
 import random
+import re
 import shutil
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +47,9 @@ import numpy as np
 
 from twist.atomic import atomic_write_text
 from twist.audio import BadAudioError, load_audio, save_audio
-from twist.bench.layout import slug, write_pairs_jsonl
+from twist.bench.layout import read_pairs_jsonl, slug, write_pairs_jsonl
 from twist.bench.tts import TTSBackend, synthesize_many, trim_silence
+from twist.errors import ConfigError, InputError, MissingInputError
 from twist.rejects import RejectsLog
 
 STORYCLOZE_COLUMNS = (
@@ -43,6 +57,8 @@ STORYCLOZE_COLUMNS = (
     "RandomFifthSentenceQuiz1", "RandomFifthSentenceQuiz2", "AnswerRightEnding",
 )  # fmt: skip
 BUILTIN_STORIES = Path(__file__).parent / "data" / "stories.csv"
+VARIANTS = ("sSC", "tSC")
+WAV_DIR = "wav"
 
 
 @dataclass(frozen=True)
@@ -53,16 +69,27 @@ class Story:
     wrong: str
 
 
+def normalize_text(text: str) -> str:
+    """The form in which two endings count as the same words.
+
+    Unicode NFKC, case-folded, every character that is not a letter or a digit turned into
+    a space, runs of spaces collapsed: ``"His family loved it."`` and ``"his family loved
+    it!"`` are the same ending.
+    """
+    t = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join("".join(c if c.isalnum() else " " for c in t).split())
+
+
 def read_storycloze_csv(path: str | Path, rejects: RejectsLog | None = None) -> list[Story]:
     """Parse a StoryCloze CSV; bad rows go to ``rejects``.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: a required column is missing (the message names it).
+        MissingInputError: no such file.
+        InputError: a required column is missing (the message names it).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"StoryCloze CSV not found: {path}")
+        raise MissingInputError(f"StoryCloze CSV not found: {path}")
     stories: list[Story] = []
     seen: set[str] = set()
     with open(path, newline="", encoding="utf-8-sig") as f:
@@ -71,7 +98,7 @@ def read_storycloze_csv(path: str | Path, rejects: RejectsLog | None = None) -> 
         reader.fieldnames = header
         for col in STORYCLOZE_COLUMNS:
             if col not in header:
-                raise ValueError(
+                raise InputError(
                     f"{path}: missing column {col!r} in the StoryCloze CSV header "
                     f"(expected {', '.join(STORYCLOZE_COLUMNS)}; got {', '.join(header) or 'nothing'})"
                 )
@@ -90,6 +117,8 @@ def read_storycloze_csv(path: str | Path, rejects: RejectsLog | None = None) -> 
                 reason = f"empty {empty}"
             elif answer not in ("1", "2"):
                 reason = f"AnswerRightEnding must be 1 or 2, got {answer!r}"
+            elif normalize_text(texts[4]) == normalize_text(texts[5]):
+                reason = "RandomFifthSentenceQuiz1 and RandomFifthSentenceQuiz2 are the same words (a forced tie)"
             if reason is not None:
                 if rejects is not None:
                     rejects.add(what, reason)
@@ -100,16 +129,78 @@ def read_storycloze_csv(path: str | Path, rejects: RejectsLog | None = None) -> 
     return stories
 
 
-def topic_negatives(stories: Sequence[Story], seed: int) -> list[str]:
-    """For story i, the right ending of a different story drawn with ``seed`` (tSC)."""
-    if len(stories) < 2:
-        raise ValueError("tSC needs at least 2 stories (the negative ending comes from another story)")
-    rng = random.Random(seed)
+def topic_negatives(stories: Sequence[Story], seed: int, endings: Iterable[str] | None = None) -> list[str]:
+    """The tSC negative of each story: the right ending of another story, drawn with ``seed``.
+
+    The draw for a story depends on ``seed``, the story's id and the *set* of ``endings``
+    only: not on the other stories asked for, nor on the order of the file. Pass the right
+    endings of every story of the input file as ``endings`` and any subset of the file gets
+    the negatives it has in the whole. Endings whose normalised text equals the story's own
+    right ending are never drawn (duplicated endings exist in the real test file).
+
+    Args:
+        stories: the stories that need a negative.
+        seed: the build's seed.
+        endings: the right endings of the whole input file (default: those of ``stories``).
+
+    Raises:
+        InputError: a story has no ending to draw (the file has fewer than two different ones).
+    """
+    pool = sorted(set(endings if endings is not None else (s.right for s in stories)))
+    same_words: dict[str, list[int]] = {}
+    for i, e in enumerate(pool):
+        same_words.setdefault(normalize_text(e), []).append(i)
     out = []
-    for i in range(len(stories)):
-        j = rng.randrange(len(stories) - 1)
-        out.append(stories[j + (j >= i)].right)
+    for s in stories:
+        banned = same_words.get(normalize_text(s.right), [])  # ascending indices into pool
+        n_ok = len(pool) - len(banned)
+        if n_ok < 1:
+            raise InputError(
+                f"tSC needs at least 2 stories with different right endings (story {s.id!r} has no other "
+                "ending to draw its negative from)"
+            )
+        # A private stream per story: its draw cannot depend on what else is built.
+        r = random.Random(f"tsc:{seed}:{s.id}").randrange(n_ok)
+        for b in banned:  # the r-th allowed index, stepping over the banned ones
+            if r >= b:
+                r += 1
+        out.append(pool[r])
     return out
+
+
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; ``None`` stays ``None``."""
+    if shard is None or str(shard).strip() == "":
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(shard))
+    if m is None or not 0 <= int(m.group(1)) < int(m.group(2)):
+        raise ConfigError(f"storycloze.shard must be 'i/n' with 0 <= i < n (e.g. 0/4), got {shard!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def select_stories(stories: Sequence[Story], limit: int | None = None, shard: str | None = None) -> list[Story]:
+    """The first ``limit`` stories, then the ``i``-th of ``n`` contiguous parts of them (``shard="i/n"``)."""
+    out = list(stories[: int(limit)] if limit is not None else stories)
+    part = parse_shard(shard)
+    if part is not None:
+        i, n = part
+        out = out[len(out) * i // n : len(out) * (i + 1) // n]
+    return out
+
+
+def check_storycloze_input(csv_path: str | Path, limit: int | None = None, shard: str | None = None) -> int:
+    """Fail now, naming the problem, if a build from this CSV could not make a single pair.
+
+    Returns the number of stories the build would cover.
+    """
+    every_story = read_storycloze_csv(csv_path)
+    if not every_story:
+        raise InputError(f"{csv_path}: no usable stories (rows need an id, six non-empty sentences and "
+                         "AnswerRightEnding 1 or 2)")
+    stories = select_stories(every_story, limit, shard)
+    if not stories:
+        raise ConfigError(f"storycloze.limit={limit} / storycloze.shard={shard} select no story of {csv_path}")
+    return len(stories)
 
 
 def join_with_silence(segments: Sequence[np.ndarray], silence_ms: float, sample_rate: int = 16000) -> np.ndarray:
@@ -123,11 +214,17 @@ def join_with_silence(segments: Sequence[np.ndarray], silence_ms: float, sample_
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
-def _segment_path(root: Path, text: str, voice: str) -> Path:
-    import hashlib
-
+def segment_path(root: Path, text: str, voice: str) -> Path:
+    """Where the engine's recording of one sentence is cached."""
     h = hashlib.sha1(text.encode("utf-8")).hexdigest()[:20]
-    return root / slug(voice) / f"{h}.wav"
+    return Path(root) / slug(voice) / f"{h}.wav"
+
+
+def _recording_name(story: Story, kind: str, ending: str, recipe: list) -> str:
+    """``<id>_<kind>_<h>.wav``: ``h`` hashes everything the audio is made from, so a file of
+    that name is always the right one to reuse (resume) and a changed setting never is."""
+    h = hashlib.sha256(json.dumps([*recipe, *story.context, ending]).encode("utf-8")).hexdigest()[:12]
+    return f"{slug(story.id)}_{kind}_{h}.wav"
 
 
 def build_storycloze(
@@ -138,37 +235,45 @@ def build_storycloze(
     voice: str | None = None,
     seed: int = 0,
     silence_ms: float = 100.0,
-    tasks: Sequence[str] = ("sSC", "tSC"),
+    tasks: Sequence[str] = VARIANTS,
     workers: int | None = None,
     limit: int | None = None,
+    shard: str | None = None,
     trim_threshold: float = 1e-3,
     rejects: RejectsLog | None = None,
     progress: bool = True,
 ) -> dict:
     """Build sSC and/or tSC from a StoryCloze CSV; returns counts and synthesis speed.
 
-    Reruns skip sentences and pairs already built (resume).
+    Reruns skip sentences and recordings already built (resume); recordings no manifest
+    names any more (another seed, silence or story set) are removed.
+
+    Args:
+        limit: the first ``limit`` stories of the file only.
+        shard: ``"i/n"``: the ``i``-th of ``n`` contiguous parts of those stories. tSC
+            negatives are still drawn from the whole file, so the parts of a sharded build
+            hold exactly the pairs of the whole build.
     """
     out_dir = Path(out_dir)
-    bad = set(tasks) - {"sSC", "tSC"}
+    bad = set(tasks) - set(VARIANTS)
     if bad:
-        raise ValueError(f"unknown StoryCloze task(s) {sorted(bad)}; use sSC and/or tSC")
-    stories = read_storycloze_csv(csv_path, rejects)
-    if limit is not None:
-        stories = stories[: int(limit)]
-    if not stories:
-        raise ValueError(f"{csv_path}: no usable stories")
+        raise ConfigError(f"unknown StoryCloze task(s) {sorted(bad)} in storycloze.tasks; use sSC and/or tSC")
+    check_storycloze_input(csv_path, limit, shard)
+    every_story = read_storycloze_csv(csv_path, rejects)
+    stories = select_stories(every_story, limit, shard)
     voice = backend.voice_or_default(voice)
+    silence_ms = float(silence_ms)
     seg_root = out_dir / "_segments"
+    wav_dir = out_dir / WAV_DIR
 
     variants: dict[str, list[tuple[Story, str]]] = {}
     if "sSC" in tasks:
         variants["sSC"] = [(s, s.wrong) for s in stories]
     if "tSC" in tasks:
-        variants["tSC"] = list(zip(stories, topic_negatives(stories, seed)))
+        variants["tSC"] = list(zip(stories, topic_negatives(stories, seed, endings=[s.right for s in every_story])))
 
     sentences = sorted({t for rows in variants.values() for s, neg in rows for t in (*s.context, s.right, neg)})
-    jobs = [(t, voice, _segment_path(seg_root, t, voice)) for t in sentences]
+    jobs = [(t, voice, segment_path(seg_root, t, voice)) for t in sentences]
     report = synthesize_many(backend, jobs, workers=workers, progress=progress)
     failed = {p for p, _ in report.failures}
     for p, why in report.failures:
@@ -179,7 +284,7 @@ def build_storycloze(
 
     def segment(text: str) -> np.ndarray:
         if text not in cache:
-            path = _segment_path(seg_root, text, voice)
+            path = segment_path(seg_root, text, voice)
             if str(path) in failed:
                 raise BadAudioError(path, "synthesis failed")
             wav = trim_silence(load_audio(path, 16000), trim_threshold)
@@ -188,65 +293,93 @@ def build_storycloze(
             cache[text] = wav
         return cache[text]
 
-    def build_one(task: str, story: Story, neg: str) -> dict | None:
-        base = slug(story.id)
-        rel = {"positive": f"wav/{base}_pos.wav", "negative": f"wav/{base}_neg.wav"}
-        try:
-            for key, ending in (("positive", story.right), ("negative", neg)):
-                path = out_dir / task / rel[key]
-                if not path.exists():
-                    save_audio(path, join_with_silence([segment(t) for t in (*story.context, ending)], silence_ms), 16000)
-        except BadAudioError as e:
-            return {"error": f"{task} {story.id}: {e}"}
-        return {"id": story.id, **rel, "texts": {"context": list(story.context), "positive": story.right, "negative": neg}}
+    # Every distinct recording once: an sSC and a tSC positive of one story share a name.
+    recipe = [backend.name, voice, silence_ms, trim_threshold]
+    recordings: dict[str, tuple[Story, str]] = {}
+    names: dict[str, list[tuple[Story, str, str, str]]] = {}
+    for task, rows in variants.items():
+        names[task] = []
+        for s, neg in rows:
+            pos_name = _recording_name(s, "pos", s.right, recipe)
+            neg_name = _recording_name(s, "neg", neg, recipe)
+            recordings.setdefault(pos_name, (s, s.right))
+            recordings.setdefault(neg_name, (s, neg))
+            names[task].append((s, neg, pos_name, neg_name))
 
     # Pre-load segments serially (the cache is then read-only), then assemble in threads.
-    for rows in variants.values():
-        for s, neg in rows:
-            for t in (*s.context, s.right, neg):
-                try:
-                    segment(t)
-                except BadAudioError:
-                    pass
-    counts = {}
+    for s, ending in recordings.values():
+        for t in (*s.context, ending):
+            try:
+                segment(t)
+            except BadAudioError:
+                pass
+
+    def write_recording(name: str) -> str | None:
+        s, ending = recordings[name]
+        path = wav_dir / name
+        try:
+            if not path.exists():
+                save_audio(path, join_with_silence([segment(t) for t in (*s.context, ending)], silence_ms), 16000)
+        except BadAudioError as e:
+            return f"{s.id}: {e}"
+        return None
+
     with ThreadPoolExecutor(max_workers=max(1, workers or 2)) as pool:
-        for task, rows in variants.items():
-            _drop_stale_wavs(out_dir / task, {
-                "backend": backend.name, "voice": voice, "silence_ms": silence_ms, "trim": trim_threshold,
-                "rows": [[st.id, list(st.context), st.right, neg] for st, neg in rows],
-            })  # fmt: skip
-            results = list(pool.map(lambda r, task=task: build_one(task, *r), rows))
-            pairs = []
-            for res in results:
-                if res is None or "error" in res:
-                    if rejects is not None and res is not None:
-                        rejects.add(res["error"].split(":")[0], res["error"])
-                    continue
-                pairs.append(res)
-            write_pairs_jsonl(out_dir / task / "pairs.jsonl", pairs)
-            texts = [json.dumps({"id": p["id"], **p["texts"]}) for p in sorted(pairs, key=lambda p: p["id"])]
-            atomic_write_text(out_dir / task / "texts.jsonl", "".join(t + "\n" for t in texts))
-            counts[task] = len(pairs)
+        errors = dict(zip(recordings, pool.map(write_recording, recordings)))
+    counts = {}
+    for task, rows in names.items():
+        _drop_legacy_layout(out_dir / task)
+        pairs, texts = [], []
+        for s, neg, pos_name, neg_name in rows:
+            why = errors[pos_name] or errors[neg_name]
+            if why is not None:
+                if rejects is not None:
+                    rejects.add(f"{task} {s.id}", f"{task} {why}")
+                continue
+            pairs.append({"id": s.id, "positive": f"../{WAV_DIR}/{pos_name}", "negative": f"../{WAV_DIR}/{neg_name}"})
+            texts.append({"id": s.id, "context": list(s.context), "positive": s.right, "negative": neg})
+        write_pairs_jsonl(out_dir / task / "pairs.jsonl", pairs)
+        lines = [json.dumps(t) for t in sorted(texts, key=lambda t: t["id"])]
+        atomic_write_text(out_dir / task / "texts.jsonl", "".join(line + "\n" for line in lines))
+        counts[task] = len(pairs)
+    kept = _remove_unreferenced(out_dir, {n for n, e in errors.items() if e is None}, rebuilt=set(names))
     return {
         "stories": len(stories),
+        "stories_in_file": len(every_story),
         "pairs": counts,
         "sentences": len(sentences),
+        "recordings": kept,
         "voice": voice,
         "tts": report.summary(),
         "tts_items_per_s": round(report.items_per_s, 2),
     }
 
 
-def _drop_stale_wavs(task_dir: Path, settings: dict) -> None:
-    """Wav files are reused on a rerun (resume); only if made from these very settings and texts.
+def _drop_legacy_layout(task_dir: Path) -> None:
+    """Builds before the shared ``wav/`` kept a copy of every recording per variant."""
+    shutil.rmtree(task_dir / "wav", ignore_errors=True)
+    (task_dir / ".build-key").unlink(missing_ok=True)
 
-    A stamp holds a hash of what the wavs were built from; a different seed (other tSC
-    negatives), voice, silence or story set removes the old wavs instead of reusing them.
+
+def _remove_unreferenced(out_dir: Path, built: set[str], rebuilt: set[str]) -> int:
+    """Delete recordings no manifest names any more; returns how many are kept.
+
+    A variant not rebuilt this time keeps the files its existing ``pairs.jsonl`` names.
     """
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    stamp = task_dir / ".build-key"
-    if stamp.exists() and stamp.read_text().strip() != key:
-        shutil.rmtree(task_dir / "wav", ignore_errors=True)
-    elif not stamp.exists() and (task_dir / "wav").exists():
-        shutil.rmtree(task_dir / "wav", ignore_errors=True)  # made before stamps, or by hand
-    atomic_write_text(stamp, key + "\n")
+    keep = set(built)
+    for task in VARIANTS:
+        manifest = out_dir / task / "pairs.jsonl"
+        if task in rebuilt or not manifest.is_file():
+            continue
+        try:
+            rows = read_pairs_jsonl(manifest)
+        except (ValueError, OSError):
+            continue
+        keep |= {Path(r[k]).name for r in rows for k in ("positive", "negative")}
+    wav_dir = out_dir / WAV_DIR
+    if not wav_dir.is_dir():
+        return 0
+    for f in wav_dir.iterdir():
+        if f.is_file() and f.name not in keep:
+            f.unlink()
+    return sum(1 for f in wav_dir.iterdir() if f.is_file())

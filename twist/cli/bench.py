@@ -16,7 +16,7 @@ from twist.cli.common import save_resolved_config, user_errors
 
 @user_errors("twist-bench")
 def run(cfg: DictConfig) -> dict:
-    from twist.bench.build import build_benchmarks
+    from twist.bench.build import build_benchmarks, remove_unfinished_out_dir
 
     c = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(c, dict)
@@ -25,11 +25,15 @@ def run(cfg: DictConfig) -> dict:
     save_resolved_config(cfg, out_dir)
     tts = dict(c["tts"])
     name = tts.pop("name")
-    report = build_benchmarks(
-        c["task"], out_dir, tts=name, tts_kwargs=tts, seed=int(c["seed"]), workers=c["workers"],
-        storycloze=c["storycloze"], blimp=c["blimp"], wuggy=c["wuggy"], strict=bool(c["strict"]),
-        progress=bool(c["progress"]),
-    )  # fmt: skip
+    try:
+        report = build_benchmarks(
+            c["task"], out_dir, tts=name, tts_kwargs=tts, seed=int(c["seed"]), workers=c["workers"],
+            storycloze=c["storycloze"], blimp=c["blimp"], wuggy=c["wuggy"], strict=bool(c["strict"]),
+            progress=bool(c["progress"]),
+        )  # fmt: skip
+    except BaseException:
+        remove_unfinished_out_dir(out_dir)  # a bad input leaves no directory of logs behind
+        raise
     for task, res in report["tasks"].items():
         print(f"[twist-bench] {task}: {json.dumps({k: v for k, v in res.items() if k != 'tts'})}")
         print(f"[twist-bench] {task} tts: {res['tts']}")

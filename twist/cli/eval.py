@@ -1,7 +1,7 @@
 """``twist-eval``: zero-shot benchmarks for a speech LM, or a comparison table over several runs.
 
 Thin Hydra entry point (config: ``twist/configs/eval.yaml``); the work is done by
-:func:`twist.eval.evaluate_model` and :func:`twist.eval.report.compare_table`.
+:func:`twist.eval.evaluate_model` and :func:`twist.eval.report.compare_runs`.
 """
 
 from __future__ import annotations
@@ -39,13 +39,12 @@ def _dtype(name: str, device: Any) -> Any:
 
 def run_compare(cfg: dict[str, Any], out_dir: Path) -> str:
     from twist.atomic import atomic_write_json, atomic_write_text
-    from twist.eval.report import compare_table, load_results
+    from twist.eval.report import compare_runs
 
     runs = list(cfg.get("compare", {}).get("runs") or [])
     if not runs:
         raise ValueError("mode=compare needs compare.runs=[<eval run dir>, ...]")
-    md, table = compare_table([load_results(r) for r in runs], list(cfg["compare"].get("names") or []) or None)
-    table["runs"] = [str(r) for r in runs]
+    md, table = compare_runs(runs, list(cfg["compare"].get("names") or []) or None)
     atomic_write_text(out_dir / "compare.md", md)
     atomic_write_json(out_dir / "compare.json", table)
     return md

@@ -7,7 +7,9 @@
   submission files;
 * :mod:`twist.eval.storycloze` - sStoryCloze / tStoryCloze (released layout, ``pairs.jsonl``);
 * :mod:`twist.eval.ppl` - speech-token perplexity on a unit dataset split;
-* :mod:`twist.eval.inputs` - audio -> units with the tokenizer, cached; pre-tokenized units;
+* :mod:`twist.eval.inputs` - audio -> units with the tokenizer, cached by content; pre-tokenized units;
+* :mod:`twist.eval.rules` - the sum, mean and length-only decision rules and per-item scores;
+* :mod:`twist.eval.stats` - 95 % Wilson intervals and the exact paired sign test between runs;
 * :mod:`twist.eval.report` - results.json, markdown, per-item files, model comparison table;
 * :func:`evaluate_model` - all of the above for one model (what ``twist-eval`` runs).
 """

@@ -2,10 +2,13 @@
 
 The flow is: read and validate every benchmark first (a missing file or a bad gold.csv
 fails in seconds, before any model time is spent), then turn each benchmark's audio into
-units (cached), score every distinct item once with :class:`LikelihoodScorer`, decide the
-pairs, aggregate, and write ``results.json``/``results.md``/``items/``/``submission/``
-(see :mod:`twist.eval.report`). Benchmarks follow the TWIST paper's zero-shot suite (§3.3):
-sWUGGY and sBLIMP (ZeroSpeech 2021), sStoryCloze and tStoryCloze, and PPL.
+units (cached, identical audio encoded once), score every distinct item once with
+:class:`LikelihoodScorer`, decide the pairs by every rule (sum, mean, and the length-only
+baseline, :mod:`twist.eval.rules`), aggregate, attach a 95 % interval to every accuracy
+(:mod:`twist.eval.stats`), and write ``results.json``/``results.md``/``items/``/
+``item_scores.json``/``submission/`` (see :mod:`twist.eval.report`). Benchmarks follow the
+TWIST paper's zero-shot suite (§3.3): sWUGGY and sBLIMP (ZeroSpeech 2021), sStoryCloze and
+tStoryCloze, and PPL.
 
 ``cfg`` is a plain mapping with the fields of ``twist/configs/eval.yaml``; the CLI is a thin
 wrapper around :func:`evaluate_model`.
@@ -22,19 +25,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from twist.atomic import atomic_write_text
 from twist.contract import UnitContract
+from twist.errors import MissingInputError
 from twist.eval import ppl as ppl_mod
 from twist.eval import report, zr2021
 from twist.eval.inputs import AudioUnits, PretokenizedUnits, default_cache_dir, final_units
 from twist.eval.likelihood import SCORE_KINDS, LikelihoodScorer
 from twist.eval.pairs import accuracy, decide
+from twist.eval.rules import RULES, agreement, pair_items, rule_values, zr2021_items
+from twist.eval.stats import mean_with_interval, wilson_interval
 from twist.eval.storycloze import PairSet, load_pairs
 from twist.rejects import RejectsLog
 
 
 @dataclass
 class _Task:
-    name: str  # e.g. "swuggy/dev", "ssc"
+    name: str  # the benchmark as the paper spells it: "sWUGGY/dev", "sSC", "PPL" (results.json, items/)
     metric: str  # headline metric name, e.g. "sWUGGY (dev)"
     pairs: PairSet | None = None
     gold: zr2021.GoldSplit | None = None
@@ -55,6 +62,7 @@ def plan_tasks(cfg: Mapping[str, Any], contract: UnitContract) -> list[_Task]:
     if bench_root is not None and not bench_root.is_dir():
         raise FileNotFoundError(f"bench_root {bench_root} does not exist")
     tasks: list[_Task] = []
+    from_root = 0  # benchmarks found under bench_root
     for key, task, label in (("swuggy", "lexical", "sWUGGY"), ("sblimp", "syntactic", "sBLIMP")):
         spec = _get(b, key, {})
         d = spec.get("dir") or (str(Path(zr_root) / task) if zr_root else None)
@@ -68,8 +76,9 @@ def plan_tasks(cfg: Mapping[str, Any], contract: UnitContract) -> list[_Task]:
                 continue  # a twist-bench dir may hold only some splits
             gold = zr2021.load_split(d, split, task)
             pairs = zr2021.make_pairs(gold)
-            ps = PairSet(name=f"{key}/{split}", root=gold.dir, pairs=pairs, paths=dict(gold.audio), layout="zr2021")
-            tasks.append(_Task(f"{key}/{split}", f"{label} ({split})", pairs=ps, gold=gold, units=spec.get("units")))
+            ps = PairSet(name=f"{label}/{split}", root=gold.dir, pairs=pairs, paths=dict(gold.audio), layout="zr2021")
+            tasks.append(_Task(f"{label}/{split}", f"{label} ({split})", pairs=ps, gold=gold, units=spec.get("units")))
+            from_root += int(discovered)
     for key, label in (("ssc", "sSC"), ("tsc", "tSC")):
         spec = _get(b, key, {})
         path = spec.get("path")
@@ -78,21 +87,36 @@ def plan_tasks(cfg: Mapping[str, Any], contract: UnitContract) -> list[_Task]:
             for cand in (bench_root / label, bench_root / "storycloze" / label):
                 if cand.is_dir():
                     path = str(cand)
+                    from_root += 1
                     break
         if not path:
             continue
-        tasks.append(_Task(key, label, pairs=load_pairs(path, name=key), units=spec.get("units")))
+        tasks.append(_Task(label, label, pairs=load_pairs(path, name=label), units=spec.get("units")))
+    if bench_root is not None and not from_root:
+        raise MissingInputError(_nothing_under(bench_root))
     spec = _get(b, "ppl", {})
     if spec.get("dataset"):
         view = ppl_mod.load_split(spec["dataset"], _get(spec, "split", "test"), contract,
                                   max_utterances=spec.get("max_utterances"))
-        tasks.append(_Task("ppl", "PPL", ppl_view=view))
+        tasks.append(_Task("PPL", "PPL", ppl_view=view))
     if not tasks:
         raise ValueError(
             "no benchmark configured: set zr2021_root, benchmarks.swuggy.dir, benchmarks.sblimp.dir, "
             "benchmarks.ssc.path, benchmarks.tsc.path or benchmarks.ppl.dataset"
         )
     return tasks
+
+
+def _nothing_under(root: Path) -> str:
+    """The message for a ``bench_root`` in which no benchmark was found."""
+    msg = (f"bench_root {root}: no benchmark found in it. Expected a twist-bench out_dir, holding "
+           "lexical/<split>/gold.csv, syntactic/<split>/gold.csv (split: benchmarks.swuggy.splits / "
+           "benchmarks.sblimp.splits, default [dev]), storycloze/sSC/ or storycloze/tSC/ (or sSC/ and tSC/ directly)")
+    if (root / "pairs.jsonl").is_file() or any(root.glob("*_correct.wav")):
+        msg += f"; {root} is itself one StoryCloze set: pass it as benchmarks.ssc.path or benchmarks.tsc.path"
+    elif (root / "gold.csv").is_file() or (root / "dev").is_dir() or (root / "test").is_dir():
+        msg += f"; {root} looks like one ZR2021 task dir: pass it as benchmarks.swuggy.dir or benchmarks.sblimp.dir"
+    return msg
 
 
 def _resolve_units(task: _Task, contract: UnitContract, audio: AudioUnits | None,
@@ -170,9 +194,14 @@ def evaluate_model(
         "device": str(next(iter(model.parameters()), torch.zeros(0)).device),
         "dtype": str(next(iter(model.parameters()), torch.zeros(0)).dtype).replace("torch.", ""),
         "metrics": {},
+        "ci95": {},
+        "rules": {},
         "benchmarks": {},
     }
+    item_scores: dict[str, dict[str, float]] = {}
     total_pairs, total_score_s = 0, 0.0
+    # Each run finds every reject again, so the log starts empty rather than appending to a past run's.
+    atomic_write_text(out_dir / "rejects.jsonl", "")
     with RejectsLog(out_dir / "rejects.jsonl", stage="eval", strict=bool(_get(cfg, "strict", False))) as rejects:
         for task in tasks:
             if task.ppl_view is not None:
@@ -181,11 +210,20 @@ def evaluate_model(
                 results["metrics"][task.metric] = summary["ppl"]
                 report.write_items(out_dir, task.name, rows)
                 continue
-            summary, rows = _run_pairs(task, scorer, contract, audio, rejects, decide_by, out_dir)
+            summary, rows, items, agree = _run_pairs(task, scorer, contract, audio, rejects, decide_by, out_dir)
             results["benchmarks"][task.name] = summary
             results["metrics"][task.metric] = summary["accuracy"]
             if task.gold is not None and task.gold.task == "lexical":
                 results["metrics"][task.metric.replace("sWUGGY", "sWUGGY in-vocab")] = summary["in_vocab"]
+            for metric, by_rule in items.items():
+                per_rule = {r: mean_with_interval(list(by_rule[r].values())) for r in RULES}
+                results["ci95"][metric] = per_rule[decide_by]["ci95"]
+                results["rules"][metric] = {
+                    "n_items": per_rule[decide_by]["n"],
+                    **{r: {"accuracy": v["accuracy"], "ci95": v["ci95"]} for r, v in per_rule.items()},
+                    "agree_with_length": {r: agree[r] for r in ("sum", "mean")},
+                }
+                item_scores[metric] = by_rule[decide_by]
             report.write_items(out_dir, task.name, rows)
             total_pairs += summary["n_pairs"]
             total_score_s += summary["score_seconds"]
@@ -193,13 +231,23 @@ def evaluate_model(
     results["pairs_per_second"] = total_pairs / total_score_s if total_score_s > 0 else None
     if audio is not None:
         results["tokenizer_cache"] = {"hits": audio.n_cache_hits, "encoded": audio.n_encoded,
+                                      "same_content": audio.n_same_content,
                                       "dir": str(audio.cache_dir) if audio.cache_dir else None}
+    report.write_item_scores(out_dir, decide_by, item_scores)
     report.write_results(out_dir, results)
     return results
 
 
-def _run_pairs(task: _Task, scorer: LikelihoodScorer, contract: UnitContract, audio: AudioUnits | None,
-               rejects: RejectsLog, decide_by: str, out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _run_pairs(
+    task: _Task, scorer: LikelihoodScorer, contract: UnitContract, audio: AudioUnits | None, rejects: RejectsLog,
+    decide_by: str, out_dir: Path,
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[str, dict[str, float]]], dict[str, float]]:
+    """Score one pair benchmark.
+
+    Returns:
+        the summary, per-pair rows, ``{metric: {rule: {item id: item score}}}`` and, per
+        rule, the share of pairs it decides as the length-only baseline does.
+    """
     ps = task.pairs
     assert ps is not None
     t0 = time.perf_counter()
@@ -207,29 +255,48 @@ def _run_pairs(task: _Task, scorer: LikelihoodScorer, contract: UnitContract, au
     t_units = time.perf_counter() - t0
     keys = list(units)
     scores = scorer.score_units([units[k] for k in keys], names=[f"{task.name}: {k}" for k in keys])
-    chosen = dict(zip(keys, scores.pick(decide_by).tolist()))
-    detail = {k: (s, m, n) for k, s, m, n in zip(keys, scores.sum, scores.mean, scores.n_tokens)}
+    values = rule_values(keys, scores, units)
+    chosen = values[decide_by]
+    detail = {k: (s, m, n, units[k].size) for k, s, m, n in zip(keys, scores.sum, scores.mean, scores.n_tokens)}
     if task.gold is not None:
-        summary, rows = zr2021.evaluate_split(task.gold, chosen)
+        by_rule = {r: zr2021.evaluate_split(task.gold, values[r]) for r in RULES}
+        summary, rows = by_rule[decide_by]
+        for r, (_, r_rows) in by_rule.items():
+            for row, other in zip(rows, r_rows):
+                row[f"{r}_score"] = other["score"]
         for r in rows:
             for side in ("positive", "negative"):
-                s, m, n = detail[r[side]]
+                s, m, n, u = detail[r[side]]
                 r[f"{side}_logprob_sum"], r[f"{side}_logprob_mean"], r[f"{side}_n_tokens"] = float(s), float(m), int(n)
+                r[f"{side}_n_units"] = int(u)
         sub = out_dir / "submission" / task.gold.task / f"{task.gold.split}.txt"
         summary["submission"] = str(sub)
         summary["submission_complete"] = zr2021.write_submission(sub, task.gold, chosen)
+        label = task.metric[len(task.metric.split(" (")[0]):]
+        per_rule = {r: zr2021_items(task.gold.task, label, by_rule[r][1]) for r in RULES}
+        items = {m: {r: per_rule[r][m] for r in RULES} for m in per_rule[decide_by]}
+        decisions = {r: [row["score"] for row in by_rule[r][1]] for r in RULES}
     else:
         kept = [p for p in ps.pairs if p.positive in chosen and p.negative in chosen]
-        dec = decide([chosen[p.positive] for p in kept], [chosen[p.negative] for p in kept])
+        decisions = {r: decide([values[r][p.positive] for p in kept], [values[r][p.negative] for p in kept]) for r in RULES}
+        dec = decisions[decide_by]
         summary = {"accuracy": accuracy(dec), "n_pairs": len(kept), "n_pairs_skipped": len(ps.pairs) - len(kept),
                    "layout": ps.layout}
         rows = []
-        for p, d in zip(kept, dec):
-            (ps_, pm, pn), (ns, nm, nn) = detail[p.positive], detail[p.negative]
+        for i, (p, d) in enumerate(zip(kept, dec)):
+            (ps_, pm, pn, pu), (ns, nm, nn, nu) = detail[p.positive], detail[p.negative]
             rows.append({"id": p.id, **p.meta, "positive": p.positive, "negative": p.negative,
                          "positive_logprob_sum": float(ps_), "negative_logprob_sum": float(ns),
                          "positive_logprob_mean": float(pm), "negative_logprob_mean": float(nm),
-                         "positive_n_tokens": int(pn), "negative_n_tokens": int(nn), "score": float(d)})
+                         "positive_n_tokens": int(pn), "negative_n_tokens": int(nn),
+                         "positive_n_units": int(pu), "negative_n_units": int(nu), "score": float(d),
+                         **{f"{r}_score": float(decisions[r][i]) for r in RULES}})
+        items = {task.metric: {r: pair_items([p.id for p in kept], decisions[r]) for r in RULES}}
+    agree = {r: agreement(decisions[r], decisions["length"]) for r in RULES}
+    summary["ci95"] = list(wilson_interval(summary["accuracy"], len(items[task.metric][decide_by])))
+    for table in ("by_frequency", "by_length", "by_type", "by_subtype"):
+        for row in summary.get(table) or []:
+            row["ci95_low"], row["ci95_high"] = wilson_interval(row["score"], row["n"]) if row["n"] else (None, None)
     summary.update(
         n_items=len(keys),
         n_truncated=scores.n_truncated,
@@ -237,4 +304,4 @@ def _run_pairs(task: _Task, scorer: LikelihoodScorer, contract: UnitContract, au
         score_seconds=round(scores.seconds, 4),
         pairs_per_second=summary["n_pairs"] / scores.seconds if scores.seconds > 0 else None,
     )
-    return summary, rows
+    return summary, rows, items, agree

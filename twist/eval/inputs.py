@@ -2,11 +2,13 @@
 
 A benchmark names its items by audio path. :class:`AudioUnits` turns each file into units
 with the model's tokenizer (``twist.tokenizer.UnitTokenizer``) and caches the frame-level
-units on disk, keyed by the file (resolved path, size, mtime) and a fingerprint of the
+units on disk, keyed by the file's *content* (SHA-256 of its bytes) and a fingerprint of the
 tokenizer's identity (encoder and k-means fingerprints, layer, frame rate, K, sample rate).
-A second run of any benchmark, or of another model with the same tokenizer, reads the cache
-and skips the encoder entirely; a killed run keeps every file it finished (each cache entry
-is written atomically).
+Identical audio is encoded once, whatever its path: the sSC and tSC positives of a story
+are the same recording, and a copied or moved benchmark still hits the cache. A second run
+of any benchmark, or of another model with the same tokenizer, reads the cache and skips
+the encoder entirely; a killed run keeps every file it finished (each cache entry is
+written atomically).
 
 :class:`PretokenizedUnits` reads units made elsewhere: a twist unit dataset directory (its
 contract is checked against the model's) or a ``<id>\\t<u1 u2 ...>`` line file. An audio path
@@ -59,6 +61,15 @@ def tokenizer_fingerprint(contract: UnitContract) -> str:
     return fingerprint_arrays(extra=json.dumps({k: d[k] for k in IDENTITY_FIELDS}, sort_keys=True, default=str))
 
 
+def content_key(path: str | Path) -> str:
+    """SHA-256 of a file's bytes: the cache key of its units."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def default_cache_dir() -> Path:
     root = os.environ.get("TWIST_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "twist"
@@ -87,12 +98,13 @@ class AudioUnits:
         self.progress = progress
         self.n_cache_hits = 0
         self.n_encoded = 0
+        self.n_same_content = 0  # files whose bytes another file of this run already had
+        # content hash -> frame-level units, for every file this object has turned into units
+        self._frames: dict[str, np.ndarray] = {}
 
-    def _cache_path(self, path: Path) -> Path | None:
+    def _cache_path(self, key: str) -> Path | None:
         if self.cache_dir is None:
             return None
-        st = path.stat()
-        key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
         return self.cache_dir / key[:2] / f"{key}.npy"
 
     def _store(self, cache: Path | None, frames: np.ndarray) -> None:
@@ -110,19 +122,32 @@ class AudioUnits:
         from twist.audio import BadAudioError
 
         out: dict[str, np.ndarray] = {}
-        todo: list[tuple[Path, Path | None]] = []
+        todo: list[tuple[Path, str]] = []
+        waiting: dict[str, list[Path]] = {}  # content key -> files with those bytes, encoded once
         for p in dict.fromkeys(Path(x) for x in paths):
             if not p.is_file():
                 raise FileNotFoundError(f"audio file not found: {p}")
-            cache = self._cache_path(p)
+            key = content_key(p)
+            if key in self._frames:
+                out[str(p)] = final_units(self._frames[key], self.contract, name=str(p))
+                self.n_same_content += 1
+                continue
+            if key in waiting:
+                waiting[key].append(p)
+                self.n_same_content += 1
+                continue
+            cache = self._cache_path(key)
             if cache is not None and cache.is_file():
                 try:
-                    out[str(p)] = final_units(np.load(cache), self.contract, name=str(p))
+                    frames = np.load(cache)
+                    out[str(p)] = final_units(frames, self.contract, name=str(p))
+                    self._frames[key] = frames
                     self.n_cache_hits += 1
                     continue
                 except (ValueError, OSError):
                     pass  # a torn or stale entry: re-encode it
-            todo.append((p, cache))
+            waiting[key] = [p]
+            todo.append((p, key))
         if not todo:
             return out
         bar = None
@@ -157,16 +182,22 @@ class AudioUnits:
                         frames.append(None)
                         if rejects is not None:
                             rejects.add(p, e.reason)
-            for (p, cache), f in zip(chunk, frames):
+            for (p, key), f in zip(chunk, frames):
                 if f is None:
+                    for twin in waiting[key][1:]:  # same bytes, same verdict
+                        if rejects is not None:
+                            rejects.add(twin, f"same audio as {p}, which could not be read")
                     continue
                 f = np.asarray(f)
                 if f.size == 0:
-                    if rejects is not None:
-                        rejects.add(p, "tokenizer returned no units (audio too short?)")
+                    for same in waiting[key]:
+                        if rejects is not None:
+                            rejects.add(same, "tokenizer returned no units (audio too short?)")
                     continue
-                self._store(cache, f)
-                out[str(p)] = final_units(f, self.contract, name=str(p))
+                self._store(self._cache_path(key), f)
+                self._frames[key] = f
+                for same in waiting[key]:
+                    out[str(same)] = final_units(f, self.contract, name=str(same))
                 self.n_encoded += 1
             if bar is not None:
                 bar.update(len(chunk))

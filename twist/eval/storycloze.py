@@ -23,13 +23,15 @@ A file that does not fit, or an unpaired one, is an error naming it.
 
 **A generic pairs manifest** (what ``twist-bench`` writes): ``pairs.jsonl`` with rows
 ``{"id": str, "positive": "rel/path.wav", "negative": "rel/path.wav"}``, paths relative
-to the manifest's directory; ``positive_units`` / ``negative_units`` (lists of ints) may
+to the manifest's directory (``../wav/x.wav`` is fine: twist-bench's sSC and tSC share one
+``wav/`` folder); ``positive_units`` / ``negative_units`` (lists of ints) may
 replace a path with pre-tokenized units.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -136,7 +138,9 @@ def read_manifest(path: str | Path, name: str = "pairs") -> PairSet:
                 inline[key] = np.asarray(u, dtype=np.int64)
             elif side in row:
                 p = Path(row[side])
-                p = p if p.is_absolute() else root / p
+                # normpath: twist-bench's sSC and tSC name a shared recording as ../wav/<name>;
+                # one spelling per file makes it one item for the tokenizer and its cache
+                p = Path(os.path.normpath(p if p.is_absolute() else root / p))
                 if not p.is_file():
                     raise FileNotFoundError(f"{where}: pair {pid!r}: {side} file {p} does not exist")
                 key = str(p)
