@@ -28,8 +28,8 @@ RESULTS = "results.json"
 RESULTS_MD = "results.md"
 ITEMS = "items"
 # Column order of the paper's tables; unknown metrics go after these.
-METRIC_ORDER = ("PPL", "sWUGGY", "sWUGGY in-vocab", "sBLIMP", "sSC", "tSC")
-LOWER_IS_BETTER = ("PPL",)
+METRIC_ORDER = ("PPL", "sWUGGY", "sWUGGY in-vocab", "sBLIMP", "sSC", "tSC", "GenPPL", "auto-BLEU", "distinct-2")
+LOWER_IS_BETTER = ("PPL", "GenPPL", "auto-BLEU")
 
 
 def _clean(obj: Any) -> Any:
@@ -99,7 +99,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         out.append(f"\n## {bname}\n\n")
         counts = {k: v for k, v in b.items() if not isinstance(v, (list, dict))}
         out.append(markdown_table(["field", "value"], [[k, _fmt(v)] for k, v in counts.items()]))
-        for table_key in ("by_frequency", "by_length", "by_type"):
+        for table_key in ("by_frequency", "by_length", "by_type", "by_seed"):
             if b.get(table_key):
                 rows = b[table_key]
                 cols = list(rows[0])
