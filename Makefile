@@ -3,7 +3,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 TORCH_VERSION ?= 2.13.0
-APT_PACKAGES := espeak-ng pocketsphinx-testdata fortunes-min
+APT_PACKAGES := espeak-ng pocketsphinx-testdata fortunes-min chromium chromium-driver
 STAMP := .cache/install.stamp
 
 .PHONY: install test lint demo bench clean

@@ -35,9 +35,13 @@ def test_demo_runs_end_to_end_then_reuses_its_cache(tmp_path):
     for path in [
         "units/meta.json", "bench/lexical/dev/gold.csv", "train/warm/speech_lm/config.json",
         "train/cold/speech_lm/config.json", "eval/warm/results.json", "eval/cold/results.json",
-        "plot/valid_ppl.png", "vocoder", "resynth", "generate",
+        "plot/valid_ppl.png", "vocoder", "resynth", "generate", "generate_cold", "mos/page/index.html", "mos/key.json",
     ]:  # fmt: skip
         assert (out / path).exists(), path
+    # the listening test pairs warm and cold continuations of one prompt, with the original as gold
+    key = json.loads((out / "mos" / "key.json").read_text())
+    assert key["systems"] == ["warm", "cold"] and key["gold_system"] == "original" and len(key["items"]) == 3
+    assert f"listening-test page (open it in a browser): {out / 'mos' / 'page' / 'index.html'}" in p.stdout
     assert list((out / "resynth").rglob("*.wav")) and list((out / "generate").rglob("*.wav"))
     table = p.stdout
     assert "warm" in table and "cold" in table and "Outputs:" in table

@@ -14,6 +14,8 @@ Steps, each cached (see :mod:`twist.demo.steps`)::
     vocoder     twist-vocoder mode=train: a small unit HiFi-GAN with duration predictor
     resynth     twist-vocoder mode=resynth: audio -> units -> audio (+ ASR WER)
     generate    twist-generate: a 3 s prompt continued by the warm model, vocoded
+    generate_cold the same prompt and seed continued by the cold model
+    mos         the MMOS listening-test page (twist-mos build) for the warm and cold continuations
 """
 
 from __future__ import annotations
@@ -177,7 +179,31 @@ def build_steps(cfg: Any) -> list[Step]:
             depends=["train_warm", "vocoder"],
         )
     )  # fmt: skip
+    gen_dirs = {"warm": out / "generate"}
+    if "cold" in runs:  # the same prompt and seed continued by the cold model: the listening test pairs the two
+        swap = {f"lm={out / 'train' / 'warm' / 'speech_lm'}": f"lm={out / 'train' / 'cold' / 'speech_lm'}",
+                f"out_dir={out / 'generate'}": f"out_dir={out / 'generate_cold'}"}
+        steps.append(Step("generate_cold", out / "generate_cold", argv=[swap.get(a, a) for a in steps[-1].argv or []],
+                          depends=["train_cold", "vocoder"]))
+        gen_dirs["cold"] = out / "generate_cold"
+    steps.append(
+        Step(
+            "mos",
+            out / "mos",
+            fn=lambda: _listening_test(gen_dirs, prompt, out / "mos"),
+            config={"prompt": str(prompt)},
+            depends=[d.name for d in gen_dirs.values()],
+            rerun=f"twist-demo out_dir={out} only=mos",
+        )
+    )
     return steps
+
+
+def _listening_test(gen_dirs: dict[str, Path], prompt: Path, out_dir: Path) -> None:
+    from twist.mos.build import listening_test_page
+
+    page = listening_test_page(gen_dirs, out_dir, original=[prompt], title="twist demo: how natural is the speech?")
+    print(f"[demo] listening-test page (open it in a browser): {page}")
 
 
 def _pick_prompt(units: Path, corpus_dir: Path) -> Path:
@@ -218,6 +244,7 @@ def summarize(out_dir: str | Path) -> str:
         ("vocoder", out / "vocoder"),
         ("resynthesised audio", out / "resynth"),
         ("generated continuation", out / "generate"),
+        ("listening-test page", out / "mos" / "page" / "index.html"),
     ]
     lines += ["", "Outputs:"]
     for name, path in outputs:

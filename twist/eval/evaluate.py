@@ -27,7 +27,7 @@ import torch
 
 from twist.atomic import atomic_write_text
 from twist.contract import UnitContract
-from twist.errors import MissingInputError
+from twist.errors import ConfigError, MissingInputError
 from twist.eval import ppl as ppl_mod
 from twist.eval import report, zr2021
 from twist.eval.inputs import AudioUnits, PretokenizedUnits, default_cache_dir, final_units
@@ -47,6 +47,7 @@ class _Task:
     gold: zr2021.GoldSplit | None = None
     units: str | None = None  # pre-tokenized source
     ppl_view: Any = None
+    generation: Any = None  # a twist.eval.generation.GenerationTask
 
 
 def _get(cfg: Mapping[str, Any], key: str, default: Any = None) -> Any:
@@ -99,10 +100,17 @@ def plan_tasks(cfg: Mapping[str, Any], contract: UnitContract) -> list[_Task]:
         view = ppl_mod.load_split(spec["dataset"], _get(spec, "split", "test"), contract,
                                   max_utterances=spec.get("max_utterances"))
         tasks.append(_Task("PPL", "PPL", ppl_view=view))
+    spec = _get(b, "generation", {})
+    if spec.get("vocoder"):
+        from twist.eval.generation import plan_generation
+
+        if "tokenizer_dir" in cfg and not cfg.get("tokenizer_dir"):
+            raise ConfigError("benchmarks.generation turns prompt audio into units: set tokenizer_dir")
+        tasks.append(_Task("generation", "GenPPL", generation=plan_generation(spec)))
     if not tasks:
         raise ValueError(
             "no benchmark configured: set zr2021_root, benchmarks.swuggy.dir, benchmarks.sblimp.dir, "
-            "benchmarks.ssc.path, benchmarks.tsc.path or benchmarks.ppl.dataset"
+            "benchmarks.ssc.path, benchmarks.tsc.path, benchmarks.ppl.dataset or benchmarks.generation.vocoder"
         )
     return tasks
 
@@ -204,6 +212,15 @@ def evaluate_model(
     atomic_write_text(out_dir / "rejects.jsonl", "")
     with RejectsLog(out_dir / "rejects.jsonl", stage="eval", strict=bool(_get(cfg, "strict", False))) as rejects:
         for task in tasks:
+            if task.generation is not None:
+                from twist.eval.generation import METRICS, run_generation
+
+                summary, rows = run_generation(task.generation, lm=model, contract=contract, tokenizer=tokenizer,
+                                               out_dir=out_dir, model_key=str(cfg.get("model_path")), progress=progress)
+                results["benchmarks"][task.name] = summary
+                results["metrics"].update({m: summary[m] for m in METRICS})
+                report.write_items(out_dir, task.name, rows)
+                continue
             if task.ppl_view is not None:
                 summary, rows = ppl_mod.perplexity(scorer, task.ppl_view)
                 results["benchmarks"][task.name] = summary

@@ -37,8 +37,8 @@ ITEMS = "items"
 ITEM_SCORES = "item_scores.json"
 RULE_LABELS = {"sum": "sum", "mean": "mean", "length": "length-only"}
 # Column order of the paper's tables; unknown metrics go after these.
-METRIC_ORDER = ("PPL", "sWUGGY", "sWUGGY in-vocab", "sBLIMP", "sSC", "tSC")
-LOWER_IS_BETTER = ("PPL",)
+METRIC_ORDER = ("PPL", "sWUGGY", "sWUGGY in-vocab", "sBLIMP", "sSC", "tSC", "GenPPL", "auto-BLEU", "distinct-2")
+LOWER_IS_BETTER = ("PPL", "GenPPL", "auto-BLEU")
 
 
 def _clean(obj: Any) -> Any:
@@ -158,7 +158,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         out.append(f"\n## {bname}\n\n")
         counts = {k: v for k, v in b.items() if not isinstance(v, (list, dict))}
         out.append(markdown_table(["field", "value"], [[k, _fmt(v)] for k, v in counts.items()]))
-        for table_key in ("by_frequency", "by_length", "by_type"):
+        for table_key in ("by_frequency", "by_length", "by_type", "by_seed"):
             if b.get(table_key):
                 rows = b[table_key]
                 cols = list(rows[0])
