@@ -42,7 +42,8 @@ def check_positive(key: str, value: float | int | None, *, allow_zero: bool = Fa
 
 
 def to_typed(schema: type[T], cfg: Any) -> T:
-    """The typed object for ``cfg`` (a DictConfig, a mapping, or already a ``schema`` instance).
+    """The typed object for ``cfg`` (a DictConfig, a mapping, ``None`` for the defaults, or already a
+    ``schema`` instance).
 
     ``cfg`` is merged into a fresh structured config of ``schema``: a key the schema does not
     declare (also one added with Hydra's ``+``), a value of the wrong type, or a required
@@ -53,6 +54,8 @@ def to_typed(schema: type[T], cfg: Any) -> T:
 
     if isinstance(cfg, schema):
         return cfg
+    if cfg is None:  # the schema's defaults
+        cfg = {}
     try:
         base = OmegaConf.structured(schema)
         # as plain containers: a node Hydra typed already would carry keys added with `+`

@@ -63,12 +63,12 @@ def test_bad_inputs_fail_early_naming_the_setting(tmp_path, mos):
     inputs = mos.make_inputs(tmp_path / "in", n_prompts=2)
     with pytest.raises(ConfigError, match="'original' is reserved"):
         build_page({"original": inputs["systems"]["warm"]}, tmp_path / "t", progress=False)
-    with pytest.raises(MissingInputError, match="build.systems.cold: .*nowhere does not exist"):
+    with pytest.raises(MissingInputError, match="systems.cold: .*nowhere does not exist"):
         build_page({"warm": inputs["systems"]["warm"], "cold": tmp_path / "nowhere"}, tmp_path / "t", progress=False)
     (inputs["original"] / "utt1.wav").unlink()
-    with pytest.raises(MissingInputError, match=r"build.original: no clip for 1 prompt\(s\), e.g. \['utt1'\]"):
+    with pytest.raises(MissingInputError, match=r"original: no clip for 1 prompt\(s\), e.g. \['utt1'\]"):
         build_page(inputs["systems"], tmp_path / "t", original=inputs["original"], progress=False)
-    with pytest.raises(ConfigError, match="unknown build setting"):
+    with pytest.raises(ConfigError, match=r"unknown setting sead \(did you mean seed\?\)"):
         build_page(inputs["systems"], tmp_path / "t", settings={"sead": 1}, progress=False)
     assert not (tmp_path / "t" / "key.json").exists()
 

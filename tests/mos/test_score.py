@@ -225,5 +225,7 @@ def test_a_rated_item_must_be_in_the_raters_own_order(tmp_path):
 def test_screening_settings_are_validated():
     with pytest.raises(ConfigError, match="screening.max_gold_fail_fraction must be in"):
         Screening(max_gold_fail_fraction=2)
-    with pytest.raises(ConfigError, match="unknown screening setting"):
-        Screening.from_mapping({"min_corr": 0.3})
+    from twist.schema import to_typed
+
+    with pytest.raises(ConfigError, match="unknown setting min_corr"):
+        to_typed(Screening, {"min_corr": 0.3})

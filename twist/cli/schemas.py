@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from twist.asr import AsrRunConfig
 from twist.generate import GenerateRunConfig
+from twist.mos.config import MosBuildConfig, MosScoreConfig
 from twist.train.config import PlotConfig, TrainRunConfig
 from twist.vocoder.config import VocoderRunConfig
 
 SCHEMAS: dict[str, type] = {
     "asr_run": AsrRunConfig,
     "generate": GenerateRunConfig,
+    "mos_build": MosBuildConfig,
+    "mos_score": MosScoreConfig,
     "plot": PlotConfig,
     "train": TrainRunConfig,
     "vocoder": VocoderRunConfig,

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from twist.errors import ConfigError, InputError, MissingInputError, RunExistsError
+from twist.mos.config import PageSettings
+from twist.schema import to_typed
 
 KEY_FORMAT = "twist-mos-key"
 FORMAT_VERSION = 1
@@ -48,52 +50,6 @@ SCALE = {"min": 1.0, "max": 5.0, "step": 0.5}
 ANCHORS = {"1": "not natural at all", "2": "mostly unnatural", "3": "partly natural", "4": "mostly natural",
            "5": "completely natural"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
-
-
-@dataclasses.dataclass
-class PageSettings:
-    """How the page is made (``build:`` in ``configs/mos_build.yaml``).
-
-    Attributes:
-        title: the page's heading.
-        seed: seeds every rater's order; part of the test id.
-        prompts_per_rater: each rater hears a seeded sample of this many prompts (every system's
-            clip of each); None = all prompts.
-        repeat: play one item twice per rater (attention check).
-        clip_seconds: cut every clip to its first N seconds (None = as is), e.g. so the original
-            recordings are as long as prompt + continuation.
-        loudness_dbfs: RMS level every clip is scaled to (peaks kept below full scale); None = as is.
-        sample_rate: the page's audio sample rate.
-        contact: a line shown at the end, e.g. where to send the ratings file.
-    """
-
-    title: str = "Listening test: how natural is the speech?"
-    seed: int = 0
-    prompts_per_rater: int | None = None
-    repeat: bool = True
-    clip_seconds: float | None = None
-    loudness_dbfs: float | None = -23.0
-    sample_rate: int = 16000
-    contact: str = ""
-
-    def __post_init__(self) -> None:
-        if self.prompts_per_rater is not None and int(self.prompts_per_rater) < 1:
-            raise ConfigError(f"build.prompts_per_rater must be >= 1 or null, got {self.prompts_per_rater}")
-        if self.clip_seconds is not None and float(self.clip_seconds) <= 0:
-            raise ConfigError(f"build.clip_seconds must be > 0 or null, got {self.clip_seconds}")
-        if self.loudness_dbfs is not None and not -60 <= float(self.loudness_dbfs) < 0:
-            raise ConfigError(f"build.loudness_dbfs must be in [-60, 0) dBFS or null, got {self.loudness_dbfs}")
-        if int(self.sample_rate) < 8000:
-            raise ConfigError(f"build.sample_rate must be >= 8000, got {self.sample_rate}")
-
-    @classmethod
-    def from_mapping(cls, m: Mapping[str, Any] | None) -> PageSettings:
-        m = dict(m or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(m) - names)
-        if unknown:
-            raise ConfigError(f"unknown build setting(s) {unknown}; known: {sorted(names)}")
-        return cls(**m)
 
 
 # ---------------------------------------------------------------------------------------
@@ -144,26 +100,26 @@ def collect_items(
         ``resynth`` appear under those names and must cover every prompt.
     """
     if not systems:
-        raise ConfigError("build.systems is empty: give at least one {name: generate dir}")
+        raise ConfigError("systems is empty: give at least one {name: generate dir}")
     found: dict[str, dict[str, Path]] = {}
     for name, src in systems.items():
         name = str(name)
         if not _NAME_RE.match(name):
-            raise ConfigError(f"build.systems: name {name!r} must be 1-64 letters, digits or . _ + - (starting alphanumeric)")
+            raise ConfigError(f"systems: name {name!r} must be 1-64 letters, digits or . _ + - (starting alphanumeric)")
         if name in (ORIGINAL, RESYNTH):
-            raise ConfigError(f"build.systems: {name!r} is reserved for the top-line set by build.{name}")
-        found[name] = system_audio(src, what=f"build.systems.{name}")
+            raise ConfigError(f"systems: {name!r} is reserved for the top-line set by {name}=")
+        found[name] = system_audio(src, what=f"systems.{name}")
     prompts = sorted(set.intersection(*(set(v) for v in found.values())))
     if not prompts:
-        raise InputError(f"build.systems: no prompt id is common to all of {sorted(found)} (prompts match by file stem)")
+        raise InputError(f"systems: no prompt id is common to all of {sorted(found)} (prompts match by file stem)")
     for key, src in ((ORIGINAL, original), (RESYNTH, resynth)):
         if src is None or src == "" or src == []:
             continue
-        clips = system_audio(src, what=f"build.{key}")
+        clips = system_audio(src, what=key)
         missing = [p for p in prompts if p not in clips]
         if missing:
             raise MissingInputError(
-                f"build.{key}: no clip for {len(missing)} prompt(s), e.g. {missing[:3]} (expected <prompt id>.wav)"
+                f"{key}: no clip for {len(missing)} prompt(s), e.g. {missing[:3]} (expected <prompt id>.wav)"
             )
         found[key] = clips
     return prompts, {name: {p: clips[p] for p in prompts} for name, clips in found.items()}
@@ -249,7 +205,7 @@ def build_page(
     from twist.atomic import atomic_replace_dir, atomic_write_json
 
     if not isinstance(settings, PageSettings):
-        settings = PageSettings.from_mapping(settings)
+        settings = to_typed(PageSettings, settings)
     out = Path(out_dir)
     prompts, clips = collect_items(systems, original=original, resynth=resynth)
     prompt_index = {p: i for i, p in enumerate(prompts)}

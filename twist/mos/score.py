@@ -34,54 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from twist.errors import ConfigError, InputError
+from twist.mos.config import Screening
 from twist.mos.ratings import RaterSession, read_sessions
 from twist.mos.stats import mean_ci, paired_t_p, pearson, sign_test_p
-
-
-@dataclasses.dataclass
-class Screening:
-    """CrowdMOS-style rater screening thresholds (see the module doc). None switches a check off.
-
-    Attributes:
-        gold_min_score: a score below this on an original recording fails that gold item.
-        max_gold_fail_fraction: screen out a rater who failed more than this fraction of gold items.
-        repeat_max_diff: screen out a rater whose two scores of the repeated item differ by more.
-        min_listen_fraction: a rating after playing less than this fraction of the clip is a short listen.
-        max_short_listen_fraction: screen out a rater with more than this fraction of short listens.
-        min_correlation: screen out a rater whose Pearson r with the others' mean is below this.
-        min_overlap: the fewest shared items for the correlation check to apply.
-    """
-
-    gold_min_score: float | None = 3.5
-    max_gold_fail_fraction: float = 0.2
-    repeat_max_diff: float | None = 1.0
-    min_listen_fraction: float | None = 0.5
-    max_short_listen_fraction: float = 0.2
-    min_correlation: float | None = 0.25
-    min_overlap: int = 5
-
-    def __post_init__(self) -> None:
-        for name in ("max_gold_fail_fraction", "max_short_listen_fraction"):
-            v = getattr(self, name)
-            if not 0 <= float(v) <= 1:
-                raise ConfigError(f"screening.{name} must be in [0, 1], got {v}")
-        if self.min_listen_fraction is not None and not 0 <= float(self.min_listen_fraction) <= 1:
-            raise ConfigError(f"screening.min_listen_fraction must be in [0, 1] or null, got {self.min_listen_fraction}")
-        if self.min_correlation is not None and not -1 <= float(self.min_correlation) <= 1:
-            raise ConfigError(f"screening.min_correlation must be in [-1, 1] or null, got {self.min_correlation}")
-        if self.repeat_max_diff is not None and float(self.repeat_max_diff) < 0:
-            raise ConfigError(f"screening.repeat_max_diff must be >= 0 or null, got {self.repeat_max_diff}")
-        if int(self.min_overlap) < 2:
-            raise ConfigError(f"screening.min_overlap must be >= 2, got {self.min_overlap}")
-
-    @classmethod
-    def from_mapping(cls, m: Mapping[str, Any] | None) -> Screening:
-        m = dict(m or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(m) - names)
-        if unknown:
-            raise ConfigError(f"unknown screening setting(s) {unknown}; known: {sorted(names)}")
-        return cls(**m)
+from twist.schema import to_typed
 
 
 def _item_index(key: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -314,7 +270,7 @@ def score_ratings(
     from twist.rejects import RejectsLog
 
     if not isinstance(screening, Screening):
-        screening = Screening.from_mapping(screening)
+        screening = to_typed(Screening, screening)
     if not 0 < float(confidence) < 1:
         raise ConfigError(f"confidence must be in (0, 1), got {confidence}")
     if not ratings:
