@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         if args and args[0] in ("-h", "--help"):
             print(USAGE)
             sys.exit(0)
-        fail("twist-mos", f"choose a subcommand, build or score{f' (got {args[0]!r})' if args else ''}\n{USAGE}")
+        print(USAGE, file=sys.stderr)
+        fail("twist-mos", f"choose a subcommand, build or score{f' (got {args[0]!r})' if args else ''}")
     # Hydra parses sys.argv itself: hand it the overrides that follow the subcommand
     sys.argv = [sys.argv[0]] + args[1:]
     _SUBCOMMANDS[args[0]]()
