@@ -37,14 +37,6 @@ import torch
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "twist-text-lm-cache-v1"
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
 
 
 def _get(cfg: Mapping[str, Any] | Any, key: str, default: Any = None) -> Any:
@@ -69,14 +61,9 @@ def _plain(x: Any) -> Any:
 def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype | str:
     """``model.dtype`` -> torch dtype. Unset means float32 (training master weights);
     ``auto`` keeps the checkpoint's own dtype (OPT checkpoints are stored in fp16)."""
-    if isinstance(name, torch.dtype):
-        return name
-    key = "float32" if name is None else str(name).lower().replace("torch.", "")
-    if key == "auto":
-        return "auto"
-    if key not in DTYPES:
-        raise ValueError(f"model.dtype {name!r} is not one of float32, bfloat16, float16, auto")
-    return DTYPES[key]
+    from twist.device import resolve_dtype as resolve
+
+    return resolve(name, auto="auto", key="model.dtype")
 
 
 def cache_root(model_cfg: Mapping[str, Any] | None = None) -> Path:
