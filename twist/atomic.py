@@ -9,12 +9,38 @@ file or the new one, never a torn one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from twist.errors import DiskFullError
+
+# errno values that mean "the disk (or the user's quota) is full"
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """True for an ``OSError`` that reports a full disk or an exhausted quota."""
+    return isinstance(e, OSError) and not isinstance(e, DiskFullError) and e.errno in _NO_SPACE
+
+
+@contextlib.contextmanager
+def disk_full_guard(where: str | Path, *, intact: str = "") -> Iterator[None]:
+    """Turn a full-disk ``OSError`` raised inside the block into one :class:`DiskFullError`
+    line that names ``where`` and the cause (and, with ``intact``, what was kept)."""
+    try:
+        yield
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        tail = f"; {intact}" if intact else ""
+        err = DiskFullError(f"cannot write {where}: {e.strerror or os.strerror(e.errno)}{tail}")
+        err.path = str(where)  # (setting errno/filename would change how the message prints)
+        raise err from None
 
 
 @contextlib.contextmanager
@@ -30,10 +56,11 @@ def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        _fsync(tmp_path)
-        os.replace(tmp_path, path)
-        _fsync(path.parent)
+        with disk_full_guard(path, intact="the previous file, if any, is unchanged"):
+            yield tmp_path
+            _fsync(tmp_path)
+            os.replace(tmp_path, path)
+            _fsync(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()

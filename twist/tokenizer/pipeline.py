@@ -23,6 +23,7 @@ Bad inputs (unreadable, empty, too short, NaN) go to the rejects log with their 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -36,8 +37,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from twist.audio import DEFAULT_EXTENSIONS, BadAudioError, audio_info, find_audio, load_audio
+from twist.atomic import disk_full_guard
+from twist.audio import DEFAULT_EXTENSIONS, BadAudioError, audio_info, find_audio, link_problem, load_audio
 from twist.dist import rank_and_world
+from twist.parent_watch import die_with_parent
 from twist.rejects import RejectsLog
 from twist.tokenizer.encoders import build_encoder, resolve_device
 from twist.tokenizer.kmeans import fit_kmeans
@@ -350,6 +353,7 @@ def apply_tokenizer(s: TokenizeSettings, tok: UnitTokenizer, items: Sequence[Aud
     # lengths for bucketing: manifest num_samples, else the file header (cheap, no decoding)
     lengths: list[float] = []
     ready: list[AudioItem] = []
+    early_rejects = 0
     for it in todo:
         if it.n_samples is not None:
             sec = it.n_samples / float(it.sample_rate or tok.sample_rate)
@@ -357,9 +361,10 @@ def apply_tokenizer(s: TokenizeSettings, tok: UnitTokenizer, items: Sequence[Aud
             try:
                 frames, sr, _ = audio_info(it.path) if os.path.getsize(it.path) > 0 else (0, 1, 1)
             except (BadAudioError, OSError) as e:
-                reason = e.reason if isinstance(e, BadAudioError) else f"cannot stat file ({e})"
+                reason = e.reason if isinstance(e, BadAudioError) else (link_problem(it.path) or f"cannot stat file ({e})")
                 rejects.add(it.path, reason, id=it.id)
                 stats["rejected"] += 1
+                early_rejects += 1
                 continue
             sec = frames / sr
         lengths.append(sec)
@@ -369,10 +374,13 @@ def apply_tokenizer(s: TokenizeSettings, tok: UnitTokenizer, items: Sequence[Aud
         _BatchLoader(ready, batches, tok.sample_rate, s.min_seconds, s.max_seconds),
         batch_size=None, shuffle=False, num_workers=s.num_workers, collate_fn=_identity,
         prefetch_factor=4 if s.num_workers > 0 else None, persistent_workers=False,
+        # a kill -9 of this process must not leave decoders behind (reparented, holding files)
+        worker_init_fn=functools.partial(die_with_parent, parent=os.getpid()) if s.num_workers > 0 else None,
     )
     t0 = time.time()
-    bar = tqdm(total=len(ready), unit="file", desc=f"tokenize r{rank}", disable=not (s.progress and rank == 0),
-               dynamic_ncols=True)
+    # the bar counts every input of this rank: done by an earlier run, rejected early, or decoded here
+    bar = tqdm(total=len(mine), initial=stats["skipped_done"] + early_rejects, unit="file", desc=f"tokenize r{rank}",
+               disable=not (s.progress and rank == 0), dynamic_ncols=True)
     try:
         for batch in loader:
             good = [(it, w) for it, w, err in batch if err is None]
@@ -447,7 +455,8 @@ def run_tokenize(s: TokenizeSettings, *, mode: str = "fit+apply") -> dict[str, A
     done_dir = out_dir / DONE_DIR
     done_dir.mkdir(exist_ok=True)
     (done_dir / f"r{rank:04d}-of-{world:04d}.json").unlink(missing_ok=True)
-    stats = apply_tokenizer(s, tok, items)
+    with disk_full_guard(out_dir, intact="committed shards are kept; free space and rerun the same command to resume"):
+        stats = apply_tokenizer(s, tok, items)
     from twist.atomic import atomic_write_json
 
     atomic_write_json(done_dir / f"r{rank:04d}-of-{world:04d}.json", stats)
