@@ -53,11 +53,14 @@ def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=(suffix or path.suffix) + ".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     tmp_path = Path(tmp)
     try:
         with disk_full_guard(path, intact="the previous file, if any, is unchanged"):
             yield tmp_path
+            # mkstemp makes 0600, and some writers (safetensors) recreate the file 0600: outputs
+            # get the permissions the umask gives, like any file the user writes
+            if not tmp_path.is_symlink():
+                os.chmod(tmp_path, 0o666 & ~_umask())
             _fsync(tmp_path)
             os.replace(tmp_path, path)
             _fsync(path.parent)
@@ -106,6 +109,7 @@ def atomic_replace_dir(src: str | Path, dst: str | Path) -> None:
     import shutil
 
     src, dst = Path(src), Path(dst)
+    umask_modes(src)
     old = None
     if dst.exists():
         old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
@@ -116,6 +120,25 @@ def atomic_replace_dir(src: str | Path, dst: str | Path) -> None:
     _fsync(dst.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def umask_modes(root: str | Path) -> None:
+    """Give ``root`` and everything under it the modes the umask gives new files and dirs.
+
+    Staging areas come from ``mkdtemp`` (0700) and some writers create files 0600; without
+    this a finished output would be readable by its owner only.
+    """
+    mask = _umask()
+    root = Path(root)
+    paths = [root, *root.rglob("*")] if root.is_dir() else [root]
+    for p in paths:
+        if p.is_symlink():
+            continue
+        if p.is_dir():
+            os.chmod(p, 0o777 & ~mask)
+        else:
+            executable = os.stat(p).st_mode & 0o111
+            os.chmod(p, (0o777 if executable else 0o666) & ~mask)
 
 
 def _umask() -> int:

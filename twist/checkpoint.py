@@ -17,7 +17,9 @@ tensors, numbers, strings, lists, tuples and dicts; RNG states are converted to 
 from __future__ import annotations
 
 import json
+import pickle
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,7 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from twist.atomic import atomic_replace_dir
+from twist.atomic import atomic_replace_dir, disk_full_guard
+from twist.errors import InputError, MissingInputError, UnsafeFileError
+
+KEPT = "the previous checkpoint there is intact; free space and rerun the same command to resume"
 
 STATE = "state.pt"
 META = "meta.json"
@@ -44,7 +49,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], *, meta: dict[str, 
     """
     tmp = staging_dir(path)
     try:
-        commit_checkpoint(tmp, path, state, meta=meta)
+        with disk_full_guard(path, intact=KEPT):
+            commit_checkpoint(tmp, path, state, meta=meta)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -66,9 +72,13 @@ def commit_checkpoint(tmp: str | Path, path: str | Path, state: dict[str, Any], 
                       meta: dict[str, Any] | None = None) -> Path:
     """Write ``state.pt`` and ``meta.json`` into the staging dir ``tmp``, then rename it to ``path``."""
     tmp = Path(tmp)
-    torch.save(state, tmp / STATE)
-    (tmp / META).write_text(json.dumps(meta or {}, indent=2, default=_jsonable) + "\n")
-    atomic_replace_dir(tmp, path)
+    with disk_full_guard(path, intact=KEPT):
+        # through a Python file: given a path, torch's own writer reports a full disk as
+        # "unexpected pos" with the errno lost
+        with open(tmp / STATE, "wb") as f:
+            torch.save(state, f)
+        (tmp / META).write_text(json.dumps(meta or {}, indent=2, default=_jsonable) + "\n")
+        atomic_replace_dir(tmp, path)
     return Path(path)
 
 
@@ -76,8 +86,9 @@ def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
     """Copy a finished checkpoint directory to ``dst``, atomically (e.g. ``last`` to ``best``)."""
     tmp = staging_dir(dst)
     try:
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
-        atomic_replace_dir(tmp, dst)
+        with disk_full_guard(dst, intact=KEPT):
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+            atomic_replace_dir(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -95,11 +106,21 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     path = Path(path)
     f = path / STATE if path.is_dir() else path
     if not f.exists():
-        raise FileNotFoundError(f"checkpoint not found: {f}")
+        raise MissingInputError(f"checkpoint not found: {f}")
     try:
         return torch.load(f, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's message advises weights_only=False, which twist never does: name the culprit
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"a pickled {found.group(1)}" if found else "pickled objects"
+        raise UnsafeFileError(
+            f"checkpoint {f} holds {what}, which loading would have to execute; twist only loads "
+            "tensors, numbers, strings and containers: resume from a checkpoint twist "
+            "wrote, or start a new out_dir"
+        ) from None
     except Exception as e:
-        raise ValueError(f"checkpoint {f} cannot be loaded safely: {type(e).__name__}: {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise InputError(f"checkpoint {f} cannot be read: {type(e).__name__}: {first}") from None
 
 
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from twist.atomic import atomic_write_text
+from twist.errors import TwistError
 
 # Errors that mean "the user gave bad input" (or, FloatingPointError, a training run that
 # diverged and stopped itself): print one clear line, exit 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, FileExistsError,
+USER_ERRORS: tuple[type[BaseException], ...] = (TwistError, ValueError, FileNotFoundError, KeyError, FileExistsError,
                                                 FloatingPointError)
 
 
