@@ -16,12 +16,14 @@ tensors, numbers, strings, lists, tuples and dicts; RNG states are converted to 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import random
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,17 +112,34 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     try:
         return torch.load(f, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch's message advises weights_only=False, which twist never does: name the culprit
-        found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        what = f"a pickled {found.group(1)}" if found else "pickled objects"
-        raise UnsafeFileError(
-            f"checkpoint {f} holds {what}, which loading would have to execute; twist only loads "
-            "tensors, numbers, strings and containers: resume from a checkpoint twist "
-            "wrote, or start a new out_dir"
-        ) from None
+        raise pickle_refusal(f"checkpoint {f}", e, "resume from a checkpoint twist wrote, or start a new out_dir") from None
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise InputError(f"checkpoint {f} cannot be read: {type(e).__name__}: {first}") from None
+
+
+def pickle_refusal(what: str, e: BaseException, advice: str) -> UnsafeFileError:
+    """The one-line refusal of a file that ``torch.load(weights_only=True)`` would not read.
+
+    torch's own message is many lines and advises ``weights_only=False``, which twist never
+    does; this names the file and the pickled object instead.
+    """
+    found = re.search(r"GLOBAL ([\w.]+)", str(e))
+    obj = f"a pickled {found.group(1)}" if found else "pickled Python objects"
+    return UnsafeFileError(f"{what} holds {obj}, which loading would have to execute; twist only loads tensors, "
+                           f"numbers, strings and containers without running pickle: {advice}")
+
+
+@contextlib.contextmanager
+def refuse_pickled_weights(model_dir: str | Path) -> Iterator[None]:
+    """Around ``from_pretrained(model_dir)``: a ``*.bin`` that needs pickle becomes one line."""
+    try:
+        yield
+    except pickle.UnpicklingError as e:
+        bins = sorted(p.name for p in Path(model_dir).glob("*.bin")) if Path(model_dir).is_dir() else []
+        where = ", ".join(str(Path(model_dir) / b) for b in bins) or str(model_dir)
+        raise pickle_refusal(where, e, "convert it to safetensors (save_pretrained(..., safe_serialization=True)) "
+                             "where you trust it, and give twist that directory") from None
 
 
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:

@@ -147,7 +147,10 @@ def load_speech_lm(
         from twist.lm.sources import resolve_dtype
 
         dtype = resolve_dtype(dtype)
-    model = model_class_for(config).from_pretrained(path, config=config, dtype=dtype or "auto")
+    from twist.checkpoint import refuse_pickled_weights
+
+    with refuse_pickled_weights(path):
+        model = model_class_for(config).from_pretrained(path, config=config, dtype=dtype or "auto")
     if device is not None:
         model = model.to(device)
     return model.eval(), contract
