@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from twist.atomic import atomic_replace_dir, disk_full_guard
-from twist.errors import InputError, MissingInputError, UnsafeFileError
+from twist.errors import ConfigError, InputError, MissingInputError, UnsafeFileError
 
 KEPT = "the previous checkpoint there is intact; free space and rerun the same command to resume"
 
@@ -140,6 +140,51 @@ def refuse_pickled_weights(model_dir: str | Path) -> Iterator[None]:
         where = ", ".join(str(Path(model_dir) / b) for b in bins) or str(model_dir)
         raise pickle_refusal(where, e, "convert it to safetensors (save_pretrained(..., safe_serialization=True)) "
                              "where you trust it, and give twist that directory") from None
+
+
+# config fields that say nothing about the model's shape or maths
+_NOT_ARCHITECTURE = ("transformers_version", "dtype", "torch_dtype", "architectures", "use_cache", "return_dict",
+                     "output_attentions", "output_hidden_states", "attn_implementation", "problem_type")
+
+
+def model_config(model: Any) -> dict[str, Any]:
+    """The model's architecture as plain values (from ``model.config``), for a checkpoint to keep."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or not hasattr(cfg, "to_dict"):
+        return {}
+    return {k: v for k, v in cfg.to_dict().items()
+            if not k.startswith("_") and k not in _NOT_ARCHITECTURE and isinstance(v, (bool, int, float, str))}
+
+
+def check_same_model(ckpt: dict[str, Any], model: torch.nn.Module, where: str | Path) -> None:
+    """Refuse, in one line, to resume from a checkpoint whose model is not the one the config builds.
+
+    Checks the checkpoint's tensors against the model's (names and shapes) and, where the
+    checkpoint recorded it, its ``model_config``; the message names the config fields that
+    differ (or, for a checkpoint without one, the first tensor).
+    """
+    mine = model.state_dict()
+    theirs = ckpt.get("model")
+    bad_tensors: list[str] = []
+    if isinstance(theirs, dict):
+        for name in sorted(set(mine) | set(theirs)):
+            a, b = theirs.get(name), mine.get(name)
+            if a is None or b is None or tuple(a.shape) != tuple(b.shape):
+                bad_tensors.append(f"{name}: checkpoint {_shape(a)}, config {_shape(b)}")
+    recorded = ckpt.get("model_config") or {}
+    now = model_config(model)
+    fields = [f"{k}: checkpoint {recorded[k]!r}, config {now[k]!r}"
+              for k in sorted(recorded) if k in now and recorded[k] != now[k]
+              and (bad_tensors or (not isinstance(theirs, dict) and isinstance(now[k], int)))]
+    if not bad_tensors and not fields:
+        return
+    detail = "; ".join(fields) if fields else f"{bad_tensors[0]}; {len(bad_tensors)} tensor(s) differ"
+    raise ConfigError(f"cannot resume from {where}: the checkpoint's model differs from the config ({detail}); "
+                      "resume with the model settings the run started with, or use a new out_dir")
+
+
+def _shape(t: Any) -> str:
+    return "absent" if t is None else str(list(t.shape))
 
 
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:

@@ -63,13 +63,12 @@ def run(cfg: DictConfig) -> None:
     trainer = Trainer(cfg)
     result = trainer.fit()
     if is_main_process():
-        where = (f"speech LM in {result.export_dir}" if result.export_dir is not None
-                 else f"checkpoint in {result.out_dir / 'checkpoints' / 'last'}; run the same command to resume")
-        print(
-            f"{PROG}: {result.stop_reason or 'done'} at step {result.step} ({result.tokens} tokens); "
-            f"best valid PPL {result.best_ppl:.3f} at step {result.best_step}; {where}",
-            flush=True,
-        )
+        from twist.console import say
+        from twist.train.loggers import result_message
+
+        say(result_message(PROG, stop_reason=result.stop_reason, step=result.step, tokens=result.tokens,
+                           best_ppl=result.best_ppl, best_step=result.best_step, export_dir=result.export_dir,
+                           checkpoint=result.out_dir / "checkpoints" / "last"))
     from twist.train.distributed import shutdown_distributed
 
     del trainer  # free the wrapped model before the process group goes (see shutdown_distributed)

@@ -35,19 +35,22 @@ from twist.atomic import atomic_write_text
 from twist.checkpoint import (
     SHARDS,
     capture_rng_state,
+    check_same_model,
     commit_checkpoint,
     copy_checkpoint,
     is_checkpoint,
     load_checkpoint,
+    model_config,
     restore_rng_state,
     save_checkpoint,
     shards_dir,
     staging_dir,
 )
+from twist.console import say
 from twist.contract import UnitContract, VocabLayout
 from twist.train import distributed as D
 from twist.train.data import TrainStream, open_split, valid_batches
-from twist.train.loggers import MetricsLogger, flops_per_token, peak_flops, read_metrics
+from twist.train.loggers import MetricsLogger, flops_per_token, peak_flops, read_metrics, resume_message
 from twist.train.packing import Batch, packing_mode, token_loss_sum
 from twist.train.schedule import LRSchedule
 
@@ -217,6 +220,7 @@ class Trainer:
             wandb_project=str(lg.get("project", "twist")),
             run_name=lg.get("run_name"),
             config=OmegaConf.to_container(c, resolve=True) if lg.get("wandb") else None,
+            purge_step=self.state.step + 1 if self._resume_from else None,
         )
         self.peak = peak_flops(self.device)
 
@@ -329,6 +333,7 @@ class Trainer:
             "rng": rngs,
             "world_size": self.info.world_size,
             "contract": self.contract.to_dict(),
+            "model_config": model_config(D.unwrap(self.model)),
         }
 
     def _full_state(self) -> dict[str, Any] | None:
@@ -383,6 +388,7 @@ class Trainer:
             small = D.broadcast_object(small)
             D.load_optimizer_from_rank0(self.model, self.optimizer, ckpt["optimizer"] if ckpt else None)
             ckpt = small
+        check_same_model(ckpt, D.unwrap(self.model), self._resume_from)
         sig = ckpt.get("data_signature", {})
         now = self._data_signature()
         diff = {k: (sig[k], now[k]) for k in now if k in sig and sig[k] != now[k]}
@@ -403,6 +409,7 @@ class Trainer:
         restore_rng_state(rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0])
         if self.info.is_main:
             _truncate_metrics(self.out_dir / "metrics.jsonl", self.state.step)
+            say(resume_message(self._resume_from, self.state.step, self.state.tokens))
 
     # ---------------------------------------------------------------------------------------
     # steps
