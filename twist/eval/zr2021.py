@@ -2,8 +2,8 @@
 
 Layout (the ZR2021 download, Nguyen et al., 2020, "The Zero Resource Speech Benchmark 2021")::
 
-    lexical/{dev,test}/<filename>.wav   + gold.csv: id,filename,word,frequency,correct,voice,phones,length
-    syntactic/{dev,test}/<filename>.wav + gold.csv: id,filename,type,subtype,transcription,correct,voice
+    lexical/{dev,test}/<filename>.wav   + gold.csv: id,filename,voice,frequency,word,phones,length,correct
+    syntactic/{dev,test}/<filename>.wav + gold.csv: id,filename,voice,type,subtype,correct,transcription
 
 ``correct`` is 1 for the real word / grammatical sentence and 0 for its pair; ``filename`` is
 the wav stem. Aggregation follows ``zerospeech2021/lexical.py`` and ``syntactic.py``:
@@ -41,9 +41,9 @@ from twist.eval.pairs import Pair, decide
 
 TASKS = ("lexical", "syntactic")
 SPLITS = ("dev", "test")
-COLUMNS = {
-    "lexical": ("id", "filename", "word", "frequency", "correct", "voice", "phones", "length"),
-    "syntactic": ("id", "filename", "type", "subtype", "transcription", "correct", "voice"),
+COLUMNS = {  # as the released files lay them out (columns are read by name here, in any order)
+    "lexical": ("id", "filename", "voice", "frequency", "word", "phones", "length", "correct"),
+    "syntactic": ("id", "filename", "voice", "type", "subtype", "correct", "transcription"),
 }
 FREQUENCY_BANDS = (("oov", 0.0, 1.0), ("1-5", 1.0, 5.0), ("6-20", 5.0, 20.0), ("21-100", 20.0, 100.0), (">100", 100.0, math.inf))
 AUDIO_EXTENSIONS = (".wav", ".flac")
