@@ -76,7 +76,11 @@ def run_eval(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     expected = tokenizer.contract if tokenizer is not None else None
     model, contract = load_speech_lm(cfg["model_path"], expected=expected,
                                      expected_name=f"tokenizer {cfg.get('tokenizer_dir')}", device=device, dtype=dtype)
-    return evaluate_model(cfg, model, contract, out_dir, tokenizer=tokenizer, tasks=tasks)
+    results = evaluate_model(cfg, model, contract, out_dir, tokenizer=tokenizer, tasks=tasks)
+    from twist.eval.zr2021 import require_complete
+
+    require_complete(results, allow=bool(cfg.get("allow_incomplete")))
+    return results
 
 
 @user_errors("twist-eval")
