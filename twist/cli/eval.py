@@ -57,6 +57,10 @@ def run_eval(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any]:
 
     if not cfg.get("model_path"):
         raise ValueError("model_path is required in eval mode (a speech LM directory)")
+    if cfg.get("progress") is False:
+        from twist.console import quiet_third_party_progress
+
+        quiet_third_party_progress()  # transformers draws its own "Loading weights" bar
     device = _device(cfg.get("device"))
     dtype = _dtype(cfg.get("dtype"), device)
     # Cheap checks first: the model's contract (no weights read) against the tokenizer's,

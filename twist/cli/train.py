@@ -60,6 +60,10 @@ def run(cfg: DictConfig) -> None:
 
     if is_main_process():
         save_resolved_config(cfg, cfg.out_dir)
+    if not cfg.train.get("progress", True):
+        from twist.console import quiet_third_party_progress
+
+        quiet_third_party_progress()  # transformers' own "Loading weights" bar
     trainer = Trainer(cfg)
     result = trainer.fit()
     if is_main_process():

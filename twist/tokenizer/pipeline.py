@@ -39,6 +39,7 @@ import torch
 
 from twist.atomic import disk_full_guard
 from twist.audio import DEFAULT_EXTENSIONS, BadAudioError, audio_info, find_audio, link_problem, load_audio
+from twist.console import quiet_third_party_progress, say
 from twist.dist import rank_and_world
 from twist.parent_watch import die_with_parent
 from twist.rejects import RejectsLog
@@ -246,7 +247,7 @@ class TokenizeSettings:
 
 def _log(msg: str, rank: int = 0) -> None:
     if rank == 0:
-        print(f"[twist-tokenize] {msg}", flush=True)
+        say(f"[twist-tokenize] {msg}")
 
 
 def fit_tokenizer(s: TokenizeSettings, items: Sequence[AudioItem] | None = None) -> UnitTokenizer:
@@ -266,9 +267,15 @@ def fit_tokenizer(s: TokenizeSettings, items: Sequence[AudioItem] | None = None)
     chunks: list[np.ndarray] = []
     n_frames = 0
     used = 0
+    from tqdm import tqdm
+
+    # encoding the sample is most of a short run's fit: show it
+    bar = tqdm(total=min(len(sample), s.fit_max_files), desc="k-means fit", unit="file", dynamic_ncols=True,
+               disable=not (s.progress and rank_and_world()[0] == 0))
     for it in sample:
         if used >= s.fit_max_files or n_frames >= s.fit_max_frames:
             break
+        bar.update(1)
         try:
             wav = load_audio(it.path, encoder.sample_rate, min_seconds=s.min_seconds, max_seconds=s.max_seconds)
         except BadAudioError:
@@ -281,6 +288,10 @@ def fit_tokenizer(s: TokenizeSettings, items: Sequence[AudioItem] | None = None)
         chunks.append(f)
         n_frames += f.shape[0]
         used += 1
+        bar.set_postfix_str(f"{n_frames} frames")
+    bar.total = bar.n  # stopped early at fit.max_frames: the bar ends full
+    bar.refresh()
+    bar.close()
     if not chunks:
         raise ValueError("no usable audio to fit k-means on (every sampled input was rejected)")
     feats = np.concatenate(chunks)[: s.fit_max_frames]
@@ -425,6 +436,8 @@ def run_tokenize(s: TokenizeSettings, *, mode: str = "fit+apply") -> dict[str, A
         _log(f"merged {meta['n_utterances']} utterances ({meta['hours']} h), {meta['n_rejected']} rejects -> {out_dir}")
         return meta
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not s.progress:
+        quiet_third_party_progress()  # transformers' own "Loading weights" bar
     t_start = time.time()
     items = s.inputs()
     if not items:
@@ -477,11 +490,10 @@ def run_tokenize(s: TokenizeSettings, *, mode: str = "fit+apply") -> dict[str, A
         }
         atomic_write_json(out_dir / "summary.json", summary)
         el = max(stats["elapsed_s"], 1e-9)
-        print(
+        say(
             f"[twist-tokenize] done: {meta['n_utterances']} utterances ({meta['hours']:.4f} h), "
             f"{meta['n_rejected']} rejected (see {out_dir / REJECTS}), {meta['n_units_total']} units; "
-            f"this rank {stats['ok']} files at {stats['audio_seconds'] / el:.1f} audio-s/s -> {out_dir}",
-            flush=True,
+            f"this rank {stats['ok']} files at {stats['audio_seconds'] / el:.1f} audio-s/s -> {out_dir}"
         )
         return summary
     _log(f"rank {rank} finished its shard; the last rank to finish merges", 0)

@@ -109,3 +109,23 @@ def test_a_complete_split_passes_and_says_so(setup, capsys):
     assert rc == 0, err
     summary = json.loads((root / "ok" / "results.json").read_text())["benchmarks"]["swuggy/dev"]
     assert summary["complete"] is True and summary["missing_files"] == [] and summary["extra_files"] == []
+
+
+def test_progress_bars_name_their_benchmark_and_progress_false_silences_every_bar(setup, capsys):
+    from twist.cli.eval import run
+
+    root, _, cfg = setup
+    ssc = root / "sSC"
+    ssc.mkdir()
+    import shutil
+
+    shutil.copy(root / "lexical" / "dev" / "w0_1.wav", ssc / "a.wav")
+    shutil.copy(root / "lexical" / "dev" / "w0_0.wav", ssc / "b.wav")
+    (ssc / "pairs.jsonl").write_text(json.dumps({"id": "s0", "positive": "a.wav", "negative": "b.wav"}) + "\n")
+    rc, err = _exit_code(run, cfg("bars", "progress=true", f"benchmarks.ssc.path={ssc}"), capsys)
+    assert rc == 0, err
+    bars = [line for line in err.replace("\r", "\n").splitlines() if "it/s" in line or "s/it" in line or "|" in line]
+    assert any(line.lstrip().startswith("swuggy/dev") for line in bars), bars
+    assert any(line.lstrip().startswith("ssc") for line in bars), bars
+    rc, err = _exit_code(run, cfg("quiet", "progress=false", f"benchmarks.ssc.path={ssc}"), capsys)
+    assert rc == 0 and "|" not in err and "Loading weights" not in err, err
