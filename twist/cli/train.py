@@ -64,8 +64,12 @@ def run(cfg: DictConfig) -> None:
         from twist.console import quiet_third_party_progress
 
         quiet_third_party_progress()  # transformers' own "Loading weights" bar
-    trainer = Trainer(cfg)
-    result = trainer.fit()
+    from twist.atomic import disk_full_guard
+
+    # metrics and logs are appended, not renamed into place: a full disk there is one line too
+    with disk_full_guard(cfg.out_dir, intact="checkpoints/last is intact; free space and rerun to resume"):
+        trainer = Trainer(cfg)
+        result = trainer.fit()
     if is_main_process():
         from twist.console import say
         from twist.train.loggers import result_message
