@@ -9,6 +9,7 @@ console keeps its plain lines and the log file holds them too.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 
@@ -27,16 +28,7 @@ def say(message: str, *, name: str = "twist") -> None:
 
 def quiet_third_party_progress() -> None:
     """Silence the progress bars libraries draw on their own (transformers' "Loading weights")."""
-    import os
-
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    if "transformers" in sys.modules or _importable("transformers"):
+    if "transformers" in sys.modules or importlib.util.find_spec("transformers") is not None:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
+        hf_logging.disable_progress_bar()  # also turns off huggingface_hub's bars
