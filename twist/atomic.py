@@ -9,12 +9,38 @@ file or the new one, never a torn one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from twist.errors import DiskFullError
+
+# errno values that mean "the disk (or the user's quota) is full"
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """True for an ``OSError`` that reports a full disk or an exhausted quota."""
+    return isinstance(e, OSError) and not isinstance(e, DiskFullError) and e.errno in _NO_SPACE
+
+
+@contextlib.contextmanager
+def disk_full_guard(where: str | Path, *, intact: str = "") -> Iterator[None]:
+    """Turn a full-disk ``OSError`` raised inside the block into one :class:`DiskFullError`
+    line that names ``where`` and the cause (and, with ``intact``, what was kept)."""
+    try:
+        yield
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        tail = f"; {intact}" if intact else ""
+        err = DiskFullError(f"cannot write {where}: {e.strerror or os.strerror(e.errno)}{tail}")
+        err.path = str(where)  # (setting errno/filename would change how the message prints)
+        raise err from None
 
 
 @contextlib.contextmanager
@@ -27,13 +53,17 @@ def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=(suffix or path.suffix) + ".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        _fsync(tmp_path)
-        os.replace(tmp_path, path)
-        _fsync(path.parent)
+        with disk_full_guard(path, intact="the previous file, if any, is unchanged"):
+            yield tmp_path
+            # mkstemp makes 0600, and some writers (safetensors) recreate the file 0600: outputs
+            # get the permissions the umask gives, like any file the user writes
+            if not tmp_path.is_symlink():
+                os.chmod(tmp_path, 0o666 & ~_umask())
+            _fsync(tmp_path)
+            os.replace(tmp_path, path)
+            _fsync(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
@@ -79,6 +109,7 @@ def atomic_replace_dir(src: str | Path, dst: str | Path) -> None:
     import shutil
 
     src, dst = Path(src), Path(dst)
+    umask_modes(src)
     old = None
     if dst.exists():
         old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
@@ -89,6 +120,25 @@ def atomic_replace_dir(src: str | Path, dst: str | Path) -> None:
     _fsync(dst.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def umask_modes(root: str | Path) -> None:
+    """Give ``root`` and everything under it the modes the umask gives new files and dirs.
+
+    Staging areas come from ``mkdtemp`` (0700) and some writers create files 0600; without
+    this a finished output would be readable by its owner only.
+    """
+    mask = _umask()
+    root = Path(root)
+    paths = [root, *root.rglob("*")] if root.is_dir() else [root]
+    for p in paths:
+        if p.is_symlink():
+            continue
+        if p.is_dir():
+            os.chmod(p, 0o777 & ~mask)
+        else:
+            executable = os.stat(p).st_mode & 0o111
+            os.chmod(p, (0o777 if executable else 0o666) & ~mask)
 
 
 def _umask() -> int:

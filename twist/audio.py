@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from twist.errors import InputError
+
 DEFAULT_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
 
 
-class BadAudioError(ValueError):
+class BadAudioError(InputError):
     """An audio file that cannot be used; the message names the file and the reason."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
@@ -42,7 +44,7 @@ def load_audio(
 
     path = Path(path)
     if not path.exists():
-        raise BadAudioError(path, "file not found")
+        raise BadAudioError(path, link_problem(path) or "file not found")
     if path.stat().st_size == 0:
         raise BadAudioError(path, "empty file (0 bytes)")
     try:
@@ -107,10 +109,34 @@ def save_audio(path: str | Path, wav: np.ndarray, sample_rate: int) -> None:
         sf.write(str(tmp), wav, sample_rate, subtype="PCM_16", format="WAV")
 
 
+def link_problem(path: str | Path) -> str | None:
+    """Why a symlink cannot be read (dangling, or a loop); ``None`` for anything else."""
+    import errno
+    import os
+
+    path = Path(path)
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"symlink loop ({path} -> {os.readlink(path)} leads back to itself)"
+        return f"dangling symlink (its target {os.readlink(path)} does not exist)"
+    return None
+
+
 def find_audio(root: str | Path, extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> list[Path]:
-    """Every audio file under ``root`` (recursive), sorted, by extension (case-insensitive)."""
+    """Every audio file under ``root`` (recursive), sorted, by extension (case-insensitive).
+
+    Symlinks with an audio extension are listed even when they are dangling or loop, so
+    that callers reject them with a reason (:func:`link_problem`) instead of losing them.
+    """
+    from twist.errors import MissingInputError
+
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"audio directory not found: {root}")
+        raise MissingInputError(f"audio directory not found: {root}")
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+    return sorted(p for p in root.rglob("*")
+                  if p.suffix.lower() in exts and (p.is_file() or link_problem(p) is not None))

@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from twist.errors import InputError
 
-class RejectedItemError(ValueError):
+
+class RejectedItemError(InputError):
     """Raised for a bad item in strict mode."""
 
 

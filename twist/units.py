@@ -240,10 +240,10 @@ class UnitShardWriter:
             row["offset"] = offset
             offset += int(u.size)
         with atomic_path(self.shard_dir / f"{name}.units.u16") as tmp:
-            np.concatenate(self._buf_units).astype("<u2").tofile(tmp)
+            _write_u16(tmp, np.concatenate(self._buf_units))
         if has_durs:
             with atomic_path(self.shard_dir / f"{name}.durs.u16") as tmp:
-                np.concatenate(self._buf_durs).astype("<u2").tofile(tmp)
+                _write_u16(tmp, np.concatenate(self._buf_durs))
         # the shard's manifest is written last: it is the commit marker
         atomic_write_text(self.shard_dir / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in self._buf_rows))
         self._seq += 1
@@ -526,6 +526,13 @@ def import_lines(
             w.add(utt_id, units, raw=raw and durations is None, durations=durations, source=str(path))
     merge_shards(out_dir)
     return UnitDataset(out_dir)
+
+
+def _write_u16(path: Path, values: np.ndarray) -> None:
+    """Write little-endian uint16 through a Python file: ``ndarray.tofile`` ignores a failed
+    final flush, so on a full disk it would leave a short shard and report success."""
+    with open(path, "wb") as f:
+        f.write(memoryview(np.ascontiguousarray(values, dtype="<u2")))
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -165,11 +165,13 @@ def test_empty_or_absent_benchmark_dir(tmp_path):
 def test_malformed_pair_is_named(tmp_path, ev):
     make_syntactic(tmp_path, ev)
     gold = tmp_path / "syntactic" / "dev" / "gold.csv"
-    lines = gold.read_text().splitlines()
+    import csv
+
+    with open(gold, newline="") as f:
+        rows = list(csv.DictReader(f))
     # make one non-sentence claim to be correct: its (type, subtype, id, voice) now has two positives
-    bad = next(i for i, ln in enumerate(lines) if ln.startswith("3,snpionly3A0"))
-    lines[bad] = lines[bad].replace(",0,A", ",1,A")
-    gold.write_text("\n".join(lines) + "\n")
+    next(r for r in rows if r["filename"] == "snpionly3A0")["correct"] = "1"
+    ev.write_gold(gold, SYN, rows)
     g = zr2021.load_split(tmp_path / "syntactic", "dev", "syntactic")
     with pytest.raises(ValueError, match=r"type='npi', subtype='only', id='3', voice='A' has 2 correct and 0 incorrect"):
         zr2021.make_pairs(g)

@@ -61,6 +61,7 @@ def test_bad_files_are_rejected_and_good_ones_tokenized(tmp_path, audio_dir):
     assert set(rejects) == {"corrupt", "empty", "tiny"}
     assert "empty" in rejects["empty"] and "unreadable" in rejects["corrupt"] and "too short" in rejects["tiny"]
     assert (out / "config.yaml").exists() and (out / "tokenizer" / "tokenizer.json").exists()
+    assert "done:" in (out / "tokenize.log").read_text()  # the run's log keeps what it printed
     meta = json.loads((out / "meta.json").read_text())
     assert meta["contract"]["frame_rate"] == 50.0 and meta["contract"]["n_units"] == 8
 

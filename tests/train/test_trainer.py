@@ -114,8 +114,9 @@ def test_export_is_the_best_valid_checkpoint(make_cfg, make_units, unit_data, tm
 
     exported = load_file(out2 / "speech_lm" / "model.safetensors")
     last = load_checkpoint(out2 / "checkpoints" / "last")["model"]
-    assert all(torch.equal(exported[k], best["model"][k]) for k in exported)
-    assert any(not torch.equal(exported[k], last["model"][k] if "model" in last else last[k]) for k in exported)
+    # the export leaves the alignment-padding rows of embedding and head out: compare the rows it keeps
+    assert all(torch.equal(exported[k], best["model"][k][: exported[k].shape[0]]) for k in exported)
+    assert any(not torch.equal(exported[k], last[k][: exported[k].shape[0]]) for k in exported)
 
 
 @pytest.mark.parametrize("fmt", ["full", "sharded"])

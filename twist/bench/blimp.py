@@ -11,7 +11,7 @@ release files, so ``cat blimp/data/*.jsonl > blimp.jsonl`` is a valid input.
 Output, the ZR2021 syntactic layout::
 
     syntactic/{dev,test}/<filename>.wav
-    syntactic/{dev,test}/gold.csv   id,filename,type,subtype,transcription,correct,voice
+    syntactic/{dev,test}/gold.csv   id,filename,voice,type,subtype,correct,transcription
 
 ``type`` is the linguistics term, ``subtype`` the UID. Each pair is spoken by every voice;
 as in ZR2021, the ``id`` names the pair and is shared by its voices, so each ``(id, voice)``

@@ -30,14 +30,16 @@ non-word sounds as generated and the two members of a pair go through the same p
 Output, the ZR2021 lexical layout::
 
     lexical/{dev,test}/<filename>.wav
-    lexical/{dev,test}/gold.csv   id,filename,word,frequency,correct,voice,phones,length
+    lexical/{dev,test}/gold.csv   id,filename,voice,frequency,word,phones,length,correct
 
 ``word`` is the spelling for real words and a rough respelling for non-words (a label
 only). ``phones`` are ARPAbet without stress digits, space separated; ``length`` is their
 number. ``frequency`` is the word's count, as in the ZR2021 gold files (``twist-eval``
 bins it into the bands ``oov, 1-5, 6-20, 21-100, >100``), when counts are given - a second
 column in the word list or a separate frequency list; a word missing from the given list
-gets 0 (oov). Without counts the column is empty. The bands (``frequency_bands`` edges,
+gets 0 (oov). Without counts every word gets 0 too: the official scorer casts the column to
+an integer and fails on a blank, and 0 (its ``oov`` band) claims nothing about the word, so
+``in_vocab`` stays empty and ``all`` is the score. The bands (``frequency_bands`` edges,
 lower edge inclusive) also stratify the dev/test split and are counted in the report.
 As in ZR2021, the ``id`` names the word pair and is shared by its voices; each
 ``(id, voice)`` has a word row (``correct=1``) and a non-word row (``correct=0``), both with
@@ -212,6 +214,9 @@ def _format_count(count: float) -> str:
     return str(int(c)) if c.is_integer() else repr(c)
 
 
+UNKNOWN_FREQUENCY = "0"  # written when no counts are given (see the module docstring)
+
+
 def frequency_band(count: float | None, edges: Sequence[float]) -> str:
     """Band label for a count: ``oov`` below the first edge, ``a-b`` between, ``last+`` above."""
     edges = sorted(edges)
@@ -269,13 +274,13 @@ def build_wuggy(
                 rejects.add(w, "no phonotactically valid non-word found")
             continue
         given.add(base_phones(nw))
-        freq = _format_count(counts.get(w, 0.0)) if counts is not None else ""
+        freq = _format_count(counts.get(w, 0.0)) if counts is not None else UNKNOWN_FREQUENCY
         pairs.append((w, pron, nw, freq))
     if not pairs:
         raise ValueError(f"{words_path}: no word yielded a word/non-word pair")
 
     keys = [f"{slug(w)}_{i:05d}" for i, (w, *_rest) in enumerate(pairs)]
-    bands = [frequency_band(float(f), frequency_bands) if f else "" for *_rest, f in pairs]
+    bands = [frequency_band(float(f), frequency_bands) if counts is not None else "" for *_rest, f in pairs]
     split = split_by_group(keys, bands, dev_fraction, seed)
     root = Path(out_dir) / "lexical"
     rows, jobs = [], []

@@ -56,6 +56,10 @@ def run_eval(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any]:
 
     if not cfg.get("model_path"):
         raise ValueError("model_path is required in eval mode (a speech LM directory)")
+    if cfg.get("progress") is False:
+        from twist.console import quiet_third_party_progress
+
+        quiet_third_party_progress()  # transformers draws its own "Loading weights" bar
     device = _device(cfg.get("device"))
     dtype = _dtype(cfg.get("dtype"), device)
     # Cheap checks first: the model's contract (no weights read) against the tokenizer's,
@@ -75,7 +79,11 @@ def run_eval(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     expected = tokenizer.contract if tokenizer is not None else None
     model, contract = load_speech_lm(cfg["model_path"], expected=expected,
                                      expected_name=f"tokenizer {cfg.get('tokenizer_dir')}", device=device, dtype=dtype)
-    return evaluate_model(cfg, model, contract, out_dir, tokenizer=tokenizer, tasks=tasks)
+    results = evaluate_model(cfg, model, contract, out_dir, tokenizer=tokenizer, tasks=tasks)
+    from twist.eval.zr2021 import require_complete
+
+    require_complete(results, allow=bool(cfg.get("allow_incomplete")))
+    return results
 
 
 @user_errors("twist-eval")

@@ -27,15 +27,23 @@ def run(cfg: Any) -> None:
     typed = to_typed(TrainRunConfig, cfg)
     if is_main_process():
         save_resolved_config(cfg, typed.out_dir)
-    trainer = Trainer(typed)
-    result = trainer.fit()
+    if not typed.train.progress:
+        from twist.console import quiet_third_party_progress
+
+        quiet_third_party_progress()  # transformers' own "Loading weights" bar
+    from twist.atomic import disk_full_guard
+
+    # metrics and logs are appended, not renamed into place: a full disk there is one line too
+    with disk_full_guard(typed.out_dir, intact="checkpoints/last is intact; free space and rerun to resume"):
+        trainer = Trainer(typed)
+        result = trainer.fit()
     if is_main_process():
-        where = (f"speech LM in {result.export_dir}" if result.export_dir is not None
-                 else f"checkpoint in {result.out_dir / 'checkpoints' / 'last'}; run the same command to resume")
-        best = (f"best valid PPL {result.best_ppl:.3f} at step {result.best_step}" if result.best_step >= 0
-                else "no validation yet")
-        print(f"{PROG}: {result.stop_reason or 'done'} at step {result.step} ({result.tokens} tokens); {best}; {where}",
-              flush=True)
+        from twist.console import say
+        from twist.train.loggers import result_message
+
+        say(result_message(PROG, stop_reason=result.stop_reason, step=result.step, tokens=result.tokens,
+                           best_ppl=result.best_ppl, best_step=result.best_step, export_dir=result.export_dir,
+                           checkpoint=result.out_dir / "checkpoints" / "last"))
     del trainer  # free the wrapped model before the process group goes (see shutdown_distributed)
     shutdown_distributed()
 

@@ -140,7 +140,7 @@ def _resolve_units(task: _Task, contract: UnitContract, audio: AudioUnits | None
     else:
         if audio is None:
             raise ValueError(f"benchmark {task.name} reads audio: set tokenizer_dir (or benchmarks.<name>.units)")
-        got = audio.units(paths, rejects)
+        got = audio.units(paths, rejects, desc=f"{task.name}: tokenizing")
     by_path = {str(p): k for k, p in ps.paths.items()}
     out.update({by_path[p]: u for p, u in got.items()})
     return out
@@ -271,7 +271,8 @@ def _run_pairs(
     units = _resolve_units(task, contract, audio, rejects)
     t_units = time.perf_counter() - t0
     keys = list(units)
-    scores = scorer.score_units([units[k] for k in keys], names=[f"{task.name}: {k}" for k in keys])
+    scores = scorer.score_units([units[k] for k in keys], names=[f"{task.name}: {k}" for k in keys],
+                                desc=f"{task.name}: scoring")
     values = rule_values(keys, scores, units)
     chosen = values[decide_by]
     detail = {k: (s, m, n, units[k].size) for k, s, m, n in zip(keys, scores.sum, scores.mean, scores.n_tokens)}

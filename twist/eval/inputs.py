@@ -113,7 +113,8 @@ class AudioUnits:
         with atomic_path(cache) as tmp, open(tmp, "wb") as f:
             np.save(f, np.asarray(frames).astype(np.uint16 if self.contract.n_units <= 65535 else np.int64))
 
-    def units(self, paths: Iterable[str | Path], rejects: RejectsLog | None = None) -> dict[str, np.ndarray]:
+    def units(self, paths: Iterable[str | Path], rejects: RejectsLog | None = None,
+              desc: str = "tokenizing") -> dict[str, np.ndarray]:
         """Final-form units for each readable file, keyed by ``str(path)``.
 
         A file that cannot be decoded is logged to ``rejects`` (which raises in strict mode)
@@ -154,7 +155,7 @@ class AudioUnits:
         if self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(todo), desc="tokenizing", unit="file", leave=False)
+            bar = tqdm(total=len(todo), desc=desc, unit="file", leave=False)
         batched = hasattr(self.tokenizer, "encode_batch") and hasattr(self.tokenizer, "sample_rate")
         step = self.batch_size if batched else 1
         for start in range(0, len(todo), step):

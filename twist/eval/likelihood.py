@@ -116,7 +116,8 @@ class LikelihoodScorer:
         """Final-form units -> ``<bos> units <eos>`` token ids."""
         return self.layout.encode(np.asarray(units, dtype=np.int64), bos=True, eos=True)
 
-    def score_units(self, units: Sequence[np.ndarray], names: Sequence[str] | None = None) -> Scores:
+    def score_units(self, units: Sequence[np.ndarray], names: Sequence[str] | None = None,
+                    desc: str = "scoring") -> Scores:
         """Score unit sequences (already deduplicated when the contract says so)."""
         seqs = []
         for i, u in enumerate(units):
@@ -125,7 +126,7 @@ class LikelihoodScorer:
             except ValueError as e:
                 name = names[i] if names is not None else f"sequence {i}"
                 raise ValueError(f"{name}: {e}") from None
-        return self.score_token_ids(seqs, names=names)
+        return self.score_token_ids(seqs, names=names, desc=desc)
 
     # ---- scoring ---------------------------------------------------------------------------
     def _batches(self, lengths: np.ndarray) -> list[np.ndarray]:
@@ -150,7 +151,8 @@ class LikelihoodScorer:
         return batches
 
     @torch.inference_mode()
-    def score_token_ids(self, seqs: Sequence[np.ndarray], names: Sequence[str] | None = None) -> Scores:
+    def score_token_ids(self, seqs: Sequence[np.ndarray], names: Sequence[str] | None = None,
+                        desc: str = "scoring") -> Scores:
         """Score token-id sequences, each starting with ``<bos>``."""
         n = len(seqs)
         out_sum = np.zeros(n, dtype=np.float64)
@@ -180,7 +182,7 @@ class LikelihoodScorer:
         if self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=n, desc="scoring", unit="seq", leave=False)
+            bar = tqdm(total=n, desc=desc, unit="seq", leave=False)
         t0 = time.perf_counter()
         for idx in batches:
             L = int(lengths[idx].max())

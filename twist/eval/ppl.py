@@ -36,7 +36,7 @@ def perplexity(scorer: LikelihoodScorer, view: UnitDataset) -> tuple[dict[str, A
     """Score every utterance of ``view``; return the summary and per-utterance rows."""
     units = [np.asarray(view[i], dtype=np.int64) for i in range(len(view))]
     ids = view.ids
-    scores = scorer.score_units(units, names=[f"utterance {u!r}" for u in ids])
+    scores = scorer.score_units(units, names=[f"utterance {u!r}" for u in ids], desc="ppl: scoring")
     n_tok = int(scores.n_tokens.sum())
     nll = float(-scores.sum.sum())
     summary = {

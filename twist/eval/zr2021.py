@@ -2,8 +2,8 @@
 
 Layout (the ZR2021 download, Nguyen et al., 2020, "The Zero Resource Speech Benchmark 2021")::
 
-    lexical/{dev,test}/<filename>.wav   + gold.csv: id,filename,word,frequency,correct,voice,phones,length
-    syntactic/{dev,test}/<filename>.wav + gold.csv: id,filename,type,subtype,transcription,correct,voice
+    lexical/{dev,test}/<filename>.wav   + gold.csv: id,filename,voice,frequency,word,phones,length,correct
+    syntactic/{dev,test}/<filename>.wav + gold.csv: id,filename,voice,type,subtype,correct,transcription
 
 ``correct`` is 1 for the real word / grammatical sentence and 0 for its pair; ``filename`` is
 the wav stem. Aggregation follows ``zerospeech2021/lexical.py`` and ``syntactic.py``:
@@ -27,7 +27,9 @@ gives the same pairs on the official files and a clear error on a malformed one.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,9 +43,9 @@ from twist.eval.pairs import Pair, decide
 
 TASKS = ("lexical", "syntactic")
 SPLITS = ("dev", "test")
-COLUMNS = {
-    "lexical": ("id", "filename", "word", "frequency", "correct", "voice", "phones", "length"),
-    "syntactic": ("id", "filename", "type", "subtype", "transcription", "correct", "voice"),
+COLUMNS = {  # as the released files lay them out (columns are read by name here, in any order)
+    "lexical": ("id", "filename", "voice", "frequency", "word", "phones", "length", "correct"),
+    "syntactic": ("id", "filename", "voice", "type", "subtype", "correct", "transcription"),
 }
 FREQUENCY_BANDS = (("oov", 0.0, 1.0), ("1-5", 1.0, 5.0), ("6-20", 5.0, 20.0), ("21-100", 20.0, 100.0), (">100", 100.0, math.inf))
 AUDIO_EXTENSIONS = (".wav", ".flac")
@@ -59,6 +61,7 @@ class GoldSplit:
     gold_path: Path
     rows: list[dict[str, str]]
     audio: dict[str, Path]  # filename (stem) -> audio path
+    extra: list[str] = dataclasses.field(default_factory=list)  # audio files in the dir that gold.csv does not list
 
 
 def load_split(task_dir: str | Path, split: str, task: str) -> GoldSplit:
@@ -103,7 +106,9 @@ def load_split(task_dir: str | Path, split: str, task: str) -> GoldSplit:
         if path is None:
             raise FileNotFoundError(f"{gold}:{lineno}: file {name!r} is listed but {d / (name + '.wav')} does not exist")
         audio[name] = path
-    return GoldSplit(task, split, d, gold, rows, audio)
+    listed = set(audio.values())
+    extra = sorted(p.name for p in d.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS and p not in listed)
+    return GoldSplit(task, split, d, gold, rows, audio, extra)
 
 
 def _frequency(value: str, where: str) -> float | None:
@@ -254,6 +259,10 @@ def evaluate_split(gold: GoldSplit, file_scores: Mapping[str, float]) -> tuple[d
     agg = aggregate_lexical if gold.task == "lexical" else aggregate_syntactic
     summary = agg(kept, dec)
     summary["n_pairs_skipped"] = len(pairs) - len(kept)
+    # what the official validate checks: every listed file scored, no file that is not listed
+    summary["missing_files"] = sorted(r["filename"] for r in gold.rows if r["filename"] not in file_scores)
+    summary["extra_files"] = list(gold.extra)
+    summary["complete"] = not summary["missing_files"] and not summary["extra_files"]
     rows = [
         {**p.meta, "positive": p.positive, "negative": p.negative, "positive_score": float(a),
          "negative_score": float(b), "score": float(s)}
@@ -280,3 +289,34 @@ def write_submission(path: str | Path, gold: GoldSplit, file_scores: Mapping[str
                 continue
             f.write(f"{name} {float(file_scores[name])!r}\n")
     return complete
+
+
+def require_complete(results: Mapping[str, Any], *, allow: bool = False, prog: str = "twist-eval") -> None:
+    """Warn about every ZR2021 split that was not scored whole, then fail unless ``allow``.
+
+    A split is incomplete when a file gold.csv lists got no score (unreadable, empty,
+    truncated) or when its directory holds audio gold.csv does not list; the official
+    ``validate`` rejects both submissions. ``results.json`` records completeness either way.
+    """
+    problems = []
+    for name, b in (results.get("benchmarks") or {}).items():
+        if b.get("complete", True):
+            continue
+        parts = []
+        if b.get("missing_files"):
+            parts.append(f"{len(b['missing_files'])} listed file(s) not scored: {_names(b['missing_files'])}")
+        if b.get("extra_files"):
+            parts.append(f"{len(b['extra_files'])} file(s) not in gold.csv: {_names(b['extra_files'])}")
+        problems.append(f"{name}: {'; '.join(parts)}")
+    for p in problems:
+        print(f"{prog}: warning: incomplete ZR2021 split {p} (the official validate rejects this)", file=sys.stderr)
+    if problems and not allow:
+        from twist.errors import InputError
+
+        raise InputError(f"incomplete ZR2021 split(s): {' | '.join(problems)}; the metrics cover part of the set "
+                         "(recorded in results.json); fix the files, or set allow_incomplete=true to accept them")
+
+
+def _names(files: Sequence[str], limit: int = 10) -> str:
+    more = f" and {len(files) - limit} more" if len(files) > limit else ""
+    return ", ".join(files[:limit]) + more

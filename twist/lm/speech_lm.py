@@ -8,19 +8,29 @@ the directory: not the text LM it came from, not the network.
 
 :func:`load_speech_lm` checks the stored contract against the data or vocoder it will be used
 with before reading any weights, and refuses a mismatch naming both sides.
+
+Training keeps alignment-padding rows in the embedding and head (the vocabulary is a multiple
+of 64, which is faster) and masks them. An export leaves them out: its head has exactly the
+units and ``<bos>/<eos>/<pad>``, so plain ``from_pretrained`` gives twist's probabilities with
+no masking, and ``generation_config.json`` names the specials and suppresses ``<bos>``/``<pad>``
+so ``generate()`` samples only units and ``<eos>``. :func:`load_speech_lm` puts the padding rows
+back (zeros, masked as ever) and also reads exports made before this, which kept them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from twist.contract import ContractMismatchError, UnitContract, VocabLayout
+from twist.errors import InputError
 from twist.lm.sources import model_class_for
 from twist.lm.surgery import META_KEY, config_vocab_size
 
@@ -52,13 +62,102 @@ def logits_width(model: Any) -> int:
     return int(model.config.vocab_size)
 
 
-def _check_vocab(config: Any, contract: UnitContract, where: str) -> None:
-    want = config_vocab_size(config.model_type, VocabLayout(contract.n_units))
-    if int(config.vocab_size) != want:
-        raise ValueError(
-            f"{where}: config.vocab_size={config.vocab_size} but the unit contract (K={contract.n_units}) "
-            f"needs {want}"
-        )
+def _check_vocab(config: Any, contract: UnitContract, where: str, *, exported_ok: bool = False) -> bool:
+    """Check ``config.vocab_size`` against the contract; True when it is the exported (trimmed) size."""
+    layout = VocabLayout(contract.n_units)
+    want = config_vocab_size(config.model_type, layout)
+    trimmed = want - (layout.vocab_size - layout.n_real)
+    if int(config.vocab_size) == want:
+        return False
+    if exported_ok and int(config.vocab_size) == trimmed:
+        return True
+    also = f" (or {trimmed} for an export)" if exported_ok else ""
+    raise InputError(
+        f"{where}: config.vocab_size={config.vocab_size} but the unit contract (K={contract.n_units}) "
+        f"needs {want}{also}"
+    )
+
+
+def _vocab_modules(model: Any) -> tuple[list[torch.nn.Module], bool]:
+    """The embedding and (if separate) the head, and whether they share one weight."""
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = head is not None and head.weight is emb.weight
+    return ([emb] if tied or head is None else [emb, head]), tied
+
+
+def _set_vocab_rows(model: Any, rows: dict[int, torch.Tensor], tied: bool) -> None:
+    """Give the vocabulary modules new weights (``rows``: module id -> weight), keeping ties."""
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    for m in (emb, head):
+        if m is None or id(m) not in rows:
+            continue
+        w = rows[id(m)]
+        m.weight = torch.nn.Parameter(w, requires_grad=m.weight.requires_grad)
+        if isinstance(m, torch.nn.Embedding):
+            m.num_embeddings = int(w.shape[0])
+        elif isinstance(m, torch.nn.Linear):
+            m.out_features = int(w.shape[0])
+    if tied:
+        head.weight = emb.weight
+
+
+@contextlib.contextmanager
+def _exported_vocab(model: Any, layout: VocabLayout) -> Iterator[None]:
+    """While saving: embedding and head without the alignment-padding rows, and a generation
+    config that names the specials and never samples ``<bos>``/``<pad>``.
+
+    Outside twist nothing masks the padding rows, so they must not exist in the export: plain
+    ``from_pretrained`` then gives exactly twist's masked probabilities. The rows are views of
+    the training weights (no copy); everything is put back afterwards.
+    """
+    from transformers import GenerationConfig
+
+    n_pad = layout.vocab_size - layout.n_real
+    mods, tied = _vocab_modules(model)
+    saved = [(m, m.weight) for m in mods] + ([(model.get_output_embeddings(), model.get_output_embeddings().weight)]
+                                              if tied else [])
+    biases = [(m, m.bias) for m in mods if isinstance(getattr(m, "bias", None), torch.Tensor)]
+    vocab, gen = model.config.vocab_size, getattr(model, "generation_config", None)
+    try:
+        if n_pad:
+            _set_vocab_rows(model, {id(m): m.weight.detach()[: m.weight.shape[0] - n_pad] for m in mods}, tied)
+            for m, b in biases:
+                m.bias = torch.nn.Parameter(b.detach()[: b.shape[0] - n_pad], requires_grad=b.requires_grad)
+            model.config.vocab_size = int(vocab) - n_pad
+        g = GenerationConfig.from_dict(gen.to_dict()) if gen is not None else GenerationConfig()
+        g.bos_token_id, g.eos_token_id, g.pad_token_id = layout.bos_id, layout.eos_id, layout.pad_id
+        g.suppress_tokens = [layout.bos_id, layout.pad_id]
+        model.generation_config = g
+        yield
+    finally:
+        for m, w in saved:
+            m.weight = w
+            if isinstance(m, torch.nn.Embedding):
+                m.num_embeddings = int(w.shape[0])
+            elif isinstance(m, torch.nn.Linear):
+                m.out_features = int(w.shape[0])
+        for m, b in biases:
+            m.bias = b
+        model.config.vocab_size = vocab
+        if gen is not None:
+            model.generation_config = gen
+
+
+def _restore_padding_rows(model: Any, layout: VocabLayout) -> None:
+    """An export without padding rows, loaded for twist: add them back (zeros; always masked)."""
+    n_pad = layout.vocab_size - layout.n_real
+    mods, tied = _vocab_modules(model)
+    grown = {}
+    with torch.no_grad():
+        for m in mods:
+            w = m.weight
+            grown[id(m)] = torch.cat([w.detach(), w.new_zeros(n_pad, *w.shape[1:])])
+        _set_vocab_rows(model, grown, tied)
+        for m in mods:
+            b = getattr(m, "bias", None)
+            if isinstance(b, torch.Tensor) and b.shape[0] == m.weight.shape[0] - n_pad:
+                m.bias = torch.nn.Parameter(torch.cat([b.detach(), b.new_zeros(n_pad)]), requires_grad=b.requires_grad)
+    model.config.vocab_size = int(model.config.vocab_size) + n_pad
 
 
 def save_speech_lm(model: Any, out_dir: str | os.PathLike, contract: UnitContract | None = None) -> Path:
@@ -89,7 +188,8 @@ def save_speech_lm(model: Any, out_dir: str | os.PathLike, contract: UnitContrac
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        with _exported_vocab(model, VocabLayout(contract.n_units)):
+            model.save_pretrained(tmp, safe_serialization=True)
         contract.save(tmp / CONTRACT_FILE)
         atomic_replace_dir(tmp, out)
     except BaseException:
@@ -142,12 +242,17 @@ def load_speech_lm(
     if expected is not None:
         contract.check_compatible(expected, mine=f"speech LM {path}", theirs=expected_name)
     config = AutoConfig.from_pretrained(path)
-    _check_vocab(config, contract, f"speech LM {path}")
+    exported = _check_vocab(config, contract, f"speech LM {path}", exported_ok=True)
     if isinstance(dtype, str) and dtype != "auto":
         from twist.lm.sources import resolve_dtype
 
         dtype = resolve_dtype(dtype)
-    model = model_class_for(config).from_pretrained(path, config=config, dtype=dtype or "auto")
+    from twist.checkpoint import refuse_pickled_weights
+
+    with refuse_pickled_weights(path):
+        model = model_class_for(config).from_pretrained(path, config=config, dtype=dtype or "auto")
+    if exported:
+        _restore_padding_rows(model, VocabLayout(contract.n_units))
     if device is not None:
         model = model.to(device)
     return model.eval(), contract

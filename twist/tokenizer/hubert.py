@@ -72,7 +72,10 @@ class HubertEncoder(Encoder):
         else:
             if not (p / "config.json").exists():
                 raise FileNotFoundError(f"{p} is not a HF model directory (no config.json)")
-            model = HubertModel.from_pretrained(str(p))
+            from twist.checkpoint import refuse_pickled_weights
+
+            with refuse_pickled_weights(p):
+                model = HubertModel.from_pretrained(str(p))
             pre = p / "preprocessor_config.json"
             pcfg = json.loads(pre.read_text()) if pre.exists() else {}
             ckpt_norm = bool(pcfg.get("do_normalize", model.config.feat_extract_norm == "layer"))

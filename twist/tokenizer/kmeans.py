@@ -150,9 +150,11 @@ def convert_legacy_kmeans(src: str | Path, dst: str | Path, *, allow_pickle: boo
     """
     src = Path(src)
     if not allow_pickle:
-        raise ValueError(
+        from twist.errors import UnsafeFileError
+
+        raise UnsafeFileError(
             f"{src} is a pickle (sklearn/joblib); converting it can run arbitrary code. "
-            "Pass allow_pickle=true if you trust this file."
+            "Pass convert.allow_pickle=true if you trust this file."
         )
     if not src.exists():
         raise FileNotFoundError(f"legacy k-means file not found: {src}")

@@ -23,6 +23,7 @@ Bad inputs (unreadable, empty, too short, NaN) go to the rejects log with their 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -36,8 +37,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from twist.audio import DEFAULT_EXTENSIONS, BadAudioError, audio_info, find_audio, load_audio
+from twist.atomic import disk_full_guard
+from twist.audio import DEFAULT_EXTENSIONS, BadAudioError, audio_info, find_audio, link_problem, load_audio
+from twist.console import quiet_third_party_progress, say
 from twist.dist import rank_and_world
+from twist.parent_watch import die_with_parent
 from twist.rejects import RejectsLog
 from twist.tokenizer.encoders import build_encoder, resolve_device
 from twist.tokenizer.kmeans import fit_kmeans
@@ -243,7 +247,7 @@ class TokenizeSettings:
 
 def _log(msg: str, rank: int = 0) -> None:
     if rank == 0:
-        print(f"[twist-tokenize] {msg}", flush=True)
+        say(f"[twist-tokenize] {msg}")
 
 
 def fit_tokenizer(s: TokenizeSettings, items: Sequence[AudioItem] | None = None) -> UnitTokenizer:
@@ -263,9 +267,15 @@ def fit_tokenizer(s: TokenizeSettings, items: Sequence[AudioItem] | None = None)
     chunks: list[np.ndarray] = []
     n_frames = 0
     used = 0
+    from tqdm import tqdm
+
+    # encoding the sample is most of a short run's fit: show it
+    bar = tqdm(total=min(len(sample), s.fit_max_files), desc="k-means fit", unit="file", dynamic_ncols=True,
+               disable=not (s.progress and rank_and_world()[0] == 0))
     for it in sample:
         if used >= s.fit_max_files or n_frames >= s.fit_max_frames:
             break
+        bar.update(1)
         try:
             wav = load_audio(it.path, encoder.sample_rate, min_seconds=s.min_seconds, max_seconds=s.max_seconds)
         except BadAudioError:
@@ -278,6 +288,10 @@ def fit_tokenizer(s: TokenizeSettings, items: Sequence[AudioItem] | None = None)
         chunks.append(f)
         n_frames += f.shape[0]
         used += 1
+        bar.set_postfix_str(f"{n_frames} frames")
+    bar.total = bar.n  # stopped early at fit.max_frames: the bar ends full
+    bar.refresh()
+    bar.close()
     if not chunks:
         raise ValueError("no usable audio to fit k-means on (every sampled input was rejected)")
     feats = np.concatenate(chunks)[: s.fit_max_frames]
@@ -350,6 +364,7 @@ def apply_tokenizer(s: TokenizeSettings, tok: UnitTokenizer, items: Sequence[Aud
     # lengths for bucketing: manifest num_samples, else the file header (cheap, no decoding)
     lengths: list[float] = []
     ready: list[AudioItem] = []
+    early_rejects = 0
     for it in todo:
         if it.n_samples is not None:
             sec = it.n_samples / float(it.sample_rate or tok.sample_rate)
@@ -357,9 +372,10 @@ def apply_tokenizer(s: TokenizeSettings, tok: UnitTokenizer, items: Sequence[Aud
             try:
                 frames, sr, _ = audio_info(it.path) if os.path.getsize(it.path) > 0 else (0, 1, 1)
             except (BadAudioError, OSError) as e:
-                reason = e.reason if isinstance(e, BadAudioError) else f"cannot stat file ({e})"
+                reason = e.reason if isinstance(e, BadAudioError) else (link_problem(it.path) or f"cannot stat file ({e})")
                 rejects.add(it.path, reason, id=it.id)
                 stats["rejected"] += 1
+                early_rejects += 1
                 continue
             sec = frames / sr
         lengths.append(sec)
@@ -369,10 +385,13 @@ def apply_tokenizer(s: TokenizeSettings, tok: UnitTokenizer, items: Sequence[Aud
         _BatchLoader(ready, batches, tok.sample_rate, s.min_seconds, s.max_seconds),
         batch_size=None, shuffle=False, num_workers=s.num_workers, collate_fn=_identity,
         prefetch_factor=4 if s.num_workers > 0 else None, persistent_workers=False,
+        # a kill -9 of this process must not leave decoders behind (reparented, holding files)
+        worker_init_fn=functools.partial(die_with_parent, parent=os.getpid()) if s.num_workers > 0 else None,
     )
     t0 = time.time()
-    bar = tqdm(total=len(ready), unit="file", desc=f"tokenize r{rank}", disable=not (s.progress and rank == 0),
-               dynamic_ncols=True)
+    # the bar counts every input of this rank: done by an earlier run, rejected early, or decoded here
+    bar = tqdm(total=len(mine), initial=stats["skipped_done"] + early_rejects, unit="file", desc=f"tokenize r{rank}",
+               disable=not (s.progress and rank == 0), dynamic_ncols=True)
     try:
         for batch in loader:
             good = [(it, w) for it, w, err in batch if err is None]
@@ -417,6 +436,8 @@ def run_tokenize(s: TokenizeSettings, *, mode: str = "fit+apply") -> dict[str, A
         _log(f"merged {meta['n_utterances']} utterances ({meta['hours']} h), {meta['n_rejected']} rejects -> {out_dir}")
         return meta
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not s.progress:
+        quiet_third_party_progress()  # transformers' own "Loading weights" bar
     t_start = time.time()
     items = s.inputs()
     if not items:
@@ -447,7 +468,8 @@ def run_tokenize(s: TokenizeSettings, *, mode: str = "fit+apply") -> dict[str, A
     done_dir = out_dir / DONE_DIR
     done_dir.mkdir(exist_ok=True)
     (done_dir / f"r{rank:04d}-of-{world:04d}.json").unlink(missing_ok=True)
-    stats = apply_tokenizer(s, tok, items)
+    with disk_full_guard(out_dir, intact="committed shards are kept; free space and rerun the same command to resume"):
+        stats = apply_tokenizer(s, tok, items)
     from twist.atomic import atomic_write_json
 
     atomic_write_json(done_dir / f"r{rank:04d}-of-{world:04d}.json", stats)
@@ -468,11 +490,10 @@ def run_tokenize(s: TokenizeSettings, *, mode: str = "fit+apply") -> dict[str, A
         }
         atomic_write_json(out_dir / "summary.json", summary)
         el = max(stats["elapsed_s"], 1e-9)
-        print(
+        say(
             f"[twist-tokenize] done: {meta['n_utterances']} utterances ({meta['hours']:.4f} h), "
             f"{meta['n_rejected']} rejected (see {out_dir / REJECTS}), {meta['n_units_total']} units; "
-            f"this rank {stats['ok']} files at {stats['audio_seconds'] / el:.1f} audio-s/s -> {out_dir}",
-            flush=True,
+            f"this rank {stats['ok']} files at {stats['audio_seconds'] / el:.1f} audio-s/s -> {out_dir}"
         )
         return summary
     _log(f"rank {rank} finished its shard; the last rank to finish merges", 0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,18 +111,24 @@ class Checkpointer:
         D.barrier()
 
     def restore(self, ckpt: dict[str, Any] | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
-                weights_loaded: bool, shards: Path | None) -> dict[str, Any]:
+                weights_loaded: bool, shards: Path | None,
+                check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Load model and optimiser from a checkpoint; return its small state on every rank.
 
         ``weights_loaded``: an FSDP2 start from a full checkpoint, where only rank 0 read it and
         the weights were broadcast already; the optimiser state is broadcast here, and the
-        small rest sent as objects.
+        small rest sent as objects. ``check(state)`` runs before any tensor is loaded (e.g. that
+        the checkpoint's model is the configured one).
         """
         if weights_loaded:
             small = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "buffers")} if ckpt else None
             small = D.broadcast_object(small)
+            if check is not None:
+                check(small)
             load_optimizer_from_rank0(model, optimizer, ckpt["optimizer"] if ckpt else None)
             return small
+        if check is not None:
+            check(ckpt)
         if shards is not None:
             load_sharded(model, optimizer, shards)  # every rank reads its own part
         else:

@@ -86,7 +86,10 @@ class MetricsLogger:
         wandb_project: str = "twist",
         run_name: str | None = None,
         config: dict[str, Any] | None = None,
+        purge_step: int | None = None,
     ) -> None:
+        """``purge_step``: a resumed run's first step; TensorBoard then drops the events a
+        killed run wrote from that step on (they are redone), as ``metrics.jsonl`` is cut."""
         self.enabled = enabled
         self.out_dir = Path(out_dir)
         self._tb = None
@@ -99,7 +102,7 @@ class MetricsLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(self.out_dir / "tb"))
+            self._tb = SummaryWriter(str(self.out_dir / "tb"), purge_step=purge_step)
         if wandb:
             import wandb as wb
 
@@ -138,6 +141,21 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def resume_message(checkpoint: str | Path, step: int, tokens: int) -> str:
+    """The line a resumed run prints: where it continues from."""
+    return f"[twist-train] resuming from step {step} (checkpoint {checkpoint}, {tokens} tokens seen)"
+
+
+def result_message(prog: str, *, stop_reason: str, step: int, tokens: int, best_ppl: float, best_step: int,
+                   export_dir: str | Path | None, checkpoint: str | Path) -> str:
+    """The line a finished (or stopped) run prints; a run that never validated says so."""
+    best = (f"best valid PPL {best_ppl:.3f} at step {best_step}" if best_step >= 0
+            else "no validation yet (no valid split, or stopped before the first one)")
+    where = (f"speech LM in {export_dir}" if export_dir is not None
+             else f"checkpoint in {checkpoint}; run the same command to resume")
+    return f"{prog}: {stop_reason or 'done'} at step {step} ({tokens} tokens); {best}; {where}"
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -34,7 +34,8 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from twist.checkpoint import capture_rng_state, restore_rng_state, shards_dir
+from twist.checkpoint import capture_rng_state, check_same_model, model_config, restore_rng_state, shards_dir
+from twist.console import say
 from twist.contract import UnitContract, VocabLayout
 from twist.errors import ConfigError, Diverged
 from twist.schema import to_typed
@@ -42,7 +43,7 @@ from twist.train import distributed as D
 from twist.train.checkpointer import Checkpointer
 from twist.train.config import TrainRunConfig
 from twist.train.data import TrainStream, open_split, open_valid_sets, valid_batches
-from twist.train.loggers import MetricsLogger, peak_flops, truncate_metrics
+from twist.train.loggers import MetricsLogger, peak_flops, resume_message, truncate_metrics
 from twist.train.optim import build_optimizer
 from twist.train.packing import Batch, token_loss_sum
 from twist.train.parallelize import build_model, unsharded_copy
@@ -126,7 +127,8 @@ class Trainer:
         lg = c.logger
         self.logger = MetricsLogger(self.out_dir, enabled=self.info.is_main, tensorboard=lg.tensorboard,
                                     wandb=lg.wandb, wandb_project=lg.project, run_name=lg.run_name,
-                                    config=OmegaConf.to_container(OmegaConf.structured(c)) if lg.wandb else None)
+                                    config=OmegaConf.to_container(OmegaConf.structured(c)) if lg.wandb else None,
+                                    purge_step=self.state.step + 1 if resume_from is not None else None)
         self.peak = peak_flops(self.device)
 
     # ---------------------------------------------------------------------------------------
@@ -144,7 +146,8 @@ class Trainer:
             return None
         return {"schedule": self.schedule.state_dict(), "data": self.stream.state_dict(),
                 "data_signature": self._data_signature(), "state": asdict(self.state), "rng": rngs,
-                "world_size": self.info.world_size, "contract": self.contract.to_dict()}
+                "world_size": self.info.world_size, "contract": self.contract.to_dict(),
+                "model_config": model_config(D.unwrap(self.model))}
 
     def save(self, names: tuple[str, ...]) -> None:
         """Write checkpoints ``names`` (e.g. ``("best", "last")``), atomically; collective."""
@@ -155,7 +158,8 @@ class Trainer:
 
     def _restore(self, ckpt: dict[str, Any] | None, *, weights_loaded: bool, shards: Path | None) -> None:
         small = self.checkpointer.restore(ckpt, self.model, self.optimizer, weights_loaded=weights_loaded,
-                                          shards=shards)
+                                          shards=shards, check=lambda state: check_same_model(
+                                              state, D.unwrap(self.model), self.checkpointer.dir / "last"))
         was, now = small.get("data_signature", {}), self._data_signature()
         diff = [f"{k}: checkpoint {was[k]!r}, now {now[k]!r}" for k in now if k in was and was[k] != now[k]]
         if diff:
@@ -168,6 +172,7 @@ class Trainer:
         restore_rng_state(rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0])
         if self.info.is_main:
             truncate_metrics(self.out_dir, self.state.step)
+            say(resume_message(self.checkpointer.dir / "last", self.state.step, self.state.tokens))
 
     def export(self) -> Path | None:
         """Write the best checkpoint (the last one without validation) as a speech LM dir."""

@@ -26,6 +26,7 @@ import torch
 
 from twist.atomic import atomic_write_json
 from twist.contract import UnitContract
+from twist.errors import InputError, MissingInputError
 from twist.vocoder.generator import GeneratorConfig, UnitHifiGan, build_generator
 
 FORMAT = "twist-vocoder"
@@ -206,7 +207,14 @@ def load_vocoder(path: str | Path, *, device: str | torch.device = "cpu") -> tup
         raise ValueError(f"{d / CONFIG_FILE}: format is {meta.get('format')!r}, expected {FORMAT!r}")
     contract = UnitContract.load(d / CONTRACT_FILE)
     gen = build_generator(GeneratorConfig.from_dict(meta["generator"]))
-    gen.load_state_dict(load_file(str(d / WEIGHTS_FILE)), strict=True)
+    try:
+        weights = load_file(str(d / WEIGHTS_FILE))
+    except FileNotFoundError:
+        raise MissingInputError(f"vocoder {d}: {WEIGHTS_FILE} is missing") from None
+    except Exception as e:  # safetensors' SafetensorError: a header that is not safetensors
+        raise InputError(f"vocoder {d}: {d / WEIGHTS_FILE} is not a safetensors file ({str(e).strip()[:120]}); "
+                         "convert a published checkpoint with twist-vocoder mode=convert") from None
+    gen.load_state_dict(weights, strict=True)
     return Vocoder(gen, contract, device=device), contract
 
 

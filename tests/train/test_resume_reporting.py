@@ -1,0 +1,87 @@
+"""What a resumed or unvalidated run tells the user, and what it leaves in its logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from twist.errors import ConfigError
+from twist.train.trainer import Trainer
+
+KILL_SCRIPT = """
+import os, signal, json
+from twist.train.trainer import Trainer
+
+cfg = json.loads({cfg!r})
+kill_at = int(os.environ.get("KILL_AT", "0"))
+
+class Killable(Trainer):
+    def train_step(self):
+        m = super().train_step()
+        if self.state.step == kill_at:
+            self.logger.log({{**m, "tokens": 0}}, step=self.state.step)
+            self.logger.close()  # the event file reaches the disk, as a long run's would have
+            os.kill(os.getpid(), signal.SIGKILL)
+        return m
+
+Killable(cfg).fit()
+"""
+
+
+def _tb_loss_steps(run: Path) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"), purge_orphaned_data=True)
+    acc.Reload()
+    return [e.step for e in acc.Scalars("loss")]
+
+
+def test_tensorboard_holds_each_step_once_after_a_resume(make_cfg, unit_data, tmp_path):
+    pytest.importorskip("tensorboard")
+    run = tmp_path / "run"
+    cfg = make_cfg(unit_data, run, max_steps=7, valid_every=0, save_every=3)
+    cfg["logger"]["tensorboard"] = True
+    script = tmp_path / "train_kill.py"
+    script.write_text(textwrap.dedent(KILL_SCRIPT.format(cfg=json.dumps(cfg))))
+    p = subprocess.run([sys.executable, str(script)], env={**os.environ, "KILL_AT": "5"},
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert _tb_loss_steps(run) == [1, 2, 3, 4, 5]  # steps 4-5 are past the checkpoint at 3
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert _tb_loss_steps(run) == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_resuming_with_a_changed_model_shape_is_refused_naming_the_field(make_cfg, unit_data, tmp_path):
+    run = tmp_path / "run"
+    Trainer(make_cfg(unit_data, run, max_steps=3, valid_every=0, save_every=3)).fit()
+    cfg = make_cfg(unit_data, run, max_steps=6, valid_every=0, save_every=3)
+    cfg["model"]["config"] = {**cfg["model"]["config"], "ffn_dim": 48}
+    with pytest.raises(ConfigError) as e:
+        Trainer(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and "ffn_dim" in msg and "64" in msg and "48" in msg and str(run) in msg
+
+
+def test_cli_reports_the_resume_and_a_run_without_validation_and_keeps_a_log(make_units, contract, tmp_path):
+    data = make_units(tmp_path / "units", contract, valid=0.0)  # no valid split: nothing to select on
+    out = tmp_path / "cli"
+    base = [sys.executable, "-m", "twist.cli.train", "+model=tiny", "+init=cold", f"data.path={data}",
+            f"out_dir={out}", "data.max_tokens=64", "train.global_batch=4", "train.micro_batch=2",
+            "train.save_every=2", "logger=jsonl", "train.progress=false"]
+    first = subprocess.run([*base, "train.max_steps=2"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "PPL inf" not in first.stdout and "step -1" not in first.stdout
+    assert "no validation" in first.stdout
+    second = subprocess.run([*base, "train.max_steps=4"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    resume = [line for line in second.stdout.splitlines() if "resuming from step 2" in line]
+    assert resume and str(out / "checkpoints" / "last") in resume[0]
+    log = (out / "train.log").read_text()
+    assert "resuming from step 2" in log and "max_steps at step 4" in log
