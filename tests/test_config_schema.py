@@ -13,7 +13,8 @@ from twist.cli.common import CONFIGS, check_command_line, register_schemas
 from twist.cli.schemas import SCHEMAS, reference_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE = {"train": ["+model=tiny", "+init=cold", "data.path=/data/units", "out_dir=/tmp/run"]}
+BASE = {"train": ["+model=tiny", "+init=cold", "data.path=/data/units", "out_dir=/tmp/run"],
+        "eval": ["model_path=/runs/x/speech_lm", "out_dir=/tmp/eval"]}
 
 
 def _error(capsys, config: str, *argv: str, base: bool = True) -> str:
@@ -52,6 +53,15 @@ def test_primary_configs_extend_their_schema_and_hold_no_defaults(name):
 def test_unknown_key_fails_naming_it_and_the_closest_one(argv, capsys):
     err = _error(capsys, "train", *argv)
     assert err == "twist-train: error: unknown setting train.max_step (did you mean train.max_steps?)"
+
+
+@pytest.mark.parametrize("argv,key,hint", [
+    (["benchmarks.swuggy.dri=/x"], "benchmarks.swuggy.dri", "benchmarks.swuggy.dir"),
+    (["+benchmarks.ppl.splitt=valid"], "benchmarks.ppl.splitt", "benchmarks.ppl.split"),
+    (["batch_sise=4"], "batch_sise", "batch_size"),
+])
+def test_eval_unknown_keys_fail_naming_them(argv, key, hint, capsys):
+    assert _error(capsys, "eval", *argv) == f"twist-eval: error: unknown setting {key} (did you mean {hint}?)"
 
 
 def test_wrong_type_and_bad_choice_name_the_key(capsys):

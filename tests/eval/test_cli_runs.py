@@ -78,11 +78,11 @@ def test_an_unreadable_listed_wav_fails_the_run_naming_it_unless_allowed(setup, 
     (split / "w1_0.wav").write_bytes(b"")  # 0 bytes: rejected, so the pair of id 1 cannot be scored
     rc, err = _exit_code(run, cfg("strict"), capsys)
     assert rc == 2 and "w1_0" in err and "allow_incomplete=true" in err
-    summary = json.loads((root / "strict" / "results.json").read_text())["benchmarks"]["swuggy/dev"]
+    summary = json.loads((root / "strict" / "results.json").read_text())["benchmarks"]["sWUGGY/dev"]
     assert summary["submission_complete"] is False and summary["missing_files"] == ["w1_0"]  # recorded all the same
     rc, err = _exit_code(run, cfg("allowed", "allow_incomplete=true"), capsys)
     assert rc == 0 and "w1_0" in err  # still warned
-    summary = json.loads((root / "allowed" / "results.json").read_text())["benchmarks"]["swuggy/dev"]
+    summary = json.loads((root / "allowed" / "results.json").read_text())["benchmarks"]["sWUGGY/dev"]
     assert summary["n_pairs"] == 2 and summary["n_pairs_skipped"] == 1 and summary["complete"] is False
 
 
@@ -95,7 +95,7 @@ def test_an_extra_wav_not_in_gold_csv_fails_the_run_naming_it_unless_allowed(set
     shutil.copy(split / "w0_1.wav", split / "stray.wav")
     rc, err = _exit_code(run, cfg("strict"), capsys)
     assert rc == 2 and "stray.wav" in err
-    summary = json.loads((root / "strict" / "results.json").read_text())["benchmarks"]["swuggy/dev"]
+    summary = json.loads((root / "strict" / "results.json").read_text())["benchmarks"]["sWUGGY/dev"]
     assert summary["extra_files"] == ["stray.wav"] and summary["complete"] is False
     rc, _ = _exit_code(run, cfg("allowed", "allow_incomplete=true"), capsys)
     assert rc == 0
@@ -107,7 +107,7 @@ def test_a_complete_split_passes_and_says_so(setup, capsys):
     root, _, cfg = setup
     rc, err = _exit_code(run, cfg("ok"), capsys)
     assert rc == 0, err
-    summary = json.loads((root / "ok" / "results.json").read_text())["benchmarks"]["swuggy/dev"]
+    summary = json.loads((root / "ok" / "results.json").read_text())["benchmarks"]["sWUGGY/dev"]
     assert summary["complete"] is True and summary["missing_files"] == [] and summary["extra_files"] == []
 
 
@@ -125,7 +125,7 @@ def test_progress_bars_name_their_benchmark_and_progress_false_silences_every_ba
     rc, err = _exit_code(run, cfg("bars", "progress=true", f"benchmarks.ssc.path={ssc}"), capsys)
     assert rc == 0, err
     bars = [line for line in err.replace("\r", "\n").splitlines() if "it/s" in line or "s/it" in line or "|" in line]
-    assert any(line.lstrip().startswith("swuggy/dev") for line in bars), bars
-    assert any(line.lstrip().startswith("ssc") for line in bars), bars
+    assert any(line.lstrip().startswith("sWUGGY/dev") for line in bars), bars
+    assert any(line.lstrip().startswith("sSC") for line in bars), bars
     rc, err = _exit_code(run, cfg("quiet", "progress=false", f"benchmarks.ssc.path={ssc}"), capsys)
     assert rc == 0 and "|" not in err and "Loading weights" not in err, err

@@ -90,7 +90,7 @@ def test_every_benchmark_end_to_end(tmp_path, ev, bench, small_contract, fake_to
     out = tmp_path / "run"
     res = evaluate_model(_cfg(root, ds_root, tmp_path), model, small_contract, out, tokenizer=fake_tokenizer)
 
-    assert list(res["metrics"]) == ["sWUGGY (dev)", "sWUGGY in-vocab (dev)", "sBLIMP (dev)", "sSC", "tSC", "PPL"]
+    assert list(res["metrics"]) == ["PPL", "sWUGGY (dev)", "sWUGGY in-vocab (dev)", "sBLIMP (dev)", "sSC", "tSC"]
     direct = LikelihoodScorer(model, small_contract, batch_size=1)
 
     # sSC: per-item scores equal a direct batch-1 computation on the units each wav holds
@@ -172,7 +172,7 @@ def test_configuration_errors(tmp_path, ev, bench, small_contract, fake_tokenize
         evaluate_model(_cfg(root, ds_root, tmp_path), model, small_contract, tmp_path / "r")
     with pytest.raises(ValueError, match="no benchmark configured"):
         evaluate_model({"progress": False}, model, small_contract, tmp_path / "r")
-    with pytest.raises(ValueError, match="decide_by must be one of"):
+    with pytest.raises(ValueError, match="decide_by: 'max' is not one of sum, mean"):
         evaluate_model(_cfg(root, ds_root, tmp_path, decide_by="max"), model, small_contract, tmp_path / "r")
 
 

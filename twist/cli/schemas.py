@@ -8,6 +8,7 @@ generated from this table: ``python -m twist.cli.schemas > docs/configs.md``.
 from __future__ import annotations
 
 from twist.asr import AsrRunConfig
+from twist.eval.config import EvalRunConfig
 from twist.generate import GenerateRunConfig
 from twist.mos.config import MosBuildConfig, MosScoreConfig
 from twist.train.config import PlotConfig, TrainRunConfig
@@ -15,6 +16,7 @@ from twist.vocoder.config import VocoderRunConfig
 
 SCHEMAS: dict[str, type] = {
     "asr_run": AsrRunConfig,
+    "eval": EvalRunConfig,
     "generate": GenerateRunConfig,
     "mos_build": MosBuildConfig,
     "mos_score": MosScoreConfig,

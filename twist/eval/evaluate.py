@@ -1,117 +1,64 @@
 """Run every configured benchmark on one speech LM and write the run directory.
 
 The flow is: read and validate every benchmark first (a missing file or a bad gold.csv
-fails in seconds, before any model time is spent), then turn each benchmark's audio into
-units (cached, identical audio encoded once), score every distinct item once with
-:class:`LikelihoodScorer`, decide the pairs by every rule (sum, mean, and the length-only
-baseline, :mod:`twist.eval.rules`), aggregate, attach a 95 % interval to every accuracy
-(:mod:`twist.eval.stats`), and write ``results.json``/``results.md``/``items/``/
-``item_scores.json``/``submission/`` (see :mod:`twist.eval.report`). Benchmarks follow the
-TWIST paper's zero-shot suite (§3.3): sWUGGY and sBLIMP (ZeroSpeech 2021), sStoryCloze and
-tStoryCloze, and PPL.
+fails in seconds, before any model time is spent), then run each benchmark's tasks through
+its row of :mod:`twist.eval.registry` (pair benchmarks: units, likelihoods, the sum, mean and
+length-only rules, aggregates, 95 % intervals; :mod:`twist.eval.pair_scoring`), and write
+``results.json``/``results.md``/``items/``/``item_scores.json``/``submission/`` (see
+:mod:`twist.eval.report`). Benchmarks follow the TWIST paper's zero-shot suite (§3.3): sWUGGY
+and sBLIMP (ZeroSpeech 2021), sStoryCloze and tStoryCloze, and PPL; the generative metrics
+come on top.
 
-``cfg`` is a plain mapping with the fields of ``twist/configs/eval.yaml``; the CLI is a thin
-wrapper around :func:`evaluate_model`.
+:func:`evaluate_run` is what ``twist-eval`` runs; :func:`evaluate_model` scores a model
+already in memory.
 """
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from twist.atomic import atomic_write_text
 from twist.contract import UnitContract
 from twist.errors import ConfigError, MissingInputError
-from twist.eval import ppl as ppl_mod
-from twist.eval import report, zr2021
-from twist.eval.inputs import AudioUnits, PretokenizedUnits, default_cache_dir, final_units
-from twist.eval.likelihood import SCORE_KINDS, LikelihoodScorer
-from twist.eval.pairs import accuracy, decide
-from twist.eval.rules import RULES, agreement, pair_items, rule_values, zr2021_items
-from twist.eval.stats import mean_with_interval, wilson_interval
-from twist.eval.storycloze import PairSet, load_pairs
+from twist.eval import report
+from twist.eval.config import EvalRunConfig
+from twist.eval.inputs import AudioUnits, default_cache_dir
+from twist.eval.likelihood import LikelihoodScorer
+from twist.eval.registry import BENCHMARKS, PlanContext, RunContext, Task
+from twist.eval.rules import RULES
+from twist.eval.stats import mean_with_interval
 from twist.rejects import RejectsLog
+from twist.schema import to_typed
 
 
-@dataclass
-class _Task:
-    name: str  # the benchmark as the paper spells it: "sWUGGY/dev", "sSC", "PPL" (results.json, items/)
-    metric: str  # headline metric name, e.g. "sWUGGY (dev)"
-    pairs: PairSet | None = None
-    gold: zr2021.GoldSplit | None = None
-    units: str | None = None  # pre-tokenized source
-    ppl_view: Any = None
-    generation: Any = None  # a twist.eval.generation.GenerationTask
+def _typed(cfg: EvalRunConfig | Mapping[str, Any], out_dir: str | Path | None = None) -> EvalRunConfig:
+    if isinstance(cfg, EvalRunConfig):
+        return cfg
+    plain = dict(cfg)
+    plain.setdefault("out_dir", str(out_dir) if out_dir is not None else ".")
+    return to_typed(EvalRunConfig, plain)
 
 
-def _get(cfg: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    v = cfg.get(key, default) if cfg is not None else default
-    return default if v is None else v
-
-
-def plan_tasks(cfg: Mapping[str, Any], contract: UnitContract) -> list[_Task]:
+def plan_tasks(cfg: EvalRunConfig | Mapping[str, Any], contract: UnitContract) -> list[Task]:
     """Read and validate every configured benchmark; nothing is scored yet."""
-    b = _get(cfg, "benchmarks", {})
-    zr_root = cfg.get("zr2021_root")
-    bench_root = Path(cfg["bench_root"]) if cfg.get("bench_root") else None
+    c = _typed(cfg)
+    bench_root = Path(c.bench_root) if c.bench_root else None
     if bench_root is not None and not bench_root.is_dir():
-        raise FileNotFoundError(f"bench_root {bench_root} does not exist")
-    tasks: list[_Task] = []
-    from_root = 0  # benchmarks found under bench_root
-    for key, task, label in (("swuggy", "lexical", "sWUGGY"), ("sblimp", "syntactic", "sBLIMP")):
-        spec = _get(b, key, {})
-        d = spec.get("dir") or (str(Path(zr_root) / task) if zr_root else None)
-        discovered = False
-        if not d and bench_root is not None and (bench_root / task).is_dir():
-            d, discovered = str(bench_root / task), True
-        if not d:
-            continue
-        for split in _get(spec, "splits", ["dev"]):
-            if discovered and not (Path(d) / split).is_dir():
-                continue  # a twist-bench dir may hold only some splits
-            gold = zr2021.load_split(d, split, task)
-            pairs = zr2021.make_pairs(gold)
-            ps = PairSet(name=f"{label}/{split}", root=gold.dir, pairs=pairs, paths=dict(gold.audio), layout="zr2021")
-            tasks.append(_Task(f"{label}/{split}", f"{label} ({split})", pairs=ps, gold=gold, units=spec.get("units")))
-            from_root += int(discovered)
-    for key, label in (("ssc", "sSC"), ("tsc", "tSC")):
-        spec = _get(b, key, {})
-        path = spec.get("path")
-        if not path and bench_root is not None:
-            # twist-bench writes <root>/storycloze/{sSC,tSC}; a hand-made root may hold them directly
-            for cand in (bench_root / label, bench_root / "storycloze" / label):
-                if cand.is_dir():
-                    path = str(cand)
-                    from_root += 1
-                    break
-        if not path:
-            continue
-        tasks.append(_Task(label, label, pairs=load_pairs(path, name=label), units=spec.get("units")))
-    if bench_root is not None and not from_root:
+        raise MissingInputError(f"bench_root {bench_root} does not exist")
+    tasks: list[Task] = []
+    for b in BENCHMARKS:
+        ctx = PlanContext(b, contract, Path(c.zr2021_root) if c.zr2021_root else None, bench_root, c.tokenizer_dir)
+        tasks += b.plan_fn()(getattr(c.benchmarks, b.key), ctx)
+    if bench_root is not None and not any(t.from_root for t in tasks):
         raise MissingInputError(_nothing_under(bench_root))
-    spec = _get(b, "ppl", {})
-    if spec.get("dataset"):
-        view = ppl_mod.load_split(spec["dataset"], _get(spec, "split", "test"), contract,
-                                  max_utterances=spec.get("max_utterances"))
-        tasks.append(_Task("PPL", "PPL", ppl_view=view))
-    spec = _get(b, "generation", {})
-    if spec.get("vocoder"):
-        from twist.eval.generation import plan_generation
-
-        if "tokenizer_dir" in cfg and not cfg.get("tokenizer_dir"):
-            raise ConfigError("benchmarks.generation turns prompt audio into units: set tokenizer_dir")
-        tasks.append(_Task("generation", "GenPPL", generation=plan_generation(spec)))
     if not tasks:
-        raise ValueError(
-            "no benchmark configured: set zr2021_root, benchmarks.swuggy.dir, benchmarks.sblimp.dir, "
-            "benchmarks.ssc.path, benchmarks.tsc.path, benchmarks.ppl.dataset or benchmarks.generation.vocoder"
-        )
+        raise ConfigError("no benchmark configured: set zr2021_root, bench_root, or one of "
+                          + ", ".join(f"benchmarks.{b.key}.{dataclasses.fields(b.settings)[0].name}" for b in BENCHMARKS))
     return tasks
 
 
@@ -127,38 +74,19 @@ def _nothing_under(root: Path) -> str:
     return msg
 
 
-def _resolve_units(task: _Task, contract: UnitContract, audio: AudioUnits | None,
-                   rejects: RejectsLog) -> dict[str, np.ndarray]:
-    ps = task.pairs
-    assert ps is not None
-    out = {k: final_units(u, contract, name=f"{task.name}: {k}") for k, u in ps.inline.items()}
-    paths = list(ps.paths.values())
-    if not paths:
-        return out
-    if task.units:
-        got = PretokenizedUnits(task.units, contract).units(paths, ps.root, rejects)
-    else:
-        if audio is None:
-            raise ValueError(f"benchmark {task.name} reads audio: set tokenizer_dir (or benchmarks.<name>.units)")
-        got = audio.units(paths, rejects, desc=f"{task.name}: tokenizing")
-    by_path = {str(p): k for k, p in ps.paths.items()}
-    out.update({by_path[p]: u for p, u in got.items()})
-    return out
-
-
 def evaluate_model(
-    cfg: Mapping[str, Any],
+    cfg: EvalRunConfig | Mapping[str, Any],
     model: torch.nn.Module,
     contract: UnitContract,
     out_dir: str | Path,
     *,
     tokenizer: Any = None,
-    tasks: list[_Task] | None = None,
+    tasks: list[Task] | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` on the benchmarks in ``cfg``; write and return the results dict.
 
     Args:
-        cfg: eval settings (``twist/configs/eval.yaml`` as a mapping).
+        cfg: eval settings (an :class:`EvalRunConfig`, or a mapping of its fields).
         model: the speech LM, on its device and dtype, in eval mode.
         contract: the model's unit contract.
         out_dir: the run directory.
@@ -166,160 +94,104 @@ def evaluate_model(
         tasks: benchmarks already read by :func:`plan_tasks` (the CLI validates them before
             it spends time loading the model); read from ``cfg`` when omitted.
     """
+    c = _typed(cfg, out_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    decide_by = _get(cfg, "decide_by", "sum")
-    if decide_by not in SCORE_KINDS:
-        raise ValueError(f"decide_by must be one of {SCORE_KINDS}, got {decide_by!r}")
     if tokenizer is not None:
         contract.check_compatible(tokenizer.contract, mine="model", theirs="tokenizer")
     if tasks is None:
-        tasks = plan_tasks(cfg, contract)
-    progress = bool(_get(cfg, "progress", True))
-    scorer = LikelihoodScorer(
-        model, contract,
-        batch_size=int(_get(cfg, "batch_size", 32)),
-        max_batch_tokens=cfg.get("max_batch_tokens"),
-        score_eos=bool(_get(cfg, "score_eos", True)),
-        max_length=cfg.get("max_length"),
-        too_long=_get(cfg, "too_long", "error"),
-        progress=progress,
-    )
+        tasks = plan_tasks(c, contract)
+    scorer = LikelihoodScorer(model, contract, batch_size=c.batch_size, max_batch_tokens=c.max_batch_tokens,
+                              score_eos=c.score_eos, max_length=c.max_length, too_long=c.too_long,
+                              progress=c.progress)
     audio = None
     if tokenizer is not None:
-        cache = cfg.get("cache_dir")
-        cache = None if cache == "off" else (cache or default_cache_dir())
-        audio = AudioUnits(tokenizer, cache_dir=cache, batch_size=int(_get(cfg, "tokenize_batch_size", 16)),
-                           progress=progress)
-    results: dict[str, Any] = {
-        "model_name": cfg.get("model_name") or (Path(str(cfg.get("model_path"))).name if cfg.get("model_path") else "model"),
-        "model_path": cfg.get("model_path"),
-        "tokenizer_dir": cfg.get("tokenizer_dir"),
-        "contract": contract.to_dict(),
-        "decide_by": decide_by,
-        "score_eos": scorer.score_eos,
-        "batch_size": scorer.batch_size,
-        "device": str(next(iter(model.parameters()), torch.zeros(0)).device),
-        "dtype": str(next(iter(model.parameters()), torch.zeros(0)).dtype).replace("torch.", ""),
-        "metrics": {},
-        "ci95": {},
-        "rules": {},
-        "benchmarks": {},
-    }
+        cache = None if c.cache_dir == "off" else (c.cache_dir or default_cache_dir())
+        audio = AudioUnits(tokenizer, cache_dir=cache, batch_size=c.tokenize_batch_size, progress=c.progress)
+    results = _results_header(c, model, contract, scorer)
     item_scores: dict[str, dict[str, float]] = {}
     total_pairs, total_score_s = 0, 0.0
     # Each run finds every reject again, so the log starts empty rather than appending to a past run's.
     atomic_write_text(out_dir / "rejects.jsonl", "")
-    with RejectsLog(out_dir / "rejects.jsonl", stage="eval", strict=bool(_get(cfg, "strict", False))) as rejects:
+    with RejectsLog(out_dir / "rejects.jsonl", stage="eval", strict=c.strict) as rejects:
+        ctx = RunContext(model, contract, scorer, audio, tokenizer, rejects, c.decide_by, out_dir,
+                         model_key=str(c.model_path), progress=c.progress)
         for task in tasks:
-            if task.generation is not None:
-                from twist.eval.generation import METRICS, run_generation
-
-                summary, rows = run_generation(task.generation, lm=model, contract=contract, tokenizer=tokenizer,
-                                               out_dir=out_dir, model_key=str(cfg.get("model_path")), progress=progress)
-                results["benchmarks"][task.name] = summary
-                results["metrics"].update({m: summary[m] for m in METRICS})
-                report.write_items(out_dir, task.name, rows)
-                continue
-            if task.ppl_view is not None:
-                summary, rows = ppl_mod.perplexity(scorer, task.ppl_view)
-                results["benchmarks"][task.name] = summary
-                results["metrics"][task.metric] = summary["ppl"]
-                report.write_items(out_dir, task.name, rows)
-                continue
-            summary, rows, items, agree = _run_pairs(task, scorer, contract, audio, rejects, decide_by, out_dir)
-            results["benchmarks"][task.name] = summary
-            results["metrics"][task.metric] = summary["accuracy"]
-            if task.gold is not None and task.gold.task == "lexical":
-                results["metrics"][task.metric.replace("sWUGGY", "sWUGGY in-vocab")] = summary["in_vocab"]
-            for metric, by_rule in items.items():
+            res = task.benchmark.run_fn()(task, ctx)
+            results["benchmarks"][task.name] = res.summary
+            results["metrics"].update(res.metrics)
+            for metric, by_rule in res.items.items():
                 per_rule = {r: mean_with_interval(list(by_rule[r].values())) for r in RULES}
-                results["ci95"][metric] = per_rule[decide_by]["ci95"]
+                results["ci95"][metric] = per_rule[c.decide_by]["ci95"]
                 results["rules"][metric] = {
-                    "n_items": per_rule[decide_by]["n"],
+                    "n_items": per_rule[c.decide_by]["n"],
                     **{r: {"accuracy": v["accuracy"], "ci95": v["ci95"]} for r, v in per_rule.items()},
-                    "agree_with_length": {r: agree[r] for r in ("sum", "mean")},
+                    "agree_with_length": {r: res.agree[r] for r in ("sum", "mean")},
                 }
-                item_scores[metric] = by_rule[decide_by]
-            report.write_items(out_dir, task.name, rows)
-            total_pairs += summary["n_pairs"]
-            total_score_s += summary["score_seconds"]
+                item_scores[metric] = by_rule[c.decide_by]
+            report.write_items(out_dir, task.name, res.rows)
+            total_pairs += res.n_pairs
+            total_score_s += res.score_seconds
         results["n_rejected"] = rejects.count
     results["pairs_per_second"] = total_pairs / total_score_s if total_score_s > 0 else None
     if audio is not None:
         results["tokenizer_cache"] = {"hits": audio.n_cache_hits, "encoded": audio.n_encoded,
                                       "same_content": audio.n_same_content,
                                       "dir": str(audio.cache_dir) if audio.cache_dir else None}
-    report.write_item_scores(out_dir, decide_by, item_scores)
+    report.write_item_scores(out_dir, c.decide_by, item_scores)
     report.write_results(out_dir, results)
     return results
 
 
-def _run_pairs(
-    task: _Task, scorer: LikelihoodScorer, contract: UnitContract, audio: AudioUnits | None, rejects: RejectsLog,
-    decide_by: str, out_dir: Path,
-) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[str, dict[str, float]]], dict[str, float]]:
-    """Score one pair benchmark.
+def _results_header(c: EvalRunConfig, model: torch.nn.Module, contract: UnitContract,
+                    scorer: LikelihoodScorer) -> dict[str, Any]:
+    first = next(iter(model.parameters()), torch.zeros(0))
+    return {
+        "model_name": c.model_name or (Path(str(c.model_path)).name if c.model_path else "model"),
+        "model_path": c.model_path,
+        "tokenizer_dir": c.tokenizer_dir,
+        "contract": contract.to_dict(),
+        "decide_by": c.decide_by,
+        "score_eos": scorer.score_eos,
+        "batch_size": scorer.batch_size,
+        "device": str(first.device),
+        "dtype": str(first.dtype).replace("torch.", ""),
+        "metrics": {},
+        "ci95": {},
+        "rules": {},
+        "benchmarks": {},
+    }
 
-    Returns:
-        the summary, per-pair rows, ``{metric: {rule: {item id: item score}}}`` and, per
-        rule, the share of pairs it decides as the length-only baseline does.
-    """
-    ps = task.pairs
-    assert ps is not None
-    t0 = time.perf_counter()
-    units = _resolve_units(task, contract, audio, rejects)
-    t_units = time.perf_counter() - t0
-    keys = list(units)
-    scores = scorer.score_units([units[k] for k in keys], names=[f"{task.name}: {k}" for k in keys],
-                                desc=f"{task.name}: scoring")
-    values = rule_values(keys, scores, units)
-    chosen = values[decide_by]
-    detail = {k: (s, m, n, units[k].size) for k, s, m, n in zip(keys, scores.sum, scores.mean, scores.n_tokens)}
-    if task.gold is not None:
-        by_rule = {r: zr2021.evaluate_split(task.gold, values[r]) for r in RULES}
-        summary, rows = by_rule[decide_by]
-        for r, (_, r_rows) in by_rule.items():
-            for row, other in zip(rows, r_rows):
-                row[f"{r}_score"] = other["score"]
-        for r in rows:
-            for side in ("positive", "negative"):
-                s, m, n, u = detail[r[side]]
-                r[f"{side}_logprob_sum"], r[f"{side}_logprob_mean"], r[f"{side}_n_tokens"] = float(s), float(m), int(n)
-                r[f"{side}_n_units"] = int(u)
-        sub = out_dir / "submission" / task.gold.task / f"{task.gold.split}.txt"
-        summary["submission"] = str(sub)
-        summary["submission_complete"] = zr2021.write_submission(sub, task.gold, chosen)
-        label = task.metric[len(task.metric.split(" (")[0]):]
-        per_rule = {r: zr2021_items(task.gold.task, label, by_rule[r][1]) for r in RULES}
-        items = {m: {r: per_rule[r][m] for r in RULES} for m in per_rule[decide_by]}
-        decisions = {r: [row["score"] for row in by_rule[r][1]] for r in RULES}
-    else:
-        kept = [p for p in ps.pairs if p.positive in chosen and p.negative in chosen]
-        decisions = {r: decide([values[r][p.positive] for p in kept], [values[r][p.negative] for p in kept]) for r in RULES}
-        dec = decisions[decide_by]
-        summary = {"accuracy": accuracy(dec), "n_pairs": len(kept), "n_pairs_skipped": len(ps.pairs) - len(kept),
-                   "layout": ps.layout}
-        rows = []
-        for i, (p, d) in enumerate(zip(kept, dec)):
-            (ps_, pm, pn, pu), (ns, nm, nn, nu) = detail[p.positive], detail[p.negative]
-            rows.append({"id": p.id, **p.meta, "positive": p.positive, "negative": p.negative,
-                         "positive_logprob_sum": float(ps_), "negative_logprob_sum": float(ns),
-                         "positive_logprob_mean": float(pm), "negative_logprob_mean": float(nm),
-                         "positive_n_tokens": int(pn), "negative_n_tokens": int(nn),
-                         "positive_n_units": int(pu), "negative_n_units": int(nu), "score": float(d),
-                         **{f"{r}_score": float(decisions[r][i]) for r in RULES}})
-        items = {task.metric: {r: pair_items([p.id for p in kept], decisions[r]) for r in RULES}}
-    agree = {r: agreement(decisions[r], decisions["length"]) for r in RULES}
-    summary["ci95"] = list(wilson_interval(summary["accuracy"], len(items[task.metric][decide_by])))
-    for table in ("by_frequency", "by_length", "by_type", "by_subtype"):
-        for row in summary.get(table) or []:
-            row["ci95_low"], row["ci95_high"] = wilson_interval(row["score"], row["n"]) if row["n"] else (None, None)
-    summary.update(
-        n_items=len(keys),
-        n_truncated=scores.n_truncated,
-        units_seconds=round(t_units, 3),
-        score_seconds=round(scores.seconds, 4),
-        pairs_per_second=summary["n_pairs"] / scores.seconds if scores.seconds > 0 else None,
-    )
-    return summary, rows, items, agree
+
+def evaluate_run(c: EvalRunConfig) -> dict[str, Any]:
+    """What ``twist-eval mode=eval`` does: check the cheap things first (the model's contract
+    against the tokenizer's, every benchmark file), then load the weights and score."""
+    from twist.device import resolve_device, resolve_dtype
+    from twist.lm import load_speech_lm, read_contract
+
+    if not c.model_path:
+        raise ConfigError("model_path is required in eval mode (a speech LM directory)")
+    if not c.progress:
+        from twist.console import quiet_third_party_progress
+
+        quiet_third_party_progress()  # transformers draws its own "Loading weights" bar
+    device = resolve_device(c.device)
+    dtype = resolve_dtype(c.dtype, auto=torch.bfloat16 if device.type == "cuda" else torch.float32)
+    contract = read_contract(c.model_path)
+    tokenizer = None
+    if c.tokenizer_dir:
+        from twist.tokenizer import UnitTokenizer
+
+        spec = UnitTokenizer.read_spec(c.tokenizer_dir)
+        tok_contract = UnitContract.from_dict(spec["contract"], source=str(c.tokenizer_dir))
+        contract.check_compatible(tok_contract, mine=f"speech LM {c.model_path}", theirs=f"tokenizer {c.tokenizer_dir}")
+    tasks = plan_tasks(c, contract)
+    if c.tokenizer_dir:
+        tokenizer = UnitTokenizer.load(c.tokenizer_dir, device=c.tokenizer_device)
+    model, contract = load_speech_lm(c.model_path, expected=tokenizer.contract if tokenizer is not None else None,
+                                     expected_name=f"tokenizer {c.tokenizer_dir}", device=device, dtype=dtype)
+    results = evaluate_model(c, model, contract, c.out_dir, tokenizer=tokenizer, tasks=tasks)
+    from twist.eval.zr2021 import require_complete
+
+    require_complete(results, allow=c.allow_incomplete)
+    return results

@@ -457,3 +457,25 @@ def run_generation(
                     "asr": task.asr.get("backend"), "generation_dir": str(gen_root)})
     return summary, rows
 
+
+
+def plan(settings: Any, ctx: Any) -> list[Any]:
+    """The generation benchmark when ``benchmarks.generation.vocoder`` is set (row of twist.eval.registry)."""
+    from omegaconf import OmegaConf
+
+    from twist.eval.registry import Task
+
+    if not settings.vocoder:
+        return []
+    if not ctx.tokenizer_dir:
+        raise ConfigError("benchmarks.generation turns prompt audio into units: set tokenizer_dir")
+    spec = OmegaConf.to_container(OmegaConf.structured(settings))
+    return [Task("generation", "GenPPL", ctx.benchmark, data=plan_generation(spec))]
+
+
+def run(task: Any, ctx: Any) -> Any:
+    from twist.eval.registry import TaskResult
+
+    summary, rows = run_generation(task.data, lm=ctx.model, contract=ctx.contract, tokenizer=ctx.tokenizer,
+                                   out_dir=ctx.out_dir, model_key=ctx.model_key, progress=ctx.progress)
+    return TaskResult(summary, rows, {m: summary[m] for m in METRICS})

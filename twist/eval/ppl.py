@@ -53,3 +53,20 @@ def perplexity(scorer: LikelihoodScorer, view: UnitDataset) -> tuple[dict[str, A
         for u, k, s, m in zip(ids, scores.n_tokens, scores.sum, scores.mean)
     ]
     return summary, rows
+
+
+def plan(settings: Any, ctx: Any) -> list[Any]:
+    """PPL: ``benchmarks.ppl.dataset``'s split, checked against the model's contract."""
+    from twist.eval.registry import Task
+
+    if not settings.dataset:
+        return []
+    view = load_split(settings.dataset, settings.split, ctx.contract, max_utterances=settings.max_utterances)
+    return [Task("PPL", "PPL", ctx.benchmark, data=view)]
+
+
+def run(task: Any, ctx: Any) -> Any:
+    from twist.eval.registry import TaskResult
+
+    summary, rows = perplexity(ctx.scorer, task.data)
+    return TaskResult(summary, rows, {task.metric: summary["ppl"]})

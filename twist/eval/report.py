@@ -29,6 +29,7 @@ from typing import Any
 
 from twist.atomic import atomic_open, atomic_write_json, atomic_write_text
 from twist.errors import InputError
+from twist.eval.registry import lower_is_better, metric_order
 from twist.eval.stats import paired_sign_test
 
 RESULTS = "results.json"
@@ -36,9 +37,9 @@ RESULTS_MD = "results.md"
 ITEMS = "items"
 ITEM_SCORES = "item_scores.json"
 RULE_LABELS = {"sum": "sum", "mean": "mean", "length": "length-only"}
-# Column order of the paper's tables; unknown metrics go after these.
-METRIC_ORDER = ("PPL", "sWUGGY", "sWUGGY in-vocab", "sBLIMP", "sSC", "tSC", "GenPPL", "auto-BLEU", "distinct-2")
-LOWER_IS_BETTER = ("PPL", "GenPPL", "auto-BLEU")
+# Column order of the paper's tables (the registry's rows); unknown metrics go after these.
+METRIC_ORDER = metric_order()
+LOWER_IS_BETTER = lower_is_better()
 
 
 def _clean(obj: Any) -> Any:

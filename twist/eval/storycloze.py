@@ -36,6 +36,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -153,3 +154,33 @@ def read_manifest(path: str | Path, name: str = "pairs") -> PairSet:
     if not pairs:
         raise ValueError(f"{name}: pairs manifest {path} lists no pairs")
     return PairSet(name=name, root=root, pairs=pairs, paths=paths, inline=inline, layout="manifest")
+
+
+# ---------------------------------------------------------------------------------------
+# the sSC and tSC benchmarks (rows of twist.eval.registry)
+# ---------------------------------------------------------------------------------------
+def plan_ssc(settings: Any, ctx: Any) -> list[Any]:
+    """sStoryCloze: ``benchmarks.ssc.path``, or ``sSC/`` under bench_root."""
+    return _plan(settings, ctx)
+
+
+def plan_tsc(settings: Any, ctx: Any) -> list[Any]:
+    """tStoryCloze: ``benchmarks.tsc.path``, or ``tSC/`` under bench_root."""
+    return _plan(settings, ctx)
+
+
+def _plan(settings: Any, ctx: Any) -> list[Any]:
+    from twist.eval.registry import Task
+
+    label = ctx.benchmark.label
+    path, from_root = settings.path, False
+    if not path and ctx.bench_root is not None:
+        # twist-bench writes <root>/storycloze/{sSC,tSC}; a hand-made root may hold them directly
+        for cand in (ctx.bench_root / label, ctx.bench_root / "storycloze" / label):
+            if cand.is_dir():
+                path, from_root = str(cand), True
+                break
+    if not path:
+        return []
+    return [Task(label, label, ctx.benchmark, pairs=load_pairs(path, name=label), units=settings.units,
+                 from_root=from_root)]

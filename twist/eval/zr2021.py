@@ -320,3 +320,39 @@ def require_complete(results: Mapping[str, Any], *, allow: bool = False, prog: s
 def _names(files: Sequence[str], limit: int = 10) -> str:
     more = f" and {len(files) - limit} more" if len(files) > limit else ""
     return ", ".join(files[:limit]) + more
+
+
+# ---------------------------------------------------------------------------------------
+# the sWUGGY and sBLIMP benchmarks (rows of twist.eval.registry)
+# ---------------------------------------------------------------------------------------
+def plan_lexical(settings: Any, ctx: Any) -> list[Any]:
+    """sWUGGY: each configured split of the lexical task, read and checked."""
+    return _plan(settings, ctx, "lexical")
+
+
+def plan_syntactic(settings: Any, ctx: Any) -> list[Any]:
+    """sBLIMP: each configured split of the syntactic task, read and checked."""
+    return _plan(settings, ctx, "syntactic")
+
+
+def _plan(settings: Any, ctx: Any, task: str) -> list[Any]:
+    from twist.eval.registry import Task
+    from twist.eval.storycloze import PairSet
+
+    label = ctx.benchmark.label
+    d = settings.dir or (str(Path(ctx.zr2021_root) / task) if ctx.zr2021_root else None)
+    discovered = False
+    if not d and ctx.bench_root is not None and (ctx.bench_root / task).is_dir():
+        d, discovered = str(ctx.bench_root / task), True
+    if not d:
+        return []
+    tasks = []
+    for split in settings.splits:
+        if discovered and not (Path(d) / split).is_dir():
+            continue  # a twist-bench dir may hold only some splits
+        gold = load_split(d, split, task)
+        ps = PairSet(name=f"{label}/{split}", root=gold.dir, pairs=make_pairs(gold), paths=dict(gold.audio),
+                     layout="zr2021")
+        tasks.append(Task(f"{label}/{split}", f"{label} ({split})", ctx.benchmark, pairs=ps, gold=gold,
+                          units=settings.units, from_root=discovered))
+    return tasks

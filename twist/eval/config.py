@@ -1,0 +1,90 @@
+"""``twist-eval``'s settings; each default is written here once (benchmark settings: twist.eval.registry).
+
+The ``benchmarks`` node is built from the registry's rows, so a new benchmark's settings
+appear in the schema, the config reference and the command-line check without an edit here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, make_dataclass
+
+from omegaconf import MISSING
+
+from twist.errors import ConfigError
+from twist.eval.registry import BENCHMARKS
+from twist.schema import check_choice
+
+BenchmarksConfig = make_dataclass(
+    "BenchmarksConfig",
+    [(b.key, b.settings, field(default_factory=b.settings)) for b in BENCHMARKS],
+)
+BenchmarksConfig.__doc__ = "Every benchmark twist-eval can run; one runs when its input is set."
+BenchmarksConfig.__module__ = __name__
+
+
+@dataclass
+class CompareConfig:
+    """mode=compare: one table over several eval runs."""
+
+    runs: list[str] = field(default_factory=list)
+    """Eval run dirs (each with results.json) to put in one table, in row order."""
+    names: list[str] = field(default_factory=list)
+    """Optional row names, one per run (default: each run's model_name)."""
+
+
+@dataclass
+class EvalRunConfig:
+    """Everything ``twist-eval`` reads (configs/eval.yaml)."""
+
+    mode: str = "eval"
+    """eval: score one model | compare: one table over several eval run dirs (compare.runs)."""
+    out_dir: str = MISSING
+    """Run directory: results.json, results.md, items/, submission/, rejects.jsonl, config.yaml (required)."""
+    model_path: str | None = None
+    """Speech LM dir (save_speech_lm / the trainer's <run>/speech_lm); required in eval mode."""
+    model_name: str | None = None
+    """Name shown in tables (null = the model dir's name)."""
+    tokenizer_dir: str | None = None
+    """UnitTokenizer dir, typically <unit dataset>/tokenizer; required when a benchmark reads audio."""
+    tokenizer_device: str = "auto"
+    """Where the tokenizer's encoder runs: auto (cuda if visible) | cpu | cuda."""
+    device: str = "auto"
+    """auto (cuda if visible, else cpu) | cpu | cuda | cuda:N."""
+    dtype: str = "auto"
+    """Model weights: auto (bfloat16 on GPU, float32 on CPU) | float32 | bfloat16 | float16."""
+    batch_size: int = 32
+    """Sequences per forward pass; sequences are length-sorted and scores do not depend on it."""
+    max_batch_tokens: int | None = None
+    """Cap on padded tokens per forward pass (null = no cap); bounds memory on long stories."""
+    decide_by: str = "sum"
+    """sum (paper, ZeroSpeech baseline) | mean (per-token, SlamKit): which log-prob decides a pair."""
+    score_eos: bool = True
+    """Count log p(<eos>) in an utterance's score (the model was trained to end utterances)."""
+    max_length: int | None = None
+    """Longest <bos> units <eos> sequence fed to the model (null = the model's max_position_embeddings)."""
+    too_long: str = "error"
+    """error | truncate: what to do with a longer sequence (truncations are counted in results)."""
+    cache_dir: str | None = None
+    """Audio->units cache root (null = $TWIST_CACHE/eval_units or ~/.cache/twist/eval_units; "off" = none)."""
+    tokenize_batch_size: int = 16
+    """Audio files per tokenizer call."""
+    strict: bool = False
+    """An unreadable audio file stops the run (false: its pairs are skipped and logged in rejects.jsonl)."""
+    allow_incomplete: bool = False
+    """Exit 0 although a ZR2021 split is incomplete (missing or extra wavs); results.json records it either way."""
+    progress: bool = True
+    """tqdm progress bars."""
+    zr2021_root: str | None = None
+    """A ZeroSpeech 2021 root holding lexical/ and syntactic/ (fills benchmarks.swuggy.dir / sblimp.dir)."""
+    bench_root: str | None = None
+    """A twist-bench output dir: uses its lexical/, syntactic/, storycloze/sSC/ and storycloze/tSC/ (or sSC/, tSC/) where they exist."""
+    benchmarks: BenchmarksConfig = field(default_factory=BenchmarksConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, ("eval", "compare"))
+        check_choice("decide_by", self.decide_by, ("sum", "mean"))
+        check_choice("too_long", self.too_long, ("error", "truncate"))
+        if self.mode == "compare" and not self.compare.runs:
+            raise ConfigError("mode=compare needs compare.runs=[<eval run dir>, ...]")
+

