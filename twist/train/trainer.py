@@ -46,10 +46,12 @@ from twist.checkpoint import (
 )
 from twist.contract import UnitContract, VocabLayout
 from twist.train import distributed as D
+from twist.train.attention import plan_attention
 from twist.train.data import TrainStream, open_split, valid_batches
 from twist.train.loggers import MetricsLogger, flops_per_token, peak_flops, read_metrics
-from twist.train.packing import Batch, packing_mode, token_loss_sum
+from twist.train.packing import Batch
 from twist.train.schedule import LRSchedule
+from twist.train.step import ForwardLoss, GuardedUpdate, supports_found_inf
 
 log = logging.getLogger("twist.train")
 
@@ -147,14 +149,12 @@ class Trainer:
         vocab = model.get_input_embeddings().weight.shape[0]
         if vocab < self.layout.n_real:
             raise ValueError(f"model vocabulary ({vocab}) is smaller than the unit layout needs ({self.layout.n_real})")
-        if hasattr(model, "set_attn_implementation") and t.get("attn_implementation"):
-            with contextlib.suppress(Exception):  # some families only have eager; keep what they have
-                model.set_attn_implementation(str(t.attn_implementation))
-        self.packing = packing_mode(
-            getattr(model.config, "model_type", ""),
-            str(d.get("packing", "auto")),
-            getattr(model.config, "_attn_implementation", None),
-        )
+        self.autocast_dtype = _precision(str(t.get("precision", "auto")), self.device)
+        # attention kernel, packing and mask form (twist.train.attention); logged once
+        self.attention = plan_attention(model, str(t.get("attn_implementation") or "auto"),
+                                        str(d.get("packing", "auto")), device=self.device,
+                                        compute_dtype=self.autocast_dtype, announce=self.info.is_main)
+        self.packing = self.attention.packing
         self.seq_len = int(d.max_tokens)
         self.flops_per_token = flops_per_token(model, self.seq_len)
         if not sharded_init:
@@ -164,9 +164,8 @@ class Trainer:
             if not getattr(model, "supports_gradient_checkpointing", False):
                 raise ValueError(f"train.activation_checkpointing: {type(model).__name__} does not support it")
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if t.get("compile"):
-            model.compile()  # in place: parameter names, hence checkpoints, are unchanged
-        self.autocast_dtype = _precision(str(t.get("precision", "auto")), self.device)
+        if t.get("compile") and self.strategy == "fsdp":
+            model.compile()  # FSDP2: in place, per module; elsewhere forward + loss compile together (below)
         self.model = D.wrap_model(model, self.strategy, self.info,
                                   fsdp_param_dtype=_fsdp_param_dtype(t.get("fsdp_param_dtype", "auto"),
                                                                      self.autocast_dtype))
@@ -200,10 +199,16 @@ class Trainer:
             seed=int(c.seed),
             packing=self.packing,
         )
-        # SDPA takes the bool document mask; implementations that add the mask to the scores
-        # (eager) need it additive, in the dtype the scores are computed in.
-        attn = getattr(model.config, "_attn_implementation", None)
-        self.mask_dtype = None if attn == "sdpa" else (self.autocast_dtype or next(model.parameters()).dtype)
+        # forward + loss, compiled once per kind of batch when train.compile is set (twist.train.step)
+        self.forward_loss = ForwardLoss(self.model, self.layout, self.attention, autocast=self.autocast_dtype,
+                                        compile=bool(t.get("compile")) and self.strategy != "fsdp",
+                                        backend=str(t.get("compile_backend") or "inductor"))
+        # clip + step-or-skip; with a fused optimiser the skip is decided on the device and the
+        # norms are read only when numbers are needed on the host (log, validation, checkpoint)
+        self.update = GuardedUpdate(self.model.parameters, self.optimizer,
+                                    clip=float(c.optim.get("grad_clip") or 0.0),
+                                    limit=int(t.get("skip_nonfinite", 5) or 0),
+                                    defer=supports_found_inf(self.optimizer))
         if self._resume_from:
             self._load_state(ckpt, weights_loaded=sharded_init and not resume_shards, shards=resume_shards)
         del ckpt
@@ -346,6 +351,7 @@ class Trainer:
         part of model and optimiser into ``<checkpoint>/shards`` (torch.distributed.checkpoint)
         and rank 0 adds the small rest; rank 0 renames the finished directory into place.
         """
+        self._settle()
         meta = {"step": self.state.step, "tokens": self.state.tokens, "best_ppl": self.state.best_ppl,
                 "best_step": self.state.best_step, "format": self.checkpoint_format}
         if self.checkpoint_format == "full":
@@ -407,23 +413,21 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     # steps
     # ---------------------------------------------------------------------------------------
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-
     def _loss_sum(self, batch: Batch) -> torch.Tensor:
-        with self._autocast():
-            logits = self.model(**batch.model_inputs(mask_dtype=self.mask_dtype), use_cache=False).logits
-        return token_loss_sum(logits, batch.targets, self.layout)
+        return self.forward_loss(batch)
 
-    def train_step(self) -> dict[str, float]:
-        """One optimiser step over the global batch; returns its loss, grad norm, tokens."""
+    def train_step(self) -> dict[str, Any]:
+        """One optimiser step over the global batch; returns its loss, grad norm, tokens.
+
+        ``loss`` and ``grad_norm`` are 0-d device tensors: the step itself never waits for
+        the device (the counts come from the host-side batches); ``float()`` them to read.
+        """
         self.model.train()
-        batches = [b.to(self.device) for b in self.stream.next_step()]
+        host_batches = self.stream.next_step()
         n_targets, n_tokens = D.all_reduce_sum(
-            [sum(b.n_targets for b in batches), sum(b.n_tokens for b in batches)], self.device
+            [sum(b.n_targets for b in host_batches), sum(b.n_tokens for b in host_batches)], self.device
         )
+        batches = [b.to(self.device) for b in host_batches]
         scale = self.info.world_size / max(1.0, n_targets)  # DDP averages over ranks; undo it
         # the loss is summed on the device: reading it per micro-batch would make the host
         # wait for every backward before queueing the next forward
@@ -437,39 +441,31 @@ class Trainer:
                 ls = self._loss_sum(b)
                 (ls * scale).backward()
             loss_sum += ls.detach().double()
-        clip = float(self.cfg.optim.get("grad_clip") or 0.0)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else math.inf))
         lr = self.schedule.lr
         # the global norm: every rank sees the same value and makes the same choice
-        if math.isfinite(grad_norm):
-            self.optimizer.step()
-            self._nonfinite_in_a_row = 0
-        else:
-            self._skip_nonfinite_step(grad_norm)
+        grad_norm = self.update(self.state.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.step()
-        (total_loss,) = D.all_reduce_sum([float(loss_sum)], self.device)
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(loss_sum)
         self.state.step += 1
         self.state.tokens += int(n_tokens)
-        return {"loss": total_loss / max(1.0, n_targets), "lr": lr, "grad_norm": grad_norm,
-                "step_tokens": n_tokens}
+        if not self.update.defer or self._host_step(self.state.step):
+            self._settle()
+        return {"loss": loss_sum / max(1.0, n_targets), "lr": lr, "grad_norm": grad_norm, "step_tokens": n_tokens}
 
-    def _skip_nonfinite_step(self, grad_norm: float) -> None:
-        """A NaN/inf gradient: leave the weights and optimiser state as they are and go on, up to
-        ``train.skip_nonfinite`` steps in a row; then stop with an error (the last checkpoint
-        holds finite weights)."""
-        limit = int(self.cfg.train.get("skip_nonfinite", 5) or 0)
-        self._nonfinite_in_a_row = getattr(self, "_nonfinite_in_a_row", 0) + 1
-        self.state.skipped_steps += 1
-        step = self.state.step + 1
-        if self._nonfinite_in_a_row > limit:
-            raise FloatingPointError(
-                f"step {step}: gradient norm is {grad_norm} for {self._nonfinite_in_a_row} step(s) in a row "
-                f"(train.skip_nonfinite={limit}); stopping. checkpoints/last holds the last saved finite weights; "
-                "lower the learning rate or check the data, then resume"
-            )
-        log.warning("step %d: gradient norm is %s; update skipped (%d in a row, %d in this run)",
-                    step, grad_norm, self._nonfinite_in_a_row, self.state.skipped_steps)
+    def _host_step(self, step: int) -> bool:
+        """Steps after which the loop reads numbers anyway (log, validation, save, the last)."""
+        t = self.cfg.train
+        every = [int(t.get(k) or 0) for k in ("log_every", "valid_every", "save_every")]
+        return any(e and step % e == 0 for e in every) or step == int(t.get("max_steps") or 0)
+
+    def _settle(self) -> None:
+        """Read deferred gradient norms: count skipped steps, stop on divergence."""
+        try:
+            self.update.settle()
+        finally:
+            self.state.skipped_steps += self.update.take_skipped()
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -542,14 +538,18 @@ class Trainer:
                     break
                 t0 = time.monotonic()
                 m = self.train_step()
+                step = self.state.step
+                logging_step = step % log_every == 0 or step == max_steps
+                if logging_step:  # the one host read of the window, inside the timed part
+                    m = {k: float(v) for k, v in m.items()}
                 win_time += time.monotonic() - t0  # tokens/s measures training, not validation or saving
                 self.state.elapsed_s = elapsed0 + time.monotonic() - start
                 win_tokens += int(m.pop("step_tokens"))
-                step = self.state.step
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.2e}")
-                if step % log_every == 0 or step == max_steps:
+                    if logging_step:
+                        bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.2e}")
+                if logging_step:
                     tps = win_tokens / max(1e-9, win_time)
                     rec = {**m, "tokens": self.state.tokens, "tokens_per_s": tps, "epoch": self.stream.position.epoch}
                     if self.peak:
