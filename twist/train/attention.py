@@ -214,11 +214,16 @@ def flex_document_attention(
     if query.device.type == "cpu" and torch.is_grad_enabled() and (query.requires_grad or key.requires_grad):
         raise ConfigError(f"flex attention cannot train on CPU (torch {torch.__version__} has no CPU backward for "
                           "it); use train.attn_implementation=auto or sdpa")
-    with warnings.catch_warnings():
-        # on CPU the unfused kernel is deliberate (a compiled CPU kernel takes tens of seconds to build)
-        warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
-        out = _flex_kernel(query.device)(query, key, value, score_mod=score_mod, block_mask=attention_mask,
-                                         scale=scaling, enable_gqa=query.shape[1] != key.shape[1])
+    kernel = _flex_kernel(query.device)
+    args = {"score_mod": score_mod, "block_mask": attention_mask, "scale": scaling,
+            "enable_gqa": query.shape[1] != key.shape[1]}
+    if torch.compiler.is_compiling() or query.device.type != "cpu":
+        out = kernel(query, key, value, **args)
+    else:
+        with warnings.catch_warnings():
+            # on CPU the unfused kernel is deliberate (a compiled CPU kernel takes tens of seconds to build)
+            warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
+            out = kernel(query, key, value, **args)
     return out.transpose(1, 2).contiguous(), None
 
 
