@@ -152,6 +152,7 @@ def evaluate_model(
         max_length=cfg.get("max_length"),
         too_long=_get(cfg, "too_long", "error"),
         progress=progress,
+        pack_tokens=cfg.get("pack_tokens"),
     )
     audio = None
     if tokenizer is not None:
