@@ -21,18 +21,18 @@ def test_gpu_suite_cpu_smoke_runs_every_section(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads((tmp_path / "gpu_suite.json").read_text())
     sections = res["sections"]
-    assert set(sections) == {"env", "correctness", "train", "tokenize", "score", "vocoder"}
+    assert set(sections) == {"env", "correctness", "train", "tokenize", "score", "vocoder", "compile"}
     for name, sec in sections.items():
         assert "error" not in sec and "skipped" not in sec, (name, sec.get("error"), sec.get("traceback"))
     assert sections["correctness"]["equivalence_pass"]
-    assert sections["correctness"]["compile"]["recompiles_after_warmup"] == 0
+    assert sections["compile"]["recompiles_after_warmup"] == 0
     runs = sections["train"]["runs"]
     assert {r["distribution"] for r in runs} == {"utterance", "chunked"}
     assert all(r["ratio"] > 0 and r["twist_tokens_per_s"] > 0 for r in runs)
     assert sections["tokenize"]["files_with_identical_units"] == "4/4"
     assert sections["score"]["packed_max_abs_diff_vs_bucketed"] < 1e-3  # the same scores, packed or not
     md = (tmp_path / "gpu_suite.md").read_text()
-    for heading in ("Training throughput", "Tokenization", "Scoring", "Vocoder", "Correctness"):
+    for heading in ("Training throughput", "Tokenization", "Scoring", "Vocoder", "Correctness", "Compiled step"):
         assert heading in md
     # a section can be chosen alone, and an unknown one is refused
     p = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_suite.py"), "--cpu-smoke", "--sections",
