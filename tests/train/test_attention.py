@@ -99,6 +99,14 @@ def test_block_mask_is_the_dense_document_mask():
     assert not (full & ~all_).any()  # a full tile really is all-True
     assert full.sum() > 0 and (all_[:, :-1, :-1] & ~full[:, :-1, :-1]).sum() == 0  # and complete tiles are used
 
+    # the by-key-tile lists (backward) equal those flex would derive from the by-query-tile lists
+    from torch.nn.attention.flex_attention import BlockMask
+
+    ref = BlockMask.from_kv_blocks(bm.kv_num_blocks, bm.kv_indices, bm.full_kv_num_blocks, bm.full_kv_indices,
+                                   BLOCK_SIZE=block, mask_mod=bm.mask_mod, seq_lengths=(t, t))
+    for name in ("q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices"):
+        assert torch.equal(getattr(bm, name), getattr(ref, name)), name
+
     causal = causal_block_mask(2, t, "cpu", block_size=block)
     ones = torch.ones(2, t, dtype=torch.long)
     assert torch.equal(create_mask(causal.mask_mod, 2, 1, t, t, device="cpu")[:, 0], document_mask(ones)[:, 0])

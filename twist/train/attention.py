@@ -86,6 +86,27 @@ def _ordered(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ).to(torch.int32)[:, None]
 
 
+def _block_mask(partial: torch.Tensor, full: torch.Tensor, block_size: int, mask_mod: Any, length: int) -> Any:
+    """A ``BlockMask`` from ``[B, nq, nk]`` partial and full tile maps.
+
+    The backward pass also needs the maps by key tile; ``from_kv_blocks`` would rebuild them
+    from the ordered lists with ``vmap`` (most of the host time of a mask). They are the
+    transposed tile maps, so they are ordered here directly (tested equal)."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    kv_num, kv_idx = _ordered(partial)
+    full_num, full_idx = _ordered(full)
+    try:
+        bm = BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block_size, mask_mod=mask_mod,
+                                      seq_lengths=(length, length), compute_q_blocks=False)
+    except TypeError:  # a torch without compute_q_blocks: let it transpose
+        return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block_size,
+                                        mask_mod=mask_mod, seq_lengths=(length, length))
+    bm.q_num_blocks, bm.q_indices = _ordered(partial.transpose(-2, -1))
+    bm.full_q_num_blocks, bm.full_q_indices = _ordered(full.transpose(-2, -1))
+    return bm
+
+
 def document_block_mask(segments: torch.Tensor, block_size: int = BLOCK_SIZE) -> Any:
     """The document mask of a packed batch as a flex-attention ``BlockMask``.
 
@@ -103,8 +124,6 @@ def document_block_mask(segments: torch.Tensor, block_size: int = BLOCK_SIZE) ->
             device the attention runs on.
         block_size: tile size.
     """
-    from torch.nn.attention.flex_attention import BlockMask
-
     b, t = segments.shape
     nb = -(-t // block_size)
     pad = nb * block_size - t
@@ -126,10 +145,7 @@ def document_block_mask(segments: torch.Tensor, block_size: int = BLOCK_SIZE) ->
     def same_document(bi: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         return (seg[bi, q] == seg[bi, kv]) & (q >= kv)
 
-    kv_num, kv_idx = _ordered(partial)
-    full_num, full_idx = _ordered(full)
-    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block_size,
-                                    mask_mod=same_document, seq_lengths=(t, t))
+    return _block_mask(partial, full, block_size, same_document, t)
 
 
 _causal_cache: dict[tuple[int, int, str, int], Any] = {}
@@ -140,8 +156,6 @@ def causal_block_mask(batch: int, length: int, device: torch.device | str, block
     SDPA with ``is_causal=True`` instead: flash kernels, no mask at all."""
     key = (batch, length, str(device), block_size)
     if key not in _causal_cache:
-        from torch.nn.attention.flex_attention import BlockMask
-
         nb = -(-length // block_size)
         tile = torch.arange(nb, device=device)
         before = (tile[None, :] < tile[:, None]).expand(batch, nb, nb)
@@ -150,10 +164,7 @@ def causal_block_mask(batch: int, length: int, device: torch.device | str, block
             full[:, -1, :] = False
             full[:, :, -1] = False
         partial = ((tile[None, :] == tile[:, None]) | before) & ~full
-        kv_num, kv_idx = _ordered(partial)
-        full_num, full_idx = _ordered(full)
-        _causal_cache[key] = BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block_size,
-                                                      mask_mod=_causal, seq_lengths=(length, length))
+        _causal_cache[key] = _block_mask(partial, full, block_size, _causal, length)
     return _causal_cache[key]
 
 
