@@ -101,6 +101,35 @@ def test_scores_do_not_depend_on_batch_size(ev, small_contract):
     assert one.sum[3] == pytest.approx(direct, abs=1e-4)
 
 
+@pytest.mark.parametrize("attn", ["eager", "sdpa", "twist_flex"])
+def test_packed_scores_equal_one_at_a_time(attn, ev, small_contract):
+    """pack_tokens: sequences share rows under a document mask (additive, dense bool, or a
+    flex BlockMask); each score equals the score of the sequence alone, also where a row holds
+    one whole sequence (under flex: the plain-causal path)."""
+    if attn == "twist_flex":
+        from twist.train.attention import register_flex
+
+        register_flex()
+    model = ev.tiny_llama(small_contract)
+    model.set_attn_implementation(attn)
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(0, small_contract.n_units, size=int(n)) for n in rng.integers(1, 60, size=40)]
+    seqs.append(rng.integers(0, small_contract.n_units, size=126))  # with bos/eos: exactly one row
+    one = LikelihoodScorer(model, small_contract, batch_size=1).score_units(seqs)
+    for rows_per_batch, score_eos in ((4, True), (4, False), (1, True)):  # 1: a lone full row runs plain causal
+        scorer = LikelihoodScorer(model, small_contract, batch_size=rows_per_batch, pack_tokens=128,
+                                  score_eos=score_eos)
+        rows = [r for batch in scorer._packed_rows(np.asarray([len(x) + 2 for x in seqs])) for r in batch]
+        assert len(rows) < len(seqs) / 2  # sequences really share rows
+        packed = scorer.score_units(seqs)
+        ref = one if score_eos else LikelihoodScorer(model, small_contract, batch_size=1,
+                                                     score_eos=False).score_units(seqs)
+        np.testing.assert_allclose(packed.sum, ref.sum, rtol=0, atol=1e-4)
+        np.testing.assert_array_equal(packed.n_tokens, ref.n_tokens)
+    with pytest.raises(ValueError, match="longer than max_length=128"):
+        scorer.score_units([np.zeros(130, dtype=np.int64)])
+
+
 def test_a_model_trained_on_a_pattern_wins_the_pairs_that_contain_it(ev, small_contract):
     """Train on cycles 0 1 2 .. 7 0 1 ..; the cycle must beat a shuffle of the same units."""
     k = small_contract.n_units

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from twist.errors import ConfigError
 from twist.train.trainer import Trainer
@@ -48,7 +49,7 @@ def test_tensorboard_holds_each_step_once_after_a_resume(make_cfg, unit_data, tm
     cfg = make_cfg(unit_data, run, max_steps=7, valid_every=0, save_every=3)
     cfg["logger"]["tensorboard"] = True
     script = tmp_path / "train_kill.py"
-    script.write_text(textwrap.dedent(KILL_SCRIPT.format(cfg=json.dumps(cfg))))
+    script.write_text(textwrap.dedent(KILL_SCRIPT.format(cfg=json.dumps(cfg, default=OmegaConf.to_container))))
     p = subprocess.run([sys.executable, str(script)], env={**os.environ, "KILL_AT": "5"},
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == -9, p.stderr[-2000:]

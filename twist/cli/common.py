@@ -190,9 +190,13 @@ def hydra_cli(prog: str, config_name: str, schema: type, body: Callable[[Any], A
 
     register_schemas()
 
-    @hydra.main(config_path="../configs", config_name=config_name, version_base="1.3")
     def _app(cfg: Any) -> None:
         user_errors(prog)(body)(cfg)
+
+    # Hydra names the job (and its log file, <out_dir>/<job>.log) after the task function's
+    # module: name it after the stage, e.g. train.log, not after this shared module
+    _app.__module__ = "twist.cli." + prog.removeprefix("twist-").replace(" ", "_")
+    _app = hydra.main(config_path="../configs", config_name=config_name, version_base="1.3")(_app)
 
     def main() -> None:
         check_command_line(prog, config_name, schema, sys.argv[1:])

@@ -56,6 +56,8 @@ class EvalRunConfig:
     """Sequences per forward pass; sequences are length-sorted and scores do not depend on it."""
     max_batch_tokens: int | None = None
     """Cap on padded tokens per forward pass (null = no cap); bounds memory on long stories."""
+    pack_tokens: int | None = None
+    """Pack sequences into rows of this many tokens under a document mask (null = padded length-sorted buckets); rows per pass: batch_size, or max_batch_tokens / pack_tokens."""
     decide_by: str = "sum"
     """sum (paper, ZeroSpeech baseline) | mean (per-token, SlamKit): which log-prob decides a pair."""
     score_eos: bool = True

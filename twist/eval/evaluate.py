@@ -103,7 +103,7 @@ def evaluate_model(
         tasks = plan_tasks(c, contract)
     scorer = LikelihoodScorer(model, contract, batch_size=c.batch_size, max_batch_tokens=c.max_batch_tokens,
                               score_eos=c.score_eos, max_length=c.max_length, too_long=c.too_long,
-                              progress=c.progress)
+                              progress=c.progress, pack_tokens=c.pack_tokens)
     audio = None
     if tokenizer is not None:
         cache = None if c.cache_dir == "off" else (c.cache_dir or default_cache_dir())

@@ -19,6 +19,14 @@ Sequences are sorted by length before batching (little padding) and right-padded
 causal model and explicit ``position_ids`` a real token never sees a pad, so a sequence's
 score does not depend on the batch it lands in (up to float rounding; tests pin this to
 1e-4 between batch sizes 1 and 32). Log-softmax runs in float32 whatever the model dtype.
+
+With ``pack_tokens`` the sorted sequences are instead packed into rows of that many tokens
+(the longest left with the shortest that still fit), each row carrying a document mask in
+the form the model's attention implementation takes (twist.train.attention: a flex
+``BlockMask`` under ``twist_flex``, the dense mask otherwise), so short items (sWUGGY words,
+sBLIMP sentences) fill the device without padding. Packed scores equal one-at-a-time
+scores within float rounding (tested). Scores stay on the device until the end: no host
+wait per batch.
 """
 
 from __future__ import annotations
@@ -83,6 +91,8 @@ class LikelihoodScorer:
         too_long: ``"error"`` (default) or ``"truncate"`` (keep the first ``max_length``
             tokens; the count is reported in :attr:`Scores.n_truncated`).
         progress: show a tqdm bar.
+        pack_tokens: pack sequences into rows of this many tokens (``None``: padded buckets).
+            Needs a family that takes 4D document masks (twist.train.packing.PACKABLE_MODEL_TYPES).
     """
 
     def __init__(
@@ -96,6 +106,7 @@ class LikelihoodScorer:
         max_length: int | None = None,
         too_long: str = "error",
         progress: bool = False,
+        pack_tokens: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -110,6 +121,19 @@ class LikelihoodScorer:
         self.max_length = int(max_length) if max_length else model_max_positions(model)
         self.too_long = too_long
         self.progress = progress
+        self.pack_tokens = int(pack_tokens) if pack_tokens else None
+        if self.pack_tokens is not None:
+            from twist.train.packing import PACKABLE_MODEL_TYPES
+
+            family = getattr(getattr(model, "config", None), "model_type", None)
+            if family not in PACKABLE_MODEL_TYPES:
+                raise ValueError(f"pack_tokens: model type {family!r} cannot take a document mask; leave it unset")
+            if self.max_length is None or self.max_length > self.pack_tokens:
+                self.max_length = self.pack_tokens  # a sequence must fit in one row
+            if family == "bloom":
+                from twist.train.attention import install_document_alibi
+
+                install_document_alibi(model)
 
     # ---- inputs ----------------------------------------------------------------------------
     def token_ids(self, units: np.ndarray) -> np.ndarray:
@@ -150,6 +174,25 @@ class LikelihoodScorer:
             batches.append(np.asarray(cur))
         return batches
 
+    def _packed_rows(self, lengths: np.ndarray) -> list[list[np.ndarray]]:
+        """Rows of sequence indices, each summing to at most ``pack_tokens``; grouped into
+        batches of rows (``batch_size`` rows, or ``max_batch_tokens // pack_tokens``)."""
+        order = list(np.argsort(-lengths, kind="stable"))
+        rows: list[np.ndarray] = []
+        lo, hi = 0, len(order) - 1
+        while lo <= hi:  # the longest left, then the shortest ones while they fit
+            row, used = [order[lo]], int(lengths[order[lo]])
+            lo += 1
+            while lo <= hi and used + int(lengths[order[hi]]) <= self.pack_tokens:
+                row.append(order[hi])
+                used += int(lengths[order[hi]])
+                hi -= 1
+            rows.append(np.asarray(row))
+        per = self.batch_size
+        if self.max_batch_tokens is not None:
+            per = max(1, min(per, self.max_batch_tokens // self.pack_tokens))
+        return [rows[i : i + per] for i in range(0, len(rows), per)]
+
     @torch.inference_mode()
     def score_token_ids(self, seqs: Sequence[np.ndarray], names: Sequence[str] | None = None,
                         desc: str = "scoring") -> Scores:
@@ -177,14 +220,23 @@ class LikelihoodScorer:
         lengths = np.asarray([s.size for s in seqs])
         device = _model_device(self.model)
         layout = self.layout
-        batches = self._batches(lengths)
+        # scored tokens per sequence, known on the host: every target, less eos when not scored
+        for i, s in enumerate(seqs):
+            out_n[i] = s.size - 1 if self.score_eos else int((s[1:] != layout.eos_id).sum())
         bar = None
         if self.progress:
             from tqdm import tqdm
 
             bar = tqdm(total=n, desc=desc, unit="seq", leave=False)
         t0 = time.perf_counter()
-        for idx in batches:
+        done: list[tuple[np.ndarray, torch.Tensor]] = []  # (sequence indices, their sums on the device)
+        if self.pack_tokens is not None:
+            for rows in self._packed_rows(lengths):
+                idx = np.concatenate(rows)
+                done.append((idx, self._forward_packed(rows, seqs, device)))
+                if bar is not None:
+                    bar.update(len(idx))
+        for idx in ([] if self.pack_tokens is not None else self._batches(lengths)):
             L = int(lengths[idx].max())
             ids = np.full((len(idx), L), layout.pad_id, dtype=np.int64)
             att = np.zeros((len(idx), L), dtype=np.int64)
@@ -194,13 +246,12 @@ class LikelihoodScorer:
             ids_t = torch.from_numpy(ids).to(device)
             att_t = torch.from_numpy(att).to(device)
             pos_t = torch.arange(L, device=device).unsqueeze(0).expand(len(idx), L)
-            s, k = self._forward(ids_t, att_t, pos_t)
-            out_sum[idx] = s
-            out_n[idx] = k
+            done.append((idx, self._forward(ids_t, att_t, pos_t)))
             if bar is not None:
                 bar.update(len(idx))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        if done:  # one device-to-host copy for the whole run
+            sums = torch.cat([s for _, s in done]).double().cpu().numpy()
+            out_sum[np.concatenate([i for i, _ in done])] = sums
         seconds = time.perf_counter() - t0
         if bar is not None:
             bar.close()
@@ -210,23 +261,71 @@ class LikelihoodScorer:
             raise ValueError(f"{name}: no token left to score (empty unit sequence with score_eos=false)")
         return Scores(out_sum, out_sum / out_n, out_n, n_truncated=n_truncated, seconds=seconds)
 
-    def _forward(self, ids: torch.Tensor, att: torch.Tensor, pos: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        out = self.model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False)
-        logits = out.logits if hasattr(out, "logits") else out[0]
-        logits = logits[:, :-1].float()
-        V = logits.shape[-1]
-        if V < self.layout.n_real:
+    def _check_vocab(self, v: int) -> None:
+        if v < self.layout.n_real:
             raise ValueError(
-                f"model has {V} output rows but its contract needs {self.layout.n_real} "
+                f"model has {v} output rows but its contract needs {self.layout.n_real} "
                 f"(K={self.layout.n_units} units + bos/eos/pad)"
             )
+
+    def _token_logprobs(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``log p(target)`` per position, fp32, with the invalid vocabulary rows masked."""
+        logits = logits.float()
+        V = logits.shape[-1]
+        self._check_vocab(V)
         # Alignment-padding rows (and any extra rows an HF model carries) never hold mass.
         invalid = torch.arange(V, device=logits.device) >= self.layout.n_real
         logits = logits.masked_fill(invalid, float("-inf"))
+        return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+    def _forward(self, ids: torch.Tensor, att: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False)
+        logits = out.logits if hasattr(out, "logits") else out[0]
         targets = ids[:, 1:]
-        lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        lp = self._token_logprobs(logits[:, :-1], targets)
         keep = att[:, 1:].bool()
         if not self.score_eos:
             keep &= targets != self.layout.eos_id
-        lp = lp.masked_fill(~keep, 0.0)
-        return lp.sum(1).double().cpu().numpy(), keep.sum(1).cpu().numpy()
+        return lp.masked_fill(~keep, 0.0).sum(1)
+
+    def _forward_packed(self, rows: list[np.ndarray], seqs: list[np.ndarray], device: torch.device) -> torch.Tensor:
+        """Sums for the sequences of ``rows`` (in row order), each row one packed window."""
+        from twist.train.attention import FLEX, causal_block_mask, document_block_mask
+        from twist.train.packing import document_mask
+
+        P, layout = self.pack_tokens, self.layout
+        ids = np.full((len(rows), P), layout.pad_id, dtype=np.int64)
+        pos = np.zeros((len(rows), P), dtype=np.int64)
+        seg = np.zeros((len(rows), P), dtype=np.int64)
+        owner = np.full((len(rows), P), -1, dtype=np.int64)  # which sequence (of this batch) a token is in
+        k = 0
+        for r, row in enumerate(rows):
+            at = 0
+            for d, j in enumerate(row, 1):
+                s = seqs[j]
+                ids[r, at : at + s.size] = s
+                pos[r, at : at + s.size] = np.arange(s.size)
+                seg[r, at : at + s.size] = d
+                owner[r, at : at + s.size] = k
+                at, k = at + s.size, k + 1
+            pos[r, at:] = np.arange(P - at)
+        ids_t, pos_t, seg_t = (torch.from_numpy(x).to(device) for x in (ids, pos, seg))
+        impl = getattr(self.model.config, "_attn_implementation", None)
+        if impl == FLEX:
+            single = all(len(row) == 1 and seqs[row[0]].size == P for row in rows)
+            mask = causal_block_mask(len(rows), P, device) if single else document_block_mask(seg_t)
+        elif impl == "sdpa":
+            mask = document_mask(seg_t)
+        else:
+            mask = document_mask(seg_t, dtype=next(self.model.parameters()).dtype)
+        out = self.model(input_ids=ids_t, attention_mask=mask, position_ids=pos_t, use_cache=False)
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        targets = ids_t[:, 1:]
+        lp = self._token_logprobs(logits[:, :-1], targets)
+        keep = (seg_t[:, 1:] == seg_t[:, :-1]) & (seg_t[:, 1:] > 0)  # a target inside its own sequence
+        if not self.score_eos:
+            keep &= targets != layout.eos_id
+        slot = torch.from_numpy(np.where(owner[:, 1:] >= 0, owner[:, 1:], k)).to(device)
+        sums = torch.zeros(k + 1, dtype=torch.float32, device=device)
+        sums.index_add_(0, slot.reshape(-1), lp.masked_fill(~keep, 0.0).reshape(-1))
+        return sums[:k]

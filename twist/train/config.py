@@ -143,10 +143,12 @@ class TrainLoopConfig:
     """auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32."""
     fsdp_param_dtype: str = "auto"
     """FSDP2 all-gather/compute dtype: auto (= the autocast dtype) | bf16 | fp32; master weights stay fp32."""
-    attn_implementation: str = "sdpa"
-    """sdpa (PyTorch scaled_dot_product_attention) | eager | flash_attention_2."""
+    attn_implementation: str = "auto"
+    """auto (flex on CUDA for OPT/LLaMA/GPT-NeoX, eager for BLOOM, else sdpa; logged) | flex (block-sparse document masks, CUDA) | sdpa (dense document mask) | eager | flash_attention_2 (padded rows only); see docs/performance.md."""
     compile: bool = False
-    """torch.compile the model (in place; checkpoints unchanged)."""
+    """torch.compile the forward + loss (under FSDP2: the model, in place); checkpoints unchanged."""
+    compile_backend: str = "inductor"
+    """torch.compile backend when compile=true: inductor | aot_eager (checks graphs, no kernels) | eager."""
     activation_checkpointing: bool = False
     """Recompute block activations in backward: less GPU memory, about 1/3 more compute."""
     skip_nonfinite: int = 5
@@ -162,6 +164,10 @@ class TrainLoopConfig:
         check_choice("train.checkpoint_format", self.checkpoint_format, ("full", "sharded"))
         check_choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
         check_choice("train.fsdp_param_dtype", self.fsdp_param_dtype, ("auto", "bf16", "fp32"))
+        check_choice("train.compile_backend", self.compile_backend, ("inductor", "aot_eager", "eager"))
+        from twist.train.attention import IMPLEMENTATIONS
+
+        check_choice("train.attn_implementation", self.attn_implementation, (*IMPLEMENTATIONS, "flex_attention"))
         for key in ("global_batch", "micro_batch", "log_every"):
             check_positive(f"train.{key}", getattr(self, key))
         for key in ("valid_every", "save_every", "skip_nonfinite"):

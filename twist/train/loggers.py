@@ -204,3 +204,25 @@ def truncate_metrics(out_dir: str | Path, step: int) -> None:
         return
     keep = [r for r in read_metrics(path) if int(r.get("step", 0)) <= step]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+class ThroughputMeter:
+    """Training tokens/s and MFU over the steps since the last record (validation and saving
+    are not timed). MFU needs the device's peak FLOP/s (:func:`peak_flops`); ``None`` leaves it out."""
+
+    def __init__(self, flops_per_token: float, peak: float | None, world_size: int = 1) -> None:
+        self.flops_per_token, self.peak, self.world_size = flops_per_token, peak, world_size
+        self.seconds, self.tokens = 0.0, 0
+
+    def add(self, seconds: float, tokens: int) -> None:
+        self.seconds += seconds
+        self.tokens += int(tokens)
+
+    def record(self) -> dict[str, float]:
+        """``tokens_per_s`` (and ``mfu``) of the window, which then starts again."""
+        tps = self.tokens / max(1e-9, self.seconds)
+        self.seconds, self.tokens = 0.0, 0
+        out = {"tokens_per_s": tps}
+        if self.peak:
+            out["mfu"] = tps * self.flops_per_token / (self.peak * self.world_size)
+        return out

@@ -14,16 +14,19 @@ rest of the window is padding. Nothing may attend across a document boundary, so
 batch carries
 
 * ``position_ids`` that restart at 0 for every document, and
-* a 4D block-diagonal causal ``attention_mask`` (``[B, 1, T, T]``, True = may attend),
-  which Hugging Face decoders pass straight to SDPA.
+* its ``segments`` (document number per token, 0 = padding), from which the trainer builds
+  the mask in the form its attention kernel takes (twist.train.attention): a flex-attention
+  ``BlockMask`` on GPU, or the dense block-diagonal causal ``[B, 1, T, T]`` mask of
+  :func:`document_mask` (True = may attend), the reference.
 
 Targets are next-token ids inside the same document; the last token of a document, and
 padding, predict nothing. With these three pieces a packed batch computes exactly what the
 same utterances would compute one per row (tested: packed == padded within 1e-5).
 
-Some families cannot take a 4D mask (BLOOM derives ALiBi from a 2D mask; ImageGPT reshapes
-the mask to 2D). For those the trainer uses the padded path: one document per row, right
-padding, 2D mask. It is slower (padding) but equally exact; see docs/train.md.
+BLOOM packs through a document-aware ALiBi (twist.train.attention.install_document_alibi).
+ImageGPT cannot take a 4D mask (it reshapes the mask to 2D); it uses the padded path: one
+document per row, right padding, 2D mask. It is slower (padding) but equally exact; see
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -38,10 +41,12 @@ from twist.contract import VocabLayout
 
 IGNORE_INDEX = -100
 
-# HF model types whose decoders accept a custom 4D mask and per-document position_ids.
+# HF model types whose decoders accept a custom 4D mask and per-document position_ids
+# (BLOOM with twist.train.attention's document ALiBi).
 PACKABLE_MODEL_TYPES = frozenset(
     {
         "opt",
+        "bloom",
         "llama",
         "gpt_neox",
         "mistral",
@@ -143,7 +148,9 @@ class Batch:
 
     A packed batch carries ``segments`` (document number per token, 0 = padding) and builds
     its 4D mask on the device it is on, so only ``[B, T]`` tensors travel to the GPU. A
-    padded batch carries a 2D ``attention_mask``.
+    padded batch carries a 2D ``attention_mask``. ``single_documents``: every row of a
+    packed batch is one whole document with no padding (plain causal attention suffices);
+    known on the host, so choosing a kernel from it needs no device read.
     """
 
     input_ids: torch.Tensor
@@ -152,6 +159,7 @@ class Batch:
     attention_mask: torch.Tensor | None = None
     segments: torch.Tensor | None = None
     n_tokens: int = 0  # non-padding input tokens (what tokens/s counts)
+    single_documents: bool = False
 
     @property
     def n_targets(self) -> int:
@@ -162,7 +170,7 @@ class Batch:
             return None if t is None else t.to(device, non_blocking=True)
 
         return Batch(move(self.input_ids), move(self.targets), move(self.position_ids), move(self.attention_mask),
-                     move(self.segments), self.n_tokens)
+                     move(self.segments), self.n_tokens, self.single_documents)
 
     def model_inputs(self, *, mask_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """``input_ids``, ``attention_mask``, ``position_ids`` for the model's forward.
@@ -196,6 +204,7 @@ def pack_sequences(
     pos = np.zeros((b, max_tokens), dtype=np.int64)
     seg = np.zeros((b, max_tokens), dtype=np.int64)  # 0 = padding, 1.. = document number
     n_tok = 0
+    single = True
     for r, docs in enumerate(windows):
         at = 0
         for d, doc in enumerate(docs, 1):
@@ -209,8 +218,10 @@ def pack_sequences(
             at += n
         n_tok += at
         pos[r, at:] = np.arange(max_tokens - at)
+        single = single and len(docs) == 1 and at == max_tokens
     return Batch(
-        torch.from_numpy(ids), torch.from_numpy(tgt), torch.from_numpy(pos), segments=torch.from_numpy(seg), n_tokens=n_tok
+        torch.from_numpy(ids), torch.from_numpy(tgt), torch.from_numpy(pos), segments=torch.from_numpy(seg), n_tokens=n_tok,
+        single_documents=single and b > 0,
     )
 
 

@@ -26,10 +26,10 @@ import torch.distributed as dist
 
 from twist.contract import UnitContract, VocabLayout
 from twist.errors import ConfigError, ContractMismatch
+from twist.train.attention import AttentionPlan, plan_attention
 from twist.train.config import TrainLoopConfig, TrainRunConfig
 from twist.train.distributed import DistInfo, unwrap
 from twist.train.loggers import flops_per_token
-from twist.train.packing import packing_mode
 
 log = logging.getLogger("twist.train")
 
@@ -44,12 +44,10 @@ class BuiltModel:
     """Wrapped for the strategy (DDP module, FSDP2-sharded module, or the model itself)."""
     weights_loaded: bool
     """FSDP2 started from rank 0's full checkpoint: the weights are in already (only the optimiser is left)."""
-    packing: str
-    """``packed`` or ``padded`` (data.packing resolved for this family and attention kernel)."""
+    attention: AttentionPlan
+    """The attention kernel, the packing (data.packing resolved for this family) and the mask form."""
     flops_per_token: float
     autocast_dtype: torch.dtype | None
-    mask_dtype: torch.dtype | None
-    """Dtype of an additive document mask (eager attention); ``None``: a bool mask (SDPA)."""
 
 
 def build_model(
@@ -86,26 +84,22 @@ def build_model(
     elif model is None:
         model = speech_lm_for_run(cfg, contract, resuming=resuming)
     check_model_fits(model, contract, cfg)
-    set_attention(model, t.attn_implementation)
-    attn = getattr(model.config, "_attn_implementation", None)
-    packing = packing_mode(getattr(model.config, "model_type", ""), cfg.data.packing, attn)
+    autocast = precision_dtype(t.precision, info.device)
+    # attention kernel, packing and mask form (twist.train.attention); logged once
+    attention = plan_attention(model, t.attn_implementation, cfg.data.packing, device=info.device,
+                               compute_dtype=autocast, announce=info.is_main)
     flops = flops_per_token(model, cfg.data.max_tokens)
     if not sharded_init:
         model.to(info.device)
     apply_activation_checkpointing(model, t)
-    if t.compile:
-        model.compile()  # in place: parameter names, hence checkpoints, are unchanged
-    autocast = precision_dtype(t.precision, info.device)
+    if t.compile and strategy == "fsdp":
+        model.compile()  # FSDP2: in place, per module; elsewhere forward + loss compile as one (twist.train.step)
     wrapped = wrap_model(model, strategy, info, fsdp_param_dtype=fsdp_param_dtype(t.fsdp_param_dtype, autocast))
     if sharded_init and sharded_checkpoint:
         materialize_with_buffers(wrapped, checkpoint["buffers"], info.device)  # weights: the checkpointer
     elif sharded_init:
         materialize_from_rank0(wrapped, full, info)
-    # SDPA takes the bool document mask; implementations that add the mask to the scores
-    # (eager) need it additive, in the dtype the scores are computed in.
-    mask_dtype = None if attn == "sdpa" else (autocast or next(model.parameters()).dtype)
-    return BuiltModel(wrapped, sharded_init and resuming and not sharded_checkpoint, packing, flops, autocast,
-                      mask_dtype)
+    return BuiltModel(wrapped, sharded_init and resuming and not sharded_checkpoint, attention, flops, autocast)
 
 
 def speech_lm_for_run(cfg: TrainRunConfig, contract: UnitContract, *, resuming: bool,
@@ -158,19 +152,6 @@ def check_model_fits(model: torch.nn.Module, contract: UnitContract, cfg: TrainR
     if vocab < need:
         raise ContractMismatch(f"model {cfg.model.name}: vocabulary ({vocab}) is smaller than the unit layout "
                                f"of dataset {cfg.data.path} needs ({need})")
-
-
-def set_attention(model: torch.nn.Module, name: str) -> None:
-    """Ask the model for attention implementation ``name``; a family that lacks it keeps its own
-    (logged once), since every implementation computes the same attention."""
-    if not name or not hasattr(model, "set_attn_implementation"):
-        return
-    try:
-        model.set_attn_implementation(name)
-    except (ValueError, ImportError) as e:  # transformers: family without this kernel, or kernel not installed
-        log.warning("%s: attention implementation %r is not available (%s); keeping %r",
-                    type(model).__name__, name, str(e).splitlines()[0],
-                    getattr(model.config, "_attn_implementation", None))
 
 
 def apply_activation_checkpointing(model: torch.nn.Module, t: TrainLoopConfig) -> None:

@@ -1,24 +1,20 @@
 """The TWIST trainer: a speech LM trained on packed unit sequences, resumable exactly.
 
-Recipe (Hassid et al. 2023, §3.2 and appendix A.1): a text LM warm- or cold-started on a
-unit vocabulary (twist.lm), next-unit cross-entropy, AdamW, an inverse-sqrt schedule with
-100 warmup steps (cosine with 500 for the LLaMA-7B recipe), learning rates from the
-``init/`` config, a global batch of 64 sequences of up to 704 tokens whatever the number of
-GPUs (gradient accumulation fills the gap), gradient clipping, and the checkpoint with the
-best validation perplexity kept and exported.
+Recipe (Hassid et al. 2023, §3.2 and appendix A.1): a text LM warm- or cold-started on a unit
+vocabulary (twist.lm), next-unit cross-entropy, AdamW, an inverse-sqrt schedule with 100
+warmup steps (cosine with 500 for the LLaMA-7B recipe), learning rates from ``init/``, a
+global batch of 64 sequences of up to 704 tokens whatever the number of GPUs (gradient
+accumulation fills the gap), gradient clipping, and the best-validation-PPL checkpoint kept
+and exported.
 
-This module is the recipe only: build, :meth:`Trainer.train_step`, :meth:`Trainer.validate`,
-:meth:`Trainer.fit`, :meth:`Trainer.close`. The machinery lives beside it: building and
-wrapping the model for a strategy in twist.train.parallelize, checkpoints in
-twist.train.checkpointer, the data stream in twist.train.data, settings in
-twist.train.config. Everything about progress that must survive a resume is in
-:class:`TrainState`; a new process pointed at the same ``out_dir`` continues from
-``checkpoints/last``, and on CPU with a fixed seed the losses that follow are bit-identical
-to an uninterrupted run (tested).
+This module is the recipe: build, :meth:`Trainer.train_step`, :meth:`Trainer.validate`,
+:meth:`Trainer.fit`, :meth:`Trainer.close`. The machinery is beside it: building and wrapping
+the model (parallelize), checkpoints (checkpointer), forward + loss and the guarded update
+(step), the data stream (data), settings (config). All progress that must survive a resume is
+in :class:`TrainState`; on CPU with a fixed seed a resumed run is bit-identical (tested).
 
-Loss normalisation: each micro-batch's summed token loss is divided by the number of
-target tokens in the whole global batch (all micro-batches, all ranks), so one process and
-N processes compute the same gradient for the same global batch.
+Each micro-batch's summed token loss is divided by the number of target tokens in the whole
+global batch (all micro-batches, all ranks): one process and N compute the same gradient.
 """
 
 from __future__ import annotations
@@ -37,18 +33,19 @@ from omegaconf import OmegaConf
 from twist.checkpoint import capture_rng_state, check_same_model, model_config, restore_rng_state, shards_dir
 from twist.console import say
 from twist.contract import UnitContract, VocabLayout
-from twist.errors import ConfigError, Diverged
+from twist.errors import ConfigError
 from twist.schema import to_typed
 from twist.train import distributed as D
 from twist.train.checkpointer import Checkpointer
 from twist.train.config import TrainRunConfig
 from twist.train.data import TrainStream, open_split, open_valid_sets, valid_batches
-from twist.train.loggers import MetricsLogger, peak_flops, resume_message, truncate_metrics
+from twist.train.loggers import MetricsLogger, ThroughputMeter, peak_flops, resume_message, truncate_metrics
 from twist.train.optim import build_optimizer
-from twist.train.packing import Batch, token_loss_sum
+from twist.train.packing import Batch
 from twist.train.parallelize import build_model, unsharded_copy
 from twist.train.schedule import LRSchedule
 from twist.train.signals import StopSignals
+from twist.train.step import ForwardLoss, GuardedUpdate, supports_found_inf
 
 log = logging.getLogger("twist.train")
 
@@ -111,9 +108,17 @@ class Trainer:
         ckpt = self.checkpointer.read(resume_from, self.contract, data_name=c.data.path, needed=needed)
         built = build_model(c, self.contract, self.info, self.strategy, resuming=resume_from is not None,
                             checkpoint=ckpt, sharded_checkpoint=shards is not None, model=model)
-        self.model, self.packing, self.flops_per_token = built.model, built.packing, built.flops_per_token
-        self.autocast_dtype, self.mask_dtype = built.autocast_dtype, built.mask_dtype
+        self.model, self.attention, self.flops_per_token = built.model, built.attention, built.flops_per_token
+        self.packing, self.autocast_dtype = built.attention.packing, built.autocast_dtype
         self.optimizer = build_optimizer(self.model, c.optim, self.device)
+        # forward + loss, compiled once per kind of batch with train.compile (FSDP2 compiles the model instead)
+        self.forward_loss = ForwardLoss(self.model, self.layout, built.attention, autocast=self.autocast_dtype,
+                                        compile=c.train.compile and self.strategy != "fsdp",
+                                        backend=c.train.compile_backend)
+        # clip + step-or-skip; with a fused optimiser the skip is decided on the device and the
+        # norms are read only when numbers are needed on the host (log, validation, checkpoint)
+        self.update = GuardedUpdate(self.model.parameters, self.optimizer, clip=c.optim.grad_clip,
+                                    limit=c.train.skip_nonfinite, defer=supports_found_inf(self.optimizer))
         self.schedule = LRSchedule(self.optimizer, kind=c.schedule.name, lr_max=c.lr_max, lr_final=c.lr_final,
                                    warmup_steps=c.schedule.warmup_steps,
                                    total_steps=c.schedule.total_steps or c.train.max_steps)
@@ -151,6 +156,7 @@ class Trainer:
 
     def save(self, names: tuple[str, ...]) -> None:
         """Write checkpoints ``names`` (e.g. ``("best", "last")``), atomically; collective."""
+        self._settle()
         s = self.state
         meta = {"step": s.step, "tokens": s.tokens, "best_ppl": s.best_ppl, "best_step": s.best_step,
                 "format": self.checkpointer.fmt}
@@ -168,6 +174,7 @@ class Trainer:
         self.schedule.load_state_dict(small["schedule"])
         self.stream.load_state_dict(small["data"])
         self.state = TrainState(**small["state"])
+        self.update.in_a_row = self.state.nonfinite_in_a_row
         rngs = small["rng"]
         restore_rng_state(rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0])
         if self.info.is_main:
@@ -183,64 +190,53 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     # steps
     # ---------------------------------------------------------------------------------------
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-
     def _loss_sum(self, batch: Batch) -> torch.Tensor:
-        with self._autocast():
-            logits = self.model(**batch.model_inputs(mask_dtype=self.mask_dtype), use_cache=False).logits
-        return token_loss_sum(logits, batch.targets, self.layout)
+        return self.forward_loss(batch)
 
-    def train_step(self) -> dict[str, float]:
-        """One optimiser step over the global batch; returns its loss, grad norm, tokens."""
+    def train_step(self) -> dict[str, Any]:
+        """One optimiser step over the global batch; returns its loss, grad norm (0-d device
+        tensors: the step never waits for the device; ``float()`` them to read), lr and tokens."""
         self.model.train()
-        batches = [b.to(self.device) for b in self.stream.next_step()]
+        host_batches = self.stream.next_step()
         n_targets, n_tokens = D.all_reduce_sum(
-            [sum(b.n_targets for b in batches), sum(b.n_tokens for b in batches)], self.device)
+            [sum(b.n_targets for b in host_batches), sum(b.n_tokens for b in host_batches)], self.device)
         scale = self.info.world_size / max(1.0, n_targets)  # DDP averages over ranks; undo it
         # the loss is summed on the device: reading it per micro-batch would make the host
         # wait for every backward before queueing the next forward
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        for i, b in enumerate(batches):
-            sync = i == len(batches) - 1  # reduce gradients once, after the last micro-batch
+        for i, b in enumerate(host_batches):
+            sync = i == len(host_batches) - 1  # reduce gradients once, after the last micro-batch
             no_sync = self.model.no_sync() if (self.strategy == "ddp" and not sync) else contextlib.nullcontext()
             if self.strategy == "fsdp":
                 self.model.set_requires_gradient_sync(sync)
             with no_sync:
-                ls = self._loss_sum(b)
+                ls = self._loss_sum(b.to(self.device))
                 (ls * scale).backward()
             loss_sum += ls.detach().double()
-        clip = self.cfg.optim.grad_clip
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else math.inf))
         lr = self.schedule.lr
-        if math.isfinite(grad_norm):  # the global norm: every rank makes the same choice
-            self.optimizer.step()
-            self.state.nonfinite_in_a_row = 0
-        else:
-            self._skip_nonfinite_step(grad_norm)
+        grad_norm = self.update(self.state.step + 1)  # the global norm: every rank makes the same choice
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.step()
-        (total_loss,) = D.all_reduce_sum([float(loss_sum)], self.device)
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(loss_sum)
         self.state.step += 1
         self.state.tokens += int(n_tokens)
-        return {"loss": total_loss / max(1.0, n_targets), "lr": lr, "grad_norm": grad_norm, "step_tokens": n_tokens}
+        if not self.update.defer or self._host_step(self.state.step):
+            self._settle()
+        return {"loss": loss_sum / max(1.0, n_targets), "lr": lr, "grad_norm": grad_norm, "step_tokens": n_tokens}
 
-    def _skip_nonfinite_step(self, grad_norm: float) -> None:
-        """A NaN/inf gradient: leave weights and optimiser state as they are and go on, up to
-        ``train.skip_nonfinite`` steps in a row; then stop (the last checkpoint holds finite weights)."""
-        limit = self.cfg.train.skip_nonfinite
-        s = self.state
-        s.nonfinite_in_a_row += 1
-        s.skipped_steps += 1
-        if s.nonfinite_in_a_row > limit:
-            raise Diverged(
-                f"step {s.step + 1}: gradient norm is {grad_norm} for {s.nonfinite_in_a_row} step(s) in a row "
-                f"(train.skip_nonfinite={limit}); stopping. checkpoints/last holds the last saved finite weights; "
-                "lower the learning rate or check the data, then resume")
-        log.warning("step %d: gradient norm is %s; update skipped (%d in a row, %d in this run)",
-                    s.step + 1, grad_norm, s.nonfinite_in_a_row, s.skipped_steps)
+    def _host_step(self, step: int) -> bool:
+        """Steps after which the loop reads numbers anyway (log, validation, save, the last)."""
+        t = self.cfg.train
+        return step == t.max_steps or any(e and step % e == 0 for e in (t.log_every, t.valid_every, t.save_every))
+
+    def _settle(self) -> None:
+        """Read deferred gradient norms: count skipped steps, stop on divergence (train.skip_nonfinite)."""
+        try:
+            self.update.settle()
+        finally:
+            self.state.skipped_steps += self.update.take_skipped()
+            self.state.nonfinite_in_a_row = self.update.in_a_row
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -309,19 +305,23 @@ class Trainer:
 
             bar = tqdm(total=t.max_steps, initial=s.step, desc="train", unit="step", dynamic_ncols=True)
         started, elapsed0 = time.monotonic(), s.elapsed_s
-        window = [0.0, 0]  # training seconds and tokens since the last log record
+        meter = ThroughputMeter(self.flops_per_token, self.peak, self.info.world_size)
         with StopSignals(t.stop_signals) as signals:
             while not (stop_reason := self._stop_reason(signals, started)):
                 t0 = time.monotonic()
                 m = self.train_step()
-                window[0] += time.monotonic() - t0  # tokens/s measures training, not validation or saving
-                window[1] += int(m.pop("step_tokens"))
+                logging_step = s.step % t.log_every == 0 or s.step == t.max_steps
+                if logging_step:  # the one host read of the window, inside the timed part
+                    m = {k: float(v) for k, v in m.items()}
+                meter.add(time.monotonic() - t0, m.pop("step_tokens"))  # training only, not validation or saving
                 s.elapsed_s = elapsed0 + time.monotonic() - started
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.2e}")
-                if s.step % t.log_every == 0 or s.step == t.max_steps:
-                    self._log_step(m, window)
+                    if logging_step:
+                        bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.2e}")
+                if logging_step:
+                    rec = {**m, "tokens": s.tokens, **meter.record(), "epoch": self.stream.position.epoch}
+                    self.logger.log(rec, step=s.step)
                 names = self._validate_and_select() if t.valid_every and s.step % t.valid_every == 0 else ()
                 if t.save_every and s.step % t.save_every == 0 and "last" not in names:
                     names = (*names, "last")
@@ -342,14 +342,6 @@ class Trainer:
                          "best_step": s.best_step, "best_ppl": s.best_ppl}, step=s.step)
         self.logger.close()
         return TrainResult(self.out_dir, s.step, s.tokens, s.best_ppl, s.best_step, stop_reason, export)
-
-    def _log_step(self, m: dict[str, float], window: list) -> None:
-        tps = window[1] / max(1e-9, window[0])
-        rec = {**m, "tokens": self.state.tokens, "tokens_per_s": tps, "epoch": self.stream.position.epoch}
-        if self.peak:
-            rec["mfu"] = tps * self.flops_per_token / (self.peak * self.info.world_size)
-        self.logger.log(rec, step=self.state.step)
-        window[0], window[1] = 0.0, 0
 
     def close(self) -> None:
         self.logger.close()

@@ -1,0 +1,201 @@
+"""The device side of a training step: forward + loss (compiled once per kind), and an
+optimiser update that skips non-finite gradients without making the host wait.
+
+Forward + loss. ``train.compile=true`` compiles the model's forward *and* the summed token
+loss as one graph (the fp32 upcast of the logits and the cross-entropy fuse into it). The
+mask is built outside the graph, per micro-batch (twist.train.attention.AttentionPlan), so
+its only inputs are tensors of fixed shape: ``[micro_batch, max_tokens]`` ids, positions
+and targets, plus the mask. Each kind of call (training or validation; document mask or
+plain causal) has its own compiled entry point, so none of them recompiles when the run
+moves between them (tested: zero recompiles after warm-up).
+
+Updates. The gradient norm decides whether a step is applied (a NaN or inf gradient leaves
+weights and optimiser state untouched, twist.train.trainer). Reading it on the host makes
+the host wait for the whole backward every step. With a fused AdamW (the default on CUDA)
+the decision stays on the device: the optimiser's ``found_inf`` input (the hook AMP's
+gradient scaler uses) makes the fused kernel skip the update and leave its step count
+alone, and the norms are read in one go when the trainer next needs numbers on the host
+(a log, validation or checkpoint step). Other optimisers read the norm every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from twist.contract import VocabLayout
+from twist.errors import Diverged
+from twist.train.attention import AttentionPlan
+from twist.train.packing import Batch, token_loss_sum
+
+log = logging.getLogger("twist.train")
+
+
+def _forward_loss(model: torch.nn.Module, layout: VocabLayout, autocast: torch.dtype | None, device_type: str,
+                  input_ids: torch.Tensor, attention_mask: Any, position_ids: torch.Tensor | None,
+                  targets: torch.Tensor) -> torch.Tensor:
+    ctx = torch.autocast(device_type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    with ctx:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       use_cache=False).logits
+    return token_loss_sum(logits, targets, layout)
+
+
+# One entry point per kind of call. Each has its own code object, hence its own compile
+# cache: switching between them is not a recompile, and each is compiled at most once.
+def _train_document(*args: Any) -> torch.Tensor:
+    return _forward_loss(*args)
+
+
+def _train_causal(*args: Any) -> torch.Tensor:
+    return _forward_loss(*args)
+
+
+def _train_padded(*args: Any) -> torch.Tensor:
+    return _forward_loss(*args)
+
+
+def _eval_document(*args: Any) -> torch.Tensor:
+    return _forward_loss(*args)
+
+
+def _eval_causal(*args: Any) -> torch.Tensor:
+    return _forward_loss(*args)
+
+
+def _eval_padded(*args: Any) -> torch.Tensor:
+    return _forward_loss(*args)
+
+
+_ENTRY_POINTS: dict[tuple[bool, str], Callable[..., torch.Tensor]] = {
+    (True, "document"): _train_document, (True, "causal"): _train_causal, (True, "padded"): _train_padded,
+    (False, "document"): _eval_document, (False, "causal"): _eval_causal, (False, "padded"): _eval_padded,
+}
+
+
+class ForwardLoss:
+    """``batch -> summed next-token loss`` (a 0-d tensor on the batch's device).
+
+    Args:
+        model: the model as the trainer runs it (possibly DDP-wrapped).
+        layout: the unit vocabulary layout (invalid rows masked in the loss).
+        attention: the run's attention plan (mask form per batch).
+        autocast: autocast dtype, or ``None`` for none.
+        compile: compile forward + loss with ``torch.compile``.
+        backend: the ``torch.compile`` backend (``inductor``; ``aot_eager`` checks graphs without
+            generating kernels).
+    """
+
+    def __init__(self, model: torch.nn.Module, layout: VocabLayout, attention: AttentionPlan, *,
+                 autocast: torch.dtype | None = None, compile: bool = False, backend: str = "inductor") -> None:
+        self.model = model
+        self.layout = layout
+        self.attention = attention
+        self.autocast = autocast
+        self.compile = compile
+        self.backend = backend
+        self._fns: dict[tuple[bool, str], Callable[..., torch.Tensor]] = {}
+
+    def _fn(self, key: tuple[bool, str]) -> Callable[..., torch.Tensor]:
+        fn = self._fns.get(key)
+        if fn is None:
+            fn = _ENTRY_POINTS[key]
+            if self.compile:
+                fn = torch.compile(fn, backend=self.backend)
+            self._fns[key] = fn
+        return fn
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        inputs = self.attention.model_inputs(batch)  # outside the compiled region
+        training = torch.is_grad_enabled() and self.model.training
+        fn = self._fn((training, self.attention.batch_kind(batch)))
+        return fn(self.model, self.layout, self.autocast, batch.input_ids.device.type, inputs["input_ids"],
+                  inputs["attention_mask"], inputs["position_ids"], batch.targets)
+
+
+def supports_found_inf(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step`` honours a ``found_inf`` tensor (fused Adam/AdamW)."""
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+
+
+class GuardedUpdate:
+    """Clip gradients, then apply the optimiser step unless the global norm is NaN/inf.
+
+    Skipped steps leave weights and optimiser state as they are. More than ``limit``
+    skipped in a row raise :class:`twist.errors.Diverged` (the run stops; its last
+    checkpoint holds finite weights).
+
+    Args:
+        params: the parameters to clip (the trainer's model).
+        optimizer: the optimiser.
+        clip: max gradient norm; 0 = no clipping (the norm is still computed).
+        limit: ``train.skip_nonfinite``.
+        defer: keep the decision on the device (needs :func:`supports_found_inf`); the
+            norms are then read by :meth:`settle`.
+    """
+
+    def __init__(self, params: Callable[[], Any], optimizer: torch.optim.Optimizer, *, clip: float, limit: int,
+                 defer: bool) -> None:
+        if defer and not supports_found_inf(optimizer):
+            raise ValueError("deferred non-finite checks need an optimiser with found_inf support (fused AdamW)")
+        self.params = params
+        self.optimizer = optimizer
+        self.clip = clip if clip > 0 else math.inf
+        self.limit = limit
+        self.defer = defer
+        self.in_a_row = 0
+        self.skipped = 0  # skipped steps seen by settle/step, to add to the run's count
+        self._pending: list[tuple[int, torch.Tensor]] = []
+
+    def __call__(self, step: int) -> torch.Tensor:
+        """Update for optimiser step ``step`` (1-based); returns the gradient norm (0-d tensor)."""
+        norm = torch.nn.utils.clip_grad_norm_(self.params(), self.clip)
+        if hasattr(norm, "full_tensor"):  # a DTensor under FSDP2: every rank takes the same global value
+            norm = norm.full_tensor()
+        if self.defer:
+            self.optimizer.found_inf = (~torch.isfinite(norm)).to(torch.float32)
+            self.optimizer.grad_scale = None
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf, self.optimizer.grad_scale
+            self._pending.append((step, norm.detach()))
+            return norm
+        value = float(norm)
+        if math.isfinite(value):
+            self.optimizer.step()
+        self._count(step, value)
+        return norm
+
+    def settle(self) -> None:
+        """Read the deferred norms (one host wait), count skipped steps, stop on divergence."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        values = torch.stack([n for _, n in pending]).double().cpu().tolist()
+        for (step, _), value in zip(pending, values):
+            self._count(step, value)
+
+    def _count(self, step: int, value: float) -> None:
+        if math.isfinite(value):
+            self.in_a_row = 0
+            return
+        self.in_a_row += 1
+        self.skipped += 1
+        if self.in_a_row > self.limit:
+            raise Diverged(
+                f"step {step}: gradient norm is {value} for {self.in_a_row} step(s) in a row "
+                f"(train.skip_nonfinite={self.limit}); stopping. checkpoints/last holds the last saved finite weights; "
+                "lower the learning rate or check the data, then resume"
+            )
+        log.warning("step %d: gradient norm is %s; update skipped (%d in a row)", step, value, self.in_a_row)
+
+    def take_skipped(self) -> int:
+        """Skipped steps counted since the last call (the trainer adds them to its state)."""
+        n, self.skipped = self.skipped, 0
+        return n
