@@ -262,97 +262,103 @@ def build_storycloze(
     every_story = read_storycloze_csv(csv_path, rejects)
     stories = select_stories(every_story, limit, shard)
     voice = backend.voice_or_default(voice)
-    silence_ms = float(silence_ms)
-    seg_root = out_dir / "_segments"
-    wav_dir = out_dir / WAV_DIR
-
     variants: dict[str, list[tuple[Story, str]]] = {}
     if "sSC" in tasks:
         variants["sSC"] = [(s, s.wrong) for s in stories]
     if "tSC" in tasks:
         variants["tSC"] = list(zip(stories, topic_negatives(stories, seed, endings=[s.right for s in every_story])))
-
     sentences = sorted({t for rows in variants.values() for s, neg in rows for t in (*s.context, s.right, neg)})
-    jobs = [(t, voice, segment_path(seg_root, t, voice)) for t in sentences]
-    report = synthesize_many(backend, jobs, workers=workers, progress=progress)
-    failed = {p for p, _ in report.failures}
-    for p, why in report.failures:
+    segments = _Segments(out_dir / "_segments", voice, trim_threshold)
+    report = synthesize_many(backend, [(t, voice, segments.path(t)) for t in sentences], workers=workers,
+                             progress=progress)
+    for path, why in report.failures:
+        segments.failed.add(path)
         if rejects is not None:
-            rejects.add(p, f"sentence synthesis failed: {why}")
-
-    cache: dict[str, np.ndarray] = {}
-
-    def segment(text: str) -> np.ndarray:
-        if text not in cache:
-            path = segment_path(seg_root, text, voice)
-            if str(path) in failed:
-                raise BadAudioError(path, "synthesis failed")
-            wav = trim_silence(load_audio(path, 16000), trim_threshold)
-            if wav.size == 0:
-                raise BadAudioError(path, f"silent synthesis of {text[:60]!r}")
-            cache[text] = wav
-        return cache[text]
-
+            rejects.add(path, f"sentence synthesis failed: {why}")
     # Every distinct recording once: an sSC and a tSC positive of one story share a name.
-    recipe = [backend.name, voice, silence_ms, trim_threshold]
+    recipe = [backend.name, voice, float(silence_ms), trim_threshold]
     recordings: dict[str, tuple[Story, str]] = {}
     names: dict[str, list[tuple[Story, str, str, str]]] = {}
     for task, rows in variants.items():
         names[task] = []
         for s, neg in rows:
-            pos_name = _recording_name(s, "pos", s.right, recipe)
-            neg_name = _recording_name(s, "neg", neg, recipe)
+            pos_name, neg_name = _recording_name(s, "pos", s.right, recipe), _recording_name(s, "neg", neg, recipe)
             recordings.setdefault(pos_name, (s, s.right))
             recordings.setdefault(neg_name, (s, neg))
             names[task].append((s, neg, pos_name, neg_name))
+    errors = _write_recordings(recordings, out_dir / WAV_DIR, segments, float(silence_ms), workers)
+    counts = {task: _write_variant(out_dir / task, rows, errors, rejects) for task, rows in names.items()}
+    kept = _remove_unreferenced(out_dir, {n for n, e in errors.items() if e is None}, rebuilt=set(names))
+    return {"stories": len(stories), "stories_in_file": len(every_story), "pairs": counts,
+            "sentences": len(sentences), "recordings": kept, "voice": voice, "tts": report.summary(),
+            "tts_items_per_s": round(report.items_per_s, 2)}
 
-    # Pre-load segments serially (the cache is then read-only), then assemble in threads.
-    for s, ending in recordings.values():
+
+class _Segments:
+    """The synthesised sentences of one voice: their cache paths, and each one trimmed, loaded once."""
+
+    def __init__(self, root: Path, voice: str, trim_threshold: float) -> None:
+        self.root, self.voice, self.trim_threshold = root, voice, trim_threshold
+        self.failed: set[str] = set()
+        self._cache: dict[str, np.ndarray] = {}
+
+    def path(self, text: str) -> Path:
+        return segment_path(self.root, text, self.voice)
+
+    def __call__(self, text: str) -> np.ndarray:
+        if text not in self._cache:
+            path = self.path(text)
+            if str(path) in self.failed:
+                raise BadAudioError(path, "synthesis failed")
+            wav = trim_silence(load_audio(path, 16000), self.trim_threshold)
+            if wav.size == 0:
+                raise BadAudioError(path, f"silent synthesis of {text[:60]!r}")
+            self._cache[text] = wav
+        return self._cache[text]
+
+
+def _write_recordings(recordings: dict[str, tuple[Story, str]], wav_dir: Path, segments: _Segments,
+                      silence_ms: float, workers: int | None) -> dict[str, str | None]:
+    """Join each story's sentences with ``silence_ms`` of silence into ``wav_dir/<name>`` (skipping
+    those already there); ``{name: None, or why it could not be made}``."""
+    for s, ending in recordings.values():  # load serially: the cache is then read-only in the threads
         for t in (*s.context, ending):
             try:
-                segment(t)
+                segments(t)
             except BadAudioError:
                 pass
 
-    def write_recording(name: str) -> str | None:
+    def write(name: str) -> str | None:
         s, ending = recordings[name]
         path = wav_dir / name
         try:
             if not path.exists():
-                save_audio(path, join_with_silence([segment(t) for t in (*s.context, ending)], silence_ms), 16000)
+                save_audio(path, join_with_silence([segments(t) for t in (*s.context, ending)], silence_ms), 16000)
         except BadAudioError as e:
             return f"{s.id}: {e}"
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, workers or 2)) as pool:
-        errors = dict(zip(recordings, pool.map(write_recording, recordings)))
-    counts = {}
-    for task, rows in names.items():
-        _drop_legacy_layout(out_dir / task)
-        pairs, texts = [], []
-        for s, neg, pos_name, neg_name in rows:
-            why = errors[pos_name] or errors[neg_name]
-            if why is not None:
-                if rejects is not None:
-                    rejects.add(f"{task} {s.id}", f"{task} {why}")
-                continue
-            pairs.append({"id": s.id, "positive": f"../{WAV_DIR}/{pos_name}", "negative": f"../{WAV_DIR}/{neg_name}"})
-            texts.append({"id": s.id, "context": list(s.context), "positive": s.right, "negative": neg})
-        write_pairs_jsonl(out_dir / task / "pairs.jsonl", pairs)
-        lines = [json.dumps(t) for t in sorted(texts, key=lambda t: t["id"])]
-        atomic_write_text(out_dir / task / "texts.jsonl", "".join(line + "\n" for line in lines))
-        counts[task] = len(pairs)
-    kept = _remove_unreferenced(out_dir, {n for n, e in errors.items() if e is None}, rebuilt=set(names))
-    return {
-        "stories": len(stories),
-        "stories_in_file": len(every_story),
-        "pairs": counts,
-        "sentences": len(sentences),
-        "recordings": kept,
-        "voice": voice,
-        "tts": report.summary(),
-        "tts_items_per_s": round(report.items_per_s, 2),
-    }
+        return dict(zip(recordings, pool.map(write, recordings)))
+
+
+def _write_variant(task_dir: Path, rows: list[tuple[Story, str, str, str]], errors: dict[str, str | None],
+                   rejects: RejectsLog | None) -> int:
+    """``pairs.jsonl`` and ``texts.jsonl`` of one variant (sSC or tSC); returns its pair count."""
+    _drop_legacy_layout(task_dir)
+    pairs, texts = [], []
+    for s, neg, pos_name, neg_name in rows:
+        why = errors[pos_name] or errors[neg_name]
+        if why is not None:
+            if rejects is not None:
+                rejects.add(f"{task_dir.name} {s.id}", f"{task_dir.name} {why}")
+            continue
+        pairs.append({"id": s.id, "positive": f"../{WAV_DIR}/{pos_name}", "negative": f"../{WAV_DIR}/{neg_name}"})
+        texts.append({"id": s.id, "context": list(s.context), "positive": s.right, "negative": neg})
+    write_pairs_jsonl(task_dir / "pairs.jsonl", pairs)
+    lines = [json.dumps(t) for t in sorted(texts, key=lambda t: t["id"])]
+    atomic_write_text(task_dir / "texts.jsonl", "".join(line + "\n" for line in lines))
+    return len(pairs)
 
 
 def _drop_legacy_layout(task_dir: Path) -> None:
