@@ -24,9 +24,10 @@ NOT_SETTINGS = {
 # the primary config whose command surfaces a module's errors (first match wins)
 OWNER = [
     ("cli/", None),  # cli/<stage>.py -> <stage>.yaml
+    ("schema.py", "train"), ("mos/", "mos"),
     ("tokenizer/", "tokenize"), ("audio.py", "tokenize"), ("units.py", "tokenize"),
     ("train/plot.py", "plot"), ("train/", "train"), ("lm/", "train"), ("checkpoint.py", "train"),
-    ("eval/", "eval"), ("vocoder/", "vocoder"), ("asr.py", "vocoder"), ("generate.py", "generate"),
+    ("eval/", "eval"), ("vocoder/", "vocoder"), ("asr.py", "asr"), ("generate.py", "generate"),
     ("bench/", "bench"), ("demo/", "demo"),
 ]
 # groups twist-train takes with +group=name (not in its defaults list)
@@ -51,9 +52,19 @@ def _group_keys(group: str) -> set[str]:
 
 
 def config_keys(primary: str) -> set[str]:
-    """Every key of ``<primary>.yaml`` and of the config groups it can compose."""
-    data = yaml.safe_load((CONFIGS / f"{primary}.yaml").read_text()) or {}
+    """Every key of ``<primary>.yaml``'s schema (twist.cli.schemas) and YAML, and of the config
+    groups it can compose."""
+    from twist.cli.schemas import SCHEMAS
+    from twist.schema import declared_keys
+
+    name = {"asr": "asr_run", "mos": "mos_build"}.get(primary, primary)
+    data = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text()) or {}
     keys = set(_keys(data))
+    schema = SCHEMAS.get(name)
+    if schema is not None:
+        keys |= set(declared_keys(schema))
+    if primary == "mos":
+        keys |= set(declared_keys(SCHEMAS["mos_score"]))
     groups = [next(iter(d)) for d in data.get("defaults") or [] if isinstance(d, dict)]
     for g in [*groups, *PLUS_GROUPS.get(primary, [])]:
         if (CONFIGS / g).is_dir():
