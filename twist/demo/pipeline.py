@@ -84,7 +84,8 @@ def build_steps(cfg: Any) -> list[Step]:
             units,
             argv=cli("tokenize") + [
                 f"input.audio_dir={corpus_dir / 'audio'}", f"out_dir={units}", f"tokenizer={tk.tokenizer}",
-                f"split.valid={tk.valid}", f"split.test={tk.test}", f"num_workers={cfg.workers}", "progress=false",
+                f"split.valid={tk.valid}", f"split.test={tk.test}", f"fit.max_frames={tk.fit_frames}",
+                f"num_workers={cfg.workers}", "progress=false",
             ],
             depends=["corpus"],
         )
