@@ -99,10 +99,10 @@ def seed_table(runs: Mapping[str, Sequence[str | Path]]) -> tuple[str, dict[str,
         (markdown, ``{"columns": [...], "rows": [{"model", "seeds", metric: {"mean", "sd", "n"}}]}``).
         Accuracies are shown in percent, PPL as is, as in twist-eval's tables.
     """
-    from twist.eval.report import LOWER_IS_BETTER, _sort_metrics, load_results, markdown_table
+    from twist.eval.report import LOWER_IS_BETTER, load_results, markdown_table
 
     per_run: dict[str, list[dict[str, Any]]] = {k: [load_results(d).get("metrics", {}) for d in v] for k, v in runs.items()}
-    columns = _sort_metrics(m for ms in per_run.values() for r in ms for m in r)
+    columns = list(dict.fromkeys(m for ms in per_run.values() for r in ms for m in r))  # twist-eval's order
     rows, table = [], []
     for label, results in per_run.items():
         row: dict[str, Any] = {"model": label, "seeds": len(results)}
