@@ -16,7 +16,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from twist.bench.blimp import BUILTIN_PAIRS, read_blimp_jsonl
+from twist.bench.minimal_pairs import generate_minimal_pairs
 from twist.bench.storycloze import BUILTIN_STORIES, read_storycloze_csv
 from twist.bench.tts import default_workers, get_backend, synthesize_many
 
@@ -25,8 +25,8 @@ def benchmark_items(n: int) -> list[str]:
     texts = []
     for s in read_storycloze_csv(BUILTIN_STORIES):
         texts += [*s.context, s.right, s.wrong]
-    for p in read_blimp_jsonl(BUILTIN_PAIRS):
-        texts += [p.good, p.bad]
+    for p in generate_minimal_pairs(5):
+        texts += [p["sentence_good"], p["sentence_bad"]]
     out = []
     while len(out) < n:  # numbered so repeats are distinct jobs, not cache hits
         out += [f"{t} {len(out) + i}" for i, t in enumerate(texts)]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from twist.bench.blimp import BUILTIN_PAIRS, build_blimp, read_blimp_jsonl
+from twist.bench.blimp import build_blimp, read_blimp_jsonl
 from twist.bench.layout import SYNTACTIC_COLUMNS, read_gold_csv
 
 
@@ -63,7 +63,10 @@ def test_missing_field_is_named(tmp_path):
         read_blimp_jsonl(p)
 
 
-def test_builtin_minimal_pairs_parse():
-    pairs = read_blimp_jsonl(BUILTIN_PAIRS)
-    assert len(pairs) >= 20 and len({p.uid for p in pairs}) >= 4
+def test_generated_minimal_pairs_parse(tmp_path):
+    from twist.bench.minimal_pairs import write_minimal_pairs
+
+    n = write_minimal_pairs(tmp_path / "p.jsonl", 5, seed=0)
+    pairs = read_blimp_jsonl(tmp_path / "p.jsonl")
+    assert len(pairs) == n >= 50 and len({p.uid for p in pairs}) >= 10
     assert all(p.good != p.bad for p in pairs)

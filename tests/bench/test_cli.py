@@ -22,6 +22,7 @@ def test_whole_build_is_deterministic_under_a_seed(espeak, tmp_path):
     assert a == b and len(a) > 50
     assert r1["tasks"]["storycloze"]["pairs"] == {"sSC": 3, "tSC": 3}
     assert r1["tasks"]["blimp"]["pairs"] == 6 and r1["tasks"]["wuggy"]["pairs"] == 4
+    assert r1["tasks"]["storycloze"]["length_bias"]["sSC"]["pairs"] == 3
     assert json.loads((tmp_path / "a" / "bench_report.json").read_text())["seed"] == 5
 
 

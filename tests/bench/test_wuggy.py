@@ -36,7 +36,8 @@ def test_nonword_rules_on_a_tiny_lexicon():
 
 def test_nonwords_from_cmudict_are_plausible_unique_and_seeded():
     lex = W.cmudict_lexicon()
-    words = [w for w, _ in W.read_word_list(W.BUILTIN_WORDS)]
+    words = ["apple", "basket", "bread", "bridge", "candle", "castle", "chair", "cloud", "coffee", "dinner",
+             "doctor", "dragon", "finger", "flower", "forest", "garden", "glass", "rabbit", "spoon", "window"]
     out = [W.make_nonword(lex.prons[w], lex, random.Random(7)) for w in words]
     again = [W.make_nonword(lex.prons[w], lex, random.Random(7)) for w in words]
     assert out == again

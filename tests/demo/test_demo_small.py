@@ -14,6 +14,7 @@ import pytest
 TINY = [
     "corpus.n_sentences=14", "corpus.voices_per_sentence=2", "corpus.voices=[en-us,en-us+f3]",
     "tokenize.valid=0.2", "tokenize.test=0.2",
+    "bench.n_per_paradigm=2", "bench.n_words=12", "bench.stories=4",
     "train.num_layers=1", "train.max_tokens=64", "train.global_batch=4", "train.micro_batch=4",
     "train.max_steps=4", "train.valid_every=2", "train.warmup_steps=2",
     "vocoder.steps=3", "vocoder.batch_size=2", "vocoder.max_minutes=1",

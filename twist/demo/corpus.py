@@ -16,47 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from twist.atomic import atomic_write_text
+from twist.bench.packaged_text import read_sentences
 
-FORTUNE_DIRS = ("/usr/share/games/fortunes",)
-FORTUNE_FILES = ("fortunes", "literature", "riddles")
-_OK = re.compile(r"[A-Za-z ,.;:'!?-]+")
-
-
-def read_sentences(
-    files: Sequence[str | Path] | None = None,
-    *,
-    min_words: int = 4,
-    max_words: int = 16,
-) -> list[str]:
-    """Clean English sentences from fortune files, in file order, without duplicates.
-
-    Raises:
-        FileNotFoundError: none of the files exists; the message says which package to install.
-    """
-    if files is None:
-        files = [Path(d) / f for d in FORTUNE_DIRS for f in FORTUNE_FILES]
-    files = [Path(f) for f in files]
-    existing = [f for f in files if f.is_file()]
-    if not existing:
-        raise FileNotFoundError(
-            f"no text source found (looked for {[str(f) for f in files]}); "
-            "install it with: apt-get install fortunes-min"
-        )
-    seen: set[str] = set()
-    out: list[str] = []
-    for f in existing:
-        text = f.read_text(encoding="utf-8", errors="replace")
-        for quote in text.split("\n%\n"):
-            quote = re.sub(r"\s+", " ", quote).strip()
-            quote = re.sub(r"\s--\s.*$", "", quote)  # attribution lines
-            quote = re.sub(r"\b[QA]:\s*", "", quote)  # riddle markers
-            for s in re.split(r"(?<=[.!?])\s+", quote):
-                s = s.strip()
-                n = len(s.split())
-                if min_words <= n <= max_words and _OK.fullmatch(s) and s.lower() not in seen:
-                    seen.add(s.lower())
-                    out.append(s)
-    return out
+__all__ = ["build_corpus", "read_sentences"]
 
 
 def build_corpus(

@@ -3,14 +3,19 @@
 Steps, each cached (see :mod:`twist.demo.steps`)::
 
     corpus      English sentences spoken by espeak-ng in several voices
-    tokenize    twist-tokenize: log-mel + k-means (K=100), dedup, train/valid/test
-    bench       twist-bench: sSC/tSC, sBLIMP- and sWUGGY-style sets from the built-in inputs
+    tokenize    twist-tokenize: Whisper tiny.en encoder + k-means (K=100), dedup, train/valid/test
+    train_text  the training split's transcripts (what the sWUGGY word frequencies count)
+    bench       twist-bench: sSC/tSC (103 stories), sBLIMP-style (630 pairs) and sWUGGY-style
+                (600 words) sets, generated from packaged sources
     train_<run> twist-train +model=smollm2-135m +init=<warm|cold> for each run in ``runs``:
                 warm (real pretrained SmolLM2-135M), cold (same architecture, random weights),
-                cold_lr (cold at warm's learning rates: a control for the LR difference)
+                cold_lr (cold at warm's learning rates: a control for the LR difference);
+                with ``seeds=N`` each run is repeated as ``<run>_seed<k>`` for k = 1..N-1
     eval_<run>  twist-eval: PPL, sWUGGY, sBLIMP, sSC, tSC
-    table       twist-eval mode=compare: the Table-2-shaped comparison
-    plot        twist-plot: valid PPL against steps for both runs (Fig. 2b)
+    table       twist-eval mode=compare: the Table-2-shaped comparison (seed 0)
+    plot        twist-plot: valid PPL against steps for the runs of seed 0 (Fig. 2b)
+    warm_vs_cold  Fig. 2b's number: the step at which warm reaches each cold run's final valid PPL
+    seeds       (seeds > 1) mean ± sd over seeds of every metric
     vocoder     twist-vocoder mode=train: a small unit HiFi-GAN with duration predictor
     resynth     twist-vocoder mode=resynth: audio -> units -> audio (+ ASR WER)
     generate    twist-generate: a 3 s prompt continued by the warm model, vocoded
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from twist.demo.steps import Step
+from twist.errors import ConfigError
 
 
 def cli(name: str) -> list[str]:
@@ -40,13 +46,22 @@ def _list(xs: list[Any]) -> str:
     return "[" + ",".join("'" + str(x).replace("\\", "\\\\").replace("'", "\\'") + "'" for x in xs) + "]"
 
 
+def run_name(name: str, seed: int) -> str:
+    """A run's directory and step name for a seed: seed 0 keeps the plain name."""
+    return name if seed == 0 else f"{name}_seed{seed}"
+
+
 def build_steps(cfg: Any) -> list[Step]:
     """The demo's steps for a resolved demo config (see ``configs/demo.yaml``)."""
+    from twist.demo.analysis import write_seed_table, write_train_text, write_warm_vs_cold
     from twist.demo.corpus import build_corpus
 
     out = Path(cfg.out_dir).resolve()
     c, tk, tr, vc, gen = cfg.corpus, cfg.tokenize, cfg.train, cfg.vocoder, cfg.generate
     corpus_dir, units, bench = out / "corpus", out / "units", out / "bench"
+    seeds = int(cfg.get("seeds", 1))
+    if seeds < 1:
+        raise ConfigError(f"seeds must be at least 1, got {seeds}")
     steps: list[Step] = []
 
     corpus_cfg = {
@@ -71,53 +86,76 @@ def build_steps(cfg: Any) -> list[Step]:
             units,
             argv=cli("tokenize") + [
                 f"input.audio_dir={corpus_dir / 'audio'}", f"out_dir={units}", f"tokenizer={tk.tokenizer}",
-                f"split.valid={tk.valid}", f"split.test={tk.test}", f"num_workers={cfg.workers}", "progress=false",
+                f"split.valid={tk.valid}", f"split.test={tk.test}", f"fit.max_frames={tk.fit_frames}",
+                f"num_workers={cfg.workers}", "progress=false",
             ],
             depends=["corpus"],
         )
     )  # fmt: skip
+    train_text = out / "train_text" / "train.txt"
+    steps.append(
+        Step(
+            "train_text",
+            out / "train_text",
+            fn=lambda: write_train_text(units, corpus_dir / "transcripts.jsonl", train_text),
+            config={"file": train_text.name},
+            depends=["corpus", "tokenize"],
+            rerun=f"twist-demo out_dir={out} only=train_text",
+        )
+    )
+    b = cfg.bench
     steps.append(
         Step(
             "bench",
             bench,
-            argv=cli("bench") + [f"out_dir={bench}", "task=all", "tts=espeak", f"workers={cfg.workers}", "progress=false"],
+            argv=cli("bench") + [
+                f"out_dir={bench}", "task=all", "tts=espeak", f"workers={cfg.workers}", "progress=false",
+                f"blimp.n_voices={b.n_voices}", f"blimp.n_per_paradigm={b.n_per_paradigm}",
+                f"wuggy.n_voices={b.n_voices}", f"wuggy.n_words={b.n_words}", f"wuggy.frequency_text={train_text}",
+                f"storycloze.limit={'null' if b.stories is None else int(b.stories)}",
+            ],
+            depends=["train_text"],
         )
-    )
+    )  # fmt: skip
     runs = {name: r for name, r in cfg.runs.items()}
     if "warm" not in runs:
-        raise ValueError(f"demo runs must include 'warm' (generation continues with it); got {list(runs)}")
-    for name, r in runs.items():
-        steps.append(
-            Step(
-                f"train_{name}",
-                out / "train" / name,
-                argv=cli("train") + [
-                    f"+model={tr.model}", f"+init={r.init}", f"model.num_layers={tr.num_layers}",
-                    f"data.path={units}", f"data.max_tokens={tr.max_tokens}", f"out_dir={out / 'train' / name}",
-                    f"train.global_batch={tr.global_batch}", f"train.micro_batch={tr.micro_batch}",
-                    f"train.max_steps={tr.max_steps}", f"train.valid_every={tr.valid_every}",
-                    f"train.save_every={tr.valid_every}", f"schedule.warmup_steps={tr.warmup_steps}",
-                    f"train.num_threads={cfg.threads}", "train.progress=false", "logger=jsonl", "resume=auto",
-                    *[str(o) for o in r.overrides],
-                ],
-                depends=["tokenize"],
-            )
-        )  # fmt: skip
-    for name in runs:
-        steps.append(
-            Step(
-                f"eval_{name}",
-                out / "eval" / name,
-                argv=cli("eval") + [
-                    f"model_path={out / 'train' / name / 'speech_lm'}", f"model_name={name}",
-                    f"tokenizer_dir={units / 'tokenizer'}", f"bench_root={bench}",
-                    f"benchmarks.ppl.dataset={units}", "benchmarks.ppl.split=valid",
-                    "benchmarks.swuggy.splits=[dev,test]", "benchmarks.sblimp.splits=[dev,test]",
-                    f"out_dir={out / 'eval' / name}", f"cache_dir={out / 'eval' / 'unit_cache'}", "progress=false",
-                ],
-                depends=[f"train_{name}", "bench"],
-            )
-        )  # fmt: skip
+        raise ConfigError(f"demo runs must include 'warm' (generation continues with it); got {list(runs)}")
+    for seed in range(seeds):
+        for name, r in runs.items():
+            rn = run_name(name, seed)
+            steps.append(
+                Step(
+                    f"train_{rn}",
+                    out / "train" / rn,
+                    argv=cli("train") + [
+                        f"+model={tr.model}", f"+init={r.init}", f"model.num_layers={tr.num_layers}",
+                        f"data.path={units}", f"data.max_tokens={tr.max_tokens}", f"out_dir={out / 'train' / rn}",
+                        f"train.global_batch={tr.global_batch}", f"train.micro_batch={tr.micro_batch}",
+                        f"train.max_steps={tr.max_steps}", f"train.valid_every={tr.valid_every}",
+                        f"train.save_every={tr.valid_every}", f"schedule.warmup_steps={tr.warmup_steps}",
+                        f"train.num_threads={cfg.threads}", "train.progress=false", "logger=jsonl", "resume=auto",
+                        f"seed={seed}", *[str(o) for o in r.overrides],
+                    ],
+                    depends=["tokenize"],
+                )
+            )  # fmt: skip
+    for seed in range(seeds):
+        for name in runs:
+            rn = run_name(name, seed)
+            steps.append(
+                Step(
+                    f"eval_{rn}",
+                    out / "eval" / rn,
+                    argv=cli("eval") + [
+                        f"model_path={out / 'train' / rn / 'speech_lm'}", f"model_name={rn}",
+                        f"tokenizer_dir={units / 'tokenizer'}", f"bench_root={bench}",
+                        f"benchmarks.ppl.dataset={units}", "benchmarks.ppl.split=valid",
+                        "benchmarks.swuggy.splits=[dev,test]", "benchmarks.sblimp.splits=[dev,test]",
+                        f"out_dir={out / 'eval' / rn}", f"cache_dir={out / 'eval' / 'unit_cache'}", "progress=false",
+                    ],
+                    depends=[f"train_{rn}", "bench"],
+                )
+            )  # fmt: skip
     steps.append(
         Step(
             "table",
@@ -140,6 +178,34 @@ def build_steps(cfg: Any) -> list[Step]:
             depends=[f"train_{n}" for n in runs],
         )
     )  # fmt: skip
+    labels = {n: str(r.label) for n, r in runs.items()}
+    by_seed = {
+        seed: (out / "train" / run_name("warm", seed),
+               {n: out / "train" / run_name(n, seed) for n in runs if n != "warm"})
+        for seed in range(seeds)
+    }  # fmt: skip
+    steps.append(
+        Step(
+            "warm_vs_cold",
+            out / "warm_vs_cold",
+            fn=lambda: write_warm_vs_cold(out / "warm_vs_cold", by_seed, labels),
+            config={"seeds": seeds, "labels": labels},
+            depends=[f"train_{run_name(n, k)}" for k in range(seeds) for n in runs],
+            rerun=f"twist-demo out_dir={out} only=warm_vs_cold",
+        )
+    )
+    if seeds > 1:
+        per_label = {labels[n]: [out / "eval" / run_name(n, k) for k in range(seeds)] for n in runs}
+        steps.append(
+            Step(
+                "seeds",
+                out / "seeds",
+                fn=lambda: write_seed_table(out / "seeds", per_label),
+                config={"seeds": seeds, "labels": labels},
+                depends=[f"eval_{run_name(n, k)}" for k in range(seeds) for n in runs],
+                rerun=f"twist-demo out_dir={out} seeds={seeds} only=seeds",
+            )
+        )
     steps.append(
         Step(
             "vocoder",
@@ -229,6 +295,20 @@ def summarize(out_dir: str | Path) -> str:
     table = out / "eval" / "table" / "compare.md"
     if table.exists():
         lines += ["", "Warm vs cold, same data and budget (shaped like the paper's Table 2; PPL on the valid split):", "", table.read_text().strip()]
+    seeds = out / "seeds" / "seeds.md"
+    if seeds.exists():
+        lines += ["", "Mean ± sd over seeds:", "", seeds.read_text().strip()]
+    fig2b = out / "warm_vs_cold" / "warm_vs_cold.md"
+    if fig2b.exists():
+        lines += ["", "Steps to the cold runs' final valid PPL (the paper's Fig. 2b):"]
+        lines += [f"  {line}" for line in fig2b.read_text().strip().splitlines()]
+    report = out / "bench" / "bench_report.json"
+    if report.exists():
+        bias = json.loads(report.read_text()).get("tasks", {}).get("storycloze", {}).get("length_bias", {})
+        for task, b in sorted(bias.items()):
+            if b.get("pairs"):
+                lines.append(f"{task} length bias: the true story is {b['mean_seconds']:+.2f} s (sd {b['sd_seconds']:.2f}) "
+                             f"longer than the false one on average, longer in {b['positive_longer']} of {b['pairs']} pairs.")
     corpus = out / "corpus" / "summary.json"
     if corpus.exists():
         s = json.loads(corpus.read_text())
@@ -241,6 +321,7 @@ def summarize(out_dir: str | Path) -> str:
         ("eval results", out / "eval"),
         ("comparison table", table),
         ("valid PPL plot", out / "plot" / "valid_ppl.png"),
+        ("warm vs cold steps", out / "warm_vs_cold" / "warm_vs_cold.md"),
         ("vocoder", out / "vocoder"),
         ("resynthesised audio", out / "resynth"),
         ("generated continuation", out / "generate"),

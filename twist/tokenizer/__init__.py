@@ -1,4 +1,4 @@
-"""Speech -> discrete units: encoders (HuBERT, log-mel), k-means, the tokenizer, the pipeline.
+"""Speech -> discrete units: encoders (HuBERT, Whisper, log-mel), k-means, the tokenizer, the pipeline.
 
 Public entry points: :class:`UnitTokenizer` (load a tokenizer directory, encode audio),
 :func:`build_encoder`, :class:`KMeansQuantizer`/:func:`fit_kmeans`, and

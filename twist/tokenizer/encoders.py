@@ -1,6 +1,6 @@
 """The encoder interface: a batch of waveforms in, frame-level features at a known rate out.
 
-Every encoder (HuBERT, log-mel, ...) is used through :class:`Encoder` and built from a plain
+Every encoder (HuBERT, Whisper, log-mel, ...) is used through :class:`Encoder` and built from a plain
 JSON-able spec by :func:`build_encoder`, so a tokenizer directory can record the spec and
 rebuild the same encoder later. Encoders are *batch-invariant*: the features of a waveform do
 not depend on what else is in its batch (each implementation says how it guarantees this).
@@ -20,7 +20,7 @@ class Encoder(abc.ABC):
     """A speech encoder producing ``(frames, dim)`` features at ``frame_rate`` Hz.
 
     Attributes:
-        name: the encoder family (``"logmel"``, ``"hubert"``), recorded in the unit contract.
+        name: the encoder family (``"logmel"``, ``"hubert"``, ``"whisper"``), recorded in the unit contract.
         sample_rate: the audio rate the encoder consumes.
         frame_rate: output frames per second.
         dim: feature dimension.
@@ -82,12 +82,12 @@ class Encoder(abc.ABC):
         return out
 
 
-ENCODERS = ("logmel", "hubert")
+ENCODERS = ("logmel", "hubert", "whisper")
 
 
 def build_encoder(spec: Mapping[str, Any], *, device: str | torch.device | None = None) -> Encoder:
     """Build an encoder from its spec, e.g. ``{"name": "logmel", "n_mels": 80}`` or
-    ``{"name": "hubert", "path": "/models/hubert-base", "layer": 6}``."""
+    ``{"name": "hubert", "path": "/models/hubert-base", "layer": 6}`` or ``{"name": "whisper", "path": None}``."""
     spec = dict(spec)
     name = spec.pop("name", None)
     if name == "logmel":
@@ -98,6 +98,10 @@ def build_encoder(spec: Mapping[str, Any], *, device: str | torch.device | None 
         from twist.tokenizer.hubert import HubertEncoder
 
         enc = HubertEncoder(**spec)
+    elif name == "whisper":
+        from twist.tokenizer.whisper import WhisperEncoder
+
+        enc = WhisperEncoder(**spec)
     else:
         raise ValueError(f"unknown encoder {name!r}; choose one of {ENCODERS}")
     if device is not None:
