@@ -23,10 +23,11 @@ NOT_SETTINGS = {
 
 # the primary config whose command surfaces a module's errors (first match wins)
 OWNER = [
-    ("cli/", None),  # cli/<stage>.py -> <stage>.yaml
-    ("tokenizer/", "tokenize"), ("audio.py", "tokenize"), ("units.py", "tokenize"),
+    ("cli/asr.py", "asr_run"), ("cli/mos.py", "mos_build"), ("cli/", None),  # cli/<stage>.py -> <stage>.yaml
+    ("mos/score.py", "mos_score"), ("mos/ratings.py", "mos_score"), ("mos/", "mos_build"),
+    ("tokenizer/", "tokenize"), ("audio.py", "tokenize"), ("units.py", "tokenize"), ("asr.py", "asr_run"),
     ("train/plot.py", "plot"), ("train/", "train"), ("lm/", "train"), ("checkpoint.py", "train"),
-    ("eval/", "eval"), ("vocoder/", "vocoder"), ("asr.py", "vocoder"), ("generate.py", "generate"),
+    ("eval/", "eval"), ("vocoder/", "vocoder"), ("generate.py", "generate"),
     ("bench/", "bench"), ("demo/", "demo"),
 ]
 # groups twist-train takes with +group=name (not in its defaults list)
@@ -51,9 +52,16 @@ def _group_keys(group: str) -> set[str]:
 
 
 def config_keys(primary: str) -> set[str]:
-    """Every key of ``<primary>.yaml`` and of the config groups it can compose."""
+    """Every key of ``<primary>.yaml``, of the schema it extends, and of the config groups it can compose."""
+    from twist.cli.schemas import SCHEMAS
+    from twist.schema import reference_rows
+
     data = yaml.safe_load((CONFIGS / f"{primary}.yaml").read_text()) or {}
     keys = set(_keys(data))
+    if primary in SCHEMAS:  # typed configs: the keys live in the dataclass, not in the YAML file
+        for key, *_ in reference_rows(SCHEMAS[primary]):
+            parts = key.split(".")
+            keys.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
     groups = [next(iter(d)) for d in data.get("defaults") or [] if isinstance(d, dict)]
     for g in [*groups, *PLUS_GROUPS.get(primary, [])]:
         if (CONFIGS / g).is_dir():

@@ -112,7 +112,7 @@ def test_a_pickled_hubert_is_refused_by_twist_tokenize_in_one_line(tmp_path, cap
 
 
 def test_a_vocoder_whose_weights_are_not_safetensors_is_refused_in_one_line(tmp_path, capsys):
-    from twist.cli.generate import main
+    from twist.cli.generate import run
     from twist.vocoder import build_generator, save_vocoder
     from twist.vocoder.generator import GeneratorConfig
 
@@ -124,5 +124,5 @@ def test_a_vocoder_whose_weights_are_not_safetensors_is_refused_in_one_line(tmp_
     (voc / "generator.safetensors").write_bytes(b"PK\x03\x04 this is a zip file, not safetensors" * 10)
     cfg = _compose("generate", [f"lm={tmp_path / 'lm'}", f"tokenizer_dir={tmp_path / 'tok'}", f"vocoder={voc}",
                                 f"prompts=[{tmp_path}]", f"out_dir={tmp_path / 'gen'}"])
-    err = _one_line_rc2(main.__wrapped__, cfg, capsys)
+    err = _one_line_rc2(run, cfg, capsys)
     assert str(voc / "generator.safetensors") in err and "safetensors" in err
