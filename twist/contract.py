@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from twist.errors import ConfigError, ContractMismatch, InputError, MissingInputError
+
 CONTRACT_VERSION = 1
 LAYOUT_NAME = "units-first/bos-eos-pad/v1"
 
@@ -44,8 +46,8 @@ IDENTITY_FIELDS = (
 )
 
 
-class ContractMismatchError(ValueError):
-    """Two artefacts were made with different unit vocabularies."""
+# the name every stage has imported; one class, so catching either catches both
+ContractMismatchError = ContractMismatch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,9 +79,9 @@ class UnitContract:
 
     def __post_init__(self) -> None:
         if self.n_units < 1 or self.n_units > 65000:
-            raise ValueError(f"n_units must be in [1, 65000] (uint16 storage), got {self.n_units}")
+            raise ConfigError(f"n_units must be in [1, 65000] (uint16 storage), got {self.n_units}")
         if self.frame_rate <= 0:
-            raise ValueError(f"frame_rate must be positive, got {self.frame_rate}")
+            raise ConfigError(f"frame_rate must be positive, got {self.frame_rate}")
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -92,8 +94,11 @@ class UnitContract:
         names = {f.name for f in dataclasses.fields(cls)}
         missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in d]
         if missing:
-            raise ValueError(f"unit contract in {source} lacks field(s) {missing}")
-        return cls(**{k: v for k, v in d.items() if k in names})
+            raise InputError(f"unit contract in {source} lacks field(s) {missing}")
+        try:
+            return cls(**{k: v for k, v in d.items() if k in names})
+        except (TypeError, ValueError) as e:  # a field of the wrong type or out of range
+            raise InputError(f"unit contract in {source}: {e}") from None
 
     def save(self, path: str | Path) -> None:
         from twist.atomic import atomic_write_text
@@ -106,9 +111,11 @@ class UnitContract:
         try:
             d = json.loads(path.read_text())
         except FileNotFoundError:
-            raise FileNotFoundError(f"unit contract file not found: {path}") from None
+            raise MissingInputError(f"unit contract file not found: {path}") from None
         except json.JSONDecodeError as e:
-            raise ValueError(f"unit contract {path} is not valid JSON: {e}") from None
+            raise InputError(f"unit contract {path} is not valid JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise InputError(f"unit contract {path}: expected a JSON object")
         if "contract" in d and isinstance(d["contract"], dict):  # meta.json embeds it
             d = d["contract"]
         return cls.from_dict(d, source=str(path))
@@ -135,7 +142,7 @@ class UnitContract:
         theirs: str = "data",
         ignore: Iterable[str] = (),
     ) -> None:
-        """Raise :class:`ContractMismatchError` naming both sides if the contracts differ.
+        """Raise :class:`twist.errors.ContractMismatch` naming both sides if the contracts differ.
 
         Args:
             other: the contract of the artefact being used with this one.
@@ -147,7 +154,7 @@ class UnitContract:
         diff = self.differences(other, ignore)
         if diff:
             lines = [f"  {k}: {mine} has {a!r}, {theirs} has {b!r}" for k, (a, b) in diff.items()]
-            raise ContractMismatchError(
+            raise ContractMismatch(
                 f"unit contract mismatch between {mine} and {theirs}:\n"
                 + "\n".join(lines)
                 + "\nThese were made with different tokenizers; re-tokenize or use matching artefacts."
@@ -228,7 +235,7 @@ class VocabLayout:
         units = np.asarray(units)
         if units.size and (units.min() < 0 or units.max() >= self.n_units):
             bad = units[(units < 0) | (units >= self.n_units)][0]
-            raise ValueError(f"unit id {int(bad)} is outside [0, {self.n_units}) for K={self.n_units}")
+            raise InputError(f"unit id {int(bad)} is outside [0, {self.n_units}) for K={self.n_units}")
         parts = []
         if bos:
             parts.append(np.array([self.bos_id], dtype=np.int64))

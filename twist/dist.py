@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from twist.errors import ConfigError
+
 
 def rank_and_world() -> tuple[int, int]:
     """Return ``(rank, world_size)`` from the environment; ``(0, 1)`` when alone."""
@@ -21,7 +23,7 @@ def rank_and_world() -> tuple[int, int]:
     else:
         rank, world = 0, 1
     if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"bad rank/world size from the environment: rank={rank} world_size={world}")
+        raise ConfigError(f"bad rank/world size from the environment: rank={rank} world_size={world}")
     return rank, world
 
 

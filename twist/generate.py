@@ -31,7 +31,7 @@ import torch
 from omegaconf import MISSING
 
 from twist.contract import UnitContract, VocabLayout
-from twist.errors import ConfigError, InputError, MissingInputError
+from twist.errors import ConfigError, ContractMismatch, InputError, MissingInputError
 from twist.schema import check_positive
 from twist.units import dedup
 
@@ -238,7 +238,7 @@ def check_pipeline_contracts(
         # the tokenizer emits frame-level units; dedup is applied here as the LM's contract says
         tokenizer_contract.check_compatible(lm_contract, mine=tokenizer_name, theirs=lm_name, ignore=("dedup",))
     if lm_contract.dedup and not vocoder_has_duration_predictor:
-        raise ValueError(
+        raise ContractMismatch(
             f"{lm_name} works on deduplicated units but {vocoder_name} has no duration predictor; "
             "train the vocoder with dur_predictor_params set"
         )
@@ -252,13 +252,13 @@ def prompt_units(tokenizer: Any, wav: np.ndarray, *, contract: UnitContract, nam
         wav = wav[: int(round(prompt_seconds * sr))]
     frame = int(math.ceil(sr / float(tokenizer.frame_rate)))
     if len(wav) < frame:
-        raise ValueError(
+        raise InputError(
             f"prompt {name} is {len(wav) / sr * 1000:.1f} ms long, shorter than one unit frame "
             f"({frame} samples = {1000 / float(tokenizer.frame_rate):.0f} ms at {tokenizer.frame_rate} Hz)"
         )
     frames = np.asarray(tokenizer.encode(wav), dtype=np.int64).reshape(-1)
     if frames.size == 0:
-        raise ValueError(f"prompt {name}: the tokenizer returned no units")
+        raise InputError(f"prompt {name}: the tokenizer returned no units")
     if contract.dedup:
         return dedup(frames)
     return frames, np.ones_like(frames)

@@ -41,6 +41,7 @@ import numpy as np
 
 from twist.atomic import atomic_path, atomic_write_json, atomic_write_text
 from twist.contract import UnitContract
+from twist.errors import ConfigError, InputError, MissingInputError
 
 FORMAT = "twist-units"
 FORMAT_VERSION = 1
@@ -81,7 +82,7 @@ def _unit_interval(key: str) -> float:
 def assign_split(utt_id: str, *, seed: int = 0, valid: float = 0.02, test: float = 0.02) -> str:
     """Deterministic split of one utterance id."""
     if not (0 <= valid and 0 <= test and valid + test < 1):
-        raise ValueError(f"split fractions must satisfy 0 <= valid, test and valid + test < 1; got {valid}, {test}")
+        raise ConfigError(f"split fractions must satisfy 0 <= valid, test and valid + test < 1; got {valid}, {test}")
     u = _unit_interval(f"split:{seed}:{utt_id}")
     if u < valid:
         return "valid"
@@ -93,7 +94,7 @@ def assign_split(utt_id: str, *, seed: int = 0, valid: float = 0.02, test: float
 def in_fraction(utt_id: str, fraction: float, *, seed: int = 0) -> bool:
     """Whether an id belongs to the nested ``fraction`` subset (e.g. 0.01, 0.1, 1.0)."""
     if not 0 < fraction <= 1:
-        raise ValueError(f"data fraction must be in (0, 1], got {fraction}")
+        raise ConfigError(f"data fraction must be in (0, 1], got {fraction}")
     return fraction >= 1 or _unit_interval(f"fraction:{seed}:{utt_id}") < fraction
 
 
@@ -199,7 +200,7 @@ class UnitShardWriter:
         units = np.asarray(units)
         k = self.contract.n_units
         if units.size and (units.min() < 0 or units.max() >= k):
-            raise ValueError(f"utterance {utt_id!r}: unit id {int(units.max())} is outside [0, {k})")
+            raise InputError(f"utterance {utt_id!r}: unit id {int(units.max())} is outside [0, {k})")
         n_frames = int(units.size)
         if raw and self.contract.dedup:
             units, durations = dedup(units)
@@ -208,7 +209,7 @@ class UnitShardWriter:
         elif durations is not None:
             durations = np.asarray(durations)
             if durations.shape != units.shape:
-                raise ValueError(f"utterance {utt_id!r}: {units.size} units but {durations.size} durations")
+                raise InputError(f"utterance {utt_id!r}: {units.size} units but {durations.size} durations")
             n_frames = int(durations.sum())
         if duration is None:
             duration = n_frames / self.contract.frame_rate
@@ -278,7 +279,7 @@ def merge_shards(
     root = Path(root)
     contract_path = root / "contract.json"
     if not contract_path.exists():
-        raise FileNotFoundError(f"{root} is not a unit dataset being written (no contract.json)")
+        raise MissingInputError(f"{root} is not a unit dataset being written (no contract.json)")
     contract = UnitContract.load(contract_path)
     rows: dict[str, dict[str, Any]] = {}
     has_durs = True
@@ -342,12 +343,16 @@ class UnitDataset(Sequence):
             meta_path = self.root / META
             if not meta_path.exists():
                 hint = " (shards exist: run the merge step)" if (self.root / SHARDS).exists() else ""
-                raise FileNotFoundError(f"not a unit dataset: {meta_path} is missing{hint}")
-            _meta = json.loads(meta_path.read_text())
-            if _meta.get("format") != FORMAT:
-                raise ValueError(f"{meta_path}: format is {_meta.get('format')!r}, expected {FORMAT!r}")
+                raise MissingInputError(f"not a unit dataset: {meta_path} is missing{hint}")
+            try:
+                _meta = json.loads(meta_path.read_text())
+            except json.JSONDecodeError as e:
+                raise InputError(f"{meta_path} is not valid JSON: {e}") from None
+            fmt = _meta.get("format") if isinstance(_meta, dict) else None
+            if fmt != FORMAT:
+                raise InputError(f"{meta_path}: format is {fmt!r}, expected {FORMAT!r}")
         self.meta = _meta
-        self.contract = UnitContract.from_dict(_meta["contract"], source=str(self.root / META))
+        self.contract = UnitContract.from_dict(_meta.get("contract") or {}, source=str(self.root / META))
         self._rows = _rows if _rows is not None else _read_jsonl(self.root / MANIFEST)
         self._maps: dict[tuple[str, str], np.memmap] = {}
 
@@ -367,7 +372,7 @@ class UnitDataset(Sequence):
 
     def durations(self, i: int) -> np.ndarray:
         if not self.has_durations:
-            raise ValueError(f"unit dataset {self.root} has no durations (it was made without dedup)")
+            raise InputError(f"unit dataset {self.root} has no durations (it was made without dedup)")
         return self._slice(self._rows[i], "durs")
 
     def _slice(self, row: dict, kind: str) -> np.ndarray:
@@ -376,13 +381,13 @@ class UnitDataset(Sequence):
         if mm is None:
             path = self.root / SHARDS / f"{row['shard']}.{kind}.u16"
             if not path.exists():
-                raise FileNotFoundError(f"unit dataset {self.root}: shard file {path.name} is missing")
+                raise MissingInputError(f"unit dataset {self.root}: shard file {path.name} is missing")
             # a shard of empty utterances is a 0-byte file, which np.memmap cannot map
             mm = np.memmap(path, dtype="<u2", mode="r") if path.stat().st_size else np.zeros(0, dtype="<u2")
             self._maps[key] = mm
         off, n = row["offset"], row["n_units"]
         if off + n > mm.size:
-            raise ValueError(f"unit dataset {self.root}: utterance {row['id']!r} runs past the end of {row['shard']}")
+            raise InputError(f"unit dataset {self.root}: utterance {row['id']!r} runs past the end of {row['shard']}")
         return mm[off : off + n]
 
     # -- facts ------------------------------------------------------------------------------
@@ -413,7 +418,7 @@ class UnitDataset(Sequence):
     def split(self, name: str, *, seed: int | None = None, valid: float | None = None, test: float | None = None) -> UnitDataset:
         """The ``train``/``valid``/``test`` view. A row's explicit ``split`` field wins."""
         if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; choose one of {SPLITS}")
+            raise ConfigError(f"unknown split {name!r}; choose one of {SPLITS}")
         cfg = {**DEFAULT_SPLIT, **self.meta.get("split", {})}
         seed = cfg["seed"] if seed is None else seed
         valid = cfg["valid"] if valid is None else valid
@@ -438,7 +443,7 @@ class UnitDataset(Sequence):
         for i, row in enumerate(self._rows):
             u = self[i]
             if u.size and int(u.max()) >= k:
-                raise ValueError(
+                raise InputError(
                     f"unit dataset {self.root}: utterance {row['id']!r} has unit id {int(u.max())} >= K={k}"
                 )
 
@@ -462,7 +467,7 @@ def export_lines(ds: UnitDataset, path: str | Path, *, fmt: str = "ids", key: st
         ``jsonl``: ``{"id": ..., "<key>": "u1 u2 u3", "duration": [...]}`` (speech-resynthesis style).
     """
     if fmt not in LINE_FORMATS:
-        raise ValueError(f"unknown line format {fmt!r}; choose one of {LINE_FORMATS}")
+        raise ConfigError(f"unknown line format {fmt!r}; choose one of {LINE_FORMATS}")
     n = 0
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for i in range(len(ds)):
@@ -500,7 +505,7 @@ def import_lines(
             with ``False`` they are stored as they are.
     """
     if fmt not in LINE_FORMATS:
-        raise ValueError(f"unknown line format {fmt!r}; choose one of {LINE_FORMATS}")
+        raise ConfigError(f"unknown line format {fmt!r}; choose one of {LINE_FORMATS}")
     path = Path(path)
     with UnitShardWriter(out_dir, contract) as w:
         for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -522,7 +527,7 @@ def import_lines(
                         durations = np.asarray(rec["duration"], dtype=np.int64)
                 units = np.asarray([int(t) for t in str(text).split()], dtype=np.int64)
             except (ValueError, KeyError, json.JSONDecodeError) as e:
-                raise ValueError(f"{path}:{lineno}: cannot parse a {fmt!r} line: {e}") from None
+                raise InputError(f"{path}:{lineno}: cannot parse a {fmt!r} line: {e}") from None
             w.add(utt_id, units, raw=raw and durations is None, durations=durations, source=str(path))
     merge_shards(out_dir)
     return UnitDataset(out_dir)
@@ -545,5 +550,5 @@ def _read_jsonl(path: Path) -> list[dict]:
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: bad JSON line: {e}") from None
+                raise InputError(f"{path}:{lineno}: bad JSON line: {e}") from None
     return out

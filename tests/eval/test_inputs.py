@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from twist.contract import ContractMismatchError
+from twist.errors import InputError
 from twist.eval.inputs import AudioUnits, PretokenizedUnits, tokenizer_fingerprint
 from twist.rejects import RejectsLog
 from twist.units import UnitShardWriter, merge_shards
@@ -67,7 +68,7 @@ def test_pretokenized_unit_dataset_and_line_file(tmp_path, small_contract):
     got = src.units([root / "wav" / "a_pos.wav", root / "sub" / "a_neg.wav"], root)
     assert got[str(root / "wav" / "a_pos.wav")].tolist() == [1, 2]  # by stem
     assert got[str(root / "sub" / "a_neg.wav")].tolist() == [3, 4]  # by relative path
-    with pytest.raises(KeyError, match="have no entry for .*zzz.wav"):
+    with pytest.raises(InputError, match="have no entry for .*zzz.wav"):
         src.units([root / "zzz.wav"], root)
     lines = tmp_path / "units.txt"
     lines.write_text("a_pos\t5 5 6\n")

@@ -15,6 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from twist.checkpoint import load_checkpoint, read_checkpoint_meta
+from twist.errors import DiskFullError
 from twist.lm.config import ModelConfig
 from twist.train.loggers import read_metrics
 from twist.train.trainer import Trainer
@@ -138,8 +139,9 @@ def test_failed_save_keeps_previous_checkpoint(fmt, make_cfg, make_units, unit_d
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(DiskFullError, match="No space") as err:  # one line for the user, either format
         trainer.save(("last",))
+    assert str(out / "checkpoints") in str(err.value) and "\n" not in str(err.value)
     monkeypatch.setattr(torch, "save", real_save)
     after = load_checkpoint(out / "checkpoints" / "last")
     assert after["state"]["step"] == before["state"]["step"] == 3

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from tests.vocoder.conftest import make_contract
+from twist.errors import ContractMismatch, InputError, UnsafeFileError
 from twist.vocoder.generator import GeneratorConfig, build_generator
 from twist.vocoder.infer import convert_hifigan_checkpoint, load_vocoder
 
@@ -139,20 +140,39 @@ def test_converter_refuses_mismatches(tmp_path):
     sd = published_reference(h).state_dict()
     torch.save({"generator": sd}, tmp_path / "g")
     (tmp_path / "config.json").write_text(json.dumps(h))
-    with pytest.raises(ValueError, match="num_embeddings=100 but the tokenizer contract has K=50"):
+    with pytest.raises(ContractMismatch, match="num_embeddings=100 but the tokenizer contract has K=50"):
         convert_hifigan_checkpoint(tmp_path / "g", tmp_path / "config.json", make_contract(k=50), tmp_path / "o1")
-    with pytest.raises(ValueError, match="frame_rate=25"):
+    with pytest.raises(ContractMismatch, match="frame_rate=25"):
         convert_hifigan_checkpoint(tmp_path / "g", tmp_path / "config.json", make_contract(k=100, frame_rate=25.0), tmp_path / "o2")
     # a config that disagrees with the weights: strict load fails with a message naming both files
     bad = dict(h, resblock_kernel_sizes=[3, 5])
     (tmp_path / "bad.json").write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match="does not match its config"):
+    with pytest.raises(InputError, match="does not match its config"):
         convert_hifigan_checkpoint(tmp_path / "g", tmp_path / "bad.json", make_contract(k=100), tmp_path / "o3")
     # a pickled object that is not a tensor dict is refused without allow_pickle
     torch.save({"generator": sd, "obj": object.__new__(OddThing)}, tmp_path / "pickled")
-    with pytest.raises(ValueError, match="allow_pickle"):
+    with pytest.raises(UnsafeFileError, match="allow_pickle"):
         convert_hifigan_checkpoint(tmp_path / "pickled", tmp_path / "config.json", make_contract(k=100), tmp_path / "o4")
     assert not (tmp_path / "o4").exists()
+    # a checkpoint that is no torch file at all is malformed input, not an unsafe one
+    (tmp_path / "notes.txt").write_text("these are release notes, not a checkpoint\n" * 4)
+    with pytest.raises(InputError, match="vocoder checkpoint .*notes.txt cannot be read") as err:
+        convert_hifigan_checkpoint(tmp_path / "notes.txt", tmp_path / "config.json", make_contract(k=100), tmp_path / "o5")
+    assert not isinstance(err.value, UnsafeFileError)
+
+
+@pytest.mark.parametrize("text, why", [
+    ("{resblock: 1", "is not valid JSON"),
+    ("[1, 2]", "expected a JSON object"),
+    (json.dumps(dict(HIFIGAN_JSON, f0=True)), "F0-conditioned"),
+    (json.dumps(dict(HIFIGAN_JSON, resblock="3")), "resblock must be '1' or '2'"),
+])
+def test_a_malformed_hifigan_config_is_refused_naming_the_file(tmp_path, text, why):
+    torch.save({"generator": published_reference(dict(HIFIGAN_JSON)).state_dict()}, tmp_path / "g")
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(InputError, match=why) as err:
+        convert_hifigan_checkpoint(tmp_path / "g", tmp_path / "config.json", make_contract(k=100), tmp_path / "o")
+    assert str(tmp_path / "config.json") in str(err.value)
 
 
 class OddThing:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.vocoder.conftest import tiny_generator_cfg
+from twist.errors import ConfigError
 from twist.vocoder.infer import load_vocoder
 from twist.vocoder.train import PairedUnitAudio, VocoderTrainer, train_vocoder
 
@@ -67,8 +68,12 @@ def test_checkpoint_round_trip_and_exported_vocoder(tone_dataset, tmp_path):
     # a different generator config refuses to resume in the same directory
     other = dict(GEN, upsample_initial_channel=16)
     tr3 = VocoderTrainer(data, tmp_path / "run", generator=other, discriminator=DISC, mel=MEL, train={**TRAIN, "steps": 2})
-    with pytest.raises(ValueError, match="different generator config"):
+    with pytest.raises(ConfigError, match="different generator config") as err:
         tr3.maybe_resume()
+    assert str(tmp_path / "run" / "checkpoints" / "last") in str(err.value)
+    # a mel-loss setting the spectrogram does not take is named, not a TypeError deep inside
+    with pytest.raises(ConfigError, match=r"vocoder_model.mel: unknown key\(s\) \['nfft'\]"):
+        VocoderTrainer(data, tmp_path / "run2", generator=GEN, discriminator=DISC, mel={**MEL, "nfft": 256}, train=TRAIN)
 
 
 def test_mel_loss_falls_when_training(tone_dataset, tmp_path):

@@ -22,8 +22,8 @@ from twist.atomic import atomic_write_text
 from twist.errors import ConfigError, TwistError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-# library refusals still raised as built-ins; each becomes a twist.errors class
-_NOT_YET_CONVERTED: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError)
+# built-in exceptions also shown as one line: none, every library refusal is a twist.errors class
+_NOT_YET_CONVERTED: tuple[type[BaseException], ...] = ()
 # Hydra's own flags: they print or configure, and need no valid job config
 _INFO_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--cfg", "-c",
                "--package", "-p", "--resolve")

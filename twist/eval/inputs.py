@@ -32,6 +32,7 @@ import numpy as np
 
 from twist.atomic import atomic_path
 from twist.contract import IDENTITY_FIELDS, UnitContract, fingerprint_arrays
+from twist.errors import InputError, MissingInputError
 from twist.rejects import RejectsLog
 from twist.units import dedup
 
@@ -49,7 +50,7 @@ def final_units(units: np.ndarray, contract: UnitContract, *, name: str = "units
     u = np.asarray(units, dtype=np.int64).reshape(-1)
     if u.size and (u.min() < 0 or u.max() >= contract.n_units):
         bad = int(u[(u < 0) | (u >= contract.n_units)][0])
-        raise ValueError(f"{name}: unit id {bad} is outside [0, {contract.n_units})")
+        raise InputError(f"{name}: unit id {bad} is outside [0, {contract.n_units})")
     if contract.dedup:
         u = dedup(u)[0]
     return u
@@ -127,7 +128,7 @@ class AudioUnits:
         waiting: dict[str, list[Path]] = {}  # content key -> files with those bytes, encoded once
         for p in dict.fromkeys(Path(x) for x in paths):
             if not p.is_file():
-                raise FileNotFoundError(f"audio file not found: {p}")
+                raise MissingInputError(f"audio file not found: {p}")
             key = content_key(p)
             if key in self._frames:
                 out[str(p)] = final_units(self._frames[key], self.contract, name=str(p))
@@ -238,12 +239,12 @@ class PretokenizedUnits:
                 try:
                     table[key.strip()] = np.asarray([int(t) for t in text.split()], dtype=np.int64)
                 except ValueError:
-                    raise ValueError(f"{self.source}:{lineno}: expected '<id>\\t<u1 u2 ...>'") from None
+                    raise InputError(f"{self.source}:{lineno}: expected '<id>\\t<u1 u2 ...>'") from None
             self._table = table
         else:
-            raise FileNotFoundError(f"pre-tokenized units not found: {self.source}")
+            raise MissingInputError(f"pre-tokenized units not found: {self.source}")
         if not self._table:
-            raise ValueError(f"pre-tokenized units {self.source} hold no utterances")
+            raise InputError(f"pre-tokenized units {self.source} hold no utterances")
 
     def _lookup(self, path: Path, root: Path) -> Any:
         try:
@@ -262,7 +263,7 @@ class PretokenizedUnits:
             p = Path(x)
             hit = self._lookup(p, root)
             if hit is None:
-                raise KeyError(
+                raise InputError(
                     f"pre-tokenized units {self.source} have no entry for {p} "
                     f"(looked up '{p.stem}' and its path relative to {root})"
                 )

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from twist.contract import UnitContract, VocabLayout
+from twist.errors import ConfigError, InputError
 
 SCORE_KINDS = ("sum", "mean")
 
@@ -56,7 +57,7 @@ class Scores:
     def pick(self, kind: str) -> np.ndarray:
         """The scores that decide a pair: ``"sum"`` or ``"mean"``."""
         if kind not in SCORE_KINDS:
-            raise ValueError(f"decide_by must be one of {SCORE_KINDS}, got {kind!r}")
+            raise ConfigError(f"decide_by must be one of {SCORE_KINDS}, got {kind!r}")
         return self.sum if kind == "sum" else self.mean
 
 
@@ -109,9 +110,9 @@ class LikelihoodScorer:
         pack_tokens: int | None = None,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if too_long not in ("error", "truncate"):
-            raise ValueError(f"too_long must be 'error' or 'truncate', got {too_long!r}")
+            raise ConfigError(f"too_long must be 'error' or 'truncate', got {too_long!r}")
         self.model = model
         self.contract = contract
         self.layout: VocabLayout = contract.layout_info
@@ -127,7 +128,7 @@ class LikelihoodScorer:
 
             family = getattr(getattr(model, "config", None), "model_type", None)
             if family not in PACKABLE_MODEL_TYPES:
-                raise ValueError(f"pack_tokens: model type {family!r} cannot take a document mask; leave it unset")
+                raise ConfigError(f"pack_tokens: model type {family!r} cannot take a document mask; leave it unset")
             if self.max_length is None or self.max_length > self.pack_tokens:
                 self.max_length = self.pack_tokens  # a sequence must fit in one row
             if family == "bloom":
@@ -149,7 +150,7 @@ class LikelihoodScorer:
                 seqs.append(self.token_ids(u))
             except ValueError as e:
                 name = names[i] if names is not None else f"sequence {i}"
-                raise ValueError(f"{name}: {e}") from None
+                raise InputError(f"{name}: {e}") from None
         return self.score_token_ids(seqs, names=names, desc=desc)
 
     # ---- scoring ---------------------------------------------------------------------------
@@ -207,11 +208,11 @@ class LikelihoodScorer:
         for i, s in enumerate(seqs):
             if s.size < 2:
                 name = names[i] if names is not None else f"sequence {i}"
-                raise ValueError(f"{name}: needs at least <bos> and one target token, got {s.size} token(s)")
+                raise InputError(f"{name}: needs at least <bos> and one target token, got {s.size} token(s)")
             if self.max_length is not None and s.size > self.max_length:
                 if self.too_long == "error":
                     name = names[i] if names is not None else f"sequence {i}"
-                    raise ValueError(
+                    raise InputError(
                         f"{name}: {s.size} tokens is longer than max_length={self.max_length} "
                         "(set too_long=truncate to score its first max_length tokens)"
                     )
@@ -258,12 +259,12 @@ class LikelihoodScorer:
         if (out_n == 0).any():
             i = int(np.flatnonzero(out_n == 0)[0])
             name = names[i] if names is not None else f"sequence {i}"
-            raise ValueError(f"{name}: no token left to score (empty unit sequence with score_eos=false)")
+            raise InputError(f"{name}: no token left to score (empty unit sequence with score_eos=false)")
         return Scores(out_sum, out_sum / out_n, out_n, n_truncated=n_truncated, seconds=seconds)
 
     def _check_vocab(self, v: int) -> None:
         if v < self.layout.n_real:
-            raise ValueError(
+            raise InputError(
                 f"model has {v} output rows but its contract needs {self.layout.n_real} "
                 f"(K={self.layout.n_units} units + bos/eos/pad)"
             )

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from twist.contract import UnitContract
+from twist.errors import InputError
 from twist.eval.likelihood import LikelihoodScorer
 from twist.units import UnitDataset
 
@@ -26,7 +27,7 @@ def load_split(dataset: str | Path, split: str, contract: UnitContract, *, max_u
     contract.check_compatible(ds.contract, mine="model", theirs=f"unit dataset {dataset}")
     view = ds.split(split) if split not in (None, "all") else ds
     if len(view) == 0:
-        raise ValueError(f"unit dataset {dataset}: split {split!r} holds no utterances")
+        raise InputError(f"unit dataset {dataset}: split {split!r} holds no utterances")
     if max_utterances:
         view = view.subset(range(min(int(max_utterances), len(view))))
     return view

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from twist.atomic import atomic_open, atomic_write_json, atomic_write_text
-from twist.errors import InputError
+from twist.errors import ConfigError, InputError, MissingInputError
 from twist.eval.registry import lower_is_better, metric_order
 from twist.eval.stats import paired_sign_test
 
@@ -185,11 +185,11 @@ def load_results(run: str | Path) -> dict[str, Any]:
     p = Path(run)
     p = p / RESULTS if p.is_dir() else p
     if not p.is_file():
-        raise FileNotFoundError(f"no eval results at {p} (run twist-eval on that model first)")
+        raise MissingInputError(f"no eval results at {p} (run twist-eval on that model first)")
     try:
         return json.loads(p.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{p} is not valid JSON: {e}") from None
+        raise InputError(f"{p} is not valid JSON: {e}") from None
 
 
 def compare_table(
@@ -211,9 +211,9 @@ def compare_table(
         "ci95": [{metric: [low, high]}], "paired_tests": [...]}``)
     """
     if not runs:
-        raise ValueError("compare needs at least one eval run")
+        raise ConfigError("compare needs at least one eval run")
     if names is not None and len(names) not in (0, len(runs)):
-        raise ValueError(f"compare: {len(names)} names for {len(runs)} runs")
+        raise ConfigError(f"compare: {len(names)} names for {len(runs)} runs")
     if item_scores is not None and len(item_scores) != len(runs):
         raise ValueError(f"compare: item scores for {len(item_scores)} of {len(runs)} runs")
     labels = list(names) if names else [str(r.get("model_name") or f"model {i}") for i, r in enumerate(runs)]

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from twist.errors import InputError, MissingInputError
 from twist.eval.pairs import Pair
 
 MANIFEST = "pairs.jsonl"
@@ -66,7 +67,7 @@ def load_pairs(path: str | Path, name: str = "pairs") -> PairSet:
     if p.is_file():
         return read_manifest(p, name)
     if not p.is_dir():
-        raise FileNotFoundError(f"{name} benchmark not found: {p}")
+        raise MissingInputError(f"{name} benchmark not found: {p}")
     if (p / MANIFEST).is_file():
         return read_manifest(p / MANIFEST, name)
     return read_released(p, name)
@@ -77,7 +78,7 @@ def read_released(root: str | Path, name: str = "storycloze") -> PairSet:
     root = Path(root)
     files = sorted(f for f in root.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file())
     if not files:
-        raise ValueError(
+        raise InputError(
             f"{name} benchmark dir {root} is empty: no audio files and no {MANIFEST} "
             "(expected <n>_<story>_correct.wav / <n+1>_<story>_incorrect.wav or a pairs manifest)"
         )
@@ -85,7 +86,7 @@ def read_released(root: str | Path, name: str = "storycloze") -> PairSet:
     for f in files:
         m = _RELEASED.match(f.stem)
         if m is None:
-            raise ValueError(
+            raise InputError(
                 f"{name}: {f} does not follow the spoken StoryCloze naming "
                 "<n>_<story-id>_correct.wav / <n>_<story-id>_incorrect.wav"
             )
@@ -95,7 +96,7 @@ def read_released(root: str | Path, name: str = "storycloze") -> PairSet:
     for (sub, key), g in sorted(groups.items()):
         if len(g["correct"]) != 1 or len(g["incorrect"]) != 1:
             listed = ", ".join(str(x) for x in g["correct"] + g["incorrect"])
-            raise ValueError(
+            raise InputError(
                 f"{name}: story {key!r} in {root / sub} has {len(g['correct'])} correct and "
                 f"{len(g['incorrect'])} incorrect file(s) ({listed}); expected one of each"
             )
@@ -122,19 +123,19 @@ def read_manifest(path: str | Path, name: str = "pairs") -> PairSet:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: bad JSON line: {e}") from None
+            raise InputError(f"{where}: bad JSON line: {e}") from None
         if not isinstance(row, dict) or "id" not in row:
-            raise ValueError(f"{where}: a pairs row needs an 'id' field")
+            raise InputError(f"{where}: a pairs row needs an 'id' field")
         pid = str(row["id"])
         if pid in seen:
-            raise ValueError(f"{where}: pair id {pid!r} is listed twice")
+            raise InputError(f"{where}: pair id {pid!r} is listed twice")
         seen.add(pid)
         keys = {}
         for side in ("positive", "negative"):
             if f"{side}_units" in row:
                 u = row[f"{side}_units"]
                 if not isinstance(u, list) or not all(isinstance(x, int) for x in u):
-                    raise ValueError(f"{where}: pair {pid!r}: {side}_units must be a list of ints")
+                    raise InputError(f"{where}: pair {pid!r}: {side}_units must be a list of ints")
                 key = f"{pid}#{side}"
                 inline[key] = np.asarray(u, dtype=np.int64)
             elif side in row:
@@ -143,16 +144,16 @@ def read_manifest(path: str | Path, name: str = "pairs") -> PairSet:
                 # one spelling per file makes it one item for the tokenizer and its cache
                 p = Path(os.path.normpath(p if p.is_absolute() else root / p))
                 if not p.is_file():
-                    raise FileNotFoundError(f"{where}: pair {pid!r}: {side} file {p} does not exist")
+                    raise MissingInputError(f"{where}: pair {pid!r}: {side} file {p} does not exist")
                 key = str(p)
                 paths[key] = p
             else:
-                raise ValueError(f"{where}: pair {pid!r} has neither '{side}' nor '{side}_units'")
+                raise InputError(f"{where}: pair {pid!r} has neither '{side}' nor '{side}_units'")
             keys[side] = key
         meta = {k: v for k, v in row.items() if k not in ("positive", "negative", "positive_units", "negative_units")}
         pairs.append(Pair(id=pid, positive=keys["positive"], negative=keys["negative"], meta=meta))
     if not pairs:
-        raise ValueError(f"{name}: pairs manifest {path} lists no pairs")
+        raise InputError(f"{name}: pairs manifest {path} lists no pairs")
     return PairSet(name=name, root=root, pairs=pairs, paths=paths, inline=inline, layout="manifest")
 
 

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from twist.atomic import atomic_open
+from twist.errors import ConfigError, InputError, MissingInputError
 from twist.eval.pairs import Pair, decide
 
 TASKS = ("lexical", "syntactic")
@@ -73,38 +74,38 @@ def load_split(task_dir: str | Path, split: str, task: str) -> GoldSplit:
         task: ``"lexical"`` or ``"syntactic"`` (fixes the required columns).
     """
     if task not in TASKS:
-        raise ValueError(f"unknown ZR2021 task {task!r}; choose one of {TASKS}")
+        raise ConfigError(f"unknown ZR2021 task {task!r}; choose one of {TASKS}")
     if split not in SPLITS:
-        raise ValueError(f"unknown ZR2021 split {split!r}; choose one of {SPLITS}")
+        raise ConfigError(f"unknown ZR2021 split {split!r}; choose one of {SPLITS}")
     d = Path(task_dir) / split
     if not d.is_dir():
-        raise FileNotFoundError(f"{task} benchmark dir not found: {d} (expected the ZR2021 layout {task}/{split}/)")
+        raise MissingInputError(f"{task} benchmark dir not found: {d} (expected the ZR2021 layout {task}/{split}/)")
     if not any(d.iterdir()):
-        raise ValueError(f"{task} benchmark dir {d} is empty (expected *.wav files and gold.csv)")
+        raise InputError(f"{task} benchmark dir {d} is empty (expected *.wav files and gold.csv)")
     gold = d / "gold.csv"
     if not gold.is_file():
-        raise FileNotFoundError(f"{task} benchmark dir {d} has no gold.csv")
+        raise MissingInputError(f"{task} benchmark dir {d} has no gold.csv")
     with open(gold, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in COLUMNS[task] if c not in header]
         if missing:
-            raise ValueError(f"{gold} lacks column(s) {missing}; a {task} gold.csv needs {list(COLUMNS[task])}")
+            raise InputError(f"{gold} lacks column(s) {missing}; a {task} gold.csv needs {list(COLUMNS[task])}")
         rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
     if not rows:
-        raise ValueError(f"{gold} lists no items")
+        raise InputError(f"{gold} lists no items")
     audio: dict[str, Path] = {}
     for lineno, r in enumerate(rows, 2):
         name = r["filename"]
         if not name:
-            raise ValueError(f"{gold}:{lineno}: empty filename")
+            raise InputError(f"{gold}:{lineno}: empty filename")
         if name in audio:
-            raise ValueError(f"{gold}:{lineno}: filename {name!r} is listed twice")
+            raise InputError(f"{gold}:{lineno}: filename {name!r} is listed twice")
         if r["correct"] not in ("0", "1"):
-            raise ValueError(f"{gold}:{lineno}: correct must be 1 or 0, got {r['correct']!r} (filename {name!r})")
+            raise InputError(f"{gold}:{lineno}: correct must be 1 or 0, got {r['correct']!r} (filename {name!r})")
         path = next((d / f"{name}{ext}" for ext in AUDIO_EXTENSIONS if (d / f"{name}{ext}").is_file()), None)
         if path is None:
-            raise FileNotFoundError(f"{gold}:{lineno}: file {name!r} is listed but {d / (name + '.wav')} does not exist")
+            raise MissingInputError(f"{gold}:{lineno}: file {name!r} is listed but {d / (name + '.wav')} does not exist")
         audio[name] = path
     listed = set(audio.values())
     extra = sorted(p.name for p in d.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS and p not in listed)
@@ -117,7 +118,7 @@ def _frequency(value: str, where: str) -> float | None:
     try:
         return float(value)
     except ValueError:
-        raise ValueError(f"{where}: frequency must be a number, got {value!r}") from None
+        raise InputError(f"{where}: frequency must be a number, got {value!r}") from None
 
 
 def make_pairs(gold: GoldSplit) -> list[Pair]:
@@ -133,7 +134,7 @@ def make_pairs(gold: GoldSplit) -> list[Pair]:
     for key, g in groups.items():
         if len(g["1"]) != 1 or len(g["0"]) != 1:
             what = ", ".join(f"{k}={v!r}" for k, v in zip(keys, key))
-            raise ValueError(
+            raise InputError(
                 f"{gold.gold_path}: the pair {what} has {len(g['1'])} correct and {len(g['0'])} incorrect "
                 "row(s); expected exactly one of each"
             )
@@ -311,8 +312,6 @@ def require_complete(results: Mapping[str, Any], *, allow: bool = False, prog: s
     for p in problems:
         print(f"{prog}: warning: incomplete ZR2021 split {p} (the official validate rejects this)", file=sys.stderr)
     if problems and not allow:
-        from twist.errors import InputError
-
         raise InputError(f"incomplete ZR2021 split(s): {' | '.join(problems)}; the metrics cover part of the set "
                          "(recorded in results.json); fix the files, or set allow_incomplete=true to accept them")
 

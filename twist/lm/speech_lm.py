@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from twist.contract import ContractMismatchError, UnitContract, VocabLayout
-from twist.errors import InputError
+from twist.errors import InputError, MissingInputError
 from twist.lm.sources import model_class_for
 from twist.lm.surgery import META_KEY, config_vocab_size
 
@@ -40,7 +40,7 @@ CONTRACT_FILE = "unit_contract.json"
 def _meta(config: Any, where: str) -> dict[str, Any]:
     meta = getattr(config, META_KEY, None)
     if not isinstance(meta, dict) or "contract" not in meta:
-        raise ValueError(
+        raise InputError(
             f"{where} is not a twist speech LM (its config has no '{META_KEY}.contract'). "
             "Build one with twist.lm.build_speech_lm, or import a published TWIST LM with "
             "twist.lm.import_textlesslib_lm."
@@ -203,11 +203,11 @@ def read_contract(path: str | os.PathLike) -> UnitContract:
     path = Path(path)
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
-        raise FileNotFoundError(f"speech LM {path}: no config.json (not a saved model directory)")
+        raise MissingInputError(f"speech LM {path}: no config.json (not a saved model directory)")
     try:
         raw = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"speech LM {path}: config.json is not valid JSON: {e}") from None
+        raise InputError(f"speech LM {path}: config.json is not valid JSON: {e}") from None
     meta = raw.get(META_KEY)
     if not isinstance(meta, dict) or "contract" not in meta:
         _meta(object(), f"{path}")  # raises the explanatory error

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from twist.contract import UnitContract, VocabLayout
+from twist.errors import ContractMismatch, InputError, MissingInputError
 from twist.lm.sources import model_class_for, resolve_dtype
 from twist.lm.surgery import _instantiate, speech_config, vocab_param_names
 
@@ -52,16 +53,16 @@ def import_textlesslib_lm(
 
     src = Path(src)
     if not (src / "config.json").is_file():
-        raise FileNotFoundError(f"{src} has no config.json: not a Hugging Face model directory")
+        raise MissingInputError(f"{src} has no config.json: not a Hugging Face model directory")
     src_cfg = AutoConfig.from_pretrained(src)
     if offset is None:
         offset = getattr(src_cfg, "offset", None)
     if offset is None:
-        raise ValueError(f"{src}/config.json has no 'offset': not a textlesslib TWIST LM (pass offset= explicitly)")
+        raise InputError(f"{src}/config.json has no 'offset': not a textlesslib TWIST LM (pass offset= explicitly)")
     offset = int(offset)
     k = contract.n_units
     if offset < 0 or offset + k > src_cfg.vocab_size:
-        raise ValueError(
+        raise ContractMismatch(
             f"{src}: offset {offset} + K={k} units exceeds its vocab_size {src_cfg.vocab_size}; "
             f"the contract's K does not fit this model"
         )
@@ -78,7 +79,7 @@ def import_textlesslib_lm(
     for name, t in dst_sd.items():
         if name not in fresh:
             if name not in src_sd or src_sd[name].shape != t.shape:
-                raise ValueError(f"import: tensor {name} missing or of another shape in {src}")
+                raise InputError(f"import: tensor {name} missing or of another shape in {src}")
             t.copy_(src_sd[name])
 
     # Row map: new id -> old id. Specials come from the source config when they lie below the

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from twist.atomic import atomic_write_text
+from twist.atomic import atomic_write_text, is_disk_full
 from twist.checkpoint import (
     SHARDS,
     commit_checkpoint,
@@ -39,7 +39,7 @@ from twist.checkpoint import (
     staging_dir,
 )
 from twist.contract import UnitContract
-from twist.errors import MissingInputError, RunExistsError
+from twist.errors import DiskFullError, InputError, MissingInputError, RunExistsError
 from twist.train import distributed as D
 
 
@@ -241,7 +241,7 @@ def keyed_by_name(
     name_of = {id(p): n for n, p in D.unwrap(model).named_parameters()}
     order = [name_of[id(p)] for g in optimizer.param_groups for p in g["params"]]
     if len(order) != len(positions):
-        raise ValueError(
+        raise InputError(
             f"checkpoint optimiser state has {len(positions)} parameters, this model {len(order)}: "
             "not the same architecture"
         )
@@ -297,6 +297,11 @@ def save_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer, direc
                      no_dist=not dist.is_initialized())
     except CheckpointException as e:  # name the directory and the first rank's real error
         rank, (cause, *_rest) = next(iter(e.failures.items()))
+        if is_disk_full(cause):
+            err = DiskFullError(f"cannot write the sharded checkpoint {directory} (rank {rank}): "
+                                f"{cause.strerror or os.strerror(cause.errno)}; the previous checkpoint is unchanged")
+            err.path = str(directory)
+            raise err from cause
         message = f"writing the sharded checkpoint {directory} failed on rank {rank}: {type(cause).__name__}: {cause}"
         if isinstance(cause, OSError):
             raise OSError(cause.errno, message) from cause

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from twist.errors import MissingInputError
+
 # Peak dense bf16 tensor-core FLOP/s (vendor data sheets, no sparsity), by device-name substring.
 PEAK_FLOPS: dict[str, float] = {
     "H200": 989e12,
@@ -164,7 +166,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     if path.is_dir():
         path = path / "metrics.jsonl"
     if not path.exists():
-        raise FileNotFoundError(f"no metrics file at {path}")
+        raise MissingInputError(f"no metrics file at {path}")
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from twist.contract import VocabLayout
+from twist.errors import ConfigError
 
 IGNORE_INDEX = -100
 
@@ -74,18 +75,18 @@ def packing_mode(model_type: str, requested: str = "auto", attn_implementation: 
     tokens attend across utterances: ``auto`` uses padded rows there and ``packed`` is refused.
     """
     if requested not in ("auto", "packed", "padded"):
-        raise ValueError(f"data.packing must be one of auto, packed, padded; got {requested!r}")
+        raise ConfigError(f"data.packing must be one of auto, packed, padded; got {requested!r}")
     flash = str(attn_implementation or "").startswith("flash_attention")
     if requested == "auto":
         return "packed" if model_type in PACKABLE_MODEL_TYPES and not flash else "padded"
     if requested == "packed" and flash:
-        raise ValueError(
+        raise ConfigError(
             f"data.packing=packed cannot be used with train.attn_implementation={attn_implementation}: it takes "
             "no 4D document mask, so tokens would attend across utterances. Use train.attn_implementation=sdpa "
             "(flash kernels on GPU) or data.packing=padded"
         )
     if requested == "packed" and model_type not in PACKABLE_MODEL_TYPES:
-        raise ValueError(
+        raise ConfigError(
             f"data.packing=packed is not supported for model type {model_type!r} (its decoder cannot take a "
             f"4D document mask); use data.packing=padded or auto. Packable types: {sorted(PACKABLE_MODEL_TYPES)}"
         )

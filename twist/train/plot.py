@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from twist.atomic import atomic_path
+from twist.errors import ConfigError, InputError
 from twist.train.loggers import read_metrics
 
 
@@ -55,16 +56,16 @@ def plot_runs(
     import matplotlib.pyplot as plt
 
     if not runs:
-        raise ValueError("no runs to plot: pass runs=[dir1,dir2,...]")
+        raise ConfigError("no runs to plot: pass runs=[dir1,dir2,...]")
     if labels is not None and len(labels) != len(runs):
-        raise ValueError(f"{len(labels)} labels for {len(runs)} runs")
+        raise ConfigError(f"{len(labels)} labels for {len(runs)} runs")
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     drawn = 0
     for i, r in enumerate(runs):
         r = Path(r)
         steps, values = run_curve(r, metric)
         if not steps:
-            raise ValueError(f"run {r} has no {metric!r} records in metrics.jsonl (did it validate?)")
+            raise InputError(f"run {r} has no {metric!r} records in metrics.jsonl (did it validate?)")
         ax.plot(steps, values, marker="o", markersize=3, label=labels[i] if labels else run_label(r))
         drawn += 1
     ax.set_xlabel("training step")

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from twist.errors import ConfigError
+
 KINDS = ("inverse_sqrt", "cosine", "constant")
 
 
@@ -36,11 +38,12 @@ class LRSchedule:
         total_steps: int | None = None,
     ) -> None:
         if kind not in KINDS:
-            raise ValueError(f"unknown schedule {kind!r}; choose one of {KINDS}")
+            raise ConfigError(f"schedule.name: unknown schedule {kind!r}; choose one of {KINDS}")
         if kind == "cosine" and not total_steps:
-            raise ValueError("the cosine schedule needs the total number of steps (train.max_steps)")
+            raise ConfigError("the cosine schedule needs the total number of steps (train.max_steps)")
         if lr_max <= 0 or lr_final < 0 or lr_final > lr_max:
-            raise ValueError(f"need 0 <= lr_final <= lr_max and lr_max > 0; got lr_max={lr_max}, lr_final={lr_final}")
+            raise ConfigError(f"learning rates (init.lr_max/lr_final, or optim.lr_max/lr_final): need 0 <= lr_final <= lr_max "
+                              f"and lr_max > 0; got lr_max={lr_max}, lr_final={lr_final}")
         self.optimizer = optimizer
         self.kind = kind
         self.lr_max, self.lr_final = float(lr_max), float(lr_final)

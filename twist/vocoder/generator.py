@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from twist.errors import ConfigError, InputError
+
 LRELU_SLOPE = 0.1
 
 
@@ -82,25 +84,25 @@ class GeneratorConfig:
         if self.dur_predictor_params is not None:
             self.dur_predictor_params = dict(self.dur_predictor_params)
         if self.resblock not in ("1", "2"):
-            raise ValueError(f"generator resblock must be '1' or '2', got {self.resblock!r}")
+            raise ConfigError(f"generator resblock must be '1' or '2', got {self.resblock!r}")
         if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
-            raise ValueError(
+            raise ConfigError(
                 f"upsample_rates {self.upsample_rates} and upsample_kernel_sizes "
                 f"{self.upsample_kernel_sizes} must have the same length"
             )
         if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
-            raise ValueError("resblock_kernel_sizes and resblock_dilation_sizes must have the same length")
+            raise ConfigError("resblock_kernel_sizes and resblock_dilation_sizes must have the same length")
         for u, k in zip(self.upsample_rates, self.upsample_kernel_sizes):
             if (k - u) % 2:
-                raise ValueError(f"upsample kernel {k} and rate {u} must differ by an even number (exact output length)")
+                raise ConfigError(f"upsample kernel {k} and rate {u} must differ by an even number (exact output length)")
         expected_in = self.embedding_dim * (2 if self.multispkr else 1)
         if self.model_in_dim != expected_in:
-            raise ValueError(
+            raise ConfigError(
                 f"model_in_dim={self.model_in_dim} but the embeddings give {expected_in} channels "
                 f"(embedding_dim={self.embedding_dim}, multispkr={self.multispkr})"
             )
         if self.upsample_initial_channel % (2 ** len(self.upsample_rates)):
-            raise ValueError("upsample_initial_channel must be divisible by 2**len(upsample_rates)")
+            raise ConfigError("upsample_initial_channel must be divisible by 2**len(upsample_rates)")
 
     @property
     def hop(self) -> int:
@@ -115,7 +117,7 @@ class GeneratorConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"unknown generator config field(s) {unknown}; known: {sorted(names)}")
+            raise ConfigError(f"unknown generator config field(s) {unknown}; known: {sorted(names)}")
         return cls(**dict(d))
 
     @classmethod
@@ -128,7 +130,7 @@ class GeneratorConfig:
             kw["dur_predictor_params"] = None
         kw["multispkr"] = bool(d.get("multispkr") or False)
         if d.get("f0"):
-            raise ValueError("F0-conditioned unit HiFi-GAN configs are not supported (f0: true)")
+            raise ConfigError("F0-conditioned unit HiFi-GAN configs are not supported (f0: true)")
         return cls(**kw)
 
 
@@ -315,11 +317,11 @@ class UnitHifiGan(nn.Module):
     def check_units(self, units: torch.Tensor) -> None:
         """Clear error for ids outside the embedding table (instead of an index error deep inside)."""
         if units.numel() == 0:
-            raise ValueError("no units to synthesise (empty unit sequence)")
+            raise InputError("no units to synthesise (empty unit sequence)")
         lo, hi = int(units.min()), int(units.max())
         if lo < 0 or hi >= self.cfg.num_embeddings:
             bad = hi if hi >= self.cfg.num_embeddings else lo
-            raise ValueError(
+            raise InputError(
                 f"unit id {bad} is outside the vocoder's unit table [0, {self.cfg.num_embeddings}) "
                 f"(num_embeddings={self.cfg.num_embeddings}); the units come from a different tokenizer"
             )
@@ -331,7 +333,7 @@ class UnitHifiGan(nn.Module):
     def predict_durations(self, units: torch.Tensor) -> torch.Tensor:
         """Deduplicated units ``(B, T)`` -> integer durations ``(B, T)`` (>= 1)."""
         if self.dur_predictor is None:
-            raise ValueError("this vocoder has no duration predictor; pass durations or frame-level units")
+            raise InputError("this vocoder has no duration predictor; pass durations or frame-level units")
         self.check_units(units)
         return durations_from_log(self.dur_predictor(self.embed(units)))
 

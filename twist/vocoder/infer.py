@@ -16,8 +16,9 @@ names the tokenizer (or contract) the vocoder was trained for. Loading is pickle
 from __future__ import annotations
 
 import json
+import pickle
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import torch
 
 from twist.atomic import atomic_write_json
 from twist.contract import UnitContract
-from twist.errors import InputError, MissingInputError
+from twist.errors import ContractMismatch, InputError, MissingInputError, UnsafeFileError
 from twist.vocoder.generator import GeneratorConfig, UnitHifiGan, build_generator
 
 FORMAT = "twist-vocoder"
@@ -41,7 +42,7 @@ class Vocoder:
 
     def __init__(self, generator: UnitHifiGan, contract: UnitContract, *, device: str | torch.device = "cpu") -> None:
         if generator.cfg.num_embeddings < contract.n_units:
-            raise ValueError(
+            raise InputError(
                 f"vocoder has {generator.cfg.num_embeddings} unit embeddings but its contract says K={contract.n_units}"
             )
         self.generator = generator.eval()
@@ -82,15 +83,15 @@ class Vocoder:
         """
         units = np.asarray(units).reshape(-1).astype(np.int64)
         if units.size == 0:
-            raise ValueError("no units to synthesise (empty unit sequence)")
+            raise InputError("no units to synthesise (empty unit sequence)")
         t = torch.from_numpy(units)
         self.generator.check_units(t)
         if durations is not None:
             durations = np.asarray(durations).reshape(-1).astype(np.int64)
             if durations.shape != units.shape:
-                raise ValueError(f"{units.size} units but {durations.size} durations")
+                raise InputError(f"{units.size} units but {durations.size} durations")
             if (durations < 0).any():
-                raise ValueError("durations must be >= 0")
+                raise InputError("durations must be >= 0")
         else:
             if predict_durations is None:
                 predict_durations = self.has_duration_predictor and self.contract.dedup
@@ -134,7 +135,7 @@ class Vocoder:
         frames = [self.frame_units(u, d, predict_durations=predict_durations)[0] for u, d in zip(units, durations)]
         for i, f in enumerate(frames):
             if f.size == 0:
-                raise ValueError(f"item {i}: all durations are 0, nothing to synthesise")
+                raise InputError(f"item {i}: all durations are 0, nothing to synthesise")
         order = sorted(range(len(frames)), key=lambda i: len(frames[i]))
         out: list[np.ndarray | None] = [None] * len(frames)
         batch: list[int] = []
@@ -190,11 +191,11 @@ def _resolve_vocoder_dir(path: Path) -> Path:
     if (path / "vocoder" / CONFIG_FILE).exists():  # a training run directory
         return path / "vocoder"
     if path.is_file():
-        raise ValueError(
+        raise InputError(
             f"{path} is a file, not a vocoder directory; convert a published checkpoint first with "
             "`twist-vocoder mode=convert` (twist.vocoder.infer.convert_hifigan_checkpoint)"
         )
-    raise FileNotFoundError(f"not a vocoder directory (no {CONFIG_FILE}): {path}")
+    raise MissingInputError(f"not a vocoder directory (no {CONFIG_FILE}): {path}")
 
 
 def load_vocoder(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[Vocoder, UnitContract]:
@@ -202,11 +203,11 @@ def load_vocoder(path: str | Path, *, device: str | torch.device = "cpu") -> tup
     from safetensors.torch import load_file
 
     d = _resolve_vocoder_dir(Path(path))
-    meta = json.loads((d / CONFIG_FILE).read_text())
+    meta = _read_json_object(d / CONFIG_FILE)
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{d / CONFIG_FILE}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+        raise InputError(f"{d / CONFIG_FILE}: format is {meta.get('format')!r}, expected {FORMAT!r}")
     contract = UnitContract.load(d / CONTRACT_FILE)
-    gen = build_generator(GeneratorConfig.from_dict(meta["generator"]))
+    gen = build_generator(_generator_config(meta.get("generator") or {}, d / CONFIG_FILE, GeneratorConfig.from_dict))
     try:
         weights = load_file(str(d / WEIGHTS_FILE))
     except FileNotFoundError:
@@ -218,21 +219,44 @@ def load_vocoder(path: str | Path, *, device: str | torch.device = "cpu") -> tup
     return Vocoder(gen, contract, device=device), contract
 
 
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return data
+
+
+def _generator_config(
+    d: dict[str, Any], path: Path, parse: Callable[[dict[str, Any]], GeneratorConfig]
+) -> GeneratorConfig:
+    """``parse(d)``, with a refusal of its fields (wrong, missing, mistyped) naming the file they came from."""
+    try:
+        return parse(d)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{path}: {e}") from None
+
+
 def read_published_generator(ckpt: str | Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
     """The generator state dict of a speech-resynthesis ``g_XXXXXXXX`` file (``{"generator": sd}``)."""
     ckpt = Path(ckpt)
     if not ckpt.is_file():
-        raise FileNotFoundError(f"vocoder checkpoint not found: {ckpt}")
+        raise MissingInputError(f"vocoder checkpoint not found: {ckpt}")
     try:
         obj = torch.load(ckpt, map_location="cpu", weights_only=not allow_pickle)
-    except Exception as e:
-        raise ValueError(
+    except pickle.UnpicklingError as e:
+        raise UnsafeFileError(
             f"{ckpt} cannot be read without unpickling code ({type(e).__name__}); if you trust it, "
             "convert it once with allow_pickle=true"
         ) from None
+    except Exception as e:  # not a torch file at all, or torn
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise InputError(f"vocoder checkpoint {ckpt} cannot be read: {type(e).__name__}: {first}") from None
     sd = obj.get("generator", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{ckpt}: expected a {{'generator': state_dict}} file")
+        raise InputError(f"{ckpt}: expected a {{'generator': state_dict}} file")
     return sd
 
 
@@ -251,15 +275,15 @@ def convert_hifigan_checkpoint(
     """
     cfg_path = Path(config_json)
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"vocoder config not found: {cfg_path}")
-    cfg = GeneratorConfig.from_hifigan_json(json.loads(cfg_path.read_text()))
+        raise MissingInputError(f"vocoder config not found: {cfg_path}")
+    cfg = _generator_config(_read_json_object(cfg_path), cfg_path, GeneratorConfig.from_hifigan_json)
     if cfg.num_embeddings != contract.n_units:
-        raise ValueError(
+        raise ContractMismatch(
             f"vocoder {ckpt} has num_embeddings={cfg.num_embeddings} but the tokenizer contract has "
             f"K={contract.n_units}; use the tokenizer this vocoder was trained for"
         )
     if cfg.hop * contract.frame_rate != cfg.sampling_rate:
-        raise ValueError(
+        raise ContractMismatch(
             f"vocoder hop {cfg.hop} at {cfg.sampling_rate} Hz is {cfg.sampling_rate / cfg.hop:g} frames/s "
             f"but the tokenizer contract has frame_rate={contract.frame_rate}"
         )
@@ -268,7 +292,7 @@ def convert_hifigan_checkpoint(
     try:
         gen.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"{ckpt} does not match its config {cfg_path}: {e}") from None
+        raise InputError(f"{ckpt} does not match its config {cfg_path}: {e}") from None
     return save_vocoder(gen, contract, out_dir, extra={"converted_from": str(ckpt)})
 
 

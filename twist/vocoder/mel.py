@@ -13,6 +13,8 @@ import functools
 import numpy as np
 import torch
 
+from twist.errors import ConfigError
+
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
     # Slaney: linear below 1 kHz, logarithmic above
@@ -65,7 +67,7 @@ class MelSpectrogram(torch.nn.Module):
     ) -> None:
         super().__init__()
         if win_length > n_fft:
-            raise ValueError(f"mel win_length {win_length} > n_fft {n_fft}")
+            raise ConfigError(f"vocoder_model.mel: win_length {win_length} > n_fft {n_fft}")
         self.n_fft, self.hop_length, self.win_length = n_fft, hop_length, win_length
         self.register_buffer("window", torch.hann_window(win_length), persistent=False)
         fb = mel_filterbank(sample_rate, n_fft, n_mels, float(fmin), None if fmax is None else float(fmax))

@@ -19,7 +19,7 @@ import numpy as np
 
 from twist.atomic import atomic_write_json, atomic_write_text
 from twist.contract import UnitContract
-from twist.errors import InputError, MissingInputError
+from twist.errors import ConfigError, InputError, MissingInputError
 
 
 def read_transcripts(path: str | Path | None) -> dict[str, str]:
@@ -186,14 +186,17 @@ def wer_table_of_runs(runs: Sequence[str | Path], out_dir: str | Path) -> str:
     from twist.asr import wer_table
 
     if not runs:
-        raise InputError("mode=table needs runs=[dir1,dir2,...] (twist-vocoder resynth output dirs)")
+        raise ConfigError("mode=table needs runs=[dir1,dir2,...] (twist-vocoder resynth output dirs)")
     rows = []
     for r in runs:
         p = Path(r) / "wer.json"
         if not p.exists():
             raise MissingInputError(f"{p} not found (run twist-vocoder mode=resynth with an ASR first)")
-        row = json.loads(p.read_text())
-        if "wer" not in row:
+        try:
+            row = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"{p} is not valid JSON: {e}") from None
+        if not isinstance(row, dict) or "wer" not in row:
             raise InputError(f"{p} has no WER (that resynth run had asr=none)")
         rows.append(row)
     table = wer_table(rows)

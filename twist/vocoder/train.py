@@ -21,6 +21,7 @@ takes exactly the steps the uninterrupted run would have taken.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
@@ -40,6 +41,7 @@ from twist.checkpoint import (
     save_checkpoint,
 )
 from twist.contract import UnitContract
+from twist.errors import ConfigError, InputError
 from twist.rejects import RejectsLog
 from twist.schema import to_typed
 from twist.units import UnitDataset, dedup, expand
@@ -120,7 +122,7 @@ class PairedUnitAudio:
             self.audio.append(wav.astype(np.float32))
             self.ids.append(utt.id)
         if not self.units:
-            raise ValueError(f"no usable (units, audio) pairs from {units_dir} and {audio_dir}; see the rejects log")
+            raise InputError(f"no usable (units, audio) pairs from {units_dir} and {audio_dir}; see the rejects log")
 
     def __len__(self) -> int:
         return len(self.units)
@@ -172,7 +174,7 @@ def generator_config_for(contract: UnitContract, generator: Mapping[str, Any]) -
         g["dur_predictor_params"] = p
     cfg = GeneratorConfig.from_dict(g)
     if not math.isclose(cfg.hop * contract.frame_rate, cfg.sampling_rate):
-        raise ValueError(
+        raise ConfigError(
             f"vocoder upsample_rates {cfg.upsample_rates} give hop {cfg.hop} = "
             f"{cfg.sampling_rate / cfg.hop:g} frames/s, but the unit dataset has frame_rate={contract.frame_rate}; "
             "pick the vocoder_model config for this frame rate (hifigan-50hz / hifigan-25hz)"
@@ -183,6 +185,10 @@ def generator_config_for(contract: UnitContract, generator: Mapping[str, Any]) -
 def _mels(mel_cfg: Mapping[str, Any] | None, sample_rate: int) -> nn.ModuleList:
     mel_cfg = dict(mel_cfg or {})
     ffts = mel_cfg.pop("n_ffts", None)
+    known = set(inspect.signature(MelSpectrogram).parameters) - {"sample_rate"}
+    unknown = sorted(set(mel_cfg) - known)
+    if unknown:
+        raise ConfigError(f"vocoder_model.mel: unknown key(s) {unknown}; known: {sorted(known | {'n_ffts'})}")
     if ffts:  # multi-resolution: hop and window follow each n_fft
         return nn.ModuleList(
             MelSpectrogram(sample_rate, n_fft=n, hop_length=n // 4, win_length=n, **mel_cfg) for n in ffts
@@ -247,7 +253,8 @@ class VocoderTrainer:
         saved = UnitContract.from_dict(json.loads(st["contract"]), source="vocoder checkpoint")
         saved.check_compatible(self.contract, mine="vocoder checkpoint", theirs="unit dataset")
         if json.loads(st["generator_config"]) != self.gcfg.to_dict():
-            raise ValueError("the vocoder checkpoint was made with a different generator config; use a new out_dir")
+            raise ConfigError(f"{self.out / 'checkpoints' / 'last'} was made with a different generator config "
+                              "(vocoder_model.generator); use a new out_dir, or resume=false to start over")
         self.gen.load_state_dict(st["generator"])
         self.disc.load_state_dict(st["discriminators"])
         self.opt_g.load_state_dict(st["opt_g"])
