@@ -107,9 +107,11 @@ def run(*, device: str = "cpu", model: str | None = None, layer: int | None = No
         layer = layer if layer is not None else (2 if model is None else 6)
         total = make_files(work / "wavs", n_files, seconds, sample_rate=sample_rate)
 
+        from twist.schema import to_typed
         from twist.tokenizer import UnitTokenizer, build_encoder
+        from twist.tokenizer.config import TokenizeRunConfig
         from twist.tokenizer.kmeans import KMeansQuantizer
-        from twist.tokenizer.pipeline import TokenizeSettings, run_tokenize
+        from twist.tokenizer.pipeline import run_tokenize
 
         # one fixed codebook for both sides (fitting is not what is timed)
         enc = build_encoder({"name": "hubert", "path": model_dir, "layer": layer, "normalize": False})
@@ -121,13 +123,15 @@ def run(*, device: str = "cpu", model: str | None = None, layer: int | None = No
         files = sorted((work / "wavs").glob("*.wav"))
         base = plain_loop(model_dir, files, layer, q.centroids, device)
 
-        s = TokenizeSettings(
-            out_dir=str(work / "out"), encoder={"name": "hubert"}, n_units=k, audio_dir=str(work / "wavs"),
-            tokenizer_dir=str(work / "tok"), dedup=False, device=device, progress=False,
-            batch_max_seconds=batch_seconds or (320.0 if gpu else 40.0), batch_max_items=64 if gpu else 16,
-            num_workers=workers if workers is not None else min(4, os.cpu_count() or 1),
-            shard_items=100000,
-        )
+        s = to_typed(TokenizeRunConfig, {
+            "out_dir": str(work / "out"), "input": {"audio_dir": str(work / "wavs")},
+            "tokenizer": {"encoder": {"name": "hubert", "path": model_dir, "layer": layer, "normalize": False},
+                          "n_units": k},
+            "tokenizer_dir": str(work / "tok"), "dedup": False, "device": device, "progress": False,
+            "batch": {"max_seconds": batch_seconds or (320.0 if gpu else 40.0), "max_items": 64 if gpu else 16},
+            "num_workers": workers if workers is not None else min(4, os.cpu_count() or 1),
+            "shard_items": 100000,
+        })
         if gpu:
             torch.cuda.synchronize()
         t0 = time.perf_counter()

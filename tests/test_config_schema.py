@@ -14,7 +14,9 @@ from twist.cli.schemas import SCHEMAS, reference_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = {"train": ["+model=tiny", "+init=cold", "data.path=/data/units", "out_dir=/tmp/run"],
-        "eval": ["model_path=/runs/x/speech_lm", "out_dir=/tmp/eval"]}
+        "eval": ["model_path=/runs/x/speech_lm", "out_dir=/tmp/eval"],
+        "tokenize": ["input.audio_dir=/data/wavs", "out_dir=/tmp/units"],
+        "bench": ["out_dir=/tmp/bench"], "demo": [], "vocoder": ["out_dir=/tmp/voc"]}
 
 
 def _error(capsys, config: str, *argv: str, base: bool = True) -> str:
@@ -64,6 +66,23 @@ def test_eval_unknown_keys_fail_naming_them(argv, key, hint, capsys):
     assert _error(capsys, "eval", *argv) == f"twist-eval: error: unknown setting {key} (did you mean {hint}?)"
 
 
+@pytest.mark.parametrize("config,argv,key,hint", [
+    ("tokenize", ["fit.nitre=3"], "fit.nitre", "fit.niter"),
+    ("tokenize", ["+split.vaild=0.1"], "split.vaild", "split.valid"),
+    ("bench", ["wuggy.n_word=10"], "wuggy.n_word", "wuggy.n_words"),
+    ("demo", ["train.max_step=5"], "train.max_step", "train.max_steps"),
+    ("vocoder", ["train.step=5"], "train.step", "train.steps"),
+])
+def test_every_stage_refuses_an_unknown_key_naming_it(config, argv, key, hint, capsys):
+    assert _error(capsys, config, *argv) == f"twist-{config}: error: unknown setting {key} (did you mean {hint}?)"
+
+
+def test_an_encoders_own_keys_are_checked_too(capsys):
+    err = _error(capsys, "tokenize", "tokenizer=hubert-50hz-100", "tokenizer.encoder.path=/m", "+tokenizer.encoder.layr=6")
+    assert "tokenizer.encoder.layr" in err and "tokenizer.encoder.layer" in err
+    assert "tokenizer.encoder.path" in _error(capsys, "tokenize", "tokenizer=hubert-50hz-100")
+
+
 def test_wrong_type_and_bad_choice_name_the_key(capsys):
     assert "train.max_steps" in _error(capsys, "train", "train.max_steps=ten")
     err = _error(capsys, "train", "train.precision=fp8")
@@ -84,17 +103,20 @@ def test_paper_sweeps_compose_for_every_cell():
         check_command_line("twist-train", "train", SCHEMAS["train"], ["-m", f"+experiment={exp}", "data.path=/x"])
 
 
-@pytest.mark.parametrize("group,key", [("model", "model"), ("init", "init"), ("data", "data"),
-                                       ("schedule", "schedule"), ("logger", "logger")])
-def test_every_group_file_fits_the_schema(group, key):
+@pytest.mark.parametrize("config,group", [("train", "model"), ("train", "init"), ("train", "data"),
+                                          ("train", "schedule"), ("train", "logger"), ("tokenize", "tokenizer"),
+                                          ("bench", "tts"), ("vocoder", "vocoder_model"), ("vocoder", "asr")])
+def test_every_group_file_fits_the_schema(config, group):
     """A stale or mistyped key in any group file fails this test rather than a user's run."""
     from twist.cli.common import _compose_and_check
 
     register_schemas()
     for option in sorted(p.stem for p in (CONFIGS / group).glob("*.yaml")):
-        argv = [a for a in BASE["train"] if not a.startswith(f"+{group}=")]
+        argv = [a for a in BASE[config] if not a.startswith(f"+{group}=")]
         prefix = "+" if group in ("model", "init") else ""
-        _compose_and_check("train", SCHEMAS["train"], [*argv, f"{prefix}{group}={option}"])
+        extra = {"tokenizer": ["tokenizer.encoder.path=/m"] if option.startswith("hubert") else [],
+                 "asr": ["asr.model_dir=/m"] if option == "hf-whisper" else []}.get(group, [])
+        _compose_and_check(config, SCHEMAS[config], [*argv, f"{prefix}{group}={option}", *extra])
 
 
 def test_the_cli_refuses_a_typo_before_any_work(tmp_path):

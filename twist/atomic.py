@@ -3,7 +3,8 @@
 Every file a stage produces goes through here. The bytes land in a temporary file in the
 same directory, are flushed and fsynced, and only then replace the destination with
 ``os.replace`` (atomic on POSIX). A crash, a kill -9 or a full disk leaves either the old
-file or the new one, never a torn one.
+file or the new one, never a torn one. :func:`read_json_object` reads the small JSON files
+stages exchange back, with one-line errors that name the file.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from twist.errors import DiskFullError
+from twist.errors import DiskFullError, InputError, MissingInputError
 
 # errno values that mean "the disk (or the user's quota) is full"
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -165,3 +166,18 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json_object(path: str | Path, *, what: str = "file") -> dict[str, Any]:
+    """The JSON object in ``path``; a missing file, a file that is not JSON, or JSON that is not
+    an object is one :class:`~twist.errors.TwistError` line naming the file (and ``what`` it is)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MissingInputError(f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from twist.errors import ConfigError, ContractMismatch, InputError, MissingInputError
+from twist.atomic import read_json_object
+from twist.errors import ConfigError, ContractMismatch, InputError
 
 CONTRACT_VERSION = 1
 LAYOUT_NAME = "units-first/bos-eos-pad/v1"
@@ -108,14 +109,7 @@ class UnitContract:
     @classmethod
     def load(cls, path: str | Path) -> UnitContract:
         path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise MissingInputError(f"unit contract file not found: {path}") from None
-        except json.JSONDecodeError as e:
-            raise InputError(f"unit contract {path} is not valid JSON: {e}") from None
-        if not isinstance(d, dict):
-            raise InputError(f"unit contract {path}: expected a JSON object")
+        d = read_json_object(path, what="unit contract file")
         if "contract" in d and isinstance(d["contract"], dict):  # meta.json embeds it
             d = d["contract"]
         return cls.from_dict(d, source=str(path))

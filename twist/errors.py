@@ -41,6 +41,10 @@ class UnsafeFileError(InputError):
     """A file would run code when loaded (pickle) and the user has not allowed it."""
 
 
+class MissingDependencyError(TwistError, ImportError):
+    """An optional package or program the command needs is not installed; the message says how to install it."""
+
+
 class DiskFullError(TwistError, OSError):
     """Writing an output failed for lack of space; the previous output is intact."""
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from twist.atomic import atomic_path, atomic_write_json, atomic_write_text
+from twist.atomic import atomic_path, atomic_write_json, atomic_write_text, read_json_object
 from twist.contract import UnitContract
 from twist.errors import ConfigError, InputError, MissingInputError
 
@@ -344,11 +344,8 @@ class UnitDataset(Sequence):
             if not meta_path.exists():
                 hint = " (shards exist: run the merge step)" if (self.root / SHARDS).exists() else ""
                 raise MissingInputError(f"not a unit dataset: {meta_path} is missing{hint}")
-            try:
-                _meta = json.loads(meta_path.read_text())
-            except json.JSONDecodeError as e:
-                raise InputError(f"{meta_path} is not valid JSON: {e}") from None
-            fmt = _meta.get("format") if isinstance(_meta, dict) else None
+            _meta = read_json_object(meta_path)
+            fmt = _meta.get("format")
             if fmt != FORMAT:
                 raise InputError(f"{meta_path}: format is {fmt!r}, expected {FORMAT!r}")
         self.meta = _meta

@@ -85,11 +85,11 @@ def test_train_text_is_the_training_splits_transcripts(tmp_path):
 
 
 def _demo_cfg(tmp_path: Path, *overrides: str):
-    from twist.configs import __file__ as configs_init
+    """The demo's config from its schema, with command-line style overrides."""
+    from twist.demo.config import DemoConfig
+    from twist.schema import to_typed
 
-    cfg = OmegaConf.load(Path(configs_init).parent / "demo.yaml")
-    cfg.merge_with(OmegaConf.from_dotlist([f"out_dir={tmp_path / 'demo'}", *overrides]))
-    return cfg
+    return to_typed(DemoConfig, OmegaConf.from_dotlist([f"out_dir={tmp_path / 'demo'}", *overrides]))
 
 
 def test_seeds_repeat_every_training_run_with_its_own_seed(tmp_path):
@@ -107,5 +107,5 @@ def test_seeds_repeat_every_training_run_with_its_own_seed(tmp_path):
                                            for s in ("", "_seed1", "_seed2")}  # fmt: skip
     # seed 0 keeps its names and settings, so a 1-seed demo's outputs are reused by a 3-seed one
     assert three["train_warm"].argv == one["train_warm"].argv
-    with pytest.raises(ConfigError, match="seeds must be at least 1"):
-        build_steps(_demo_cfg(tmp_path, "seeds=0"))
+    with pytest.raises(ConfigError, match="seeds: must be > 0, got 0"):
+        _demo_cfg(tmp_path, "seeds=0")  # refused by the schema, before any step is built

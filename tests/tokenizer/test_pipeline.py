@@ -1,5 +1,6 @@
 """twist-tokenize end to end: bad files, strict mode, manifests, resume after kill -9, sharding."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,9 +15,10 @@ import pytest
 import soundfile as sf
 
 from twist.rejects import RejectsLog
+from twist.schema import to_typed
 from twist.tokenizer import UnitTokenizer
+from twist.tokenizer.config import TokenizeRunConfig
 from twist.tokenizer.pipeline import (
-    TokenizeSettings,
     length_batches,
     list_inputs,
     merge_outputs,
@@ -35,10 +37,12 @@ def _env(**kw):
 
 
 def _settings(audio_dir, out_dir, **kw):
-    base = dict(out_dir=str(out_dir), encoder={"name": "logmel"}, n_units=8, frame_rate=50.0,
-                audio_dir=str(audio_dir), num_workers=0, progress=False, fit_niter=5)
-    base.update(kw)
-    return TokenizeSettings(**base)
+    """A tokenize config from the schema: tiny log-mel, K=8, no workers; ``audio_dir``/``manifest`` go to input."""
+    inp = {k: kw.pop(k) for k in ("audio_dir", "manifest") if k in kw}
+    inp.setdefault("audio_dir", str(audio_dir))
+    return to_typed(TokenizeRunConfig, {"out_dir": str(out_dir), "num_workers": 0, "progress": False, "fit": {"niter": 5},
+                                        "tokenizer": {"encoder": {"name": "logmel"}, "n_units": 8, "frame_rate": 50.0},
+                                        "input": inp, **kw})
 
 
 def test_bad_files_are_rejected_and_good_ones_tokenized(tmp_path, audio_dir):
@@ -101,7 +105,7 @@ def test_merge_is_idempotent(tmp_path, audio_dir):
     run_tokenize(s)
     files = ["manifest.jsonl", "meta.json", "rejects.jsonl"]
     before = {f: (tmp_path / "out" / f).read_bytes() for f in files}
-    merge_outputs(tmp_path / "out", split=s.split)
+    merge_outputs(tmp_path / "out", split=dataclasses.asdict(s.split))
     run_tokenize(s, mode="merge")
     assert {f: (tmp_path / "out" / f).read_bytes() for f in files} == before
     # a rerun of a finished run does no work and changes nothing

@@ -2,14 +2,17 @@
 
 import re
 
-from twist.tokenizer.pipeline import TokenizeSettings, list_inputs, run_tokenize
+from twist.schema import to_typed
+from twist.tokenizer.config import TokenizeRunConfig
+from twist.tokenizer.pipeline import list_inputs, run_tokenize
 
 
 def test_the_fit_shows_progress_and_the_bar_counts_every_input(tmp_path, audio_dir, capsys):
     wavs, _ = audio_dir
     n_inputs = len(list_inputs(audio_dir=str(wavs)))
-    s = TokenizeSettings(out_dir=str(tmp_path / "out"), encoder={"name": "logmel"}, n_units=8, frame_rate=50.0,
-                         audio_dir=str(wavs), num_workers=0, progress=True, fit_niter=5)
+    s = to_typed(TokenizeRunConfig, {"out_dir": str(tmp_path / "out"), "input": {"audio_dir": str(wavs)},
+                                     "tokenizer": {"encoder": {"name": "logmel"}, "n_units": 8, "frame_rate": 50.0},
+                                     "num_workers": 0, "progress": True, "fit": {"niter": 5}})
     summary = run_tokenize(s)
     err = capsys.readouterr().err.replace("\r", "\n")
     assert summary["inputs"] == n_inputs and summary["rejected"] > 0

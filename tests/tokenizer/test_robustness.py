@@ -15,7 +15,9 @@ import soundfile as sf
 
 from twist.errors import DiskFullError, InputError
 from twist.rejects import RejectsLog
-from twist.tokenizer.pipeline import TokenizeSettings, list_inputs, run_tokenize
+from twist.schema import to_typed
+from twist.tokenizer.config import TokenizeRunConfig
+from twist.tokenizer.pipeline import list_inputs, run_tokenize
 
 CLI = [sys.executable, "-m", "twist.cli.tokenize"]
 FAST = ["tokenizer.n_units=8", "progress=false", "fit.niter=5"]
@@ -28,10 +30,11 @@ def _env(**kw):
 
 
 def _settings(out_dir, **kw):
-    base = dict(out_dir=str(out_dir), encoder={"name": "logmel"}, n_units=8, frame_rate=50.0,
-                num_workers=0, progress=False, fit_niter=5)
-    base.update(kw)
-    return TokenizeSettings(**base)
+    """A tokenize config from the schema: tiny log-mel, K=8, no workers; ``audio_dir``/``manifest`` go to input."""
+    inp = {k: kw.pop(k) for k in ("audio_dir", "manifest") if k in kw}
+    return to_typed(TokenizeRunConfig, {"out_dir": str(out_dir), "num_workers": 0, "progress": False, "fit": {"niter": 5},
+                                        "tokenizer": {"encoder": {"name": "logmel"}, "n_units": 8, "frame_rate": 50.0},
+                                        "input": inp, **kw})
 
 
 def _wavs_with_bad_links(root: Path) -> list[str]:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from twist.bench.layout import SPLITS, SYNTACTIC_COLUMNS, slug, split_by_group, write_zr2021_splits
 from twist.bench.tts import TTSBackend, synthesize_many
+from twist.errors import InputError, MissingInputError
 from twist.rejects import RejectsLog
 
 BLIMP_FIELDS = ("sentence_good", "sentence_bad", "UID", "field", "linguistics_term")
@@ -52,7 +53,7 @@ def read_blimp_jsonl(path: str | Path, rejects: RejectsLog | None = None) -> lis
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"BLiMP JSONL not found: {path}")
+        raise MissingInputError(f"BLiMP JSONL not found: {path}")
     pairs: list[MinimalPair] = []
     per_uid: dict[str, int] = {}
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -61,12 +62,12 @@ def read_blimp_jsonl(path: str | Path, rejects: RejectsLog | None = None) -> lis
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not a JSON object ({e.msg})") from None
+            raise InputError(f"{path}:{n}: not a JSON object ({e.msg})") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+            raise InputError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
         for k in BLIMP_FIELDS:
             if k not in row:
-                raise ValueError(f"{path}:{n}: missing field {k!r} (BLiMP JSONL needs {', '.join(BLIMP_FIELDS)})")
+                raise InputError(f"{path}:{n}: missing field {k!r} (BLiMP JSONL needs {', '.join(BLIMP_FIELDS)})")
         good, bad = str(row["sentence_good"]).strip(), str(row["sentence_bad"]).strip()
         uid = str(row["UID"]).strip()
         if not good or not bad or not uid:
@@ -101,7 +102,7 @@ def build_blimp(
     if limit is not None:
         pairs = pairs[: int(limit)]
     if not pairs:
-        raise ValueError(f"{jsonl_path}: no usable minimal pairs")
+        raise InputError(f"{jsonl_path}: no usable minimal pairs")
     voices = list(voices) if voices else backend.voices[:1]
     split = split_by_group([p.key for p in pairs], [p.uid for p in pairs], dev_fraction, seed)
     root = Path(out_dir) / "syntactic"

@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from twist.atomic import atomic_write_json, atomic_write_text
+from twist.bench.config import BlimpBuild, StoryClozeBuild, WuggyBuild
 from twist.bench.tts import TTSBackend, get_backend
+from twist.errors import ConfigError
 from twist.rejects import RejectsLog
+from twist.schema import to_typed
 
 TASKS = ("storycloze", "blimp", "wuggy")
 
@@ -36,7 +39,7 @@ def resolve_tasks(task: str | Sequence[str]) -> list[str]:
         return list(TASKS)
     for t in names:
         if t not in TASKS:
-            raise ValueError(f"unknown benchmark task {t!r}; choose from {', '.join(TASKS)} or all")
+            raise ConfigError(f"unknown benchmark task {t!r}; choose from {', '.join(TASKS)} or all")
     return names
 
 
@@ -55,9 +58,9 @@ def build_benchmarks(
     tts_kwargs: Mapping[str, Any] | None = None,
     seed: int = 0,
     workers: int | None = None,
-    storycloze: Mapping[str, Any] | None = None,
-    blimp: Mapping[str, Any] | None = None,
-    wuggy: Mapping[str, Any] | None = None,
+    storycloze: StoryClozeBuild | Mapping[str, Any] | None = None,
+    blimp: BlimpBuild | Mapping[str, Any] | None = None,
+    wuggy: WuggyBuild | Mapping[str, Any] | None = None,
     strict: bool = False,
     progress: bool = True,
 ) -> dict:
@@ -66,81 +69,79 @@ def build_benchmarks(
     Args:
         task: ``storycloze``, ``blimp``, ``wuggy``, ``all`` or a list of them.
         tts: backend name (or a built backend); ``tts_kwargs`` go to its constructor.
-        storycloze: ``csv`` (null: built-in stories), ``voice``, ``silence_ms``, ``tasks``, ``limit``,
-            ``shard`` (``"i/n"``).
-        blimp: ``jsonl`` (null: generated pairs, ``n_per_paradigm`` per paradigm), ``voices`` /
-            ``n_voices``, ``dev_fraction``, ``limit``.
-        wuggy: ``words`` (null: generated list of ``n_words``, frequencies counted over
-            ``frequency_text``), ``frequency_list``, ``frequency_bands``, ``voices`` / ``n_voices``,
-            ``dev_fraction``, ``substitution_rate``, ``min_ngram_count``, ``limit``.
+        storycloze, blimp, wuggy: each task's settings (twist.bench.config; a mapping of their fields
+            works, and missing fields take the schema's defaults).
         strict: stop at the first bad item instead of logging it.
     """
-    from twist.bench import blimp as blimp_mod
     from twist.bench import storycloze as sc_mod
-    from twist.bench import wuggy as wuggy_mod
 
     tasks = resolve_tasks(task)
     out_dir = Path(out_dir)
+    sc, bl, wu = (to_typed(cls, c) for cls, c in ((StoryClozeBuild, storycloze), (BlimpBuild, blimp),
+                                                   (WuggyBuild, wuggy)))
     if "storycloze" in tasks:  # a bad CSV fails before anything is written or synthesised
-        c = dict(storycloze or {})
-        sc_mod.check_storycloze_input(c.get("csv") or sc_mod.BUILTIN_STORIES, c.get("limit"), c.get("shard"))
+        sc_mod.check_storycloze_input(sc.csv or sc_mod.BUILTIN_STORIES, sc.limit, sc.shard)
     backend = tts if isinstance(tts, TTSBackend) else get_backend(tts, **dict(tts_kwargs or {}))
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"tts": backend.name, "seed": seed, "tasks": {}}
     # Each run finds every reject again, so the log starts empty rather than appending to a past run's.
     atomic_write_text(out_dir / "rejects.jsonl", "")
     with RejectsLog(out_dir / "rejects.jsonl", stage="bench", strict=strict) as rejects:
+        common = {"backend": backend, "out_dir": out_dir, "seed": seed, "workers": workers, "rejects": rejects,
+                  "progress": progress}
         for t in tasks:
             t0 = time.perf_counter()
             if t == "storycloze":
-                c = dict(storycloze or {})
-                res = sc_mod.build_storycloze(
-                    c.get("csv") or sc_mod.BUILTIN_STORIES, out_dir / "storycloze", backend,
-                    voice=c.get("voice"), seed=seed, silence_ms=float(c.get("silence_ms", 100.0)),
-                    tasks=tuple(c.get("tasks") or ("sSC", "tSC")), workers=workers, limit=c.get("limit"),
-                    shard=c.get("shard"), rejects=rejects, progress=progress,
-                )  # fmt: skip
-                res["length_bias"] = {task: ending_length_bias(out_dir / "storycloze" / task)
-                                      for task in res["pairs"]}  # fmt: skip
+                res = _build_storycloze(sc, **common)
             elif t == "blimp":
-                c = dict(blimp or {})
-                jsonl = c.get("jsonl")
-                if not jsonl:
-                    from twist.bench.minimal_pairs import write_minimal_pairs
-
-                    jsonl = out_dir / "inputs" / "minimal_pairs.jsonl"
-                    write_minimal_pairs(jsonl, int(c.get("n_per_paradigm", 45)), seed=seed)
-                res = blimp_mod.build_blimp(
-                    jsonl, out_dir, backend,
-                    voices=_voices(backend, c.get("voices"), c.get("n_voices", 2)), seed=seed,
-                    dev_fraction=float(c.get("dev_fraction", 0.5)), workers=workers, limit=c.get("limit"),
-                    rejects=rejects, progress=progress,
-                )  # fmt: skip
+                res = _build_blimp(bl, **common)
             else:
-                c = dict(wuggy or {})
-                bands = tuple(c.get("frequency_bands") or (1, 5, 20, 100))
-                words = c.get("words")
-                if not words:
-                    from twist.bench.word_list import read_text_counts, write_builtin_words
-
-                    words = out_dir / "inputs" / "words.txt"
-                    counts = read_text_counts(c["frequency_text"]) if c.get("frequency_text") else None
-                    write_builtin_words(words, int(c.get("n_words", 600)), counts=counts, bands=bands, seed=seed)
-                res = wuggy_mod.build_wuggy(
-                    words, out_dir, backend,
-                    voices=_voices(backend, c.get("voices"), c.get("n_voices", 2)),
-                    frequency_list=c.get("frequency_list"),
-                    frequency_bands=bands, seed=seed,
-                    dev_fraction=float(c.get("dev_fraction", 0.5)),
-                    substitution_rate=float(c.get("substitution_rate", 1 / 3)),
-                    min_ngram_count=int(c.get("min_ngram_count", 3)), workers=workers, limit=c.get("limit"),
-                    rejects=rejects, progress=progress,
-                )  # fmt: skip
+                res = _build_wuggy(wu, **common)
             res["seconds"] = round(time.perf_counter() - t0, 2)
             report["tasks"][t] = res
         report["rejects"] = rejects.count
     atomic_write_json(out_dir / "bench_report.json", report)
     return report
+
+
+def _build_storycloze(c: StoryClozeBuild, *, backend: TTSBackend, out_dir: Path, **common: Any) -> dict[str, Any]:
+    from twist.bench import storycloze as sc_mod
+
+    res = sc_mod.build_storycloze(c.csv or sc_mod.BUILTIN_STORIES, out_dir / "storycloze", backend, voice=c.voice,
+                                  silence_ms=c.silence_ms, tasks=tuple(c.tasks), limit=c.limit, shard=c.shard,
+                                  **common)
+    res["length_bias"] = {task: ending_length_bias(out_dir / "storycloze" / task) for task in res["pairs"]}
+    return res
+
+
+def _build_blimp(c: BlimpBuild, *, backend: TTSBackend, out_dir: Path, seed: int, **common: Any) -> dict[str, Any]:
+    from twist.bench import blimp as blimp_mod
+
+    jsonl = c.jsonl
+    if not jsonl:
+        from twist.bench.minimal_pairs import write_minimal_pairs
+
+        jsonl = out_dir / "inputs" / "minimal_pairs.jsonl"
+        write_minimal_pairs(jsonl, c.n_per_paradigm, seed=seed)
+    return blimp_mod.build_blimp(jsonl, out_dir, backend, voices=_voices(backend, c.voices, c.n_voices), seed=seed,
+                                 dev_fraction=c.dev_fraction, limit=c.limit, **common)
+
+
+def _build_wuggy(c: WuggyBuild, *, backend: TTSBackend, out_dir: Path, seed: int, **common: Any) -> dict[str, Any]:
+    from twist.bench import wuggy as wuggy_mod
+
+    bands = tuple(c.frequency_bands)
+    words = c.words
+    if not words:
+        from twist.bench.word_list import read_text_counts, write_builtin_words
+
+        words = out_dir / "inputs" / "words.txt"
+        counts = read_text_counts(c.frequency_text) if c.frequency_text else None
+        write_builtin_words(words, c.n_words, counts=counts, bands=bands, seed=seed)
+    return wuggy_mod.build_wuggy(words, out_dir, backend, voices=_voices(backend, c.voices, c.n_voices),
+                                 frequency_list=c.frequency_list, frequency_bands=bands, seed=seed,
+                                 dev_fraction=c.dev_fraction, substitution_rate=c.substitution_rate,
+                                 min_ngram_count=c.min_ngram_count, limit=c.limit, **common)
 
 
 # What a run leaves in its out_dir before it has built anything: Hydra's own files, the

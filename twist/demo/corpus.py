@@ -17,6 +17,7 @@ from pathlib import Path
 
 from twist.atomic import atomic_write_text
 from twist.bench.packaged_text import read_sentences
+from twist.errors import ConfigError
 
 __all__ = ["build_corpus", "read_sentences"]
 
@@ -47,7 +48,7 @@ def build_corpus(
     backend = get_backend(tts)
     all_voices = list(voices or backend.voices)
     if not all_voices:
-        raise ValueError(f"TTS backend {tts!r} reports no voices")
+        raise ConfigError(f"TTS backend {tts!r} reports no voices")
     sentences = read_sentences()
     rng = random.Random(seed)
     rng.shuffle(sentences)

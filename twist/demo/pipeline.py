@@ -59,9 +59,7 @@ def build_steps(cfg: Any) -> list[Step]:
     out = Path(cfg.out_dir).resolve()
     c, tk, tr, vc, gen = cfg.corpus, cfg.tokenize, cfg.train, cfg.vocoder, cfg.generate
     corpus_dir, units, bench = out / "corpus", out / "units", out / "bench"
-    seeds = int(cfg.get("seeds", 1))
-    if seeds < 1:
-        raise ConfigError(f"seeds must be at least 1, got {seeds}")
+    seeds = int(cfg.seeds)
     steps: list[Step] = []
 
     corpus_cfg = {

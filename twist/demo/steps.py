@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from twist.atomic import atomic_write_json
+from twist.errors import ConfigError
 
 STAMP = ".twist-step.json"
 
@@ -103,7 +104,7 @@ def run_steps(
     names = [s.name for s in steps]
     for n in list(only or []) + list(force):
         if n not in names:
-            raise ValueError(f"unknown demo step {n!r}; steps are {names}")
+            raise ConfigError(f"unknown demo step {n!r}; steps are {names}")
     keys: dict[str, str] = {}
     records = []
     for step in steps:

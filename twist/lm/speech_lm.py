@@ -20,7 +20,6 @@ back (zeros, masked as ever) and also reads exports made before this, which kept
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from typing import Any
 
 import torch
 
+from twist.atomic import read_json_object
 from twist.contract import ContractMismatchError, UnitContract, VocabLayout
 from twist.errors import InputError, MissingInputError
 from twist.lm.sources import model_class_for
@@ -204,10 +204,7 @@ def read_contract(path: str | os.PathLike) -> UnitContract:
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise MissingInputError(f"speech LM {path}: no config.json (not a saved model directory)")
-    try:
-        raw = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"speech LM {path}: config.json is not valid JSON: {e}") from None
+    raw = read_json_object(cfg_file)
     meta = raw.get(META_KEY)
     if not isinstance(meta, dict) or "contract" not in meta:
         _meta(object(), f"{path}")  # raises the explanatory error

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from twist.errors import ConfigError
+
 
 class Encoder(abc.ABC):
     """A speech encoder producing ``(frames, dim)`` features at ``frame_rate`` Hz.
@@ -83,34 +85,47 @@ class Encoder(abc.ABC):
 
 
 ENCODERS = ("logmel", "hubert", "whisper")
+_CLASSES = {"logmel": "twist.tokenizer.logmel:LogMelEncoder", "hubert": "twist.tokenizer.hubert:HubertEncoder",
+            "whisper": "twist.tokenizer.whisper:WhisperEncoder"}
+
+
+def _encoder_class(name: Any) -> type:
+    import importlib
+
+    if name not in _CLASSES:
+        raise ConfigError(f"tokenizer.encoder.name: unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+    module, _, cls = _CLASSES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def check_encoder_spec(spec: Mapping[str, Any], key: str = "tokenizer.encoder") -> None:
+    """Refuse an encoder spec with an unknown name or a key its encoder does not take, naming the
+    key and the closest valid one (runs when the config is checked, before any audio is read)."""
+    import difflib
+    import inspect
+
+    spec = dict(spec)
+    cls = _encoder_class(spec.pop("name", None))
+    params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+              if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    for k in spec:
+        if k not in params:
+            hint = difflib.get_close_matches(k, params, n=1)
+            raise ConfigError(f"unknown setting {key}.{k} for encoder {cls.__name__}"
+                              + (f" (did you mean {key}.{hint[0]}?)" if hint else f"; it takes {', '.join(params)}"))
+    missing = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+               if n != "self" and p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+               and n not in spec]
+    if missing:
+        raise ConfigError(f"missing required setting(s): {', '.join(f'{key}.{m}' for m in missing)}")
 
 
 def build_encoder(spec: Mapping[str, Any], *, device: str | torch.device | None = None) -> Encoder:
     """Build an encoder from its spec, e.g. ``{"name": "logmel", "n_mels": 80}`` or
     ``{"name": "hubert", "path": "/models/hubert-base", "layer": 6}`` or ``{"name": "whisper", "path": None}``."""
+    check_encoder_spec(spec)
     spec = dict(spec)
-    name = spec.pop("name", None)
-    if name == "logmel":
-        from twist.tokenizer.logmel import LogMelEncoder
-
-        enc: Encoder = LogMelEncoder(**spec)
-    elif name == "hubert":
-        from twist.tokenizer.hubert import HubertEncoder
-
-        enc = HubertEncoder(**spec)
-    elif name == "whisper":
-        from twist.tokenizer.whisper import WhisperEncoder
-
-        enc = WhisperEncoder(**spec)
-    else:
-        raise ValueError(f"unknown encoder {name!r}; choose one of {ENCODERS}")
+    enc: Encoder = _encoder_class(spec.pop("name", None))(**spec)
     if device is not None:
         enc.to(device)
     return enc
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``"auto"``/``None`` -> cuda if available, else cpu."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)

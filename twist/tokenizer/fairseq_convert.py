@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from twist.errors import InputError, MissingInputError
+
 # fairseq HubertConfig defaults (HuBERT-base), used when a field is absent from the checkpoint
 _FAIRSEQ_DEFAULTS: dict[str, Any] = {
     "encoder_layers": 12,
@@ -56,11 +58,11 @@ def parse_conv_feature_layers(spec: str) -> list[tuple[int, int, int]]:
     nothing but digits, brackets, commas, ``+`` and ``*``.
     """
     if not re.fullmatch(r"[\d\s\[\]\(\),+*]+", spec):
-        raise ValueError(f"unexpected fairseq conv_feature_layers {spec!r}")
+        raise InputError(f"unexpected fairseq conv_feature_layers {spec!r}")
     layers = eval(spec, {"__builtins__": {}}, {})  # noqa: S307 -- checked to be a literal arithmetic list
     out = [tuple(int(v) for v in t) for t in layers]
     if not out or any(len(t) != 3 for t in out):
-        raise ValueError(f"fairseq conv_feature_layers {spec!r} is not a list of (dim, kernel, stride)")
+        raise InputError(f"fairseq conv_feature_layers {spec!r} is not a list of (dim, kernel, stride)")
     return out  # type: ignore[return-value]
 
 
@@ -72,7 +74,7 @@ def hubert_config_from_fairseq(model_cfg: Mapping[str, Any]):
     conv = parse_conv_feature_layers(str(c["conv_feature_layers"]))
     mode = c["extractor_mode"]
     if mode not in ("default", "layer_norm"):
-        raise ValueError(f"fairseq extractor_mode {mode!r} is not supported (expected 'default' or 'layer_norm')")
+        raise InputError(f"fairseq extractor_mode {mode!r} is not supported (expected 'default' or 'layer_norm')")
     return HubertConfig(
         hidden_size=int(c["encoder_embed_dim"]),
         num_hidden_layers=int(c["encoder_layers"]),
@@ -136,7 +138,7 @@ def fairseq_to_hf_state_dict(sd: Mapping[str, torch.Tensor], *, group_norm: bool
         else:
             out[new] = v
     if unknown:
-        raise ValueError(f"fairseq HuBERT checkpoint has parameters this converter does not know: {unknown[:8]}")
+        raise InputError(f"fairseq HuBERT checkpoint has parameters this converter does not know: {unknown[:8]}")
     return out
 
 
@@ -144,19 +146,19 @@ def read_fairseq_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> 
     """``torch.load`` a fairseq checkpoint, safely unless ``allow_pickle``."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"fairseq checkpoint not found: {path}")
+        raise MissingInputError(f"fairseq checkpoint not found: {path}")
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for Namespace/meters objects
         if not allow_pickle:
-            raise ValueError(
+            raise InputError(
                 f"{path} cannot be read with weights_only=True ({type(e).__name__}: {str(e).splitlines()[0][:160]}). "
                 "If you trust it, convert it once: twist-tokenize mode=convert-fairseq "
                 f"convert.src={path} convert.dst=<hf_dir> convert.allow_pickle=true"
             ) from None
         ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise ValueError(f"{path} is not a fairseq checkpoint (expected a dict with a 'model' state dict)")
+        raise InputError(f"{path} is not a fairseq checkpoint (expected a dict with a 'model' state dict)")
     return ckpt
 
 
@@ -182,7 +184,7 @@ def load_fairseq_hubert(path: str | Path, *, allow_pickle: bool = False):
     model = HubertModel(config)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: converted weights do not fit HubertModel (missing {missing[:6]}, unexpected {unexpected[:6]})")
+        raise InputError(f"{path}: converted weights do not fit HubertModel (missing {missing[:6]}, unexpected {unexpected[:6]})")
     model.eval()
     normalize = bool(task_cfg.get("normalize", config.feat_extract_norm == "layer"))
     sample_rate = int(task_cfg.get("sample_rate", 16000) or 16000)

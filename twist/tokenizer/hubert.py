@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from twist.contract import fingerprint_state_dict
+from twist.device import resolve_dtype
+from twist.errors import ConfigError, MissingInputError
 from twist.tokenizer.encoders import Encoder
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class HubertEncoder(Encoder):
@@ -61,9 +61,8 @@ class HubertEncoder(Encoder):
 
         p = Path(path).expanduser()
         if not p.exists():
-            raise FileNotFoundError(f"HuBERT checkpoint not found: {p} (give a local HF directory or a fairseq .pt)")
-        if dtype not in _DTYPES:
-            raise ValueError(f"hubert dtype must be one of {list(_DTYPES)}, got {dtype!r}")
+            raise MissingInputError(f"HuBERT checkpoint not found: {p} (give a local HF directory or a fairseq .pt)")
+        resolve_dtype(dtype, key="tokenizer.encoder.dtype")  # refuses an unknown name
         sample_rate = 16000
         if p.is_file():
             from twist.tokenizer.fairseq_convert import load_fairseq_hubert
@@ -71,7 +70,7 @@ class HubertEncoder(Encoder):
             model, ckpt_norm, sample_rate = load_fairseq_hubert(p)
         else:
             if not (p / "config.json").exists():
-                raise FileNotFoundError(f"{p} is not a HF model directory (no config.json)")
+                raise MissingInputError(f"{p} is not a HF model directory (no config.json)")
             from twist.checkpoint import refuse_pickled_weights
 
             with refuse_pickled_weights(p):
@@ -85,14 +84,14 @@ class HubertEncoder(Encoder):
         self._fingerprint = fingerprint_state_dict(model.state_dict())
         n_layers = int(cfg.num_hidden_layers)
         if layer is not None and not 0 <= int(layer) <= n_layers:
-            raise ValueError(f"hubert layer {layer} is out of range for {p} (it has {n_layers} layers)")
+            raise ConfigError(f"hubert layer {layer} is out of range for {p} (it has {n_layers} layers)")
         if layer is not None:
             # stop at the chosen layer, like fairseq's extract_features(output_layer=...):
             # no later layers and no final encoder norm
             model.encoder.layers = model.encoder.layers[: int(layer)]
             if cfg.do_stable_layer_norm:
                 model.encoder.layer_norm = torch.nn.Identity()
-        self.model = model.to(_DTYPES[dtype])
+        self.model = model.to(resolve_dtype(dtype))
         self.path = str(p.resolve())
         self.layer = None if layer is None else int(layer)
         self.normalize = ckpt_norm if normalize is None else bool(normalize)
@@ -105,7 +104,7 @@ class HubertEncoder(Encoder):
         self.group_norm = cfg.feat_extract_norm == "group"
         self.device = torch.device("cpu")
         if expected_frame_rate is not None and not math.isclose(self.frame_rate, float(expected_frame_rate)):
-            raise ValueError(
+            raise ConfigError(
                 f"{p}: conv strides {self._strides} give {self.frame_rate:g} Hz at {sample_rate} Hz, "
                 f"but the config expects {float(expected_frame_rate):g} Hz"
             )
@@ -141,7 +140,7 @@ class HubertEncoder(Encoder):
                 out[i] = torch.zeros(0, self.dim, device=self.device)
         if not keep:
             return out  # type: ignore[return-value]
-        wdt = _DTYPES[self.dtype]
+        wdt = resolve_dtype(self.dtype)
         ts = [ts[i] for i in keep]
         lengths = [lengths[i] for i in keep]
         if self.normalize:

@@ -21,6 +21,7 @@ import torch
 
 from twist.atomic import atomic_path
 from twist.contract import fingerprint_arrays
+from twist.errors import ContractMismatch, InputError, MissingDependencyError, MissingInputError
 
 KMEANS_FILE = "kmeans.safetensors"
 
@@ -31,9 +32,9 @@ class KMeansQuantizer:
     def __init__(self, centroids: np.ndarray | torch.Tensor, info: dict[str, Any] | None = None) -> None:
         c = torch.as_tensor(np.asarray(centroids, dtype=np.float32) if not torch.is_tensor(centroids) else centroids)
         if c.ndim != 2 or c.shape[0] < 1:
-            raise ValueError(f"k-means centroids must be a (K, D) matrix, got shape {tuple(c.shape)}")
+            raise InputError(f"k-means centroids must be a (K, D) matrix, got shape {tuple(c.shape)}")
         if not torch.isfinite(c).all():
-            raise ValueError("k-means centroids contain NaN or inf")
+            raise InputError("k-means centroids contain NaN or inf")
         self.centroids = c.float().contiguous()
         self._c_sq = (self.centroids**2).sum(1)
         self.info = dict(info or {})
@@ -58,7 +59,7 @@ class KMeansQuantizer:
     def assign(self, feats: torch.Tensor, *, chunk: int = 16384) -> torch.Tensor:
         """Index of the nearest centroid (squared L2) for each row of ``feats`` ``(T, D)``."""
         if feats.ndim != 2 or feats.shape[1] != self.dim:
-            raise ValueError(f"features of shape {tuple(feats.shape)} do not match centroids of dim {self.dim}")
+            raise ContractMismatch(f"features of shape {tuple(feats.shape)} do not match centroids of dim {self.dim}")
         feats = feats.to(self.centroids.device, torch.float32)
         out = []
         for s in range(0, feats.shape[0], chunk):
@@ -85,20 +86,20 @@ class KMeansQuantizer:
 
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"k-means codebook not found: {path}")
+            raise MissingInputError(f"k-means codebook not found: {path}")
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
                 if "centroids" not in f.keys():
-                    raise ValueError(f"{path}: no 'centroids' tensor (keys: {list(f.keys())})")
+                    raise InputError(f"{path}: no 'centroids' tensor (keys: {list(f.keys())})")
                 c = f.get_tensor("centroids")
         except ValueError:
             raise
         except Exception as e:  # safetensors raises its own error types for torn files
-            raise ValueError(f"{path}: not a readable safetensors codebook ({e})") from None
+            raise InputError(f"{path}: not a readable safetensors codebook ({e})") from None
         q = cls(c, json.loads(meta.get("info", "{}")))
         if "fingerprint" in meta and meta["fingerprint"] != q.fingerprint():
-            raise ValueError(f"{path}: centroid values do not match the stored fingerprint (file corrupted?)")
+            raise InputError(f"{path}: centroid values do not match the stored fingerprint (file corrupted?)")
         return q
 
 
@@ -125,7 +126,7 @@ def fit_kmeans(
     if x.ndim != 2:
         raise ValueError(f"k-means features must be (N, D), got shape {x.shape}")
     if x.shape[0] < n_units:
-        raise ValueError(
+        raise InputError(
             f"cannot fit K={n_units} centroids on only {x.shape[0]} frames; give more audio or a smaller K"
         )
     if not np.isfinite(x).all():
@@ -157,24 +158,24 @@ def convert_legacy_kmeans(src: str | Path, dst: str | Path, *, allow_pickle: boo
             "Pass convert.allow_pickle=true if you trust this file."
         )
     if not src.exists():
-        raise FileNotFoundError(f"legacy k-means file not found: {src}")
+        raise MissingInputError(f"legacy k-means file not found: {src}")
     try:
         import joblib
     except ImportError:
-        raise ValueError("converting a legacy k-means .bin needs `pip install joblib scikit-learn`") from None
+        raise MissingDependencyError("converting a legacy k-means .bin needs `pip install joblib scikit-learn`") from None
     try:
         obj = joblib.load(str(src))
     except ModuleNotFoundError as e:
-        raise ValueError(f"{src}: unpickling needs the module {e.name!r} (pip install scikit-learn)") from None
+        raise MissingDependencyError(f"{src}: unpickling needs the module {e.name!r} (pip install scikit-learn)") from None
     except Exception as e:
-        raise ValueError(f"{src}: cannot read as a joblib/pickle k-means model ({type(e).__name__}: {e})") from None
+        raise InputError(f"{src}: cannot read as a joblib/pickle k-means model ({type(e).__name__}: {e})") from None
     centers = getattr(obj, "cluster_centers_", None)
     if centers is None and isinstance(obj, dict):
         centers = obj.get("cluster_centers_")
     if centers is None and isinstance(obj, np.ndarray):
         centers = obj
     if centers is None:
-        raise ValueError(f"{src}: no cluster_centers_ found in the {type(obj).__name__} object")
+        raise InputError(f"{src}: no cluster_centers_ found in the {type(obj).__name__} object")
     q = KMeansQuantizer(np.asarray(centers, dtype=np.float32), {"converted_from": str(src), "legacy_type": type(obj).__name__})
     q.save(dst)
     return q

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from twist.contract import fingerprint_arrays
+from twist.errors import ConfigError
 from twist.tokenizer.encoders import Encoder
 
 
@@ -76,7 +77,7 @@ class LogMelEncoder(Encoder):
         log_floor: float = 1e-6,
     ) -> None:
         if n_fft < win_length:
-            raise ValueError(f"logmel: n_fft ({n_fft}) must be >= win_length ({win_length})")
+            raise ConfigError(f"logmel: n_fft ({n_fft}) must be >= win_length ({win_length})")
         self.params = {
             "sample_rate": int(sample_rate),
             "win_length": int(win_length),

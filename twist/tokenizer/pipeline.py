@@ -23,13 +23,14 @@ Bad inputs (unreadable, empty, too short, NaN) go to the rejects log with their 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,13 @@ import torch
 from twist.atomic import disk_full_guard
 from twist.audio import DEFAULT_EXTENSIONS, BadAudioError, audio_info, find_audio, link_problem, load_audio
 from twist.console import quiet_third_party_progress, say
+from twist.device import resolve_device
 from twist.dist import rank_and_world
+from twist.errors import ConfigError, InputError, MissingInputError, RunExistsError
 from twist.parent_watch import die_with_parent
 from twist.rejects import RejectsLog
-from twist.tokenizer.encoders import build_encoder, resolve_device
+from twist.tokenizer.config import TokenizeRunConfig
+from twist.tokenizer.encoders import build_encoder
 from twist.tokenizer.kmeans import fit_kmeans
 from twist.tokenizer.tokenizer import TOKENIZER_FILE, UnitTokenizer
 from twist.units import UnitShardWriter, merge_shards
@@ -76,7 +80,7 @@ def list_inputs(
 ) -> list[AudioItem]:
     """Every input, sorted by id. Exactly one of ``audio_dir`` and ``manifest`` is given."""
     if bool(audio_dir) == bool(manifest):
-        raise ValueError("give exactly one of input.audio_dir and input.manifest")
+        raise ConfigError("give exactly one of input.audio_dir and input.manifest")
     items: list[AudioItem] = []
     if audio_dir:
         root = Path(audio_dir)
@@ -85,7 +89,7 @@ def list_inputs(
     else:
         mpath = Path(manifest)  # type: ignore[arg-type]
         if not mpath.exists():
-            raise FileNotFoundError(f"input manifest not found: {mpath}")
+            raise MissingInputError(f"input manifest not found: {mpath}")
         lines = mpath.read_text(encoding="utf-8").splitlines()
         if mpath.suffix == ".jsonl" or (lines and lines[0].lstrip().startswith("{")):
             for n, line in enumerate(lines, 1):
@@ -95,14 +99,14 @@ def list_inputs(
                     rec = json.loads(line)
                     rel = rec.get("path") or rec.get("audio") or rec["file"]
                 except (json.JSONDecodeError, KeyError, AttributeError):
-                    raise ValueError(f"{mpath}:{n}: expected a JSON object with a 'path' field") from None
+                    raise InputError(f"{mpath}:{n}: expected a JSON object with a 'path' field") from None
                 p = Path(rel) if Path(rel).is_absolute() else mpath.parent / rel
                 uid = str(rec.get("id") or _id_for(Path(rel)))
                 ns = rec.get("num_samples")
                 items.append(AudioItem(uid, str(p), int(ns) if ns is not None else None))
         else:  # fairseq TSV: root line, then relpath \t num_samples
             if not lines:
-                raise ValueError(f"{mpath}: empty manifest (a fairseq TSV starts with the root directory)")
+                raise InputError(f"{mpath}: empty manifest (a fairseq TSV starts with the root directory)")
             root = Path(lines[0].strip())
             if not root.is_absolute():
                 root = mpath.parent / root
@@ -113,12 +117,12 @@ def list_inputs(
                 try:
                     ns = int(parts[1]) if len(parts) > 1 and parts[1].strip() else None
                 except ValueError:
-                    raise ValueError(f"{mpath}:{n}: num_samples {parts[1]!r} is not an integer") from None
+                    raise InputError(f"{mpath}:{n}: num_samples {parts[1]!r} is not an integer") from None
                 items.append(AudioItem(_id_for(Path(parts[0])), str(root / parts[0]), ns))
     seen: dict[str, str] = {}
     for it in items:
         if it.id in seen:
-            raise ValueError(f"two inputs map to the utterance id {it.id!r}: {seen[it.id]} and {it.path}")
+            raise InputError(f"two inputs map to the utterance id {it.id!r}: {seen[it.id]} and {it.path}")
         seen[it.id] = it.path
     return sorted(items, key=lambda it: it.id)
 
@@ -173,76 +177,8 @@ def _identity(x: Any) -> Any:
 # ---------------------------------------------------------------------------------------
 # the run
 # ---------------------------------------------------------------------------------------
-@dataclass
-class TokenizeSettings:
-    """The parts of the Hydra config the pipeline uses (see ``configs/tokenize.yaml``)."""
-
-    out_dir: str
-    encoder: dict[str, Any]
-    n_units: int
-    frame_rate: float | None = None
-    audio_dir: str | None = None
-    manifest: str | None = None
-    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
-    tokenizer_dir: str | None = None
-    dedup: bool = True
-    min_seconds: float = 0.1
-    max_seconds: float | None = None
-    strict: bool = False
-    device: str = "auto"
-    batch_max_seconds: float = 200.0
-    batch_max_items: int = 32
-    num_workers: int = 2
-    shard_items: int = 1000
-    fit_max_files: int = 2000
-    fit_max_frames: int = 200_000
-    fit_frames_per_file: int = 500
-    fit_niter: int = 20
-    seed: int = 0
-    split: dict[str, Any] | None = None
-    progress: bool = True
-    wait_timeout_s: float = 24 * 3600.0
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> TokenizeSettings:
-        tok = cfg["tokenizer"]
-        inp = cfg.get("input") or {}
-        batch = cfg.get("batch") or {}
-        fit = cfg.get("fit") or {}
-        return cls(
-            out_dir=str(cfg["out_dir"]),
-            encoder=dict(tok["encoder"]),
-            n_units=int(tok["n_units"]),
-            frame_rate=tok.get("frame_rate"),
-            audio_dir=inp.get("audio_dir"),
-            manifest=inp.get("manifest"),
-            extensions=tuple(inp.get("extensions") or DEFAULT_EXTENSIONS),
-            tokenizer_dir=cfg.get("tokenizer_dir"),
-            dedup=bool(cfg.get("dedup", True)),
-            min_seconds=float(cfg.get("min_seconds", 0.1)),
-            max_seconds=cfg.get("max_seconds"),
-            strict=bool(cfg.get("strict", False)),
-            device=str(cfg.get("device", "auto")),
-            batch_max_seconds=float(batch.get("max_seconds", 200.0)),
-            batch_max_items=int(batch.get("max_items", 32)),
-            num_workers=int(cfg.get("num_workers", 2)),
-            shard_items=int(cfg.get("shard_items", 1000)),
-            fit_max_files=int(fit.get("max_files", 2000)),
-            fit_max_frames=int(fit.get("max_frames", 200_000)),
-            fit_frames_per_file=int(fit.get("frames_per_file", 500)),
-            fit_niter=int(fit.get("niter", 20)),
-            seed=int(cfg.get("seed", 0)),
-            split=dict(cfg["split"]) if cfg.get("split") else None,
-            progress=bool(cfg.get("progress", True)),
-            wait_timeout_s=float(cfg.get("wait_timeout_s", 24 * 3600.0)),
-        )
-
-    @property
-    def tokenizer_path(self) -> Path:
-        return Path(self.tokenizer_dir) if self.tokenizer_dir else Path(self.out_dir) / TOKENIZER_SUBDIR
-
-    def inputs(self) -> list[AudioItem]:
-        return list_inputs(audio_dir=self.audio_dir, manifest=self.manifest, extensions=self.extensions)
+def _inputs(s: TokenizeRunConfig) -> list[AudioItem]:
+    return list_inputs(audio_dir=s.input.audio_dir, manifest=s.input.manifest, extensions=s.input.extensions)
 
 
 def _log(msg: str, rank: int = 0) -> None:
@@ -250,16 +186,16 @@ def _log(msg: str, rank: int = 0) -> None:
         say(f"[twist-tokenize] {msg}")
 
 
-def fit_tokenizer(s: TokenizeSettings, items: Sequence[AudioItem] | None = None) -> UnitTokenizer:
+def fit_tokenizer(s: TokenizeRunConfig, items: Sequence[AudioItem] | None = None) -> UnitTokenizer:
     """Fit k-means on a seeded sample of the inputs and save the tokenizer (rank 0's job)."""
-    items = list(items if items is not None else s.inputs())
+    items = list(items if items is not None else _inputs(s))
     device = resolve_device(s.device)
-    spec = dict(s.encoder)
-    if s.frame_rate is not None and spec.get("name") == "hubert":
-        spec.setdefault("expected_frame_rate", s.frame_rate)
+    spec = dict(s.tokenizer.encoder)
+    if s.tokenizer.frame_rate is not None and spec.get("name") == "hubert":
+        spec.setdefault("expected_frame_rate", s.tokenizer.frame_rate)
     encoder = build_encoder(spec, device=device)
-    if s.frame_rate is not None and not math.isclose(encoder.frame_rate, float(s.frame_rate)):
-        raise ValueError(f"tokenizer config says frame_rate={s.frame_rate} but the {encoder.name} encoder runs at {encoder.frame_rate:g} Hz")
+    if s.tokenizer.frame_rate is not None and not math.isclose(encoder.frame_rate, float(s.tokenizer.frame_rate)):
+        raise ConfigError(f"tokenizer config says frame_rate={s.tokenizer.frame_rate} but the {encoder.name} encoder runs at {encoder.frame_rate:g} Hz")
     rng = random.Random(s.seed)
     sample = list(items)
     rng.shuffle(sample)
@@ -270,10 +206,10 @@ def fit_tokenizer(s: TokenizeSettings, items: Sequence[AudioItem] | None = None)
     from tqdm import tqdm
 
     # encoding the sample is most of a short run's fit: show it
-    bar = tqdm(total=min(len(sample), s.fit_max_files), desc="k-means fit", unit="file", dynamic_ncols=True,
+    bar = tqdm(total=min(len(sample), s.fit.max_files), desc="k-means fit", unit="file", dynamic_ncols=True,
                disable=not (s.progress and rank_and_world()[0] == 0))
     for it in sample:
-        if used >= s.fit_max_files or n_frames >= s.fit_max_frames:
+        if used >= s.fit.max_files or n_frames >= s.fit.max_frames:
             break
         bar.update(1)
         try:
@@ -283,8 +219,8 @@ def fit_tokenizer(s: TokenizeSettings, items: Sequence[AudioItem] | None = None)
         f = encoder.encode(wav).cpu().numpy()
         if f.shape[0] == 0:
             continue
-        if f.shape[0] > s.fit_frames_per_file:  # many files, few frames each: more speakers/contexts
-            f = f[np.sort(gen.choice(f.shape[0], s.fit_frames_per_file, replace=False))]
+        if f.shape[0] > s.fit.frames_per_file:  # many files, few frames each: more speakers/contexts
+            f = f[np.sort(gen.choice(f.shape[0], s.fit.frames_per_file, replace=False))]
         chunks.append(f)
         n_frames += f.shape[0]
         used += 1
@@ -293,11 +229,11 @@ def fit_tokenizer(s: TokenizeSettings, items: Sequence[AudioItem] | None = None)
     bar.refresh()
     bar.close()
     if not chunks:
-        raise ValueError("no usable audio to fit k-means on (every sampled input was rejected)")
-    feats = np.concatenate(chunks)[: s.fit_max_frames]
-    _log(f"fitting k-means K={s.n_units} on {feats.shape[0]} frames from {used} files (dim {feats.shape[1]})")
+        raise InputError("no usable audio to fit k-means on (every sampled input was rejected)")
+    feats = np.concatenate(chunks)[: s.fit.max_frames]
+    _log(f"fitting k-means K={s.tokenizer.n_units} on {feats.shape[0]} frames from {used} files (dim {feats.shape[1]})")
     t0 = time.time()
-    q = fit_kmeans(feats, s.n_units, niter=s.fit_niter, seed=s.seed)
+    q = fit_kmeans(feats, s.tokenizer.n_units, niter=s.fit.niter, seed=s.seed)
     q.info.update({"n_files": used, "fit_seconds": round(time.time() - t0, 2)})
     tok = UnitTokenizer(encoder, q, dedup=s.dedup)
     tok.save(s.tokenizer_path)
@@ -305,14 +241,14 @@ def fit_tokenizer(s: TokenizeSettings, items: Sequence[AudioItem] | None = None)
     return tok
 
 
-def _load_existing_tokenizer(s: TokenizeSettings, device: torch.device) -> UnitTokenizer:
+def _load_existing_tokenizer(s: TokenizeRunConfig, device: torch.device) -> UnitTokenizer:
     tok = UnitTokenizer.load(s.tokenizer_path, device=device)
-    if tok.n_units != s.n_units:
-        raise ValueError(f"existing tokenizer {s.tokenizer_path} has K={tok.n_units}, the config asks for K={s.n_units}")
-    want = dict(s.encoder)
+    if tok.n_units != s.tokenizer.n_units:
+        raise ConfigError(f"existing tokenizer {s.tokenizer_path} has K={tok.n_units}, the config asks for K={s.tokenizer.n_units}")
+    want = dict(s.tokenizer.encoder)
     have = UnitTokenizer.read_spec(s.tokenizer_path)["encoder"]
     if want.get("name") != have.get("name"):
-        raise ValueError(f"existing tokenizer {s.tokenizer_path} uses encoder {have.get('name')!r}, the config asks for {want.get('name')!r}")
+        raise ConfigError(f"existing tokenizer {s.tokenizer_path} uses encoder {have.get('name')!r}, the config asks for {want.get('name')!r}")
     if tok.contract.dedup != s.dedup:
         tok = UnitTokenizer(tok.encoder, tok.quantizer, dedup=s.dedup)
     return tok
@@ -348,7 +284,7 @@ def merge_outputs(out_dir: str | Path, *, split: dict[str, Any] | None = None) -
     return meta
 
 
-def apply_tokenizer(s: TokenizeSettings, tok: UnitTokenizer, items: Sequence[AudioItem]) -> dict[str, Any]:
+def apply_tokenizer(s: TokenizeRunConfig, tok: UnitTokenizer, items: Sequence[AudioItem]) -> dict[str, Any]:
     """Tokenize this rank's share of ``items`` into ``out_dir`` shards (resumable)."""
     from tqdm import tqdm
 
@@ -380,7 +316,7 @@ def apply_tokenizer(s: TokenizeSettings, tok: UnitTokenizer, items: Sequence[Aud
             sec = frames / sr
         lengths.append(sec)
         ready.append(it)
-    batches = length_batches(lengths, max_seconds=s.batch_max_seconds, max_items=s.batch_max_items)
+    batches = length_batches(lengths, max_seconds=s.batch.max_seconds, max_items=s.batch.max_items)
     loader = torch.utils.data.DataLoader(
         _BatchLoader(ready, batches, tok.sample_rate, s.min_seconds, s.max_seconds),
         batch_size=None, shuffle=False, num_workers=s.num_workers, collate_fn=_identity,
@@ -421,10 +357,10 @@ def apply_tokenizer(s: TokenizeSettings, tok: UnitTokenizer, items: Sequence[Aud
     return stats
 
 
-def run_tokenize(s: TokenizeSettings, *, mode: str = "fit+apply") -> dict[str, Any]:
+def run_tokenize(s: TokenizeRunConfig, *, mode: str = "fit+apply") -> dict[str, Any]:
     """The whole ``twist-tokenize`` run for this rank; returns a summary dict."""
     if mode not in ("fit", "apply", "fit+apply", "merge"):
-        raise ValueError(f"unknown tokenize mode {mode!r}; choose fit, apply, fit+apply, merge")
+        raise ConfigError(f"unknown tokenize mode {mode!r}; choose fit, apply, fit+apply, merge")
     out_dir = Path(s.out_dir)
     rank, world = rank_and_world()
     if mode == "merge":
@@ -432,23 +368,23 @@ def run_tokenize(s: TokenizeSettings, *, mode: str = "fit+apply") -> dict[str, A
         # the config's split here is usually just its default, and re-splitting would change
         # train/valid/test silently (merging must give the same files).
         keep = (out_dir / "meta.json").exists()
-        meta = merge_outputs(out_dir, split=None if keep else s.split)
+        meta = merge_outputs(out_dir, split=None if keep else dataclasses.asdict(s.split))
         _log(f"merged {meta['n_utterances']} utterances ({meta['hours']} h), {meta['n_rejected']} rejects -> {out_dir}")
         return meta
     out_dir.mkdir(parents=True, exist_ok=True)
     if not s.progress:
         quiet_third_party_progress()  # transformers' own "Loading weights" bar
     t_start = time.time()
-    items = s.inputs()
+    items = _inputs(s)
     if not items:
-        raise ValueError(f"no audio inputs found in {s.audio_dir or s.manifest} (extensions {list(s.extensions)})")
+        raise InputError(f"no audio inputs found in {s.input.audio_dir or s.input.manifest} (extensions {list(s.input.extensions)})")
     _log(f"{len(items)} inputs; rank {rank} of {world}", rank)
     device = resolve_device(s.device)
     tok_file = s.tokenizer_path / TOKENIZER_FILE
     if mode in ("fit", "fit+apply"):
         if tok_file.exists():
             if mode == "fit":
-                raise FileExistsError(f"a tokenizer already exists at {s.tokenizer_path}; remove it to refit")
+                raise RunExistsError(f"a tokenizer already exists at {s.tokenizer_path}; remove it to refit")
             tok = _load_existing_tokenizer(s, device)  # a resumed run keeps its codebook
             _log(f"reusing the tokenizer at {s.tokenizer_path}", rank)
         elif rank == 0:
@@ -460,7 +396,7 @@ def run_tokenize(s: TokenizeSettings, *, mode: str = "fit+apply") -> dict[str, A
             return {"tokenizer": str(s.tokenizer_path), "contract": tok.contract.to_dict()}
     else:
         if not tok_file.exists():
-            raise FileNotFoundError(f"mode=apply needs a fitted tokenizer at {s.tokenizer_path} (run mode=fit first)")
+            raise MissingInputError(f"mode=apply needs a fitted tokenizer at {s.tokenizer_path} (run mode=fit first)")
         tok = UnitTokenizer.load(s.tokenizer_path, device=device)
         tok = UnitTokenizer(tok.encoder, tok.quantizer, dedup=s.dedup) if tok.contract.dedup != s.dedup else tok
         if s.tokenizer_dir and not (out_dir / TOKENIZER_SUBDIR / TOKENIZER_FILE).exists() and rank == 0:
@@ -475,7 +411,7 @@ def run_tokenize(s: TokenizeSettings, *, mode: str = "fit+apply") -> dict[str, A
     atomic_write_json(done_dir / f"r{rank:04d}-of-{world:04d}.json", stats)
     # the last rank to finish merges (every rank checks; merging twice is harmless)
     if all((done_dir / f"r{r:04d}-of-{world:04d}.json").exists() for r in range(world)):
-        meta = merge_outputs(out_dir, split=s.split)
+        meta = merge_outputs(out_dir, split=dataclasses.asdict(s.split))
         summary = {
             "out_dir": str(out_dir),
             "inputs": len(items),

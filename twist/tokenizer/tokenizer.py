@@ -9,7 +9,6 @@ centroids changed since it was made is refused rather than silently giving other
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from twist.atomic import atomic_write_json
+from twist.atomic import atomic_write_json, read_json_object
 from twist.contract import ContractMismatchError, UnitContract
-from twist.tokenizer.encoders import Encoder, build_encoder, resolve_device
+from twist.device import resolve_device
+from twist.errors import ContractMismatch, InputError, MissingInputError
+from twist.tokenizer.encoders import Encoder, build_encoder
 from twist.tokenizer.kmeans import KMEANS_FILE, KMeansQuantizer
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -37,7 +38,7 @@ class UnitTokenizer:
 
     def __init__(self, encoder: Encoder, quantizer: KMeansQuantizer, *, dedup: bool = True) -> None:
         if quantizer.dim != encoder.dim:
-            raise ValueError(
+            raise ContractMismatch(
                 f"k-means codebook has dim {quantizer.dim} but the {encoder.name} encoder gives dim {encoder.dim}"
             )
         self.encoder = encoder
@@ -124,13 +125,10 @@ class UnitTokenizer:
         path = Path(path)
         f = path / TOKENIZER_FILE if path.is_dir() or not path.suffix else path
         if not f.exists():
-            raise FileNotFoundError(f"not a tokenizer directory: {f} is missing")
-        try:
-            spec = json.loads(f.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{f} is not valid JSON: {e}") from None
+            raise MissingInputError(f"not a tokenizer directory: {f} is missing")
+        spec = read_json_object(f)
         if spec.get("format") != TOKENIZER_FORMAT:
-            raise ValueError(f"{f}: format is {spec.get('format')!r}, expected {TOKENIZER_FORMAT!r}")
+            raise InputError(f"{f}: format is {spec.get('format')!r}, expected {TOKENIZER_FORMAT!r}")
         return spec
 
     @classmethod

@@ -15,7 +15,6 @@ names the tokenizer (or contract) the vocoder was trained for. Loading is pickle
 
 from __future__ import annotations
 
-import json
 import pickle
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from twist.atomic import atomic_write_json
+from twist.atomic import atomic_write_json, read_json_object
 from twist.contract import UnitContract
 from twist.errors import ContractMismatch, InputError, MissingInputError, UnsafeFileError
 from twist.vocoder.generator import GeneratorConfig, UnitHifiGan, build_generator
@@ -203,7 +202,7 @@ def load_vocoder(path: str | Path, *, device: str | torch.device = "cpu") -> tup
     from safetensors.torch import load_file
 
     d = _resolve_vocoder_dir(Path(path))
-    meta = _read_json_object(d / CONFIG_FILE)
+    meta = read_json_object(d / CONFIG_FILE)
     if meta.get("format") != FORMAT:
         raise InputError(f"{d / CONFIG_FILE}: format is {meta.get('format')!r}, expected {FORMAT!r}")
     contract = UnitContract.load(d / CONTRACT_FILE)
@@ -217,16 +216,6 @@ def load_vocoder(path: str | Path, *, device: str | torch.device = "cpu") -> tup
                          "convert a published checkpoint with twist-vocoder mode=convert") from None
     gen.load_state_dict(weights, strict=True)
     return Vocoder(gen, contract, device=device), contract
-
-
-def _read_json_object(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object")
-    return data
 
 
 def _generator_config(
@@ -276,7 +265,7 @@ def convert_hifigan_checkpoint(
     cfg_path = Path(config_json)
     if not cfg_path.is_file():
         raise MissingInputError(f"vocoder config not found: {cfg_path}")
-    cfg = _generator_config(_read_json_object(cfg_path), cfg_path, GeneratorConfig.from_hifigan_json)
+    cfg = _generator_config(read_json_object(cfg_path), cfg_path, GeneratorConfig.from_hifigan_json)
     if cfg.num_embeddings != contract.n_units:
         raise ContractMismatch(
             f"vocoder {ckpt} has num_embeddings={cfg.num_embeddings} but the tokenizer contract has "

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from twist.atomic import atomic_write_json, atomic_write_text
+from twist.atomic import atomic_write_json, atomic_write_text, read_json_object
 from twist.contract import UnitContract
 from twist.errors import ConfigError, InputError, MissingInputError
 
@@ -192,11 +192,8 @@ def wer_table_of_runs(runs: Sequence[str | Path], out_dir: str | Path) -> str:
         p = Path(r) / "wer.json"
         if not p.exists():
             raise MissingInputError(f"{p} not found (run twist-vocoder mode=resynth with an ASR first)")
-        try:
-            row = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"{p} is not valid JSON: {e}") from None
-        if not isinstance(row, dict) or "wer" not in row:
+        row = read_json_object(p)
+        if "wer" not in row:
             raise InputError(f"{p} has no WER (that resynth run had asr=none)")
         rows.append(row)
     table = wer_table(rows)

@@ -1,0 +1,110 @@
+"""``twist-bench``'s settings; each default is written here once.
+
+Spoken benchmarks from text with offline TTS: spoken and topic StoryCloze (TWIST §3.3),
+sBLIMP-style minimal pairs and sWUGGY-style word / non-word pairs in the ZeroSpeech 2021
+layout (Nguyen et al. 2020). The TTS engine comes from a ``tts/`` file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from twist.errors import ConfigError
+from twist.schema import check_positive
+
+
+@dataclass
+class StoryClozeBuild:
+    """sSC / tSC from a StoryCloze CSV."""
+
+    csv: str | None = None
+    """StoryCloze CSV (InputStoryid, InputSentence1..4, RandomFifthSentenceQuiz1/2, AnswerRightEnding); null = the 103 built-in stories, hand-written for this project with endings of equal word count."""
+    tasks: list[str] = field(default_factory=lambda: ["sSC", "tSC"])
+    """Which variants to build."""
+    voice: str | None = None
+    """One speaker for every story, as in the paper; null = the engine's first voice."""
+    silence_ms: float = 100.0
+    """Silence inserted between sentences, in ms (as in the paper)."""
+    limit: int | None = None
+    """The first N stories only; null = all."""
+    shard: str | None = None
+    """"i/n": build only the i-th (from 0) of n contiguous parts of those stories; tSC negatives still come from the whole file, so the parts hold the whole build's pairs."""
+
+
+@dataclass
+class BlimpBuild:
+    """sBLIMP-style minimal pairs."""
+
+    jsonl: str | None = None
+    """BLiMP-format JSONL (sentence_good, sentence_bad, UID, field, linguistics_term); null = pairs generated from templates into <out_dir>/inputs/."""
+    n_per_paradigm: int = 45
+    """Generated pairs per paradigm (14 paradigms: 630 pairs)."""
+    voices: list[str] | None = None
+    """Voice names; null = the engine's first n_voices voices."""
+    n_voices: int = 2
+    """How many voices when voices is null."""
+    dev_fraction: float = 0.5
+    """Share of pairs in dev, stratified by UID; the rest is test."""
+    limit: int | None = None
+    """The first N pairs only; null = all."""
+
+
+@dataclass
+class WuggyBuild:
+    """sWUGGY-style word / pronounceable non-word pairs (cmudict phonemes)."""
+
+    words: str | None = None
+    """Word list: "word" or "word count" per line; null = a list generated into <out_dir>/inputs/ from the words of Debian fortunes-min that cmudict knows, balanced over frequency_bands."""
+    n_words: int = 600
+    """Size of the generated list."""
+    frequency_text: str | None = None
+    """Generated list: a text file, or JSONL with a "text" field, whose word counts are the frequency column (e.g. the LM's training transcripts, so oov = never heard); null = counts over fortunes-min itself."""
+    frequency_list: str | None = None
+    """"word count" lines: gold.csv frequency = the count (0 if absent); null = counts from a second column of words, else 0."""
+    frequency_bands: list[float] = field(default_factory=lambda: [1, 5, 20, 100])
+    """Band edges on counts for the dev/test stratification and the report: oov <1, 1-5, 5-20, 20-100, 100+ (as ZR2021)."""
+    voices: list[str] | None = None
+    """Voice names; null = the engine's first n_voices voices."""
+    n_voices: int = 2
+    """How many voices when voices is null."""
+    dev_fraction: float = 0.5
+    """Share of pairs in dev, stratified by frequency band."""
+    substitution_rate: float = 1 / 3
+    """Phonemes changed per phoneme of the word, at least one (as Wuggy)."""
+    min_ngram_count: int = 3
+    """Every phoneme bigram/trigram of a non-word must occur this often in cmudict."""
+    limit: int | None = None
+    """The first N words only; null = all."""
+
+
+@dataclass
+class BenchRunConfig:
+    """Everything ``twist-bench`` reads (configs/bench.yaml with tts/)."""
+
+    task: Any = "all"
+    """storycloze | blimp | wuggy | all, or a comma list "blimp,wuggy"."""
+    out_dir: str = MISSING
+    """Output root: storycloze/{sSC,tSC}/, syntactic/, lexical/ (required)."""
+    seed: int = 0
+    """Seeds tSC negatives, non-word choice and dev/test splits."""
+    workers: int | None = None
+    """TTS processes run at once; null = the cores available."""
+    strict: bool = False
+    """Stop at the first bad item instead of logging it to rejects.jsonl."""
+    progress: bool = True
+    """tqdm bars."""
+    tts: dict[str, Any] = field(default_factory=lambda: {"name": "espeak"})
+    """The TTS engine and its options (a tts/ file: espeak | piper | festival)."""
+    storycloze: StoryClozeBuild = field(default_factory=StoryClozeBuild)
+    blimp: BlimpBuild = field(default_factory=BlimpBuild)
+    wuggy: WuggyBuild = field(default_factory=WuggyBuild)
+
+    def __post_init__(self) -> None:
+        if self.workers is not None:
+            check_positive("workers", self.workers)
+        for key in ("blimp", "wuggy"):
+            if not 0 <= getattr(self, key).dev_fraction <= 1:
+                raise ConfigError(f"{key}.dev_fraction: must be in [0, 1], got {getattr(self, key).dev_fraction}")

@@ -1,0 +1,151 @@
+"""``twist-tokenize``'s settings; each default is written here once.
+
+The tokenizer follows GSLM/TWIST (Lakhotia et al. 2021; Hassid et al. 2023, §2.1): frame
+features of a speech encoder (HuBERT, or the Whisper encoder, or weight-free log-mel), k-means
+with K centroids fitted on a sample of frames, every frame replaced by its nearest centroid,
+runs of repeats collapsed (durations kept). A ``tokenizer/`` file fills :class:`TokenizerConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from twist.errors import ConfigError
+from twist.schema import check_choice, check_positive
+
+MODES = ("fit", "apply", "fit+apply", "merge", "convert-legacy", "convert-fairseq")
+
+
+@dataclass
+class TokenizerConfig:
+    """Encoder + K (a ``tokenizer/`` file: hubert-*, whisper-*, logmel-*)."""
+
+    encoder: dict[str, Any] = field(default_factory=lambda: {"name": "logmel"})
+    """The encoder and its settings: name (logmel | hubert | whisper) and that encoder's keys (path, layer, ...; see the tokenizer/ files)."""
+    n_units: int = 100
+    """K, the number of k-means centroids."""
+    frame_rate: float | None = None
+    """Expected frames per second (50 or 25); an encoder with another rate is refused (null = not checked)."""
+
+    def __post_init__(self) -> None:
+        check_positive("tokenizer.n_units", self.n_units)
+        from twist.tokenizer.encoders import check_encoder_spec
+
+        check_encoder_spec(self.encoder)
+
+
+@dataclass
+class InputConfig:
+    """What to tokenize: a directory searched recursively, or a manifest."""
+
+    audio_dir: str | None = None
+    """A directory searched recursively for audio (give this or manifest)."""
+    manifest: str | None = None
+    """A fairseq TSV (root line, then relpath<TAB>num_samples) or a JSONL ({"path", "id"?})."""
+    extensions: list[str] = field(default_factory=lambda: [".wav", ".flac", ".ogg", ".mp3", ".opus"])
+    """audio_dir file extensions, case-insensitive."""
+
+
+@dataclass
+class BatchConfig:
+    """Encoder batches (length-bucketed)."""
+
+    max_seconds: float = 200.0
+    """Padded audio seconds per encoder batch."""
+    max_items: int = 32
+    """Files per batch at most."""
+
+
+@dataclass
+class FitConfig:
+    """The k-means fit, on a seeded sample of files and frames."""
+
+    max_files: int = 2000
+    """Files sampled to fit k-means on."""
+    max_frames: int = 200000
+    """Frames kept for the fit, at most."""
+    frames_per_file: int = 500
+    """Frames sampled per file, so many speakers are seen."""
+    niter: int = 20
+    """faiss k-means iterations."""
+
+
+@dataclass
+class SplitConfig:
+    """Recorded in meta.json; train/valid/test are derived per utterance id (a hash: stable, nested)."""
+
+    seed: int = 0
+    """Split hash seed."""
+    valid: float = 0.02
+    """Fraction of utterances in valid (as in the paper)."""
+    test: float = 0.02
+    """Fraction of utterances in test."""
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.valid and 0 <= self.test and self.valid + self.test < 1):
+            raise ConfigError(f"split: valid ({self.valid}) and test ({self.test}) must be >= 0 and sum to < 1")
+
+
+@dataclass
+class ConvertConfig:
+    """mode=convert-legacy (k-means .bin) and mode=convert-fairseq (HuBERT .pt): one-off conversions."""
+
+    src: str | None = None
+    """The legacy file to read."""
+    dst: str | None = None
+    """Output: convert-legacy a .safetensors (null = <out_dir>/kmeans.safetensors); convert-fairseq an HF dir (null = <out_dir>/hubert_hf)."""
+    allow_pickle: bool = False
+    """The legacy files are pickles: set true only for files you trust."""
+
+
+@dataclass
+class TokenizeRunConfig:
+    """Everything ``twist-tokenize`` reads (configs/tokenize.yaml with tokenizer/)."""
+
+    mode: str = "fit+apply"
+    """fit | apply | fit+apply | merge | convert-legacy | convert-fairseq."""
+    out_dir: str = MISSING
+    """The unit dataset directory to write (required)."""
+    tokenizer_dir: str | None = None
+    """mode=apply: an existing tokenizer dir to use (null = <out_dir>/tokenizer)."""
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    dedup: bool = True
+    """Collapse runs of repeated units (durations are kept for the vocoder)."""
+    min_seconds: float = 0.1
+    """Shorter files are rejects."""
+    max_seconds: float | None = None
+    """Longer files are rejects; null = no limit (split long audio beforehand)."""
+    strict: bool = False
+    """Fail on the first bad file instead of logging it to rejects.jsonl."""
+    device: str = "auto"
+    """auto (cuda when available) | cpu | cuda | cuda:N."""
+    seed: int = 0
+    """Seeds the k-means file/frame sample and faiss."""
+    num_workers: int = 2
+    """DataLoader processes decoding audio; 0 = decode in the main process."""
+    shard_items: int = 1000
+    """Utterances per committed shard: the most a killed run redoes."""
+    progress: bool = True
+    """tqdm bar on rank 0 with files/s and audio-hours/s."""
+    wait_timeout_s: float = 86400.0
+    """How long ranks > 0 wait for rank 0's k-means fit (one day)."""
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    convert: ConvertConfig = field(default_factory=ConvertConfig)
+
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, MODES)
+        check_positive("shard_items", self.shard_items)
+        check_positive("num_workers", self.num_workers, allow_zero=True)
+
+    @property
+    def tokenizer_path(self) -> Any:
+        """Where the tokenizer lives: ``tokenizer_dir`` or ``<out_dir>/tokenizer``."""
+        from pathlib import Path
+
+        return Path(self.tokenizer_dir) if self.tokenizer_dir else Path(self.out_dir) / "tokenizer"
