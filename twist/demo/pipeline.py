@@ -52,14 +52,24 @@ def run_name(name: str, seed: int) -> str:
 
 
 def build_steps(cfg: Any) -> list[Step]:
-    """The demo's steps for a resolved demo config (see ``configs/demo.yaml``)."""
-    from twist.demo.analysis import write_seed_table, write_train_text, write_warm_vs_cold
+    """The demo's steps for a resolved demo config (see ``configs/demo.yaml``), in run order:
+    data (corpus, units, benchmarks), one train + eval per run and seed, the reports, and audio
+    (vocoder, resynthesis, continuations, listening-test page)."""
+    out = Path(cfg.out_dir).resolve()
+    runs = {name: r for name, r in cfg.runs.items()}
+    if "warm" not in runs:
+        raise ConfigError(f"demo runs must include 'warm' (generation continues with it); got {list(runs)}")
+    return [*_data_steps(cfg, out), *_train_eval_steps(cfg, out, runs), *_report_steps(cfg, out, runs),
+            *_audio_steps(cfg, out, runs)]
+
+
+def _data_steps(cfg: Any, out: Path) -> list[Step]:
+    """Corpus, units, the text the frequency lists come from, and the benchmarks."""
+    from twist.demo.analysis import write_train_text
     from twist.demo.corpus import build_corpus
 
-    out = Path(cfg.out_dir).resolve()
-    c, tk, tr, vc, gen = cfg.corpus, cfg.tokenize, cfg.train, cfg.vocoder, cfg.generate
+    c, tk = cfg.corpus, cfg.tokenize
     corpus_dir, units, bench = out / "corpus", out / "units", out / "bench"
-    seeds = int(cfg.seeds)
     steps: list[Step] = []
 
     corpus_cfg = {
@@ -115,9 +125,14 @@ def build_steps(cfg: Any) -> list[Step]:
             depends=["train_text"],
         )
     )  # fmt: skip
-    runs = {name: r for name, r in cfg.runs.items()}
-    if "warm" not in runs:
-        raise ConfigError(f"demo runs must include 'warm' (generation continues with it); got {list(runs)}")
+    return steps
+
+
+def _train_eval_steps(cfg: Any, out: Path, runs: dict[str, Any]) -> list[Step]:
+    """One training run and one evaluation per run and seed."""
+    tr, units, bench = cfg.train, out / "units", out / "bench"
+    seeds = int(cfg.seeds)
+    steps: list[Step] = []
     for seed in range(seeds):
         for name, r in runs.items():
             rn = run_name(name, seed)
@@ -154,6 +169,15 @@ def build_steps(cfg: Any) -> list[Step]:
                     depends=[f"train_{rn}", "bench"],
                 )
             )  # fmt: skip
+    return steps
+
+
+def _report_steps(cfg: Any, out: Path, runs: dict[str, Any]) -> list[Step]:
+    """The comparison table, the validation-PPL plot, warm-vs-cold and (several seeds) the seed table."""
+    from twist.demo.analysis import write_seed_table, write_warm_vs_cold
+
+    seeds = int(cfg.seeds)
+    steps: list[Step] = []
     steps.append(
         Step(
             "table",
@@ -204,6 +228,14 @@ def build_steps(cfg: Any) -> list[Step]:
                 rerun=f"twist-demo out_dir={out} seeds={seeds} only=seeds",
             )
         )
+    return steps
+
+
+def _audio_steps(cfg: Any, out: Path, runs: dict[str, Any]) -> list[Step]:
+    """Vocoder, resynthesis of a prompt, its warm (and cold) continuations, and the listening-test page."""
+    vc, gen = cfg.vocoder, cfg.generate
+    corpus_dir, units = out / "corpus", out / "units"
+    steps: list[Step] = []
     steps.append(
         Step(
             "vocoder",

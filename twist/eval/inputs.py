@@ -114,18 +114,13 @@ class AudioUnits:
         with atomic_path(cache) as tmp, open(tmp, "wb") as f:
             np.save(f, np.asarray(frames).astype(np.uint16 if self.contract.n_units <= 65535 else np.int64))
 
-    def units(self, paths: Iterable[str | Path], rejects: RejectsLog | None = None,
-              desc: str = "tokenizing") -> dict[str, np.ndarray]:
-        """Final-form units for each readable file, keyed by ``str(path)``.
-
-        A file that cannot be decoded is logged to ``rejects`` (which raises in strict mode)
-        and left out; a missing file raises ``FileNotFoundError`` naming it.
-        """
-        from twist.audio import BadAudioError
-
+    def _lookup(self, paths: Iterable[str | Path]) -> tuple[dict[str, np.ndarray], list[tuple[Path, str]],
+                                                             dict[str, list[Path]]]:
+        """Units already known (this run or the disk cache), the files still to encode, and, per
+        content key, every file sharing those bytes (encoded once)."""
         out: dict[str, np.ndarray] = {}
         todo: list[tuple[Path, str]] = []
-        waiting: dict[str, list[Path]] = {}  # content key -> files with those bytes, encoded once
+        waiting: dict[str, list[Path]] = {}
         for p in dict.fromkeys(Path(x) for x in paths):
             if not p.is_file():
                 raise MissingInputError(f"audio file not found: {p}")
@@ -150,6 +145,48 @@ class AudioUnits:
                     pass  # a torn or stale entry: re-encode it
             waiting[key] = [p]
             todo.append((p, key))
+        return out, todo, waiting
+
+    def _encode(self, files: list[Path], rejects: RejectsLog | None) -> list[np.ndarray | None]:
+        """Frame-level units per file (``None`` for one that cannot be decoded, logged to ``rejects``)."""
+        from twist.audio import BadAudioError, load_audio
+
+        def reject(p: Path, e: BadAudioError) -> None:
+            if rejects is not None:
+                rejects.add(p, e.reason)
+
+        if not self._batched:
+            frames: list[np.ndarray | None] = []
+            for p in files:
+                try:
+                    frames.append(self.tokenizer.encode_file(p))
+                except BadAudioError as e:
+                    frames.append(None)
+                    reject(p, e)
+            return frames
+        wavs, ok = [], []
+        for p in files:
+            try:
+                wavs.append(load_audio(p, int(self.tokenizer.sample_rate)))
+                ok.append(True)
+            except BadAudioError as e:
+                ok.append(False)
+                reject(p, e)
+        encoded = iter(self.tokenizer.encode_batch(wavs)) if wavs else iter(())
+        return [next(encoded) if good else None for good in ok]
+
+    @property
+    def _batched(self) -> bool:
+        return hasattr(self.tokenizer, "encode_batch") and hasattr(self.tokenizer, "sample_rate")
+
+    def units(self, paths: Iterable[str | Path], rejects: RejectsLog | None = None,
+              desc: str = "tokenizing") -> dict[str, np.ndarray]:
+        """Final-form units for each readable file, keyed by ``str(path)``.
+
+        A file that cannot be decoded is logged to ``rejects`` (which raises in strict mode)
+        and left out; a missing file raises ``MissingInputError`` naming it.
+        """
+        out, todo, waiting = self._lookup(paths)
         if not todo:
             return out
         bar = None
@@ -157,33 +194,10 @@ class AudioUnits:
             from tqdm import tqdm
 
             bar = tqdm(total=len(todo), desc=desc, unit="file", leave=False)
-        batched = hasattr(self.tokenizer, "encode_batch") and hasattr(self.tokenizer, "sample_rate")
-        step = self.batch_size if batched else 1
+        step = self.batch_size if self._batched else 1
         for start in range(0, len(todo), step):
             chunk = todo[start : start + step]
-            frames: list[np.ndarray | None] = []
-            if batched:
-                from twist.audio import load_audio
-
-                wavs, ok = [], []
-                for p, _ in chunk:
-                    try:
-                        wavs.append(load_audio(p, int(self.tokenizer.sample_rate)))
-                        ok.append(True)
-                    except BadAudioError as e:
-                        ok.append(False)
-                        if rejects is not None:
-                            rejects.add(p, e.reason)
-                encoded = iter(self.tokenizer.encode_batch(wavs)) if wavs else iter(())
-                frames = [next(encoded) if good else None for good in ok]
-            else:
-                for p, _ in chunk:
-                    try:
-                        frames.append(self.tokenizer.encode_file(p))
-                    except BadAudioError as e:
-                        frames.append(None)
-                        if rejects is not None:
-                            rejects.add(p, e.reason)
+            frames = self._encode([p for p, _ in chunk], rejects)
             for (p, key), f in zip(chunk, frames):
                 if f is None:
                     for twin in waiting[key][1:]:  # same bytes, same verdict

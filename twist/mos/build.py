@@ -176,6 +176,52 @@ def render_page(manifest: Mapping[str, Any], title: str) -> str:
     return page
 
 
+def _write_clips(rows: list[tuple[str, str]], clips: Mapping[str, Mapping[str, Path]], ids: Mapping[tuple[str, str], str],
+                 prompt_index: Mapping[str, int], settings: PageSettings, audio_dir: Path,
+                 progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Write each clip as ``<audio_dir>/<id>.wav``; return the key's items and the page's, in id order
+    (hash order: the listing says nothing about systems)."""
+    from tqdm import tqdm
+
+    key_items, page_items = [], []
+    for name, p in tqdm(rows, desc="twist-mos build", unit="clip", disable=not progress):
+        iid = ids[(name, p)]
+        wav = prepare_clip(clips[name][p], settings)
+        if wav.size == 0:
+            raise InputError(f"{clips[name][p]}: empty after build.clip_seconds={settings.clip_seconds}")
+        data = _wav_bytes(wav, int(settings.sample_rate))
+        (audio_dir / f"{iid}.wav").write_bytes(data)
+        duration = round(len(wav) / settings.sample_rate, 3)
+        kind = "gold" if name == ORIGINAL else "topline" if name == RESYNTH else "system"
+        key_items.append({"id": iid, "system": name, "prompt": p, "prompt_index": prompt_index[p], "kind": kind,
+                          "duration": duration, "source": str(clips[name][p].resolve()),
+                          "sha256": hashlib.sha256(data).hexdigest()})
+        page_items.append({"id": iid, "prompt": prompt_index[p], "audio": f"audio/{iid}.wav", "duration": duration})
+    page_items.sort(key=lambda it: it["id"])
+    key_items.sort(key=lambda it: it["id"])
+    return key_items, page_items
+
+
+def _test_id(settings: PageSettings, key_items: list[dict[str, Any]]) -> str:
+    """What identifies a test: its design and every clip's bytes."""
+    return hashlib.sha256(json.dumps({
+        "version": FORMAT_VERSION, "seed": settings.seed, "prompts_per_rater": settings.prompts_per_rater,
+        "repeat": settings.repeat, "items": [(k["id"], k["system"], k["prompt"], k["sha256"]) for k in key_items],
+    }, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _refuse_other_test(key_path: Path, test_id: str) -> None:
+    """Refuse to replace the key of another test: ratings collected for it would become unscorable."""
+    if not key_path.exists():
+        return
+    old = _read_json(key_path)
+    if old.get("test_id") not in (None, test_id):
+        raise RunExistsError(
+            f"{key_path} belongs to test {old.get('test_id')}, not to this build ({test_id}); ratings "
+            "collected for it would become unscorable. Use another out_dir, or overwrite=true"
+        )
+
+
 def build_page(
     systems: Mapping[str, Any],
     out_dir: str | Path,
@@ -200,8 +246,6 @@ def build_page(
     Raises:
         RunExistsError: ``out_dir`` holds the key of another test and ``overwrite`` is off.
     """
-    from tqdm import tqdm
-
     from twist.atomic import atomic_replace_dir, atomic_write_json
 
     if not isinstance(settings, PageSettings):
@@ -218,35 +262,12 @@ def build_page(
     tmp = out / f".page.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "audio").mkdir(parents=True)
-    key_items, page_items = [], []
     try:
-        for name, p in tqdm(rows, desc="twist-mos build", unit="clip", disable=not progress):
-            iid = ids[(name, p)]
-            wav = prepare_clip(clips[name][p], settings)
-            if wav.size == 0:
-                raise InputError(f"{clips[name][p]}: empty after build.clip_seconds={settings.clip_seconds}")
-            data = _wav_bytes(wav, int(settings.sample_rate))
-            (tmp / "audio" / f"{iid}.wav").write_bytes(data)
-            duration = round(len(wav) / settings.sample_rate, 3)
-            kind = "gold" if name == ORIGINAL else "topline" if name == RESYNTH else "system"
-            key_items.append({"id": iid, "system": name, "prompt": p, "prompt_index": prompt_index[p], "kind": kind,
-                              "duration": duration, "source": str(clips[name][p].resolve()),
-                              "sha256": hashlib.sha256(data).hexdigest()})
-            page_items.append({"id": iid, "prompt": prompt_index[p], "audio": f"audio/{iid}.wav", "duration": duration})
-        page_items.sort(key=lambda it: it["id"])  # hash order: the listing says nothing about systems
-        key_items.sort(key=lambda it: it["id"])
-        test_id = hashlib.sha256(json.dumps({
-            "version": FORMAT_VERSION, "seed": settings.seed, "prompts_per_rater": settings.prompts_per_rater,
-            "repeat": settings.repeat, "items": [(k["id"], k["system"], k["prompt"], k["sha256"]) for k in key_items],
-        }, sort_keys=True).encode()).hexdigest()[:12]
+        key_items, page_items = _write_clips(rows, clips, ids, prompt_index, settings, tmp / "audio", progress)
+        test_id = _test_id(settings, key_items)
         key_path = out / "key.json"
-        if key_path.exists() and not overwrite:
-            old = _read_json(key_path)
-            if old.get("test_id") not in (None, test_id):
-                raise RunExistsError(
-                    f"{key_path} belongs to test {old.get('test_id')}, not to this build ({test_id}); ratings "
-                    "collected for it would become unscorable. Use another out_dir, or overwrite=true"
-                )
+        if not overwrite:
+            _refuse_other_test(key_path, test_id)
         manifest = {
             "format": "twist-mos-page", "version": FORMAT_VERSION, "test_id": test_id, "seed": int(settings.seed),
             "prompts_per_rater": settings.prompts_per_rater, "repeat": bool(settings.repeat),

@@ -356,6 +356,52 @@ def _set(model: torch.nn.Module, name: str) -> bool:
     return getattr(model.config, "_attn_implementation", None) == name
 
 
+def _choose_implementation(requested: str, family: str, device: torch.device,
+                           dropout: float) -> tuple[str, str]:
+    """The attention implementation for ``requested`` and why; refuses an impossible ``flex``."""
+    if requested == "flex":
+        why_not = None
+        if not flex_available():
+            why_not = f"torch {torch.__version__} has no torch.nn.attention.flex_attention"
+        elif family not in PACKABLE_MODEL_TYPES or family in NO_REGISTRY_MODEL_TYPES:
+            why_not = f"model type {family!r} does not dispatch attention through transformers' AttentionInterface"
+        elif device.type == "cpu":
+            why_not = f"torch {torch.__version__} has no flex-attention backward on CPU"
+        elif dropout > 0:
+            why_not = f"the model's attention dropout is {dropout} (flex attention has none)"
+        if why_not:
+            raise ConfigError(f"train.attn_implementation=flex cannot be used: {why_not}; use auto or sdpa")
+        return "flex", "requested"
+    if requested != "auto":
+        return requested, "requested"
+    if family == "bloom":
+        return "eager", "BLOOM adds ALiBi inside its own attention: dense additive document mask"
+    if device.type != "cuda":
+        return "sdpa", f"on {device.type}: torch {torch.__version__} has no flex-attention backward there; dense document mask"
+    if family not in FLEX_TESTED_MODEL_TYPES:
+        return "sdpa", f"flex is not covered by tests for model type {family!r}"
+    if not flex_available():
+        return "sdpa", f"torch {torch.__version__} has no flex attention"
+    if dropout > 0:
+        return "sdpa", f"attention dropout {dropout} (flex attention has none)"
+    return "flex", "CUDA: block-sparse document masks"
+
+
+def _apply_implementation(model: torch.nn.Module, choice: str, reason: str) -> tuple[str, str]:
+    """Set ``choice`` on ``model``; families with one built-in kernel keep it (the reason says so)."""
+    if choice == "flex":
+        register_flex()
+        if not _set(model, FLEX):
+            raise ConfigError(f"train.attn_implementation=flex: {type(model).__name__} refused the "
+                              "twist_flex attention implementation")
+        return FLEX, reason
+    if _set(model, choice):
+        return choice, reason
+    # families with a single built-in kernel (BLOOM, ImageGPT) keep it
+    implementation = str(getattr(model.config, "_attn_implementation", None) or "eager")
+    return implementation, reason + f"; {type(model).__name__} keeps its {implementation} attention"
+
+
 def plan_attention(
     model: torch.nn.Module,
     requested: str = "auto",
@@ -385,50 +431,8 @@ def plan_attention(
         raise ConfigError(f"train.attn_implementation must be one of {', '.join(IMPLEMENTATIONS)}; got {requested!r}")
     config = model.config
     family = str(getattr(config, "model_type", ""))
-    dropout = _attention_dropout(config)
-    flex_ok = family in PACKABLE_MODEL_TYPES and family not in NO_REGISTRY_MODEL_TYPES
-    if requested == "flex":
-        why_not = None
-        if not flex_available():
-            why_not = f"torch {torch.__version__} has no torch.nn.attention.flex_attention"
-        elif not flex_ok:
-            why_not = f"model type {family!r} does not dispatch attention through transformers' AttentionInterface"
-        elif device.type == "cpu":
-            why_not = f"torch {torch.__version__} has no flex-attention backward on CPU"
-        elif dropout > 0:
-            why_not = f"the model's attention dropout is {dropout} (flex attention has none)"
-        if why_not:
-            raise ConfigError(f"train.attn_implementation=flex cannot be used: {why_not}; use auto or sdpa")
-        choice, reason = "flex", "requested"
-    elif requested == "auto":
-        if family == "bloom":
-            choice, reason = "eager", "BLOOM adds ALiBi inside its own attention: dense additive document mask"
-        elif device.type != "cuda":
-            choice, reason = "sdpa", (f"on {device.type}: torch {torch.__version__} has no flex-attention backward "
-                                      "there; dense document mask")
-        elif family not in FLEX_TESTED_MODEL_TYPES:
-            choice, reason = "sdpa", f"flex is not covered by tests for model type {family!r}"
-        elif not flex_available():
-            choice, reason = "sdpa", f"torch {torch.__version__} has no flex attention"
-        elif dropout > 0:
-            choice, reason = "sdpa", f"attention dropout {dropout} (flex attention has none)"
-        else:
-            choice, reason = "flex", "CUDA: block-sparse document masks"
-    else:
-        choice, reason = requested, "requested"
-
-    if choice == "flex":
-        register_flex()
-        implementation = FLEX if _set(model, FLEX) else None
-        if implementation is None:
-            raise ConfigError(f"train.attn_implementation=flex: {type(model).__name__} refused the "
-                              "twist_flex attention implementation")
-    elif _set(model, choice):
-        implementation = choice
-    else:
-        # families with a single built-in kernel (BLOOM, ImageGPT) keep it
-        implementation = str(getattr(config, "_attn_implementation", None) or "eager")
-        reason += f"; {type(model).__name__} keeps its {implementation} attention"
+    choice, reason = _choose_implementation(requested, family, device, _attention_dropout(config))
+    implementation, reason = _apply_implementation(model, choice, reason)
 
     mode = packing_mode(family, packing, implementation)
     if implementation == FLEX:
