@@ -83,7 +83,7 @@ class TrainSettings:
     """Sequences per step (paper: 64)."""
     micro_batch: int = 16
     """Sequences per forward pass (no accumulation needed on one CPU process)."""
-    max_steps: int = 150
+    max_steps: int = 135
     """Optimiser steps per model (about 1.2 s each on 2 idle cores: the three runs are half the demo's time)."""
     valid_every: int = 15
     """Valid PPL every N steps (the points of the PPL-vs-steps plot and of the Fig. 2b number)."""
@@ -101,7 +101,7 @@ class VocoderSettings:
     """Optimiser steps (or until max_minutes)."""
     batch_size: int = 8
     """Segments per step."""
-    max_minutes: float = 1.5
+    max_minutes: float = 1.0
     """Wall-clock cap on vocoder training (enough to check the path, not for intelligible audio)."""
 
 
