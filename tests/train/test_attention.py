@@ -263,3 +263,37 @@ def test_flex_model_exports_and_reloads_without_twist(contract, tmp_path):
     assert FLEX not in json.dumps(cfg)
     loaded, _ = load_speech_lm(tmp_path / "lm")
     assert loaded.config._attn_implementation != FLEX
+
+
+@pytest.mark.parametrize("family", ["opt", "llama", "gpt_neox", "bloom"])
+def test_whole_single_document_rows_take_the_plain_causal_path(family, contract):
+    """Full windows of one document each (chunked long-form data) need no document mask: under
+    SDPA the batch passes none, so SDPA can use its causal kernel, as a plain loop's full rows do.
+    Loss and gradients equal the dense document mask's. BLOOM keeps its additive mask (ALiBi)."""
+    layout = VocabLayout(contract.n_units)
+    model = _model(family, contract).train()
+    rng = np.random.default_rng(3)
+    t = 48
+    windows = [[layout.encode(rng.integers(0, contract.n_units, size=t - 2))] for _ in range(3)]
+    batch = pack_sequences(windows, layout, max_tokens=t)
+    assert batch.single_documents
+    plan = plan_attention(model, "sdpa", "packed", device=CPU, announce=False)
+    inputs = plan.model_inputs(batch)
+    if family == "bloom":
+        assert inputs["attention_mask"] is not None and plan.batch_kind(batch) == "document"
+        return
+    assert inputs["attention_mask"] is None and plan.batch_kind(batch) == "causal"
+
+    def grads(mask):
+        model.zero_grad(set_to_none=True)
+        logits = model(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids,
+                       use_cache=False).logits
+        loss = token_loss_sum(logits, batch.targets, layout) / batch.n_targets
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    lc, gc = grads(None)
+    ld, gd = grads(document_mask(batch.segments))
+    assert torch.allclose(lc, ld, atol=1e-6, rtol=0)
+    for n in gd:
+        assert torch.allclose(gc[n], gd[n], atol=1e-6, rtol=1e-5), n

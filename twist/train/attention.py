@@ -315,11 +315,12 @@ class AttentionPlan:
     reason: str
 
     def batch_kind(self, batch: Batch) -> str:
-        """``causal`` for a flex batch of whole single documents, ``document`` for other packed
-        batches, ``padded`` for padded ones. Decided from host-side data only."""
+        """``causal`` for a batch of whole single documents (flex or SDPA: no document mask
+        needed), ``document`` for other packed batches, ``padded`` for padded ones. Decided
+        from host-side data only."""
         if batch.segments is None:
             return "padded"
-        if self.mask == "block" and batch.single_documents:
+        if self.mask in ("block", "bool") and batch.single_documents:
             return "causal"
         return "document"
 
@@ -331,6 +332,8 @@ class AttentionPlan:
             b, t = batch.segments.shape
             mask = (causal_block_mask(b, t, batch.segments.device) if batch.single_documents
                     else document_block_mask(batch.segments))
+        elif self.mask == "bool" and batch.single_documents:
+            mask = None  # full rows of one document: the model's own causal mask, SDPA's causal kernel
         else:
             mask = document_mask(batch.segments, dtype=self.mask_dtype if self.mask == "additive" else None)
         return {"input_ids": batch.input_ids, "attention_mask": mask, "position_ids": batch.position_ids}
