@@ -267,11 +267,12 @@ def token_loss_sum(logits: torch.Tensor, targets: torch.Tensor, layout: VocabLay
     """Summed next-token cross-entropy over targets, in fp32, with padding-vocab rows masked.
 
     ``logits[b, t]`` predicts ``targets[b, t]``. Alignment-padding rows of the vocabulary
-    never receive probability mass (twist.lm.mask_invalid_logits).
+    never receive probability mass: they are the last columns, so they are sliced off rather
+    than set to ``-inf`` (the same softmax, without a masked copy of the logits).
     """
-    from twist.lm import mask_invalid_logits
-
-    logits = mask_invalid_logits(logits.float(), layout, allow_specials=True)
+    if logits.shape[-1] != layout.vocab_size:
+        raise ValueError(f"logits have {logits.shape[-1]} columns, the layout for K={layout.n_units} has {layout.vocab_size}")
+    logits = logits[..., : layout.n_real].float()
     return torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )
