@@ -11,6 +11,7 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from twist.contract import UnitContract
+from twist.lm import build_speech_lm
 from twist.lm.config import InitConfig, ModelConfig
 from twist.train.config import DataConfig, LoggerConfig, ScheduleConfig, TrainLoopConfig, TrainRunConfig
 from twist.units import UnitShardWriter, merge_shards
@@ -27,6 +28,25 @@ TINY_OPT = ModelConfig(
         "max_position_embeddings": 128,
     },
 )
+
+
+# One tiny shape per family the fast path covers (the attention, packing and compile tests).
+TINY_FAMILIES = {
+    "opt": {"hidden_size": 32, "word_embed_proj_dim": 32, "ffn_dim": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "max_position_embeddings": 160, "dropout": 0.0, "attention_dropout": 0.0},
+    "llama": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "max_position_embeddings": 160},
+    "gpt_neox": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                 "max_position_embeddings": 160},
+    "bloom": {"hidden_size": 32, "n_layer": 2, "n_head": 4},
+}  # fmt: skip
+
+
+def tiny_family_model(family: str, contract: UnitContract, seed: int = 0, **config: Any):
+    """A cold-started tiny speech LM of ``family`` (``config`` overrides its shape)."""
+    cfg = {"name": f"tiny-{family}", "family": family, "source": None, "gguf_file": None, "num_layers": None,
+           "config": {**TINY_FAMILIES[family], **config}}
+    return build_speech_lm(cfg, "cold", contract, seed=seed, verbose=False)
 
 
 def make_unit_dataset(

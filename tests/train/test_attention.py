@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.train.conftest import tiny_family_model
 from twist.contract import VocabLayout
-from twist.lm import build_speech_lm
 from twist.train.attention import (
     FLEX,
     alibi_slopes,
@@ -25,22 +25,7 @@ from twist.train.packing import document_mask, pack_sequences, pad_documents, to
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = {
-    "opt": {"hidden_size": 32, "word_embed_proj_dim": 32, "ffn_dim": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "max_position_embeddings": 160, "dropout": 0.0, "attention_dropout": 0.0},
-    "llama": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "max_position_embeddings": 160},
-    "gpt_neox": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                 "max_position_embeddings": 160},
-    "bloom": {"hidden_size": 32, "n_layer": 2, "n_head": 4},
-}
 CPU = torch.device("cpu")
-
-
-def _model(family: str, contract, seed: int = 0) -> torch.nn.Module:
-    cfg = {"name": f"tiny-{family}", "family": family, "source": None, "gguf_file": None, "num_layers": None,
-           "config": TINY[family]}
-    return build_speech_lm(cfg, "cold", contract, seed=seed, verbose=False)
 
 
 def _windows(layout: VocabLayout, n_units: int, max_tokens: int, seed: int = 1, n: int = 14):
@@ -118,7 +103,7 @@ def test_every_mask_form_gives_the_padded_loss_and_gradients(family, contract):
     """fp32: flex-masked packed loss == dense-mask packed loss == padded loss within 1e-5, and
     the dense packed gradients equal the padded ones (flex: no CPU backward, see module doc)."""
     layout = VocabLayout(contract.n_units)
-    model = _model(family, contract).train()
+    model = tiny_family_model(family, contract).train()
     docs, windows = _windows(layout, contract.n_units, 96)
     assert len(windows) < len(docs)
     packed = pack_sequences(windows, layout, max_tokens=96)
@@ -172,7 +157,7 @@ def test_no_token_sees_another_document(family, contract):
     """Change one document of a window: the logits of every other document stay the same,
     under the flex BlockMask (forward) and under the dense mask (forward and gradients)."""
     layout = VocabLayout(contract.n_units)
-    model = _model(family, contract).eval()
+    model = tiny_family_model(family, contract).eval()
     _, windows = _windows(layout, contract.n_units, 96, seed=3)
     window = max(windows, key=len)
     assert len(window) >= 3
@@ -228,19 +213,17 @@ def test_auto_choice_per_device_and_family(contract, caplog):
     caplog.set_level(logging.INFO, logger="twist.train")
     cuda = torch.device("cuda")
     for family in ("opt", "llama", "gpt_neox"):
-        m = _model(family, contract)
+        m = tiny_family_model(family, contract)
         p = plan_attention(m, "auto", "auto", device=CPU)
         assert (p.implementation, p.packing, p.mask) == ("sdpa", "packed", "bool")
         assert "no flex-attention backward" in p.reason
         p = plan_attention(m, "auto", "auto", device=cuda)  # nothing runs: the plan only sets the kernel
         assert (p.implementation, p.packing, p.mask) == (FLEX, "packed", "block")
         assert m.config._attn_implementation == FLEX
-    m = _model("bloom", contract)
+    m = tiny_family_model("bloom", contract)
     p = plan_attention(m, "auto", "auto", device=cuda)
     assert (p.implementation, p.packing, p.mask) == ("eager", "packed", "additive")
-    opt = dict(TINY["opt"], attention_dropout=0.1)
-    cfg = {"name": "o", "family": "opt", "source": None, "gguf_file": None, "num_layers": None, "config": opt}
-    m = build_speech_lm(cfg, "cold", contract, seed=0, verbose=False)
+    m = tiny_family_model("opt", contract, attention_dropout=0.1)
     p = plan_attention(m, "auto", "auto", device=cuda)
     assert p.implementation == "sdpa" and "dropout" in p.reason
     with pytest.raises(ValueError, match="attention dropout is 0.1"):
@@ -256,7 +239,7 @@ def test_flex_model_exports_and_reloads_without_twist(contract, tmp_path):
 
     from twist.lm import load_speech_lm, save_speech_lm
 
-    m = _model("opt", contract)
+    m = tiny_family_model("opt", contract)
     plan_attention(m, "flex", "packed", device=torch.device("cuda"), announce=False)
     save_speech_lm(m, tmp_path / "lm", contract)
     cfg = json.loads((tmp_path / "lm" / "config.json").read_text())
@@ -271,7 +254,7 @@ def test_whole_single_document_rows_take_the_plain_causal_path(family, contract)
     SDPA the batch passes none, so SDPA can use its causal kernel, as a plain loop's full rows do.
     Loss and gradients equal the dense document mask's. BLOOM keeps its additive mask (ALiBi)."""
     layout = VocabLayout(contract.n_units)
-    model = _model(family, contract).train()
+    model = tiny_family_model(family, contract).train()
     rng = np.random.default_rng(3)
     t = 48
     windows = [[layout.encode(rng.integers(0, contract.n_units, size=t - 2))] for _ in range(3)]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.train.conftest import tiny_family_model
 from twist.contract import VocabLayout
-from twist.lm import build_speech_lm
 from twist.train.attention import FLEX, AttentionPlan, plan_attention, register_flex
 from twist.train.packing import pack_sequences
 from twist.train.step import _forward_loss
@@ -18,15 +18,6 @@ from twist.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = {
-    "opt": {"hidden_size": 32, "word_embed_proj_dim": 32, "ffn_dim": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "max_position_embeddings": 128, "dropout": 0.0, "attention_dropout": 0.0},
-    "llama": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "max_position_embeddings": 128},
-    "gpt_neox": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                 "max_position_embeddings": 128},
-    "bloom": {"hidden_size": 32, "n_layer": 2, "n_head": 2},
-}
 
 
 @pytest.mark.slow
@@ -35,9 +26,7 @@ def test_forward_and_loss_trace_as_one_graph(family, contract):
     """Zero graph breaks in forward + loss: under the flex BlockMask for the flex families
     (no grad: flex has no CPU backward), under the dense additive mask with grad for BLOOM."""
     layout = VocabLayout(contract.n_units)
-    cfg = {"name": f"tiny-{family}", "family": family, "source": None, "gguf_file": None, "num_layers": None,
-           "config": TINY[family]}
-    model = build_speech_lm(cfg, "cold", contract, seed=0, verbose=False)
+    model = tiny_family_model(family, contract)
     rng = np.random.default_rng(0)
     docs = [layout.encode(rng.integers(0, contract.n_units, size=n)) for n in (10, 20, 5, 30)]
     batch = pack_sequences([docs[:2], docs[2:]], layout, max_tokens=64)
