@@ -62,7 +62,9 @@ class HubertEncoder(Encoder):
         p = Path(path).expanduser()
         if not p.exists():
             raise MissingInputError(f"HuBERT checkpoint not found: {p} (give a local HF directory or a fairseq .pt)")
-        resolve_dtype(dtype, key="tokenizer.encoder.dtype")  # refuses an unknown name
+        self._torch_dtype = resolve_dtype(dtype, key="tokenizer.encoder.dtype")  # refuses an unknown name
+        if self._torch_dtype is None:
+            raise ConfigError(f"tokenizer.encoder.dtype: HuBERT weights need a dtype name, not {dtype!r}")
         sample_rate = 16000
         if p.is_file():
             from twist.tokenizer.fairseq_convert import load_fairseq_hubert
@@ -91,7 +93,7 @@ class HubertEncoder(Encoder):
             model.encoder.layers = model.encoder.layers[: int(layer)]
             if cfg.do_stable_layer_norm:
                 model.encoder.layer_norm = torch.nn.Identity()
-        self.model = model.to(resolve_dtype(dtype))
+        self.model = model.to(self._torch_dtype)
         self.path = str(p.resolve())
         self.layer = None if layer is None else int(layer)
         self.normalize = ckpt_norm if normalize is None else bool(normalize)
@@ -140,7 +142,7 @@ class HubertEncoder(Encoder):
                 out[i] = torch.zeros(0, self.dim, device=self.device)
         if not keep:
             return out  # type: ignore[return-value]
-        wdt = resolve_dtype(self.dtype)
+        wdt = self._torch_dtype
         ts = [ts[i] for i in keep]
         lengths = [lengths[i] for i in keep]
         if self.normalize:
