@@ -85,13 +85,13 @@ def test_deferred_nonfinite_skip_equals_the_host_side_skip(make_cfg, unit_data, 
         tr = Trainer(cfg)
         assert tr.update.defer  # fused: deferred by default
         tr.update.defer = defer
-        real, poison = tr._loss_sum, {2}
+        real, poison = tr.forward_loss, {2}
 
         def loss_sum(batch):
             ls = real(batch)
             return ls * float("nan") if tr.state.step + 1 in poison else ls
 
-        tr._loss_sum = loss_sum
+        tr.forward_loss = loss_sum
         return tr, poison
 
     ref, _ = trainer(tmp_path / "host", defer=False)  # run first: the two share torch's RNG (dropout)

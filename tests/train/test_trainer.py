@@ -392,13 +392,13 @@ def test_nonfinite_gradient_skips_the_update_then_stops(make_cfg, unit_data, tmp
     train.skip_nonfinite such steps in a row stop it with an error naming the step."""
     trainer = Trainer(make_cfg(unit_data, tmp_path / "run", max_steps=10, valid_every=0, save_every=0,
                                skip_nonfinite=1))
-    real, poison = trainer._loss_sum, {2}
+    real, poison = trainer.forward_loss, {2}
 
     def loss_sum(batch):
         ls = real(batch)
         return ls * float("nan") if trainer.state.step + 1 in poison else ls
 
-    trainer._loss_sum = loss_sum
+    trainer.forward_loss = loss_sum
     trainer.train_step()
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     m = trainer.train_step()  # step 2: NaN

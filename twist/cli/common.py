@@ -22,8 +22,6 @@ from twist.atomic import atomic_write_text
 from twist.errors import ConfigError, TwistError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-# built-in exceptions also shown as one line: none, every library refusal is a twist.errors class
-_NOT_YET_CONVERTED: tuple[type[BaseException], ...] = ()
 # Hydra's own flags: they print or configure, and need no valid job config
 _INFO_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--cfg", "-c",
                "--package", "-p", "--resolve")
@@ -40,7 +38,7 @@ def user_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
-            except (TwistError, *_NOT_YET_CONVERTED) as e:
+            except TwistError as e:
                 if os.environ.get("TWIST_TRACEBACK"):
                     raise
                 fail(prog, str(e))

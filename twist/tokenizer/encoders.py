@@ -106,16 +106,15 @@ def check_encoder_spec(spec: Mapping[str, Any], key: str = "tokenizer.encoder") 
 
     spec = dict(spec)
     cls = _encoder_class(spec.pop("name", None))
-    params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
-              if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    signature = {n: p for n, p in inspect.signature(cls.__init__).parameters.items()
+                 if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    params = list(signature)
     for k in spec:
         if k not in params:
             hint = difflib.get_close_matches(k, params, n=1)
             raise ConfigError(f"unknown setting {key}.{k} for encoder {cls.__name__}"
                               + (f" (did you mean {key}.{hint[0]}?)" if hint else f"; it takes {', '.join(params)}"))
-    missing = [n for n, p in inspect.signature(cls.__init__).parameters.items()
-               if n != "self" and p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-               and n not in spec]
+    missing = [n for n, p in signature.items() if p.default is p.empty and n not in spec]
     if missing:
         raise ConfigError(f"missing required setting(s): {', '.join(f'{key}.{m}' for m in missing)}")
 

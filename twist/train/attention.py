@@ -48,7 +48,7 @@ from typing import Any
 import torch
 
 from twist.errors import ConfigError
-from twist.train.packing import PACKABLE_MODEL_TYPES, Batch, document_mask, packing_mode
+from twist.train.packing import PACKABLE_MODEL_TYPES, Batch, packing_mode
 
 log = logging.getLogger("twist.train")
 
@@ -335,7 +335,7 @@ class AttentionPlan:
         elif self.mask == "bool" and batch.single_documents:
             mask = None  # full rows of one document: the model's own causal mask, SDPA's causal kernel
         else:
-            mask = document_mask(batch.segments, dtype=self.mask_dtype if self.mask == "additive" else None)
+            return batch.model_inputs(mask_dtype=self.mask_dtype)  # None unless the mask is additive
         return {"input_ids": batch.input_ids, "attention_mask": mask, "position_ids": batch.position_ids}
 
 

@@ -41,7 +41,6 @@ from twist.train.config import TrainRunConfig
 from twist.train.data import TrainStream, open_split, open_valid_sets, valid_batches
 from twist.train.loggers import MetricsLogger, ThroughputMeter, peak_flops, resume_message, truncate_metrics
 from twist.train.optim import build_optimizer
-from twist.train.packing import Batch
 from twist.train.parallelize import build_model, unsharded_copy
 from twist.train.schedule import LRSchedule
 from twist.train.signals import StopSignals
@@ -190,9 +189,6 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     # steps
     # ---------------------------------------------------------------------------------------
-    def _loss_sum(self, batch: Batch) -> torch.Tensor:
-        return self.forward_loss(batch)
-
     def train_step(self) -> dict[str, Any]:
         """One optimiser step over the global batch; returns its loss, grad norm (0-d device
         tensors: the step never waits for the device; ``float()`` them to read), lr and tokens."""
@@ -210,7 +206,7 @@ class Trainer:
             if self.strategy == "fsdp":
                 self.model.set_requires_gradient_sync(sync)
             with no_sync:
-                ls = self._loss_sum(b.to(self.device))
+                ls = self.forward_loss(b.to(self.device))
                 (ls * scale).backward()
             loss_sum += ls.detach().double()
         lr = self.schedule.lr
@@ -249,7 +245,7 @@ class Trainer:
             for b, counted in valid_batches(ds, max_tokens=d.max_tokens, micro_batch=t.valid_micro_batch or t.micro_batch,
                                             rank=self.info.rank, world_size=self.info.world_size,
                                             packing=self.packing, max_windows=d.valid_max_windows):
-                loss = float(self._loss_sum(b.to(self.device)))
+                loss = float(self.forward_loss(b.to(self.device)))
                 if counted:
                     total += loss
                     count += b.n_targets
