@@ -73,7 +73,7 @@ def reference_markdown() -> str:
         out.append("")
         free = getattr(schema, "RERUN_FREE", None)
         if free is not None:
-            out += [f"**Rerun into the same `out_dir`:** these may change (recorded in `identity.json`): "
+            out += ["**Rerun into the same `out_dir`:** these may change (recorded in `identity.json`): "
                     + ", ".join(f"`{k}`" for k in free) + "; any other setting that differs is refused unless "
                     "listed in `allow_changes` ([run identity](guarantees.md#run-identity)).", ""]
     return "\n".join(out)
