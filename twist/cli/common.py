@@ -43,6 +43,11 @@ def user_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
                 if os.environ.get("TWIST_TRACEBACK"):
                     raise
                 fail(prog, str(e))
+            except PermissionError as e:  # the machine's, not twist's: say which file
+                if os.environ.get("TWIST_TRACEBACK"):
+                    raise
+                fail(prog, f"permission denied: {e.filename or e} ({e.strerror or 'not allowed'}); "
+                           "choose a writable out_dir or fix the permissions")
 
         return wrapper
 
@@ -85,19 +90,20 @@ class RunDir:
     """
 
     def __init__(self, stage: str, typed: Any, raw: Any = None, *, out_dir: str | Path | None = None,
-                 log_name: str | None = None) -> None:
+                 log_name: str | None = None, config_name: str = "config.yaml") -> None:
         from twist.run_identity import check_rerun, free_settings_of, identity_of
 
         self.stage = stage
         self.typed, self.raw = typed, raw
         self.out_dir = Path(out_dir if out_dir is not None else typed.out_dir)
         self.log_name = log_name or stage
+        self.config_name = config_name
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise ConfigError(f"out_dir {self.out_dir} is a file, not a directory")
-        self.identity = identity_of(stage, typed)
+        self.identity = identity_of(stage, typed) if has_identity(typed) else None
         self.free = free_settings_of(typed)
-        self.changes = check_rerun(self.out_dir, self.identity, getattr(typed, "allow_changes", ()) or (),
-                                   free_settings=self.free)
+        self.changes = [] if self.identity is None else check_rerun(
+            self.out_dir, self.identity, getattr(typed, "allow_changes", ()) or (), free_settings=self.free)
         self.started = False
 
     def start(self, note: dict[str, Any] | None = None) -> Path:
@@ -108,9 +114,10 @@ class RunDir:
 
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_resolved_config(self.raw if self.raw is not None else self.typed, self.out_dir)
+            save_resolved_config(self.raw if self.raw is not None else self.typed, self.out_dir, self.config_name)
             _save_hydra_files(self.out_dir, self.raw)
-            record_identity(self.out_dir, self.identity, self.changes, free_settings=self.free, note=note)
+            if self.identity is not None:
+                record_identity(self.out_dir, self.identity, self.changes, free_settings=self.free, note=note)
         except PermissionError as e:
             raise ConfigError(f"out_dir {self.out_dir} is not writable ({e.strerror}: {e.filename}); "
                               "choose another out_dir or fix its permissions") from None
@@ -199,7 +206,7 @@ def check_command_line(prog: str, config_name: str, schema: type, argv: list[str
     register_schemas()
     multirun = any(a in ("-m", "--multirun") for a in argv)
     info = any(a.split("=")[0] in _INFO_FLAGS for a in argv)
-    overrides = [a for a in argv if not a.startswith("-")]
+    overrides = _overrides(argv)
     try:
         _check_groups(config_name, overrides)
         cells = _cells(config_name, schema, overrides, multirun)
@@ -210,6 +217,24 @@ def check_command_line(prog: str, config_name: str, schema: type, argv: list[str
         _check_run_dirs(config_name, typed, cells)
     except TwistError as e:
         fail(prog, str(e))
+
+
+# Hydra flags followed by a value (``--cfg job``, ``-p train``)
+_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun")
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    """The ``key=value`` overrides of a command line, without Hydra's flags and their values."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a.startswith("-"):
+            skip = a in _FLAGS_WITH_VALUE
+        else:
+            out.append(a)
+    return out
 
 
 def _check_groups(config_name: str, overrides: list[str]) -> None:
@@ -244,6 +269,13 @@ def print_help(prog: str, config_name: str, schema: type) -> None:
     print("\n".join(lines))
 
 
+def has_identity(typed: Any) -> bool:
+    """Whether a stage config's out_dir carries a run identity (schemas declaring ``RERUN_FREE``;
+    ``identity_applies()`` may exclude some modes, e.g. a standalone merge)."""
+    applies = getattr(typed, "identity_applies", None)
+    return getattr(typed, "RERUN_FREE", None) is not None and (not callable(applies) or bool(applies()))
+
+
 def _check_run_dirs(config_name: str, typed: list[Any], cells: list[list[str]]) -> None:
     """Each cell's out_dir: its stored identity agrees, and no two cells share it."""
     seen: dict[Path, int] = {}
@@ -259,7 +291,7 @@ def _check_run_dirs(config_name: str, typed: list[Any], cells: list[list[str]]) 
                 f"sweep cells {j} and {i} would share out_dir {out} (cell {i}: {' '.join(differ)}); put the swept "
                 "settings in out_dir, e.g. 'out_dir=runs/${hydra:job.override_dirname}' or 'out_dir=runs/${hydra:job.num}'")
         seen[key] = i
-        if getattr(t, "RUN_DIR", True):
+        if has_identity(t):
             RunDir(config_name, t)
 
 
