@@ -445,11 +445,11 @@ def generate_run(c: GenerateRunConfig, *, on_start: Any = None) -> tuple[list[di
     from twist.vocoder import load_vocoder
 
     out = Path(c.out_dir)
-    # cheap checks first: the prompts before any model is loaded
+    # cheap checks first: the prompts before the speech LM is loaded
+    vocoder, _ = load_vocoder(c.vocoder, device=c.device)
     tok = UnitTokenizer.load(c.tokenizer_dir)
     unreadable = RejectsLog(None, stage="generate")  # held until the run dir is started
     prompts = read_prompts(c.prompts, tok.sample_rate, rejects=unreadable)[: c.limit or None]
-    vocoder, _ = load_vocoder(c.vocoder, device=c.device)
     lm, lm_contract = load_speech_lm(c.lm, device=c.device, dtype=c.dtype)
     names = {"lm": f"speech LM {c.lm}", "vocoder": f"vocoder {c.vocoder}", "tokenizer": f"tokenizer {c.tokenizer_dir}"}
     check_pipeline_contracts(lm_contract, vocoder.contract, vocoder_has_duration_predictor=vocoder.has_duration_predictor,

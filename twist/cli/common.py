@@ -349,11 +349,11 @@ def _compose_and_check(config_name: str, schema: type, overrides: list[str], *, 
     previous = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(cfg)
     try:
-        missing = set(OmegaConf.missing_keys(cfg))
+        task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        missing = set(OmegaConf.missing_keys(task))
         for group in sorted(g for g in missing if (CONFIGS / g).is_dir()):
             raise ConfigError(f"no {group} chosen: add +{group}=<name> to the command line; choose one of: "
                               f"{', '.join(choices(group))}")
-        task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         OmegaConf.resolve(task)
         return to_typed(schema, task)
     except OmegaConfBaseException as e:
