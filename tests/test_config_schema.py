@@ -127,3 +127,35 @@ def test_the_cli_refuses_a_typo_before_any_work(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip() == "twist-train: error: unknown setting train.max_step (did you mean train.max_steps?)"
     assert not out.exists()
+
+
+def test_a_config_group_of_another_command_names_the_group_and_its_command(capsys):
+    err = _error(capsys, "train", "+tts=espeak")
+    assert err == ("twist-train: error: tts is a config group of twist-bench, not of twist-train (this command's "
+                   "groups: model, init, data, optim, schedule, logger, experiment)")
+    err = _error(capsys, "eval", "+tokenizer=hubert-25hz-500")
+    assert "tokenizer is a config group of twist-tokenize, not of twist-eval" in err
+
+
+def test_help_lists_only_the_commands_own_config_groups():
+    p = subprocess.run([sys.executable, "-m", "twist.cli.train", "--help"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    groups = [line.split(":")[0].strip() for line in p.stdout.splitlines() if line.startswith("  ")]
+    assert groups == ["model", "init", "data", "optim", "schedule", "logger", "experiment"]
+    assert "opt-350m" in p.stdout and "tts" not in p.stdout and "vocoder_model" not in p.stdout
+
+
+def test_every_config_group_belongs_to_a_command_and_every_default_group_is_listed():
+    from twist.cli.schemas import GROUPS
+
+    groups = {p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name not in ("hydra", "__pycache__")}
+    assert groups == {g for gs in GROUPS.values() for g in gs}
+    for name in SCHEMAS:
+        defaults = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["defaults"]
+        listed = {next(iter(d)) for d in defaults if isinstance(d, dict) and not next(iter(d)).startswith("override")}
+        assert listed <= set(GROUPS[name]), (name, listed)
+
+
+def test_a_typo_under_cfg_job_goes_through_twists_check(capsys):
+    err = _error(capsys, "train", "train.max_step=5", "--cfg", "job")
+    assert err == "twist-train: error: unknown setting train.max_step (did you mean train.max_steps?)"

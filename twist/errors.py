@@ -33,6 +33,10 @@ class RunExistsError(TwistError, FileExistsError):
     """An output directory already holds a run that this command would overwrite."""
 
 
+class RunIdentityError(RunExistsError):
+    """A rerun into an existing run directory would use other settings than the ones that made it."""
+
+
 class ContractMismatch(InputError):
     """Two artefacts carry different unit contracts (encoder, layer, K, frame rate, ...)."""
 

@@ -24,7 +24,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -92,6 +92,15 @@ class GenerateRunConfig:
     sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
     asr: dict[str, Any] = dataclasses.field(default_factory=lambda: {"backend": "none"})
     """Transcribe the outputs: an asr/ file (backend none | faster-whisper | hf-whisper and its options)."""
+    allow_changes: list[str] = dataclasses.field(default_factory=list)
+    """Settings allowed to differ from those that made out_dir (a rerun refuses any other change; [all] = any); the change is recorded in identity.json, and continuations made otherwise are made again."""
+
+    # May change on a rerun: more or fewer prompts, speed settings that leave each sample as it is.
+    RERUN_FREE: ClassVar[tuple[str, ...]] = ("out_dir", "limit", "threads", "sampling.batch_size")
+
+    def identity_inputs(self) -> dict[str, str | None]:
+        """The speech LM, tokenizer and vocoder whose content makes every clip."""
+        return {"lm": self.lm, "tokenizer_dir": self.tokenizer_dir, "vocoder": self.vocoder}
 
     def __post_init__(self) -> None:
         if not self.prompts:
@@ -277,8 +286,13 @@ def generate_continuations(
     asr: Any = None,
     names: Mapping[str, str] | None = None,
     rejects: Any = None,
+    made_by: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the whole pipeline on ``(id, wav)`` prompts; optionally write outputs to ``out_dir``.
+
+    ``made_by`` (see :func:`made_by`) is stored in each prompt's JSON; a prompt already finished
+    in ``out_dir`` is skipped only when its record was made by the same model, vocoder,
+    tokenizer, sampling and prompt audio, and made again otherwise.
 
     Returns:
         one record per prompt: id, prompt/generated units and durations, the waveform
@@ -297,7 +311,8 @@ def generate_continuations(
         tokenizer_name=names.get("tokenizer", "tokenizer"),
     )
     out = Path(out_dir) if out_dir is not None else None
-    todo = [(pid, wav) for pid, wav in prompts if out is None or not (out / f"{pid}.json").exists()]
+    made = {pid: {**dict(made_by or {}), "prompt_sha256": _wav_sha256(wav)} for pid, wav in prompts}
+    todo = [(pid, wav) for pid, wav in prompts if out is None or not _finished(out / f"{pid}.json", made[pid])]
     parsed, kept = [], []
     for pid, wav in todo:
         try:
@@ -333,6 +348,7 @@ def generate_continuations(
             "continuation_seconds": (len(wav) - split) / vocoder.sample_rate,
             "sampling": dataclasses.asdict(sampling),
             "contract": lm_contract.to_dict(),
+            "made_by": made[pid],
             "wav": wav,
         }
         if asr is not None:
@@ -342,6 +358,36 @@ def generate_continuations(
             _write_record(out, rec, wav, split, vocoder.sample_rate)
         records.append(rec)
     return records
+
+
+def _wav_sha256(wav: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(wav, dtype=np.float32).tobytes()).hexdigest()[:16]
+
+
+def _finished(path: Path, made: Mapping[str, Any]) -> bool:
+    """A prompt's record exists and was made exactly as this run would make it."""
+    if not path.is_file():
+        return False
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False  # torn or foreign: made again
+    return isinstance(rec, dict) and rec.get("made_by") == dict(made)
+
+
+def made_by(c: GenerateRunConfig) -> dict[str, Any]:
+    """What makes a continuation: the run's identity without its prompt list, with the
+    model, tokenizer and vocoder dirs and their content fingerprints, sampling and seed."""
+    from twist.run_identity import RunIdentity, identity_of
+
+    ident = identity_of("generate", c)
+    settings = {k: v for k, v in ident.settings.items() if k != "prompts"}
+    return {"fingerprint": RunIdentity("generate", settings, ident.inputs).fingerprint,
+            "lm": str(c.lm), "lm_fingerprint": ident.inputs.get("lm"),
+            "tokenizer_dir": str(c.tokenizer_dir), "tokenizer_fingerprint": ident.inputs.get("tokenizer_dir"),
+            "vocoder": str(c.vocoder), "vocoder_fingerprint": ident.inputs.get("vocoder"),
+            "sampling": {k: v for k, v in dataclasses.asdict(c.sampling).items() if k != "batch_size"},
+            "prompt_seconds": c.prompt_seconds, "device": c.device, "dtype": c.dtype}
 
 
 def _write_record(out: Path, rec: dict[str, Any], wav: np.ndarray, split: int, sr: int) -> None:
@@ -386,10 +432,12 @@ def summary_json(records: Sequence[Mapping[str, Any]]) -> str:
     return json.dumps([{k: v for k, v in r.items() if k in ("id", "prompt_seconds", "continuation_seconds", "transcript")} for r in records])
 
 
-def generate_run(c: GenerateRunConfig) -> tuple[list[dict[str, Any]], int]:
+def generate_run(c: GenerateRunConfig, *, on_start: Any = None) -> tuple[list[dict[str, Any]], int]:
     """What ``twist-generate`` does: load the LM, tokenizer, vocoder (and ASR), continue every
-    prompt not finished yet, and gather ``transcripts.jsonl``. Returns the new records and the
-    number of rejected prompts."""
+    prompt not finished yet (or finished by another model or sampling), and gather
+    ``transcripts.jsonl``. Returns the new records and the number of rejected prompts.
+
+    ``on_start`` is called once everything is loaded and checked, before the first write."""
     from twist.asr import get_asr
     from twist.lm import load_speech_lm
     from twist.rejects import RejectsLog
@@ -397,16 +445,24 @@ def generate_run(c: GenerateRunConfig) -> tuple[list[dict[str, Any]], int]:
     from twist.vocoder import load_vocoder
 
     out = Path(c.out_dir)
+    # cheap checks first: the prompts before the speech LM is loaded
     vocoder, _ = load_vocoder(c.vocoder, device=c.device)
     tok = UnitTokenizer.load(c.tokenizer_dir)
-    # the LM's contract is checked against the vocoder's inside generate_continuations (dedup-aware)
+    unreadable = RejectsLog(None, stage="generate")  # held until the run dir is started
+    prompts = read_prompts(c.prompts, tok.sample_rate, rejects=unreadable)[: c.limit or None]
     lm, lm_contract = load_speech_lm(c.lm, device=c.device, dtype=c.dtype)
+    names = {"lm": f"speech LM {c.lm}", "vocoder": f"vocoder {c.vocoder}", "tokenizer": f"tokenizer {c.tokenizer_dir}"}
+    check_pipeline_contracts(lm_contract, vocoder.contract, vocoder_has_duration_predictor=vocoder.has_duration_predictor,
+                             tokenizer_contract=tok.contract, lm_name=names["lm"], vocoder_name=names["vocoder"],
+                             tokenizer_name=names["tokenizer"])
+    asr = get_asr(c.asr)
+    if on_start is not None:
+        on_start()
     with RejectsLog(out / "rejects.jsonl", stage="generate") as rej:
-        prompts = read_prompts(c.prompts, tok.sample_rate, rejects=rej)[: c.limit or None]
+        rej.replay(unreadable)
         records = generate_continuations(
             lm=lm, lm_contract=lm_contract, tokenizer=tok, vocoder=vocoder, prompts=prompts, sampling=c.sampling,
-            prompt_seconds=c.prompt_seconds, out_dir=out, asr=get_asr(c.asr), rejects=rej,
-            names={"lm": f"speech LM {c.lm}", "vocoder": f"vocoder {c.vocoder}", "tokenizer": f"tokenizer {c.tokenizer_dir}"})
+            prompt_seconds=c.prompt_seconds, out_dir=out, asr=asr, rejects=rej, names=names, made_by=made_by(c))
     write_transcripts(out)
     return records, rej.count
 

@@ -24,21 +24,27 @@ class RejectsLog:
         self.stage = stage
         self.strict = strict
         self.count = 0
+        self.held: list[tuple[Any, str, dict[str, Any]]] = []  # with no path: kept for replay()
         self._fh = None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def add(self, item: Any, reason: str, **extra: Any) -> None:
         if self.strict:
             raise RejectedItemError(f"{self.stage}: rejected {item}: {reason}")
         self.count += 1
         if self.path is None:
+            self.held.append((item, reason, extra))
             return
         if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # only once there is something to log
             self._fh = open(self.path, "a", encoding="utf-8")
         rec = {"item": str(item), "reason": reason, "stage": self.stage, **extra}
         self._fh.write(json.dumps(rec) + "\n")
         self._fh.flush()
+
+    def replay(self, other: RejectsLog) -> None:
+        """Log the rejects ``other`` held (found before this log's directory could be written)."""
+        for item, reason, extra in other.held:
+            self.add(item, reason, **extra)
 
     def close(self) -> None:
         if self._fh is not None:

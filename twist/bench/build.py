@@ -16,7 +16,6 @@ run, empty when nothing was rejected); the counts and the TTS speed go to
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -63,8 +62,10 @@ def build_benchmarks(
     wuggy: WuggyBuild | Mapping[str, Any] | None = None,
     strict: bool = False,
     progress: bool = True,
+    on_start: Any = None,
 ) -> dict:
     """Build the requested benchmarks under ``out_dir``; returns (and saves) a report.
+    ``on_start`` is called once the inputs and the TTS engine are checked, before the first write.
 
     Args:
         task: ``storycloze``, ``blimp``, ``wuggy``, ``all`` or a list of them.
@@ -82,6 +83,8 @@ def build_benchmarks(
     if "storycloze" in tasks:  # a bad CSV fails before anything is written or synthesised
         sc_mod.check_storycloze_input(sc.csv or sc_mod.BUILTIN_STORIES, sc.limit, sc.shard)
     backend = tts if isinstance(tts, TTSBackend) else get_backend(tts, **dict(tts_kwargs or {}))
+    if on_start is not None:
+        on_start()
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"tts": backend.name, "seed": seed, "tasks": {}}
     # Each run finds every reject again, so the log starts empty rather than appending to a past run's.
@@ -146,29 +149,6 @@ def _build_wuggy(c: WuggyBuild, *, backend: TTSBackend, out_dir: Path, seed: int
 
 # What a run leaves in its out_dir before it has built anything: Hydra's own files, the
 # resolved config and an empty rejects log.
-_RUN_ONLY_FILES = (".hydra", "config.yaml", "rejects.jsonl")
-
-
-def remove_unfinished_out_dir(out_dir: str | Path) -> bool:
-    """After a failed run, delete ``out_dir`` if it holds only logs and configs; returns whether it did.
-
-    Hydra creates the run directory before the command reads its inputs, so a run stopped by
-    a bad input would otherwise leave a directory of logs behind. A directory holding
-    anything else (an earlier build, the user's own files) is left alone.
-    """
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        return False
-    for f in out_dir.iterdir():
-        if f.name in _RUN_ONLY_FILES or (f.is_file() and f.suffix == ".log"):
-            if f.name == "rejects.jsonl" and f.stat().st_size:
-                return False
-            continue
-        return False
-    shutil.rmtree(out_dir, ignore_errors=True)
-    return True
-
-
 def ending_length_bias(task_dir: str | Path) -> dict[str, float | int]:
     """How much longer the positive story is than the negative, measured on the built wavs.
 

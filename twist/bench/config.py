@@ -8,7 +8,7 @@ layout (Nguyen et al. 2020). The TTS engine comes from a ``tts/`` file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
@@ -101,6 +101,27 @@ class BenchRunConfig:
     storycloze: StoryClozeBuild = field(default_factory=StoryClozeBuild)
     blimp: BlimpBuild = field(default_factory=BlimpBuild)
     wuggy: WuggyBuild = field(default_factory=WuggyBuild)
+    allow_changes: list[str] = field(default_factory=list)
+    """Settings allowed to differ from those that built out_dir (a rebuild refuses any other change; [all] = any); the change is recorded in identity.json."""
+
+    # May change on a rebuild: which tasks (each task's own settings are compared only when it
+    # is built again), how many items, processes and bars.
+    RERUN_FREE: ClassVar[tuple[str, ...]] = (
+        "out_dir", "task", "workers", "strict", "progress", "storycloze.shard", "storycloze.limit", "blimp.limit",
+        "wuggy.limit",
+    )
+
+    def identity_settings(self, flat: dict[str, Any]) -> dict[str, Any]:
+        """The settings of the tasks built this time, and those every task shares."""
+        from twist.bench.build import TASKS, resolve_tasks
+
+        skipped = tuple(f"{t}." for t in TASKS if t not in resolve_tasks(self.task))
+        return {k: v for k, v in flat.items() if not k.startswith(skipped)}
+
+    def identity_inputs(self) -> dict[str, str | None]:
+        """Input files given instead of the built-in ones."""
+        return {"storycloze.csv": self.storycloze.csv, "blimp.jsonl": self.blimp.jsonl, "wuggy.words": self.wuggy.words,
+                "wuggy.frequency_text": self.wuggy.frequency_text, "wuggy.frequency_list": self.wuggy.frequency_list}
 
     def __post_init__(self) -> None:
         if self.workers is not None:

@@ -11,29 +11,24 @@ from pathlib import Path
 from typing import Any
 
 from twist.bench.config import BenchRunConfig
-from twist.cli.common import hydra_cli, save_resolved_config, user_errors
+from twist.cli.common import RunDir, hydra_cli, user_errors
 
 PROG = "twist-bench"
 
 
 @user_errors(PROG)
 def run(cfg: Any) -> dict:
-    from twist.bench.build import build_benchmarks, remove_unfinished_out_dir
+    from twist.bench.build import build_benchmarks
     from twist.schema import to_typed
 
     c = to_typed(BenchRunConfig, cfg)
     out_dir = Path(c.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, out_dir)
+    run_dir = RunDir("bench", c, cfg)  # a rebuild with other settings stops here, writing nothing
     tts = dict(c.tts)
     name = tts.pop("name")
-    try:
-        report = build_benchmarks(c.task, out_dir, tts=name, tts_kwargs=tts, seed=c.seed, workers=c.workers,
-                                  storycloze=c.storycloze, blimp=c.blimp, wuggy=c.wuggy, strict=c.strict,
-                                  progress=c.progress)
-    except BaseException:
-        remove_unfinished_out_dir(out_dir)  # a bad input leaves no directory of logs behind
-        raise
+    report = build_benchmarks(c.task, out_dir, tts=name, tts_kwargs=tts, seed=c.seed, workers=c.workers,
+                              storycloze=c.storycloze, blimp=c.blimp, wuggy=c.wuggy, strict=c.strict,
+                              progress=c.progress, on_start=run_dir.start)
     for task, res in report["tasks"].items():
         print(f"[{PROG}] {task}: {json.dumps({k: v for k, v in res.items() if k != 'tts'})}")
         print(f"[{PROG}] {task} tts: {res['tts']}")

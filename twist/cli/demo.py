@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from twist.cli.common import hydra_cli, save_resolved_config, user_errors
+from twist.cli.common import RunDir, hydra_cli, user_errors
 from twist.demo.config import DemoConfig
 
 PROG = "twist-demo"
@@ -21,8 +21,8 @@ def run(raw: Any) -> None:
 
     cfg = to_typed(DemoConfig, raw)
     out = Path(cfg.out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(raw, out, "demo_config.yaml")
+    # the demo keeps no run identity: each step's cache key rebuilds what other settings change
+    RunDir("demo", cfg, raw, out_dir=out, config_name="demo_config.yaml").start()
     t0 = time.time()
     only, force = _names(cfg.only), _names(cfg.force)
     try:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from twist.cli.common import hydra_cli, save_resolved_config, user_errors
+from twist.cli.common import RunDir, hydra_cli, user_errors
 from twist.eval.config import EvalRunConfig
 
 PROG = "twist-eval"
@@ -22,20 +22,20 @@ def run(cfg: Any) -> None:
 
     c = to_typed(EvalRunConfig, cfg)
     out_dir = Path(c.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, out_dir)
+    run_dir = RunDir("eval", c, cfg)  # a rerun with another model or benchmark stops here
     if c.mode == "compare":
         from twist.atomic import atomic_write_json, atomic_write_text
         from twist.eval.report import compare_runs
 
         md, table = compare_runs(c.compare.runs, c.compare.names or None)
+        run_dir.start()
         atomic_write_text(out_dir / "compare.md", md)
         atomic_write_json(out_dir / "compare.json", table)
         print(md, end="")
         return
     from twist.eval.evaluate import evaluate_run
 
-    results = evaluate_run(c)
+    results = evaluate_run(c, on_start=run_dir.start)
     print(json.dumps({"metrics": results["metrics"], "pairs_per_second": results.get("pairs_per_second"),
                       "out_dir": str(out_dir)}, indent=2))
 

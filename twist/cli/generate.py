@@ -8,10 +8,9 @@ twist.generate.GenerateRunConfig, the work in :func:`twist.generate.generate_run
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from twist.cli.common import hydra_cli, save_resolved_config, user_errors
+from twist.cli.common import RunDir, hydra_cli, user_errors
 from twist.generate import GenerateRunConfig
 
 PROG = "twist-generate"
@@ -23,13 +22,12 @@ def run(cfg: Any) -> None:
     from twist.schema import to_typed
 
     c = to_typed(GenerateRunConfig, cfg)
-    Path(c.out_dir).mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, c.out_dir)
+    run_dir = RunDir("generate", c, cfg)  # a rerun with another model or sampling stops here
     if c.threads:
         import torch
 
         torch.set_num_threads(c.threads)
-    records, n_rejected = generate_run(c)
+    records, n_rejected = generate_run(c, on_start=run_dir.start)
     print(f"[{PROG}] {len(records)} new continuations ({n_rejected} prompts rejected) -> {c.out_dir}")
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from twist.cli.common import fail, hydra_cli, save_resolved_config, user_errors
+from twist.cli.common import RunDir, fail, hydra_cli, user_errors
 from twist.mos.config import MosBuildConfig, MosScoreConfig
 
 USAGE = """usage: twist-mos build [key=value ...]   write the listening-test page (config: mos_build.yaml)
@@ -28,10 +28,9 @@ def run_build(cfg: Any) -> Path:
 
     c = to_typed(MosBuildConfig, cfg)
     out = Path(c.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, out)
+    run_dir = RunDir("mos_build", c, cfg)  # a rebuild with other settings or clips stops here
     key = build_page(c.systems or {}, out, original=c.original, resynth=c.resynth, settings=c.page,
-                     overwrite=c.overwrite, progress=c.progress)
+                     overwrite=c.overwrite, progress=c.progress, on_start=run_dir.start)
     page = (out / "page" / "index.html").resolve()
     print(f"[twist-mos] test {key['test_id']}: {len(key['items'])} clips ({', '.join(key['systems'] + key['toplines'])}) "
           f"over {len(key['prompts'])} prompts, about {minutes_per_rater(key):.1f} min of audio per rater")
@@ -50,8 +49,7 @@ def run_score(cfg: Any) -> dict[str, Any]:
     out = Path(c.out_dir)
     key = load_key(c.key)
     ratings = [c.ratings] if isinstance(c.ratings, str) else list(c.ratings or [])
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, out)
+    RunDir("mos_score", c, cfg).start()  # after the key is read: a bad key writes nothing
     res = score_ratings(key, ratings, out, screening=c.screening, confidence=c.confidence, strict=c.strict,
                         plot=c.plot)
     print((out / "mmos.md").read_text(encoding="utf-8"), end="")

@@ -32,6 +32,30 @@ SCHEMAS: dict[str, type] = {
 }
 
 
+# The config groups each command offers (directories of twist/configs/); a group of another
+# command on the command line is refused naming the command it belongs to, and `--help` lists
+# only these.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "asr_run": ("asr",),
+    "bench": ("tts",),
+    "demo": (),
+    "eval": (),
+    "generate": ("asr",),
+    "mos_build": (),
+    "mos_score": (),
+    "plot": (),
+    "tokenize": ("tokenizer",),
+    "train": ("model", "init", "data", "optim", "schedule", "logger", "experiment"),
+    "vocoder": ("vocoder_model", "asr"),
+}
+# the command that reads each primary config
+COMMANDS: dict[str, str] = {
+    "asr_run": "twist-asr", "bench": "twist-bench", "demo": "twist-demo", "eval": "twist-eval",
+    "generate": "twist-generate", "mos_build": "twist-mos build", "mos_score": "twist-mos score",
+    "plot": "twist-plot", "tokenize": "twist-tokenize", "train": "twist-train", "vocoder": "twist-vocoder",
+}
+
+
 def reference_markdown() -> str:
     """docs/config-reference.md: every key of every stage's config, its type, default and meaning."""
     from twist.schema import reference_rows
@@ -47,6 +71,11 @@ def reference_markdown() -> str:
         for key, typ, default, meaning in reference_rows(schema):
             out.append(f"| `{key}` | {_cell(typ)} | `{default}` | {_cell(meaning)} |")
         out.append("")
+        free = getattr(schema, "RERUN_FREE", None)
+        if free is not None:
+            out += ["**Rerun into the same `out_dir`:** these may change (recorded in `identity.json`): "
+                    + ", ".join(f"`{k}`" for k in free) + "; any other setting that differs is refused unless "
+                    "listed in `allow_changes` ([run identity](guarantees.md#run-identity)).", ""]
     return "\n".join(out)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from twist.cli.common import hydra_cli, save_resolved_config, user_errors
+from twist.cli.common import RunDir, hydra_cli, user_errors
 from twist.tokenizer.config import TokenizeRunConfig
 
 PROG = "twist-tokenize"
@@ -42,10 +42,10 @@ def run(cfg: Any) -> None:
         return
     from twist.tokenizer.pipeline import run_tokenize
 
-    if rank_and_world()[0] == 0 and c.mode != "merge":
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_resolved_config(cfg, out_dir)
-    run_tokenize(c, mode=c.mode)
+    # a rerun with other settings stops here; the run's records are written once the inputs are checked
+    run_dir = RunDir("tokenize", c, cfg) if c.identity_applies() else None
+    start = run_dir.start if run_dir is not None and rank_and_world()[0] == 0 else None
+    run_tokenize(c, mode=c.mode, on_start=start)
 
 
 main = hydra_cli(PROG, "tokenize", TokenizeRunConfig, run)

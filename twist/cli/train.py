@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twist.cli.common import hydra_cli, save_resolved_config, user_errors
+from twist.cli.common import RunDir, hydra_cli, user_errors
 from twist.train.config import TrainRunConfig
 
 PROG = "twist-train"
@@ -25,8 +25,7 @@ def run(cfg: Any) -> None:
     from twist.train.trainer import Trainer
 
     typed = to_typed(TrainRunConfig, cfg)
-    if is_main_process():
-        save_resolved_config(cfg, typed.out_dir)
+    run_dir = RunDir("train", typed, cfg)  # a rerun with other settings stops here, writing nothing
     if not typed.train.progress:
         from twist.console import quiet_third_party_progress
 
@@ -35,7 +34,9 @@ def run(cfg: Any) -> None:
 
     # metrics and logs are appended, not renamed into place: a full disk there is one line too
     with disk_full_guard(typed.out_dir, intact="checkpoints/last is intact; free space and rerun to resume"):
-        trainer = Trainer(typed)
+        trainer = Trainer(typed)  # data, model and checkpoint are checked before anything is written
+        if is_main_process():
+            run_dir.start(note={"step": trainer.state.step})
         result = trainer.fit()
     if is_main_process():
         from twist.console import say

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from twist.cli.common import hydra_cli, save_resolved_config, user_errors
+from twist.cli.common import RunDir, hydra_cli, user_errors
 from twist.errors import ConfigError
 from twist.vocoder.config import VocoderRunConfig
 
@@ -33,8 +33,7 @@ def run(cfg: Any) -> None:
     missing = [k for k in NEEDS[c.mode] if not getattr(c, k)]
     if missing:
         raise ConfigError(f"mode={c.mode} needs {', '.join(missing)} (e.g. {missing[0]}=/path)")
-    Path(c.out_dir).mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, c.out_dir)
+    run_dir = RunDir("vocoder", c, cfg)  # a rerun with other settings stops here, writing nothing
     if c.threads:
         import torch
 
@@ -45,14 +44,16 @@ def run(cfg: Any) -> None:
 
         summary = train_vocoder(units_dir=c.units_dir, audio_dir=c.audio_dir, out_dir=c.out_dir,
                                 generator=vm["generator"], discriminator=vm["discriminator"], mel=vm["mel"],
-                                train=c.train, device=c.device, resume=c.resume, progress=c.progress)
+                                train=c.train, device=c.device, resume=c.resume, progress=c.progress,
+                                on_start=run_dir.start)
         print(f"[{PROG}] {json.dumps(summary)} -> {Path(c.out_dir) / 'vocoder'}")
     elif c.mode == "resynth":
         from twist.vocoder.resynth import resynthesise
 
         r = resynthesise(c.vocoder, c.tokenizer_dir, c.audio, c.out_dir, device=c.device, asr=c.asr,
                          transcripts=c.transcripts, limit=c.limit, predict_durations=c.predict_durations,
-                         batch_frames=c.batch_frames, rtf_seconds=c.rtf_seconds, name=c.name)
+                         batch_frames=c.batch_frames, rtf_seconds=c.rtf_seconds, name=c.name,
+                         on_start=run_dir.start)
         scores = " ".join(f"{k}={r[k]:.4f}" for k in ("wer", "wer_original") if k in r)
         print(f"[{PROG}] resynthesised {r['n']} files -> {Path(c.out_dir) / 'wavs'}; {scores} "
               f"rtf({r['rtf']['device']})={r['rtf']['rtf']:.4f}")
@@ -60,18 +61,22 @@ def run(cfg: Any) -> None:
         from twist.vocoder.infer import convert_hifigan_checkpoint
         from twist.vocoder.resynth import contract_from
 
-        out = convert_hifigan_checkpoint(c.checkpoint, c.hifigan_config, contract_from(c.contract),
+        contract = contract_from(c.contract)
+        run_dir.start()
+        out = convert_hifigan_checkpoint(c.checkpoint, c.hifigan_config, contract,
                                          Path(c.out_dir) / "vocoder", allow_pickle=c.allow_pickle)
         print(f"[{PROG}] converted {c.checkpoint} -> {out}")
     elif c.mode == "rtf":
         from twist.vocoder.resynth import rtf_of
 
+        run_dir.start()
         res = rtf_of(c.vocoder, vm, c.out_dir, device=c.device, seconds=c.rtf_seconds or 10.0,
                      batch=c.rtf_batch, n_units=c.rtf_units)
         print(f"[{PROG}] {json.dumps(res)}")
     else:
         from twist.vocoder.resynth import wer_table_of_runs
 
+        run_dir.start()
         print(wer_table_of_runs(c.runs, c.out_dir), end="")
 
 

@@ -7,6 +7,7 @@ appear in the schema, the config reference and the command-line check without an
 from __future__ import annotations
 
 from dataclasses import dataclass, field, make_dataclass
+from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
@@ -82,6 +83,20 @@ class EvalRunConfig:
     """A twist-bench output dir: uses its lexical/, syntactic/, storycloze/sSC/ and storycloze/tSC/ (or sSC/, tSC/) where they exist."""
     benchmarks: BenchmarksConfig = field(default_factory=BenchmarksConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    allow_changes: list[str] = field(default_factory=list)
+    """Settings allowed to differ from those that made out_dir (a rerun refuses any other change; [all] = any); the change is recorded in identity.json."""
+
+    # May change on a rerun: devices, batching (scores do not depend on it), caches, labels, strictness.
+    RERUN_FREE: ClassVar[tuple[str, ...]] = (
+        "out_dir", "model_name", "device", "tokenizer_device", "batch_size", "max_batch_tokens", "pack_tokens",
+        "cache_dir", "tokenize_batch_size", "strict", "allow_incomplete", "progress",
+        "benchmarks.generation.batch_size", "benchmarks.generation.sampling.batch_size",
+    )
+
+    def identity_inputs(self) -> dict[str, Any]:
+        """The speech LM, tokenizer and vocoder whose content the scores are of."""
+        return {"model_path": self.model_path, "tokenizer_dir": self.tokenizer_dir,
+                "vocoder": self.benchmarks.generation.vocoder}
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, ("eval", "compare"))

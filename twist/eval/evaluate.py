@@ -163,9 +163,10 @@ def _results_header(c: EvalRunConfig, model: torch.nn.Module, contract: UnitCont
     }
 
 
-def evaluate_run(c: EvalRunConfig) -> dict[str, Any]:
+def evaluate_run(c: EvalRunConfig, *, on_start: Any = None) -> dict[str, Any]:
     """What ``twist-eval mode=eval`` does: check the cheap things first (the model's contract
-    against the tokenizer's, every benchmark file), then load the weights and score."""
+    against the tokenizer's, every benchmark file), then load the weights and score.
+    ``on_start`` is called once all of that passed, before the first write."""
     from twist.device import resolve_device, resolve_dtype
     from twist.lm import load_speech_lm, read_contract
 
@@ -190,6 +191,8 @@ def evaluate_run(c: EvalRunConfig) -> dict[str, Any]:
         tokenizer = UnitTokenizer.load(c.tokenizer_dir, device=c.tokenizer_device)
     model, contract = load_speech_lm(c.model_path, expected=tokenizer.contract if tokenizer is not None else None,
                                      expected_name=f"tokenizer {c.tokenizer_dir}", device=device, dtype=dtype)
+    if on_start is not None:
+        on_start()
     results = evaluate_model(c, model, contract, c.out_dir, tokenizer=tokenizer, tasks=tasks)
     from twist.eval.zr2021 import require_complete
 

@@ -231,8 +231,10 @@ def build_page(
     settings: PageSettings | Mapping[str, Any] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    on_start: Any = None,
 ) -> dict[str, Any]:
-    """Write ``<out_dir>/page/`` and ``<out_dir>/key.json``; return the key.
+    """Write ``<out_dir>/page/`` and ``<out_dir>/key.json``; return the key. ``on_start`` is
+    called once every clip is found and checked, before the first write.
 
     Args:
         systems: ``{name: directory}`` of the systems under test (e.g. warm, cold).
@@ -257,7 +259,8 @@ def build_page(
     ids = {(name, p): item_id(settings.seed, name, p) for name, p in rows}
     if len(set(ids.values())) != len(ids):  # 40 bits: only an absurd test could collide
         raise InputError("two items got the same id; change build.seed")
-
+    if on_start is not None:
+        on_start()
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".page.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -7,8 +7,10 @@ continuation from 1 to 5 in steps of 0.5; unreliable raters are screened out the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
@@ -98,6 +100,29 @@ class MosBuildConfig:
     progress: bool = True
     """tqdm progress bar while the audio is prepared."""
     page: PageSettings = field(default_factory=PageSettings)
+    allow_changes: list[str] = field(default_factory=list)
+    """Settings allowed to differ from those that built out_dir (a rebuild refuses any other change; [all] = any; overwrite=true allows all); recorded in identity.json."""
+
+    RERUN_FREE: ClassVar[tuple[str, ...]] = ("out_dir", "overwrite", "progress")
+
+    def identity_inputs(self) -> dict[str, str | None]:
+        """The clips of every system and top-line: the page is made of their content."""
+        systems = self.systems if isinstance(self.systems, Mapping) else {}
+        return {**{f"systems.{k}": str(v) for k, v in systems.items()},
+                **_paths("original", self.original), **_paths("resynth", self.resynth)}
+
+    def __post_init__(self) -> None:
+        if self.overwrite and "all" not in self.allow_changes:
+            self.allow_changes = [*self.allow_changes, "all"]  # replacing another test is the point of overwrite
+
+
+def _paths(name: str, value: Any) -> dict[str, str]:
+    """One input path, or a list of them, as ``{name: path}`` / ``{name[i]: path}``."""
+    if value is None:
+        return {}
+    if isinstance(value, (str, Path)):
+        return {name: str(value)}
+    return {f"{name}[{i}]": str(v) for i, v in enumerate(value)}
 
 
 @dataclass
@@ -117,3 +142,12 @@ class MosScoreConfig:
     plot: bool = True
     """Write mmos.png: MMOS bars with confidence-interval error bars."""
     screening: Screening = field(default_factory=Screening)
+    allow_changes: list[str] = field(default_factory=list)
+    """Settings allowed to differ from those that made out_dir (a rerun refuses any other change; [all] = any); recorded in identity.json."""
+
+    # ratings keep arriving: a rerun scores whatever files are there now
+    RERUN_FREE: ClassVar[tuple[str, ...]] = ("out_dir", "ratings", "strict", "plot")
+
+    def identity_inputs(self) -> dict[str, str | None]:
+        """The test's key (which clip is which system)."""
+        return {"key": self.key}

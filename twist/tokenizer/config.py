@@ -9,7 +9,7 @@ runs of repeats collapsed (durations kept). A ``tokenizer/`` file fills :class:`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
@@ -137,6 +137,28 @@ class TokenizeRunConfig:
     fit: FitConfig = field(default_factory=FitConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     convert: ConvertConfig = field(default_factory=ConvertConfig)
+    allow_changes: list[str] = field(default_factory=list)
+    """Settings allowed to differ from those that made out_dir (a rerun refuses any other change; [all] = any); the change is recorded in identity.json."""
+
+    # May change between runs into one dataset (fit, then apply; a resume on other hardware).
+    RERUN_FREE: ClassVar[tuple[str, ...]] = (
+        "out_dir", "mode", "strict", "device", "num_workers", "shard_items", "progress", "wait_timeout_s",
+        "batch", "convert",
+    )
+
+    def identity_applies(self) -> bool:
+        """A standalone merge and the converters only gather or convert files: no run identity."""
+        return self.mode in ("fit", "apply", "fit+apply")
+
+    def identity_settings(self, flat: dict[str, Any]) -> dict[str, Any]:
+        """mode=apply reads the fitted tokenizer: the fitting settings are not this run's."""
+        if self.mode == "apply":
+            flat = {k: v for k, v in flat.items() if not k.startswith(("tokenizer.", "fit."))}
+        return flat
+
+    def identity_inputs(self) -> dict[str, str | None]:
+        """An existing tokenizer given with tokenizer_dir (its content defines the units)."""
+        return {"tokenizer_dir": self.tokenizer_dir}
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, MODES)

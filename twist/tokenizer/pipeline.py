@@ -30,7 +30,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -357,8 +357,13 @@ def apply_tokenizer(s: TokenizeRunConfig, tok: UnitTokenizer, items: Sequence[Au
     return stats
 
 
-def run_tokenize(s: TokenizeRunConfig, *, mode: str = "fit+apply") -> dict[str, Any]:
-    """The whole ``twist-tokenize`` run for this rank; returns a summary dict."""
+def run_tokenize(s: TokenizeRunConfig, *, mode: str = "fit+apply",
+                 on_start: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """The whole ``twist-tokenize`` run for this rank; returns a summary dict.
+
+    ``on_start`` is called once the inputs are validated, right before the first write to
+    ``out_dir`` (the CLI writes the run's records there then).
+    """
     if mode not in ("fit", "apply", "fit+apply", "merge"):
         raise ConfigError(f"unknown tokenize mode {mode!r}; choose fit, apply, fit+apply, merge")
     out_dir = Path(s.out_dir)
@@ -367,17 +372,25 @@ def run_tokenize(s: TokenizeRunConfig, *, mode: str = "fit+apply") -> dict[str, 
         # A standalone merge keeps the split recorded in meta.json when the dataset was made:
         # the config's split here is usually just its default, and re-splitting would change
         # train/valid/test silently (merging must give the same files).
+        if not out_dir.is_dir():
+            raise MissingInputError(f"mode=merge: {out_dir} does not exist (run mode=apply into it first)")
         keep = (out_dir / "meta.json").exists()
+        if on_start is not None:
+            on_start()
         meta = merge_outputs(out_dir, split=None if keep else dataclasses.asdict(s.split))
         _log(f"merged {meta['n_utterances']} utterances ({meta['hours']} h), {meta['n_rejected']} rejects -> {out_dir}")
         return meta
-    out_dir.mkdir(parents=True, exist_ok=True)
     if not s.progress:
         quiet_third_party_progress()  # transformers' own "Loading weights" bar
     t_start = time.time()
     items = _inputs(s)
     if not items:
         raise InputError(f"no audio inputs found in {s.input.audio_dir or s.input.manifest} (extensions {list(s.input.extensions)})")
+    if mode == "apply" and not (s.tokenizer_path / TOKENIZER_FILE).exists():
+        raise MissingInputError(f"mode=apply needs a fitted tokenizer at {s.tokenizer_path} (run mode=fit first)")
+    if on_start is not None:
+        on_start()
+    out_dir.mkdir(parents=True, exist_ok=True)
     _log(f"{len(items)} inputs; rank {rank} of {world}", rank)
     device = resolve_device(s.device)
     tok_file = s.tokenizer_path / TOKENIZER_FILE

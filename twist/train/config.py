@@ -11,7 +11,7 @@ Recipe values follow TWIST (Hassid et al. 2023, §3.2 and appendix A.1): sequenc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
@@ -204,6 +204,34 @@ class TrainRunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    allow_changes: list[str] = field(default_factory=list)
+    """Settings allowed to differ from those that made out_dir (a rerun refuses any other change; [all] = any); the change is recorded in identity.json."""
+
+    # May change when a run is resumed (recorded in identity.json, not compared): how long to
+    # train, how to log and checkpoint, and how to run on the hardware at hand. Everything
+    # else defines what the run dir holds (twist.run_identity).
+    RERUN_FREE: ClassVar[tuple[str, ...]] = (
+        "out_dir", "resume", "run_root", "logger", "model.cache_dir",
+        "train.max_steps", "train.max_train_tokens", "train.max_time", "train.stop_signals",
+        "train.valid_every", "train.save_every", "train.log_every", "train.progress", "train.skip_nonfinite",
+        "train.device", "train.strategy", "train.micro_batch", "train.valid_micro_batch", "train.num_threads",
+        "train.checkpoint_format", "train.fsdp_param_dtype", "train.attn_implementation",
+        "train.compile", "train.compile_backend", "train.activation_checkpointing",
+    )
+
+    def identity_settings(self, flat: dict[str, Any]) -> dict[str, Any]:
+        """A cosine schedule without total_steps ends at train.max_steps: then that is part of the run."""
+        if self.schedule.name == "cosine" and self.schedule.total_steps is None:
+            flat["schedule.total_steps"] = self.train.max_steps
+        return flat
+
+    def identity_inputs(self) -> dict[str, str | None]:
+        """The artefacts whose content defines the run: the unit dataset's meta.json, the text LM."""
+        from pathlib import Path
+
+        source = self.model.source
+        local = source if source and self.init.name == "warm" and Path(source).exists() else None
+        return {"data": str(Path(self.data.path) / "meta.json"), "model.source": local}
 
     def __post_init__(self) -> None:
         self.resume = str(self.resume).lower()

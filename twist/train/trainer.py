@@ -125,15 +125,27 @@ class Trainer:
                                   micro_batch=c.train.micro_batch, rank=self.info.rank,
                                   world_size=self.info.world_size, seed=c.seed, packing=self.packing)
         self.state = TrainState()
-        if resume_from is not None:
+        self.resumed = resume_from is not None
+        if self.resumed:
             self._restore(ckpt, weights_loaded=built.weights_loaded, shards=shards)
         del ckpt
+        self.logger: MetricsLogger | None = None  # opened by fit(): building a trainer writes nothing
+        self.peak = peak_flops(self.device)
+
+    def _open_outputs(self) -> None:
+        """The run's first writes: the contract, the metrics logs (cut back to the checkpoint on a resume)."""
+        c = self.cfg
+        if self.info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.contract.save(self.out_dir / "contract.json")
+            if self.resumed:
+                truncate_metrics(self.out_dir, self.state.step)
+                say(resume_message(self.checkpointer.dir / "last", self.state.step, self.state.tokens))
         lg = c.logger
         self.logger = MetricsLogger(self.out_dir, enabled=self.info.is_main, tensorboard=lg.tensorboard,
                                     wandb=lg.wandb, wandb_project=lg.project, run_name=lg.run_name,
                                     config=OmegaConf.to_container(OmegaConf.structured(c)) if lg.wandb else None,
-                                    purge_step=self.state.step + 1 if resume_from is not None else None)
-        self.peak = peak_flops(self.device)
+                                    purge_step=self.state.step + 1 if self.resumed else None)
 
     # ---------------------------------------------------------------------------------------
     # checkpoints
@@ -176,9 +188,6 @@ class Trainer:
         self.update.in_a_row = self.state.nonfinite_in_a_row
         rngs = small["rng"]
         restore_rng_state(rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0])
-        if self.info.is_main:
-            truncate_metrics(self.out_dir, self.state.step)
-            say(resume_message(self.checkpointer.dir / "last", self.state.step, self.state.tokens))
 
     def export(self) -> Path | None:
         """Write the best checkpoint (the last one without validation) as a speech LM dir."""
@@ -292,9 +301,8 @@ class Trainer:
         """Train until a stop condition; validate, save and export at the end (a stop signal
         only saves ``last``: the rerun resumes there, and validates and exports at its end)."""
         t, s = self.cfg.train, self.state
-        if self.info.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.contract.save(self.out_dir / "contract.json")
+        if self.logger is None:
+            self._open_outputs()
         bar = None
         if self.info.is_main and t.progress:
             from tqdm.auto import tqdm
@@ -340,4 +348,5 @@ class Trainer:
         return TrainResult(self.out_dir, s.step, s.tokens, s.best_ppl, s.best_step, stop_reason, export)
 
     def close(self) -> None:
-        self.logger.close()
+        if self.logger is not None:
+            self.logger.close()

@@ -10,7 +10,7 @@ twist.vocoder.generator.GeneratorConfig and twist.vocoder.train).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
@@ -135,6 +135,42 @@ class VocoderRunConfig:
     """mode=convert: read a checkpoint that needs unpickling (only for files you trust)."""
     runs: list[str] = field(default_factory=list)
     """mode=table: resynth output dirs (each with wer.json) -> <out_dir>/table5.md."""
+    allow_changes: list[str] = field(default_factory=list)
+    """Settings allowed to differ from those that made out_dir (a rerun refuses any other change; [all] = any); the change is recorded in identity.json."""
+
+    # May change on a rerun: how long and how visibly to train, threads, batching, how many files.
+    RERUN_FREE: ClassVar[tuple[str, ...]] = (
+        "out_dir", "threads", "progress", "resume", "limit", "batch_frames", "rtf_seconds",
+        "train.steps", "train.max_minutes", "train.log_every", "train.ckpt_every",
+    )
+    # the settings each mode reads (the others stay at whatever the config says and are not compared)
+    MODE_SETTINGS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "train": ("mode", "device", "units_dir", "audio_dir", "train", "vocoder_model"),
+        "resynth": ("mode", "device", "vocoder", "tokenizer_dir", "audio", "transcripts", "predict_durations",
+                    "name", "asr"),
+        "convert": ("mode", "checkpoint", "hifigan_config", "contract", "allow_pickle"),
+        "rtf": ("mode", "device", "vocoder", "vocoder_model", "rtf_batch", "rtf_units", "rtf_seconds"),
+        "table": ("mode", "runs"),
+    }
+
+    def identity_settings(self, flat: dict[str, Any]) -> dict[str, Any]:
+        """Only the settings this mode reads; training may move to another device on resume."""
+        from twist.run_identity import is_free
+
+        keep = self.MODE_SETTINGS[self.mode]
+        flat = {k: v for k, v in flat.items() if is_free(k, keep)}
+        if self.mode == "train":
+            flat.pop("device", None)
+        return flat
+
+    def identity_inputs(self) -> dict[str, str | None]:
+        """The artefacts whose content this mode's outputs come from."""
+        from pathlib import Path
+
+        return {"train": {"units": self.units_dir and str(Path(self.units_dir) / "meta.json")},
+                "resynth": {"vocoder": self.vocoder, "tokenizer_dir": self.tokenizer_dir},
+                "convert": {"checkpoint": self.checkpoint},
+                "rtf": {"vocoder": self.vocoder}}.get(self.mode, {})
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, MODES)

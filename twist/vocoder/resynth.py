@@ -98,8 +98,10 @@ def resynthesise(
     batch_frames: int = 20000,
     rtf_seconds: float | None = None,
     name: str | None = None,
+    on_start: Any = None,
 ) -> dict[str, Any]:
     """Resynthesise ``audio`` (a file or a directory) into ``<out_dir>/wavs``; write ``wer.json``.
+    ``on_start`` is called once the inputs are read and checked, before the first write.
 
     Returns the report: real-time factor of the batched vocoder pass, and with an ASR the WER
     of the resynthesis (and of the original) against ``transcripts`` or the original's transcript.
@@ -120,10 +122,15 @@ def resynthesise(
         raise MissingInputError(f"audio not found: {src}")
     files = (find_audio(src) if src.is_dir() else [src])[: limit or None]
     texts = read_transcripts(transcripts)
-    with RejectsLog(out / "rejects.jsonl", stage="vocoder-resynth") as rej:
-        ids, originals, unit_seqs, true_durs = _encode_files(tok, files, rej)
+    held = RejectsLog(None, stage="vocoder-resynth")  # written once the run dir is started
+    ids, originals, unit_seqs, true_durs = _encode_files(tok, files, held)
     if not ids:
-        raise InputError(f"no usable audio under {src}; see {out / 'rejects.jsonl'}")
+        first = f" (first: {held.held[0][0]}: {held.held[0][1]})" if held.held else ""
+        raise InputError(f"no usable audio under {src}: {held.count} file(s) rejected{first}")
+    if on_start is not None:
+        on_start()
+    with RejectsLog(out / "rejects.jsonl", stage="vocoder-resynth") as rej:
+        rej.replay(held)
     use_pred = predict_durations and vocoder.has_duration_predictor
     t0 = time.perf_counter()
     resyn = vocoder.synthesize_batch(unit_seqs, None if use_pred else true_durs, predict_durations=use_pred,

@@ -122,7 +122,9 @@ class PairedUnitAudio:
             self.audio.append(wav.astype(np.float32))
             self.ids.append(utt.id)
         if not self.units:
-            raise InputError(f"no usable (units, audio) pairs from {units_dir} and {audio_dir}; see the rejects log")
+            first = f" (first: {rejects.held[0][0]}: {rejects.held[0][1]})" if rejects.held else ""
+            raise InputError(f"no usable (units, audio) pairs from {units_dir} and {audio_dir}: "
+                             f"{rejects.count} rejected{first}")
 
     def __len__(self) -> int:
         return len(self.units)
@@ -410,14 +412,20 @@ def train_vocoder(
     device: str = "cpu",
     resume: bool = True,
     progress: bool = True,
+    on_start: Any = None,
 ) -> dict[str, Any]:
-    """Train (or resume) a unit HiFi-GAN; writes the run directory described in the module docstring."""
+    """Train (or resume) a unit HiFi-GAN; writes the run directory described in the module docstring.
+    ``on_start`` is called once the data are paired and checked, before the first write."""
     out = Path(out_dir)
     contract = UnitDataset(units_dir).contract
     gcfg = generator_config_for(contract, generator)
     t = to_typed(VocoderTrainConfig, train or {})
-    with RejectsLog(out / "rejects.jsonl", stage="vocoder-train") as rej:
-        data = PairedUnitAudio(units_dir, audio_dir, hop=gcfg.hop, rejects=rej, max_mismatch=t.max_length_mismatch_frames)
+    rej = RejectsLog(None, stage="vocoder-train")  # held until the run dir is started
+    data = PairedUnitAudio(units_dir, audio_dir, hop=gcfg.hop, rejects=rej, max_mismatch=t.max_length_mismatch_frames)
+    if on_start is not None:
+        on_start()
+    with RejectsLog(out / "rejects.jsonl", stage="vocoder-train") as log:
+        log.replay(rej)
     trainer = VocoderTrainer(data, out, generator=generator, discriminator=discriminator, mel=mel, train=train, device=device)
     resumed = resume and trainer.maybe_resume()
     summary = trainer.fit(progress=progress)
