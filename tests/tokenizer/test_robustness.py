@@ -70,6 +70,20 @@ def test_broken_symlinks_in_audio_dir_are_rejected_like_manifest_entries(tmp_pat
         run_tokenize(_settings(tmp_path / "c", audio_dir=str(wavs), strict=True))
 
 
+def test_a_truncated_wav_is_rejected_with_the_reason_and_the_rest_tokenized(tmp_path):
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        sf.write(wavs / f"u{i}.wav", (0.1 * rng.standard_normal(8000)).astype(np.float32), 16000)
+    cut = wavs / "u1.wav"
+    cut.write_bytes(cut.read_bytes()[:-6000])  # the header still promises 8000 frames
+    summary = run_tokenize(_settings(tmp_path / "out", audio_dir=str(wavs)))
+    assert summary["utterances"] == 2 and summary["rejected"] == 1
+    (rej,) = RejectsLog.read(tmp_path / "out" / "rejects.jsonl")
+    assert rej["id"] == "u1" and "truncated" in rej["reason"] and "8000 frames" in rej["reason"]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

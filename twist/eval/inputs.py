@@ -114,16 +114,24 @@ class AudioUnits:
         with atomic_path(cache) as tmp, open(tmp, "wb") as f:
             np.save(f, np.asarray(frames).astype(np.uint16 if self.contract.n_units <= 65535 else np.int64))
 
-    def _lookup(self, paths: Iterable[str | Path]) -> tuple[dict[str, np.ndarray], list[tuple[Path, str]],
-                                                             dict[str, list[Path]]]:
+    def _lookup(self, paths: Iterable[str | Path], rejects: RejectsLog | None
+                ) -> tuple[dict[str, np.ndarray], list[tuple[Path, str]], dict[str, list[Path]]]:
         """Units already known (this run or the disk cache), the files still to encode, and, per
         content key, every file sharing those bytes (encoded once)."""
+        from twist.audio import BadAudioError, check_audio_file
+
         out: dict[str, np.ndarray] = {}
         todo: list[tuple[Path, str]] = []
         waiting: dict[str, list[Path]] = {}
         for p in dict.fromkeys(Path(x) for x in paths):
-            if not p.is_file():
+            if not p.exists():
                 raise MissingInputError(f"audio file not found: {p}")
+            try:  # before hashing (a FIFO would block) and before the cache (it may hold a bad file's units)
+                check_audio_file(p)
+            except BadAudioError as e:
+                if rejects is not None:
+                    rejects.add(p, e.reason)
+                continue
             key = content_key(p)
             if key in self._frames:
                 out[str(p)] = final_units(self._frames[key], self.contract, name=str(p))
@@ -186,7 +194,7 @@ class AudioUnits:
         A file that cannot be decoded is logged to ``rejects`` (which raises in strict mode)
         and left out; a missing file raises ``MissingInputError`` naming it.
         """
-        out, todo, waiting = self._lookup(paths)
+        out, todo, waiting = self._lookup(paths, rejects)
         if not todo:
             return out
         bar = None

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from twist.atomic import disk_full_guard
-from twist.audio import DEFAULT_EXTENSIONS, BadAudioError, audio_info, find_audio, link_problem, load_audio
+from twist.audio import DEFAULT_EXTENSIONS, BadAudioError, audio_info, find_audio, load_audio
 from twist.console import quiet_third_party_progress, say
 from twist.device import resolve_device
 from twist.dist import rank_and_world
@@ -306,10 +306,9 @@ def apply_tokenizer(s: TokenizeRunConfig, tok: UnitTokenizer, items: Sequence[Au
             sec = it.n_samples / float(it.sample_rate or tok.sample_rate)
         else:
             try:
-                frames, sr, _ = audio_info(it.path) if os.path.getsize(it.path) > 0 else (0, 1, 1)
-            except (BadAudioError, OSError) as e:
-                reason = e.reason if isinstance(e, BadAudioError) else (link_problem(it.path) or f"cannot stat file ({e})")
-                rejects.add(it.path, reason, id=it.id)
+                frames, sr, _ = audio_info(it.path)
+            except BadAudioError as e:
+                rejects.add(it.path, e.reason, id=it.id)
                 stats["rejected"] += 1
                 early_rejects += 1
                 continue
