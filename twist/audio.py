@@ -240,8 +240,10 @@ def link_problem(path: str | Path) -> str | None:
 def find_audio(root: str | Path, extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> list[Path]:
     """Every audio file under ``root`` (recursive), sorted, by extension (case-insensitive).
 
-    Symlinks with an audio extension are listed even when they are dangling or loop, so
-    that callers reject them with a reason (:func:`link_problem`) instead of losing them.
+    Everything with an audio extension is listed except directories (they are walked):
+    dangling or looping symlinks, FIFOs, sockets and devices too, so that callers reject
+    them with the reason (:func:`check_audio_file`) as they do when a manifest lists them,
+    instead of losing them.
     """
     from twist.errors import MissingInputError
 
@@ -249,5 +251,15 @@ def find_audio(root: str | Path, extensions: Iterable[str] = DEFAULT_EXTENSIONS)
     if not root.is_dir():
         raise MissingInputError(f"audio directory not found: {root}")
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-    return sorted(p for p in root.rglob("*")
-                  if p.suffix.lower() in exts and (p.is_file() or link_problem(p) is not None))
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and is_input_entry(p))
+
+
+def is_input_entry(path: str | Path) -> bool:
+    """Whether a directory entry counts as an input when scanning: anything but a directory.
+
+    A FIFO, socket, device or broken symlink counts, so that the reader rejects it with the
+    reason (:func:`check_audio_file`), exactly as when a manifest lists it; a scan that
+    skipped it would lose it without a word.
+    """
+    path = Path(path)
+    return path.is_symlink() and link_problem(path) is not None or (path.exists() and not path.is_dir())

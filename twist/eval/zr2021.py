@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from twist.atomic import atomic_open
+from twist.audio import is_input_entry
 from twist.errors import ConfigError, InputError, MissingInputError
 from twist.eval.pairs import Pair, decide
 
@@ -103,7 +104,8 @@ def load_split(task_dir: str | Path, split: str, task: str) -> GoldSplit:
             raise InputError(f"{gold}:{lineno}: filename {name!r} is listed twice")
         if r["correct"] not in ("0", "1"):
             raise InputError(f"{gold}:{lineno}: correct must be 1 or 0, got {r['correct']!r} (filename {name!r})")
-        path = next((d / f"{name}{ext}" for ext in AUDIO_EXTENSIONS if (d / f"{name}{ext}").is_file()), None)
+        # a listed FIFO or broken link is found here and refused by the reader with its reason
+        path = next((d / f"{name}{ext}" for ext in AUDIO_EXTENSIONS if is_input_entry(d / f"{name}{ext}")), None)
         if path is None:
             raise MissingInputError(f"{gold}:{lineno}: file {name!r} is listed but {d / (name + '.wav')} does not exist")
         audio[name] = path
