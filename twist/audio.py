@@ -254,6 +254,45 @@ def find_audio(root: str | Path, extensions: Iterable[str] = DEFAULT_EXTENSIONS)
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and is_input_entry(p))
 
 
+def output_name(rel: str | Path) -> str:
+    """The flat name of the outputs made from an input at ``rel``, its path relative to the
+    directory it was found in: the path without its extension, folders joined by ``__``
+    (``spk1/u.wav`` -> ``spk1__u``; a file given on its own is named by its stem). Outputs
+    named so sit side by side in one folder, and two inputs that share a file name in
+    different folders keep one output each.
+    """
+    return "__".join(Path(rel).with_suffix("").parts)
+
+
+def named_audio_files(sources: Iterable[str | Path], *, what: str = "audio",
+                      extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> list[tuple[str, Path]]:
+    """``(name, path)`` for each audio file in ``sources`` (files, or directories searched
+    recursively), named by :func:`output_name`; what ``twist-generate`` and resynthesis name
+    their outputs by.
+
+    Raises:
+        MissingInputError: a source does not exist.
+        InputError: two files get one name (the same relative path under two sources),
+            naming both.
+    """
+    from twist.errors import MissingInputError
+
+    named: dict[str, Path] = {}
+    for src in map(Path, sources):
+        if src.is_dir():
+            found = [(output_name(f.relative_to(src)), f) for f in find_audio(src, extensions)]
+        elif is_input_entry(src):
+            found = [(output_name(src.name), src)]
+        else:
+            raise MissingInputError(f"{what} not found: {src}")
+        for name, f in found:
+            if name in named:
+                raise InputError(f"two {what} files would both be named {name!r}: {named[name]} and {f} "
+                                 "(give the directory that holds both, so their names keep their folders)")
+            named[name] = f
+    return list(named.items())
+
+
 def is_input_entry(path: str | Path) -> bool:
     """Whether a directory entry counts as an input when scanning: anything but a directory.
 

@@ -239,7 +239,7 @@ def load_prompt_set(
     by speaker yields many speakers). Every file's SHA-256 is checked (JSON) or recorded
     (directory); ``seeds`` overrides the set's seeds, ``root`` its audio root.
     """
-    from twist.audio import audio_info, find_audio
+    from twist.audio import audio_info, find_audio, output_name
 
     spec_s = str(spec)
     path = BUILTIN_PROMPT_SETS.get(spec_s, Path(spec_s).expanduser())
@@ -255,7 +255,7 @@ def load_prompt_set(
         picked = [files[(i * len(files)) // n] for i in range(n)]
         ps = PromptSet(name=f"dir:{path.name}", version=1, root=path, prompt_seconds=float(prompt_seconds),
                        seeds=[int(s) for s in (seeds if seeds is not None else [0, 1, 2])],
-                       prompts=[{"id": str(f.relative_to(path).with_suffix("")).replace(os.sep, "__"),
+                       prompts=[{"id": output_name(f.relative_to(path)),
                                  "audio": str(f.relative_to(path)), "sha256": _sha256(f)} for f in picked])
         return ps
     if not path.is_file():
