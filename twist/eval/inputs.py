@@ -21,7 +21,6 @@ Both return units in the model's final form: runs collapsed when the contract sa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -31,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from twist.atomic import atomic_path
-from twist.contract import IDENTITY_FIELDS, UnitContract, fingerprint_arrays
+from twist.contract import IDENTITY_FIELDS, UnitContract, fingerprint_arrays, sha256_file
 from twist.errors import InputError, MissingInputError
 from twist.rejects import RejectsLog
 from twist.units import dedup
@@ -64,11 +63,7 @@ def tokenizer_fingerprint(contract: UnitContract) -> str:
 
 def content_key(path: str | Path) -> str:
     """SHA-256 of a file's bytes: the cache key of its units."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def default_cache_dir() -> Path:
