@@ -24,24 +24,43 @@ from twist.errors import DiskFullError, InputError, MissingInputError
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def is_disk_full(e: BaseException) -> bool:
-    """True for an ``OSError`` that reports a full disk or an exhausted quota."""
-    return isinstance(e, OSError) and not isinstance(e, DiskFullError) and e.errno in _NO_SPACE
+def disk_full_cause(e: BaseException) -> OSError | None:
+    """The ``OSError`` reporting a full disk or an exhausted quota that ``e`` is or that led
+    to it, or ``None``.
+
+    The chain is followed because a writer may mask the ``ENOSPC`` with an error of its own
+    while cleaning up: torch's zip writer raises ``RuntimeError: ... unexpected pos`` from
+    its ``__exit__`` after the write that filled the disk.
+    """
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen and not isinstance(e, DiskFullError):
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _NO_SPACE:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def disk_full_error(where: str | Path, cause: OSError, intact: str = "") -> DiskFullError:
+    """The one-line :class:`DiskFullError` for ``cause``: the file or directory that could not be
+    written, the system's words for it and, with ``intact``, what was kept."""
+    tail = f"; {intact}" if intact else ""
+    err = DiskFullError(f"cannot write {where}: {cause.strerror or os.strerror(cause.errno)}{tail}")
+    err.path = str(where)  # (setting errno/filename would change how the message prints)
+    return err
 
 
 @contextlib.contextmanager
 def disk_full_guard(where: str | Path, *, intact: str = "") -> Iterator[None]:
-    """Turn a full-disk ``OSError`` raised inside the block into one :class:`DiskFullError`
-    line that names ``where`` and the cause (and, with ``intact``, what was kept)."""
+    """Turn an error a full disk caused inside the block into one :class:`DiskFullError` line
+    that names ``where`` and the cause (and, with ``intact``, what was kept)."""
     try:
         yield
-    except OSError as e:
-        if not is_disk_full(e):
+    except Exception as e:
+        cause = disk_full_cause(e)
+        if cause is None:
             raise
-        tail = f"; {intact}" if intact else ""
-        err = DiskFullError(f"cannot write {where}: {e.strerror or os.strerror(e.errno)}{tail}")
-        err.path = str(where)  # (setting errno/filename would change how the message prints)
-        raise err from None
+        raise disk_full_error(where, cause, intact) from None
 
 
 @contextlib.contextmanager
