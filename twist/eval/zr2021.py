@@ -86,17 +86,27 @@ def load_split(task_dir: str | Path, split: str, task: str) -> GoldSplit:
     gold = d / "gold.csv"
     if not gold.is_file():
         raise MissingInputError(f"{task} benchmark dir {d} has no gold.csv")
+    rows: list[dict[str, str]] = []
+    linenos: list[int] = []
     with open(gold, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
         missing = [c for c in COLUMNS[task] if c not in header]
         if missing:
             raise InputError(f"{gold} lacks column(s) {missing}; a {task} gold.csv needs {list(COLUMNS[task])}")
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+        for fields in reader:
+            if not fields:
+                continue  # a blank line
+            if len(fields) != len(header):  # a stray comma shifts every later column
+                raise InputError(f"{gold}:{reader.line_num}: {len(fields)} fields, the header has {len(header)} columns")
+            rows.append({k: v.strip() for k, v in zip(header, fields)})
+            linenos.append(reader.line_num)
     if not rows:
         raise InputError(f"{gold} lists no items")
     audio: dict[str, Path] = {}
-    for lineno, r in enumerate(rows, 2):
+    for lineno, r in zip(linenos, rows):
+        if task == "lexical":
+            _frequency(r["frequency"], f"{gold}:{lineno}")
         name = r["filename"]
         if not name:
             raise InputError(f"{gold}:{lineno}: empty filename")
@@ -115,12 +125,16 @@ def load_split(task_dir: str | Path, split: str, task: str) -> GoldSplit:
 
 
 def _frequency(value: str, where: str) -> float | None:
+    """A word's corpus frequency: a count, so finite and >= 0; empty or nan = unknown."""
     if value == "" or value.lower() in ("nan", "na", "none"):
         return None
     try:
-        return float(value)
+        freq = float(value)
     except ValueError:
-        raise InputError(f"{where}: frequency must be a number, got {value!r}") from None
+        freq = math.nan
+    if not (math.isfinite(freq) and freq >= 0):
+        raise InputError(f"{where}: frequency must be a count (a finite number >= 0), got {value!r}")
+    return freq
 
 
 def make_pairs(gold: GoldSplit) -> list[Pair]:
