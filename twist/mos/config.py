@@ -7,6 +7,7 @@ continuation from 1 to 5 in steps of 0.5; unreliable raters are screened out the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,12 @@ class MosBuildConfig:
     progress: bool = True
     """tqdm progress bar while the audio is prepared."""
     page: PageSettings = field(default_factory=PageSettings)
+
+    def __post_init__(self) -> None:
+        # checked with the schema, before the test dir is made: systems=ms/A is a path, not {A: ms/A}
+        if self.systems not in (MISSING, None) and not isinstance(self.systems, Mapping):
+            raise ConfigError(f"systems must be a mapping of system name to directory, e.g. systems={{A: ms/A}}; "
+                              f"got {self.systems!r}")
 
 
 @dataclass
