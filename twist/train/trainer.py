@@ -173,6 +173,11 @@ class Trainer:
         self.schedule.load_state_dict(small["schedule"])
         self.stream.load_state_dict(small["data"])
         self.state = TrainState(**small["state"])
+        max_steps = self.cfg.train.max_steps
+        if max_steps is not None and self.state.step > max_steps:  # before the logs are cut back to the checkpoint
+            raise ConfigError(f"train.max_steps={max_steps} is below step {self.state.step}, where the checkpoint "
+                              f"{self.checkpointer.dir / 'last'} is: a resume cannot go back; raise train.max_steps "
+                              "to at least that, or train into a new out_dir")
         self.update.in_a_row = self.state.nonfinite_in_a_row
         rngs = small["rng"]
         restore_rng_state(rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0])
