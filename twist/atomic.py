@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -112,6 +113,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False, default=_json_default) + "\n")
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """``record`` as one line of strict JSON (no newline): a NaN or +/-inf float is written as
+    ``null``, since the bare ``NaN``/``Infinity`` Python writes is not JSON and strict readers
+    (``jq``, JavaScript, pandas' default) reject the whole file."""
+    def strict(v: Any) -> Any:
+        if getattr(v, "ndim", None) == 0 and hasattr(v, "item"):  # a numpy or torch scalar
+            v = v.item()
+        elif getattr(v, "ndim", 0) and hasattr(v, "tolist"):  # an array
+            v = v.tolist()
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: strict(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [strict(x) for x in v]
+        return v
+
+    return json.dumps(strict(record), allow_nan=False, default=_json_default)
 
 
 def atomic_save(path: str | Path, writer: Callable[[Path], None]) -> None:

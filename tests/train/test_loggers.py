@@ -37,3 +37,32 @@ def test_mfu_inputs():
     assert flops_per_token(m, 100) == 6 * n + 12 * 2 * 32 * 100
     untied = OPTForCausalLM(OPTConfig(**{**cfg.to_dict(), "tie_word_embeddings": False}))
     assert flops_per_token(untied, 100) == flops_per_token(m, 100)  # the same matmuls either way
+
+
+def _strict(line: str):
+    import json
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_metrics_jsonl_stays_strict_json_with_nan_and_inf_written_as_null(tmp_path):
+    from twist.train.loggers import truncate_metrics
+    from twist.train.plot import plot_runs, run_curve
+
+    lg = MetricsLogger(tmp_path)
+    lg.log({"loss": torch.tensor(float("nan")), "grad_norm": float("inf"), "lr": 1e-4}, step=1)
+    lg.log({"valid_ppl": float("-inf")}, step=2)
+    lg.log({"valid_ppl": 12.0}, step=3)
+    lg.close()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [_strict(x) for x in lines] == [{"step": 1, "loss": None, "grad_norm": None, "lr": 1e-4},
+                                           {"step": 2, "valid_ppl": None}, {"step": 3, "valid_ppl": 12.0}]
+    assert run_curve(tmp_path) == ([3], [12.0])  # the readers skip a null
+    assert plot_runs([tmp_path], tmp_path / "ppl.png").is_file()
+    # a file written before (NaN as the bare token) comes out strict when a resume cuts it
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": NaN}\n{"step": 2, "loss": Infinity}\n')
+    truncate_metrics(tmp_path, 1)
+    assert [_strict(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [{"step": 1, "loss": None}]

@@ -1,7 +1,7 @@
 """Training metrics: JSONL always, TensorBoard and wandb when configured, MFU.
 
 Every record goes to ``<out_dir>/metrics.jsonl`` (one JSON object per line, appended and
-flushed, so a killed run keeps what it logged). ``logger.tensorboard`` adds a TensorBoard
+flushed, so a killed run keeps what it logged; strict JSON, a NaN or infinite value as null). ``logger.tensorboard`` adds a TensorBoard
 event file under ``<out_dir>/tb``; ``logger.wandb`` adds a wandb run, in offline mode when
 ``WANDB_MODE`` is unset and no network is reachable. Only rank 0 logs.
 
@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from twist.atomic import json_line
 from twist.errors import MissingInputError
 
 # Peak dense bf16 tensor-core FLOP/s (vendor data sheets, no sparsity), by device-name substring.
@@ -124,7 +125,7 @@ class MetricsLogger:
             return
         rec = {"step": step, **{k: _plain(v) for k, v in record.items()}}
         assert self._f is not None
-        self._f.write(json.dumps(rec) + "\n")
+        self._f.write(json_line(rec) + "\n")  # NaN/inf as null; TensorBoard and wandb still get them
         self._f.flush()
         scalars = {k: v for k, v in rec.items() if isinstance(v, (int, float)) and k != "step"}
         if self._tb is not None:
@@ -205,7 +206,7 @@ def truncate_metrics(out_dir: str | Path, step: int) -> None:
     if not path.exists():
         return
     keep = [r for r in read_metrics(path) if int(r.get("step", 0)) <= step]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+    atomic_write_text(path, "".join(json_line(r) + "\n" for r in keep))
 
 
 class ThroughputMeter:
