@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from twist.atomic import json_line
-from twist.errors import MissingInputError
+from twist.errors import MissingDependencyError, MissingInputError
 
 # Peak dense bf16 tensor-core FLOP/s (vendor data sheets, no sparsity), by device-name substring.
 PEAK_FLOPS: dict[str, float] = {
@@ -103,11 +103,9 @@ class MetricsLogger:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._f = open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8")
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.out_dir / "tb"), purge_step=purge_step)
+            self._tb = _logger_package("tensorboard")(str(self.out_dir / "tb"), purge_step=purge_step)
         if wandb:
-            import wandb as wb
+            wb = _logger_package("wandb")
 
             if "WANDB_MODE" not in os.environ and not _online():
                 os.environ["WANDB_MODE"] = "offline"
@@ -144,6 +142,33 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def check_logger_packages(*, tensorboard: bool, wandb: bool) -> None:
+    """Refuse at start-up, in one line, a logger whose package is not installed (before a run
+    spends minutes reading data and building a model only to fail when it opens its logs)."""
+    if tensorboard:
+        _logger_package("tensorboard")
+    if wandb:
+        _logger_package("wandb")
+
+
+def _logger_package(name: str) -> Any:
+    """TensorBoard's ``SummaryWriter`` or the ``wandb`` module, or a :class:`MissingDependencyError`
+    that says how to install it (twist's extra of the same name) or how to log without it."""
+    try:
+        if name == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            return SummaryWriter
+        import wandb
+
+        return wandb
+    except ImportError as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MissingDependencyError(
+            f"logger.{name}=true needs the {name!r} package ({why}): pip install 'twist[{name}]' "
+            f"(or pip install {name}), or pass logger=jsonl to write metrics.jsonl alone") from None
 
 
 def resume_message(checkpoint: str | Path, step: int, tokens: int) -> str:

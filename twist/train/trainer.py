@@ -39,7 +39,14 @@ from twist.train import distributed as D
 from twist.train.checkpointer import Checkpointer
 from twist.train.config import TrainRunConfig
 from twist.train.data import TrainStream, open_split, open_valid_sets, valid_batches
-from twist.train.loggers import MetricsLogger, ThroughputMeter, peak_flops, resume_message, truncate_metrics
+from twist.train.loggers import (
+    MetricsLogger,
+    ThroughputMeter,
+    check_logger_packages,
+    peak_flops,
+    resume_message,
+    truncate_metrics,
+)
 from twist.train.optim import build_optimizer
 from twist.train.parallelize import build_model, unsharded_copy
 from twist.train.schedule import LRSchedule
@@ -86,6 +93,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainRunConfig | Any, *, model: torch.nn.Module | None = None) -> None:
         self.cfg = c = to_typed(TrainRunConfig, cfg)
+        check_logger_packages(tensorboard=c.logger.tensorboard, wandb=c.logger.wandb)
         if c.train.num_threads:
             torch.set_num_threads(c.train.num_threads)
         self.info = D.init_distributed(c.train.device)
