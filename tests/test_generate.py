@@ -192,6 +192,20 @@ def test_prompt_shorter_than_one_frame_is_a_clear_error(tmp_path):
     assert "shorter than one unit frame" in RejectsLog.read(tmp_path / "rej.jsonl")[0]["reason"]
 
 
+def test_prompts_that_share_a_file_name_in_different_folders_keep_one_output_each(tmp_path):
+    from twist.audio import save_audio
+    from twist.errors import InputError
+    from twist.generate import read_prompts
+
+    for rel in ("spk1/u.wav", "spk2/u.wav", "v.wav"):
+        save_audio(tmp_path / "p" / rel, np.zeros(1600, dtype=np.float32), 16000)
+    # named as twist-vocoder mode=resynth names its outputs: the path under the directory given
+    assert [pid for pid, _ in read_prompts([tmp_path / "p"], 16000)] == ["spk1__u", "spk2__u", "v"]
+    assert [pid for pid, _ in read_prompts([tmp_path / "p" / "spk1" / "u.wav"], 16000)] == ["u"]
+    with pytest.raises(InputError, match=r"both be named 'u': .*spk1/u\.wav and .*spk2/u\.wav"):
+        read_prompts([tmp_path / "p" / "spk1", tmp_path / "p" / "spk2"], 16000)
+
+
 def test_sampling_config_validation():
     with pytest.raises(ValueError, match="top_p"):
         SamplingConfig(top_p=0.0)

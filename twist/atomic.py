@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -24,24 +25,43 @@ from twist.errors import DiskFullError, InputError, MissingInputError
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def is_disk_full(e: BaseException) -> bool:
-    """True for an ``OSError`` that reports a full disk or an exhausted quota."""
-    return isinstance(e, OSError) and not isinstance(e, DiskFullError) and e.errno in _NO_SPACE
+def disk_full_cause(e: BaseException) -> OSError | None:
+    """The ``OSError`` reporting a full disk or an exhausted quota that ``e`` is or that led
+    to it, or ``None``.
+
+    The chain is followed because a writer may mask the ``ENOSPC`` with an error of its own
+    while cleaning up: torch's zip writer raises ``RuntimeError: ... unexpected pos`` from
+    its ``__exit__`` after the write that filled the disk.
+    """
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen and not isinstance(e, DiskFullError):
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _NO_SPACE:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def disk_full_error(where: str | Path, cause: OSError, intact: str = "") -> DiskFullError:
+    """The one-line :class:`DiskFullError` for ``cause``: the file or directory that could not be
+    written, the system's words for it and, with ``intact``, what was kept."""
+    tail = f"; {intact}" if intact else ""
+    err = DiskFullError(f"cannot write {where}: {cause.strerror or os.strerror(cause.errno)}{tail}")
+    err.path = str(where)  # (setting errno/filename would change how the message prints)
+    return err
 
 
 @contextlib.contextmanager
 def disk_full_guard(where: str | Path, *, intact: str = "") -> Iterator[None]:
-    """Turn a full-disk ``OSError`` raised inside the block into one :class:`DiskFullError`
-    line that names ``where`` and the cause (and, with ``intact``, what was kept)."""
+    """Turn an error a full disk caused inside the block into one :class:`DiskFullError` line
+    that names ``where`` and the cause (and, with ``intact``, what was kept)."""
     try:
         yield
-    except OSError as e:
-        if not is_disk_full(e):
+    except Exception as e:
+        cause = disk_full_cause(e)
+        if cause is None:
             raise
-        tail = f"; {intact}" if intact else ""
-        err = DiskFullError(f"cannot write {where}: {e.strerror or os.strerror(e.errno)}{tail}")
-        err.path = str(where)  # (setting errno/filename would change how the message prints)
-        raise err from None
+        raise disk_full_error(where, cause, intact) from None
 
 
 @contextlib.contextmanager
@@ -93,6 +113,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False, default=_json_default) + "\n")
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """``record`` as one line of strict JSON (no newline): a NaN or +/-inf float is written as
+    ``null``, since the bare ``NaN``/``Infinity`` Python writes is not JSON and strict readers
+    (``jq``, JavaScript, pandas' default) reject the whole file."""
+    def strict(v: Any) -> Any:
+        if getattr(v, "ndim", None) == 0 and hasattr(v, "item"):  # a numpy or torch scalar
+            v = v.item()
+        elif getattr(v, "ndim", 0) and hasattr(v, "tolist"):  # an array
+            v = v.tolist()
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: strict(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [strict(x) for x in v]
+        return v
+
+    return json.dumps(strict(record), allow_nan=False, default=_json_default)
 
 
 def atomic_save(path: str | Path, writer: Callable[[Path], None]) -> None:

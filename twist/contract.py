@@ -159,6 +159,15 @@ class UnitContract:
         return VocabLayout(self.n_units)
 
 
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read a block at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def fingerprint_arrays(*arrays: np.ndarray | Any, extra: str = "") -> str:
     """A short, stable sha256 over array bytes (and an optional string)."""
     h = hashlib.sha256()

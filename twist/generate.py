@@ -31,7 +31,7 @@ import torch
 from omegaconf import MISSING
 
 from twist.contract import UnitContract, VocabLayout
-from twist.errors import ConfigError, ContractMismatch, InputError, MissingInputError
+from twist.errors import ConfigError, ContractMismatch, InputError
 from twist.schema import check_positive
 from twist.units import dedup
 
@@ -401,22 +401,16 @@ def _write_record(out: Path, rec: dict[str, Any], wav: np.ndarray, split: int, s
 
 
 def read_prompts(paths: Sequence[str | Path], sample_rate: int, *, rejects: Any = None) -> list[tuple[str, np.ndarray]]:
-    """Audio files or directories of them -> ``(id, wav)`` list; unreadable files go to ``rejects``."""
-    from twist.audio import BadAudioError, find_audio, load_audio
+    """Audio files or directories of them -> ``(id, wav)`` list; unreadable files go to ``rejects``.
 
-    files: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            files.extend(find_audio(p))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise MissingInputError(f"prompt not found: {p}")
-    out, seen = [], set()
-    for f in files:
-        pid = f.stem if f.stem not in seen else f"{f.parent.name}-{f.stem}"
-        seen.add(pid)
+    A prompt's id, which names its outputs, keeps its path under the directory it was found in
+    (``spk1/u.wav`` -> ``spk1__u``, :func:`twist.audio.output_name`), so prompts that share a
+    file name in different folders keep one output each.
+    """
+    from twist.audio import BadAudioError, load_audio, named_audio_files
+
+    out = []
+    for pid, f in named_audio_files(paths, what="prompt"):
         try:
             out.append((pid, load_audio(f, sample_rate)))
         except BadAudioError as e:

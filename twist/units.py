@@ -186,6 +186,7 @@ class UnitShardWriter:
         duration: float | None = None,
         durations: np.ndarray | None = None,
         raw: bool = True,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         """Add one utterance.
 
@@ -194,6 +195,8 @@ class UnitShardWriter:
             raw: ``True`` if ``units`` are frame-level (one per frame); they are then
                 deduplicated here when the contract says so. ``False`` if they are
                 already in their final form (``durations`` may accompany them).
+            extra: more fields for the utterance's manifest row (e.g. what the source
+                file was when it was read).
         """
         if utt_id in self._done:
             return
@@ -220,6 +223,7 @@ class UnitShardWriter:
                 "duration": round(float(duration), 4),
                 "n_frames": n_frames,
                 "n_units": int(units.size),
+                **(extra or {}),
             }
         )
         self._buf_units.append(units.astype(np.uint16))
@@ -260,6 +264,13 @@ class UnitShardWriter:
         # On error keep what was committed; drop the partial buffer (it is redone on resume).
         if exc_type is None:
             self.close()
+
+
+def committed_rows(root: str | Path) -> Iterator[dict[str, Any]]:
+    """The manifest rows of every committed shard under ``root``, of every rank."""
+    for p in sorted((Path(root) / SHARDS).glob("*.jsonl")):
+        if _SHARD_RE.match(p.name):
+            yield from _read_jsonl(p)
 
 
 def merge_shards(

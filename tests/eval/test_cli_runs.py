@@ -86,6 +86,37 @@ def test_an_unreadable_listed_wav_fails_the_run_naming_it_unless_allowed(setup, 
     assert summary["n_pairs"] == 2 and summary["n_pairs_skipped"] == 1 and summary["complete"] is False
 
 
+def test_a_truncated_listed_wav_is_a_reject_with_the_reason_and_fails_the_run(setup, capsys):
+    from twist.cli.eval import run
+    from twist.rejects import RejectsLog
+
+    root, split, cfg = setup
+    wav = split / "w1_0.wav"
+    wav.write_bytes(wav.read_bytes()[:-4000])  # the header still promises 8000 frames
+    rc, err = _exit_code(run, cfg("strict"), capsys)
+    assert rc == 2 and "w1_0" in err
+    summary = json.loads((root / "strict" / "results.json").read_text())["benchmarks"]["sWUGGY/dev"]
+    assert summary["complete"] is False and summary["missing_files"] == ["w1_0"]
+    reasons = {Path(r["item"]).name: r["reason"] for r in RejectsLog.read(root / "strict" / "rejects.jsonl")}
+    assert "truncated" in reasons["w1_0.wav"] and "8000 frames" in reasons["w1_0.wav"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs FIFOs")
+def test_a_listed_fifo_is_a_reject_saying_what_it_is_not_a_missing_file(setup, capsys):
+    import os
+
+    from twist.cli.eval import run
+    from twist.rejects import RejectsLog
+
+    root, split, cfg = setup
+    (split / "w1_0.wav").unlink()
+    os.mkfifo(split / "w1_0.wav")  # opening it would block the run: refused unopened
+    rc, err = _exit_code(run, cfg("strict"), capsys)
+    assert rc == 2 and "w1_0" in err and "does not exist" not in err
+    reasons = {Path(r["item"]).name: r["reason"] for r in RejectsLog.read(root / "strict" / "rejects.jsonl")}
+    assert reasons == {"w1_0.wav": "not a regular file (a FIFO)"}
+
+
 def test_an_extra_wav_not_in_gold_csv_fails_the_run_naming_it_unless_allowed(setup, capsys):
     import shutil
 

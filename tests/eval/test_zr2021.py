@@ -151,6 +151,43 @@ def test_missing_column_is_named(tmp_path, ev):
         zr2021.load_split(tmp_path / "lexical", "dev", "lexical")
 
 
+def _gold_lines(tmp_path, ev):
+    make_lexical(tmp_path, ev, shuffle=False)
+    gold = tmp_path / "lexical" / "dev" / "gold.csv"
+    return gold, gold.read_text().splitlines()
+
+
+def test_a_gold_csv_row_with_an_extra_field_is_one_line_naming_file_and_row(tmp_path, ev):
+    from twist.errors import InputError
+
+    gold, lines = _gold_lines(tmp_path, ev)
+    lines[3] += ",surplus"
+    gold.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError) as e:
+        zr2021.load_split(tmp_path / "lexical", "dev", "lexical")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{gold}:4: ") and "9 fields" in msg and "8 columns" in msg, msg
+    lines[3] = ",".join(lines[3].split(",")[:5])  # and one with too few
+    gold.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"gold\.csv:4: 5 fields"):
+        zr2021.load_split(tmp_path / "lexical", "dev", "lexical")
+
+
+@pytest.mark.parametrize("value", ["-3", "inf", "ten"])
+def test_a_negative_frequency_in_gold_csv_is_refused_naming_file_and_row(tmp_path, ev, value):
+    from twist.errors import InputError
+
+    gold, lines = _gold_lines(tmp_path, ev)
+    col = LEX.index("frequency")
+    row = next(n for n, line in enumerate(lines) if n and line.split(",")[col] == "3")
+    lines[row] = ",".join(value if j == col else c for j, c in enumerate(lines[row].split(",")))
+    gold.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError) as e:
+        zr2021.load_split(tmp_path / "lexical", "dev", "lexical")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{gold}:{row + 1}: frequency") and repr(value) in msg, msg
+
+
 def test_empty_or_absent_benchmark_dir(tmp_path):
     (tmp_path / "syntactic" / "dev").mkdir(parents=True)
     with pytest.raises(ValueError, match=r"syntactic benchmark dir .*dev is empty"):

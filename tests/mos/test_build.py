@@ -88,3 +88,20 @@ def test_cli_build_prints_the_page_path(tmp_path, mos, capsys):
     page = run_build(cfg)
     assert f"listening-test page: {page}" in capsys.readouterr().out
     assert page.is_file() and load_key(tmp_path / "t")["settings"]["prompts_per_rater"] == 1
+
+
+@pytest.mark.parametrize("systems", ["ms/A", "[ms/A,ms/B]"])
+def test_systems_given_as_a_path_instead_of_a_mapping_is_one_line_naming_the_setting(tmp_path, capsys, systems):
+    from hydra import compose, initialize_config_dir
+
+    import twist
+    from twist.cli.mos import run_build
+
+    with initialize_config_dir(config_dir=str(Path(twist.__file__).parent / "configs"), version_base="1.3"):
+        cfg = compose(config_name="mos_build", overrides=[f"systems={systems}", f"out_dir={tmp_path / 't'}"])
+    with pytest.raises(SystemExit) as e:
+        run_build(cfg)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err, err
+    assert err.startswith("twist-mos build: error: systems must be a mapping of system name to directory") and "ms/A" in err
+    assert not (tmp_path / "t").exists()

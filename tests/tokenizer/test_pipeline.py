@@ -114,6 +114,35 @@ def test_merge_is_idempotent(tmp_path, audio_dir):
     assert len(RejectsLog.read(tmp_path / "out" / "rejects.jsonl")) == 3
 
 
+def test_a_rerun_refuses_an_input_that_changed_since_it_was_tokenized_naming_it(tmp_path, audio_dir):
+    from twist.errors import InputError
+
+    wavs, _ = audio_dir
+    out = tmp_path / "out"
+    s = _settings(wavs, out)
+    run_tokenize(s)
+    dataset = {f: (out / f).read_bytes() for f in ("manifest.jsonl", "meta.json", "rejects.jsonl")}
+    st = (wavs / "utt1.wav").stat()
+    os.utime(wavs / "utt1.wav", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, the bytes the same
+    assert run_tokenize(s)["this_rank"]["ok"] == 0  # kept: nothing changed that the units depend on
+
+    sf.write(wavs / "utt1.wav", np.zeros(int(st.st_size / 2) - 22, dtype=np.int16), 16000)  # other audio, same size
+    assert (wavs / "utt1.wav").stat().st_size == st.st_size
+    with pytest.raises(InputError) as e:
+        run_tokenize(s)
+    msg = str(e.value)
+    assert "\n" not in msg and str(wavs / "utt1.wav") in msg and "changed since it was tokenized" in msg, msg
+    assert {f: (out / f).read_bytes() for f in dataset} == dataset  # the dataset is as it was
+
+    sf.write(wavs / "utt1.wav", np.zeros(800, dtype=np.int16), 16000)  # shorter: the size alone tells
+    with pytest.raises(InputError, match=r"utt1\.wav changed since it was tokenized .*size"):
+        run_tokenize(s)
+    (wavs / "utt1.wav").unlink()
+    (wavs / "corrupt.wav").write_bytes((wavs / "utt0.wav").read_bytes())  # a rejected file, since repaired
+    with pytest.raises(InputError, match=r"corrupt\.wav changed since .* rejected it"):
+        run_tokenize(s)
+
+
 def _many_files(root: Path, n: int) -> list[str]:
     root.mkdir(parents=True)
     rng = np.random.default_rng(0)

@@ -70,6 +70,42 @@ def test_broken_symlinks_in_audio_dir_are_rejected_like_manifest_entries(tmp_pat
         run_tokenize(_settings(tmp_path / "c", audio_dir=str(wavs), strict=True))
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_is_rejected_with_the_same_reason_from_a_dir_and_from_a_manifest(tmp_path):
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        sf.write(wavs / f"u{i}.wav", (0.1 * rng.standard_normal(8000)).astype(np.float32), 16000)
+    os.mkfifo(wavs / "pipe.wav")  # opening it for reading would block: it must be refused unopened
+    assert "pipe" in [it.id for it in list_inputs(audio_dir=str(wavs))]  # listed, not silently dropped
+
+    by_dir = run_tokenize(_settings(tmp_path / "a", audio_dir=str(wavs)))
+    rej_dir = {r["id"]: r["reason"] for r in RejectsLog.read(tmp_path / "a" / "rejects.jsonl")}
+    assert by_dir["utterances"] == 3 and rej_dir == {"pipe": "not a regular file (a FIFO)"}
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"path": str(wavs / f"{i}.wav"), "id": i}) + "\n"
+                                for i in ("pipe", "u0", "u1", "u2")))
+    by_manifest = run_tokenize(_settings(tmp_path / "b", manifest=str(manifest)))
+    rej_manifest = {r["id"]: r["reason"] for r in RejectsLog.read(tmp_path / "b" / "rejects.jsonl")}
+    assert by_manifest["utterances"] == 3 and rej_manifest == rej_dir
+
+
+def test_a_truncated_wav_is_rejected_with_the_reason_and_the_rest_tokenized(tmp_path):
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        sf.write(wavs / f"u{i}.wav", (0.1 * rng.standard_normal(8000)).astype(np.float32), 16000)
+    cut = wavs / "u1.wav"
+    cut.write_bytes(cut.read_bytes()[:-6000])  # the header still promises 8000 frames
+    summary = run_tokenize(_settings(tmp_path / "out", audio_dir=str(wavs)))
+    assert summary["utterances"] == 2 and summary["rejected"] == 1
+    (rej,) = RejectsLog.read(tmp_path / "out" / "rejects.jsonl")
+    assert rej["id"] == "u1" and "truncated" in rej["reason"] and "8000 frames" in rej["reason"]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -86,3 +86,21 @@ def test_cli_reports_the_resume_and_a_run_without_validation_and_keeps_a_log(mak
     assert resume and str(out / "checkpoints" / "last") in resume[0]
     log = (out / "train.log").read_text()
     assert "resuming from step 2" in log and "max_steps at step 4" in log
+
+
+@pytest.mark.parametrize("value", [0, -5])
+def test_max_steps_of_zero_or_less_is_refused_naming_the_setting(make_cfg, unit_data, tmp_path, value):
+    with pytest.raises(ConfigError, match=rf"^train\.max_steps: must be > 0, got {value}$"):
+        make_cfg(unit_data, tmp_path / "run", max_steps=value)
+
+
+def test_a_resume_whose_max_steps_is_below_the_checkpoints_step_says_so_in_one_line(make_cfg, unit_data, tmp_path):
+    run = tmp_path / "run"
+    Trainer(make_cfg(unit_data, run, max_steps=4, valid_every=0, save_every=2)).fit()
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError) as e:
+        Trainer(make_cfg(unit_data, run, max_steps=3, valid_every=0, save_every=2))
+    msg = str(e.value)
+    assert "\n" not in msg and "train.max_steps=3" in msg and "step 4" in msg and str(run / "checkpoints" / "last") in msg
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing touched
+    assert Trainer(make_cfg(unit_data, run, max_steps=4, valid_every=0, save_every=2)).state.step == 4  # equal is fine

@@ -120,6 +120,52 @@ def test_export_is_the_best_valid_checkpoint(make_cfg, make_units, unit_data, tm
     assert any(not torch.equal(exported[k], last[k][: exported[k].shape[0]]) for k in exported)
 
 
+FILLING_DISK = """
+import errno, io, os, sys
+import twist.checkpoint as ck
+
+class FillingDisk(io.FileIO):
+    # the disk fills up part-way through the second checkpoint: torch's writer then masks the
+    # ENOSPC with its own "unexpected pos" RuntimeError, as on a real full disk
+    saves = 0
+
+    def __init__(self, path, mode="wb"):
+        super().__init__(path, mode)
+        FillingDisk.saves += 1
+        self.room = 4096 if FillingDisk.saves == 2 else 1 << 40
+
+    def write(self, b):
+        if len(memoryview(b)) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(memoryview(b))
+        return super().write(b)
+
+ck.open = FillingDisk
+from twist.cli.train import main
+sys.argv = ["twist-train", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_disk_that_fills_up_during_a_training_checkpoint_is_one_line_exit_2_and_the_last_checkpoint_stays(
+        make_units, contract, tmp_path):
+    data = make_units(tmp_path / "units", contract)
+    out = tmp_path / "run"
+    script = tmp_path / "filling_disk.py"
+    script.write_text(FILLING_DISK)
+    p = subprocess.run([sys.executable, str(script), "+model=tiny", "+init=cold", f"data.path={data}", f"out_dir={out}",
+                        "data.max_tokens=64", "train.global_batch=4", "train.micro_batch=2", "train.save_every=2",
+                        "train.valid_every=0", "train.max_steps=6", "logger=jsonl", "train.progress=false",
+                        "train.device=cpu"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert p.returncode == 2, p.stderr[-3000:]
+    err = [line for line in p.stderr.splitlines() if "error" in line.lower()]
+    assert err == [f"twist-train: error: cannot write {out / 'checkpoints' / 'last'}: No space left on device; "
+                   "the previous checkpoint there is intact; free space and rerun the same command to resume"], p.stderr
+    assert "Traceback" not in p.stderr and "unexpected pos" not in p.stderr
+    assert load_checkpoint(out / "checkpoints" / "last")["state"]["step"] == 2  # the one before the full disk
+    assert sorted(q.name for q in (out / "checkpoints").iterdir()) == ["last"]  # no half-written leftovers
+
+
 @pytest.mark.parametrize("fmt", ["full", "sharded"])
 def test_failed_save_keeps_previous_checkpoint(fmt, make_cfg, make_units, unit_data, tmp_path, monkeypatch):
     out = tmp_path / "run"

@@ -156,14 +156,12 @@ def ending_length_bias(task_dir: str | Path) -> dict[str, float | int]:
     decides a pair by the summed log-probability, which favours the shorter sequence: a
     positive mean here pushes accuracy below what the model knows, a negative one above.
     """
-    import soundfile as sf
-
+    from twist.audio import audio_seconds
     from twist.bench.layout import read_pairs_jsonl
 
     task_dir = Path(task_dir)
     pairs = read_pairs_jsonl(task_dir / "pairs.jsonl")
-    diffs = [sf.info(str(task_dir / p["positive"])).duration - sf.info(str(task_dir / p["negative"])).duration
-             for p in pairs]
+    diffs = [audio_seconds(task_dir / p["positive"]) - audio_seconds(task_dir / p["negative"]) for p in pairs]
     if not diffs:
         return {"pairs": 0}
     mean = sum(diffs) / len(diffs)

@@ -368,7 +368,7 @@ class PiperBackend(TTSBackend):
         return "[[" + arpabet_to_ipa(list(item)) + "]]"
 
     def _run_lines(self, lines: list[str], voice: str) -> list[np.ndarray]:
-        import soundfile as sf
+        from twist.audio import read_audio
 
         with tempfile.TemporaryDirectory(prefix="twist-piper-") as tmp:
             tmp = Path(tmp)
@@ -383,7 +383,7 @@ class PiperBackend(TTSBackend):
                 )
             out = []
             for f, line in zip(files, lines):
-                wav, sr = sf.read(str(f), dtype="float32", always_2d=True)
+                wav, sr = read_audio(f)
                 out.append(self._to_16k(wav, sr, line))
             return out
 

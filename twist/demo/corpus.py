@@ -65,9 +65,9 @@ def build_corpus(
             rows.append({"id": stem, "path": rel, "text": text, "voice": voice, "sentence": i})
     synthesize_many(tts, jobs, workers=workers)
     atomic_write_text(out_dir / "transcripts.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    import soundfile as sf
+    from twist.audio import audio_seconds
 
-    seconds = sum(sf.info(str(out_dir / r["path"])).duration for r in rows)
+    seconds = sum(audio_seconds(out_dir / r["path"]) for r in rows)
     summary = {"utterances": len(rows), "sentences": len(sentences), "hours": seconds / 3600, "voices": all_voices}
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from twist.contract import sha256_file
 from twist.errors import ConfigError, InputError, MissingInputError
 from twist.schema import to_typed
 
@@ -215,12 +216,6 @@ class PromptSet:
                 "prompt_seconds": self.prompt_seconds, "seeds": self.seeds, "prompts": self.prompts}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_prompt_set(
@@ -239,7 +234,7 @@ def load_prompt_set(
     by speaker yields many speakers). Every file's SHA-256 is checked (JSON) or recorded
     (directory); ``seeds`` overrides the set's seeds, ``root`` its audio root.
     """
-    from twist.audio import audio_info, find_audio
+    from twist.audio import audio_info, find_audio, output_name
 
     spec_s = str(spec)
     path = BUILTIN_PROMPT_SETS.get(spec_s, Path(spec_s).expanduser())
@@ -255,8 +250,8 @@ def load_prompt_set(
         picked = [files[(i * len(files)) // n] for i in range(n)]
         ps = PromptSet(name=f"dir:{path.name}", version=1, root=path, prompt_seconds=float(prompt_seconds),
                        seeds=[int(s) for s in (seeds if seeds is not None else [0, 1, 2])],
-                       prompts=[{"id": str(f.relative_to(path).with_suffix("")).replace(os.sep, "__"),
-                                 "audio": str(f.relative_to(path)), "sha256": _sha256(f)} for f in picked])
+                       prompts=[{"id": output_name(f.relative_to(path)),
+                                 "audio": str(f.relative_to(path)), "sha256": sha256_file(f)} for f in picked])
         return ps
     if not path.is_file():
         raise MissingInputError(f"benchmarks.generation.prompt_set={spec_s!r}: not a built-in set "
@@ -281,7 +276,7 @@ def load_prompt_set(
         if not f.is_file():
             hint = " (apt-get install pocketsphinx-testdata)" if ps.name == "librivox-v1" else ""
             raise MissingInputError(f"prompt set {ps.name}: {f} not found{hint}; set benchmarks.generation.prompt_root")
-        if _sha256(f) != p["sha256"]:
+        if sha256_file(f) != p["sha256"]:
             raise InputError(f"prompt set {ps.name}: {f} differs from the file the set was made with (SHA-256 "
                              "mismatch); results would not be comparable")
     if not ps.seeds:

@@ -21,7 +21,6 @@ Both return units in the model's final form: runs collapsed when the contract sa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -31,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from twist.atomic import atomic_path
-from twist.contract import IDENTITY_FIELDS, UnitContract, fingerprint_arrays
+from twist.contract import IDENTITY_FIELDS, UnitContract, fingerprint_arrays, sha256_file
 from twist.errors import InputError, MissingInputError
 from twist.rejects import RejectsLog
 from twist.units import dedup
@@ -64,11 +63,7 @@ def tokenizer_fingerprint(contract: UnitContract) -> str:
 
 def content_key(path: str | Path) -> str:
     """SHA-256 of a file's bytes: the cache key of its units."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def default_cache_dir() -> Path:
@@ -114,16 +109,24 @@ class AudioUnits:
         with atomic_path(cache) as tmp, open(tmp, "wb") as f:
             np.save(f, np.asarray(frames).astype(np.uint16 if self.contract.n_units <= 65535 else np.int64))
 
-    def _lookup(self, paths: Iterable[str | Path]) -> tuple[dict[str, np.ndarray], list[tuple[Path, str]],
-                                                             dict[str, list[Path]]]:
+    def _lookup(self, paths: Iterable[str | Path], rejects: RejectsLog | None
+                ) -> tuple[dict[str, np.ndarray], list[tuple[Path, str]], dict[str, list[Path]]]:
         """Units already known (this run or the disk cache), the files still to encode, and, per
         content key, every file sharing those bytes (encoded once)."""
+        from twist.audio import BadAudioError, check_audio_file
+
         out: dict[str, np.ndarray] = {}
         todo: list[tuple[Path, str]] = []
         waiting: dict[str, list[Path]] = {}
         for p in dict.fromkeys(Path(x) for x in paths):
-            if not p.is_file():
+            if not p.exists():
                 raise MissingInputError(f"audio file not found: {p}")
+            try:  # before hashing (a FIFO would block) and before the cache (it may hold a bad file's units)
+                check_audio_file(p)
+            except BadAudioError as e:
+                if rejects is not None:
+                    rejects.add(p, e.reason)
+                continue
             key = content_key(p)
             if key in self._frames:
                 out[str(p)] = final_units(self._frames[key], self.contract, name=str(p))
@@ -186,7 +189,7 @@ class AudioUnits:
         A file that cannot be decoded is logged to ``rejects`` (which raises in strict mode)
         and left out; a missing file raises ``MissingInputError`` naming it.
         """
-        out, todo, waiting = self._lookup(paths)
+        out, todo, waiting = self._lookup(paths, rejects)
         if not todo:
             return out
         bar = None

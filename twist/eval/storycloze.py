@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from twist.audio import is_input_entry
 from twist.errors import InputError, MissingInputError
 from twist.eval.pairs import Pair
 
@@ -76,7 +77,7 @@ def load_pairs(path: str | Path, name: str = "pairs") -> PairSet:
 def read_released(root: str | Path, name: str = "storycloze") -> PairSet:
     """Pair ``<n>_<story>_correct.wav`` with ``<n+1>_<story>_incorrect.wav`` under ``root``."""
     root = Path(root)
-    files = sorted(f for f in root.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file())
+    files = sorted(f for f in root.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and is_input_entry(f))
     if not files:
         raise InputError(
             f"{name} benchmark dir {root} is empty: no audio files and no {MANIFEST} "

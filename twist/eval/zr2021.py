@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from twist.atomic import atomic_open
+from twist.audio import is_input_entry
 from twist.errors import ConfigError, InputError, MissingInputError
 from twist.eval.pairs import Pair, decide
 
@@ -85,17 +86,27 @@ def load_split(task_dir: str | Path, split: str, task: str) -> GoldSplit:
     gold = d / "gold.csv"
     if not gold.is_file():
         raise MissingInputError(f"{task} benchmark dir {d} has no gold.csv")
+    rows: list[dict[str, str]] = []
+    linenos: list[int] = []
     with open(gold, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
         missing = [c for c in COLUMNS[task] if c not in header]
         if missing:
             raise InputError(f"{gold} lacks column(s) {missing}; a {task} gold.csv needs {list(COLUMNS[task])}")
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+        for fields in reader:
+            if not fields:
+                continue  # a blank line
+            if len(fields) != len(header):  # a stray comma shifts every later column
+                raise InputError(f"{gold}:{reader.line_num}: {len(fields)} fields, the header has {len(header)} columns")
+            rows.append({k: v.strip() for k, v in zip(header, fields)})
+            linenos.append(reader.line_num)
     if not rows:
         raise InputError(f"{gold} lists no items")
     audio: dict[str, Path] = {}
-    for lineno, r in enumerate(rows, 2):
+    for lineno, r in zip(linenos, rows):
+        if task == "lexical":
+            _frequency(r["frequency"], f"{gold}:{lineno}")
         name = r["filename"]
         if not name:
             raise InputError(f"{gold}:{lineno}: empty filename")
@@ -103,7 +114,8 @@ def load_split(task_dir: str | Path, split: str, task: str) -> GoldSplit:
             raise InputError(f"{gold}:{lineno}: filename {name!r} is listed twice")
         if r["correct"] not in ("0", "1"):
             raise InputError(f"{gold}:{lineno}: correct must be 1 or 0, got {r['correct']!r} (filename {name!r})")
-        path = next((d / f"{name}{ext}" for ext in AUDIO_EXTENSIONS if (d / f"{name}{ext}").is_file()), None)
+        # a listed FIFO or broken link is found here and refused by the reader with its reason
+        path = next((d / f"{name}{ext}" for ext in AUDIO_EXTENSIONS if is_input_entry(d / f"{name}{ext}")), None)
         if path is None:
             raise MissingInputError(f"{gold}:{lineno}: file {name!r} is listed but {d / (name + '.wav')} does not exist")
         audio[name] = path
@@ -113,12 +125,16 @@ def load_split(task_dir: str | Path, split: str, task: str) -> GoldSplit:
 
 
 def _frequency(value: str, where: str) -> float | None:
+    """A word's corpus frequency: a count, so finite and >= 0; empty or nan = unknown."""
     if value == "" or value.lower() in ("nan", "na", "none"):
         return None
     try:
-        return float(value)
+        freq = float(value)
     except ValueError:
-        raise InputError(f"{where}: frequency must be a number, got {value!r}") from None
+        freq = math.nan
+    if not (math.isfinite(freq) and freq >= 0):
+        raise InputError(f"{where}: frequency must be a count (a finite number >= 0), got {value!r}")
+    return freq
 
 
 def make_pairs(gold: GoldSplit) -> list[Pair]:

@@ -84,7 +84,9 @@ def system_audio(source: str | Path | Sequence[str | Path], *, what: str) -> dic
 
 
 def _audio_in(d: Path, exts: Sequence[str]) -> list[Path]:
-    return sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in exts)
+    from twist.audio import is_input_entry
+
+    return sorted(f for f in d.iterdir() if f.suffix.lower() in exts and is_input_entry(f))
 
 
 def collect_items(

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import random
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,8 +40,9 @@ import numpy as np
 import torch
 
 from twist.atomic import disk_full_guard
-from twist.audio import DEFAULT_EXTENSIONS, BadAudioError, audio_info, find_audio, link_problem, load_audio
+from twist.audio import DEFAULT_EXTENSIONS, BadAudioError, audio_info, find_audio, load_audio
 from twist.console import quiet_third_party_progress, say
+from twist.contract import sha256_file
 from twist.device import resolve_device
 from twist.dist import rank_and_world
 from twist.errors import ConfigError, InputError, MissingInputError, RunExistsError
@@ -50,7 +52,7 @@ from twist.tokenizer.config import TokenizeRunConfig
 from twist.tokenizer.encoders import build_encoder
 from twist.tokenizer.kmeans import fit_kmeans
 from twist.tokenizer.tokenizer import TOKENIZER_FILE, UnitTokenizer
-from twist.units import UnitShardWriter, merge_shards
+from twist.units import UnitShardWriter, committed_rows, merge_shards
 
 TOKENIZER_SUBDIR = "tokenizer"
 REJECTS = "rejects.jsonl"
@@ -158,20 +160,89 @@ class _BatchLoader(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, b: int) -> list[tuple[AudioItem, np.ndarray | None, str | None]]:
+    def __getitem__(self, b: int) -> list[tuple[AudioItem, np.ndarray | None, str | None, dict[str, Any]]]:
         out = []
         for i in self.batches[b]:
             it = self.items[i]
+            seen = source_fingerprint(it.path)  # before reading: never newer than what was decoded
             try:
                 wav = load_audio(it.path, self.sample_rate, min_seconds=self.min_seconds, max_seconds=self.max_seconds)
-                out.append((it, wav, None))
+                out.append((it, wav, None, seen))
             except BadAudioError as e:
-                out.append((it, None, e.reason))
+                out.append((it, None, e.reason, seen))
         return out
 
 
 def _identity(x: Any) -> Any:
     return x
+
+
+# ---------------------------------------------------------------------------------------
+# changed inputs
+# ---------------------------------------------------------------------------------------
+def source_fingerprint(path: str | Path) -> dict[str, Any]:
+    """What an input file was when it was read: size, mtime and SHA-256, kept with its units
+    (or its reject) so that a rerun notices a file that changed since. ``source_size`` is
+    ``None`` for what is not a regular file (a FIFO, a broken link), which is never hashed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {"source_size": None}
+    if not stat.S_ISREG(st.st_mode):
+        return {"source_size": None}
+    try:
+        digest = sha256_file(path)
+    except OSError:
+        return {"source_size": None}
+    return {"source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns, "source_sha256": digest}
+
+
+def source_change(path: str | Path, rec: dict[str, Any]) -> str | None:
+    """How ``path`` differs from the file ``rec`` (a shard row or a reject) was made from, or
+    ``None`` if it does not (or ``rec`` predates the record). The bytes are hashed only when
+    the size is the same and the mtime is not: a copy that kept the bytes is the same input."""
+    if "source_size" not in rec:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # gone or a broken link now: nothing of it could be tokenized anyway
+    if rec["source_size"] is None:
+        return "it was not a readable file then and is one now" if stat.S_ISREG(st.st_mode) else None
+    if not stat.S_ISREG(st.st_mode):
+        return "it is no longer a regular file"
+    if st.st_size != rec["source_size"]:
+        return f"size {rec['source_size']} -> {st.st_size} bytes"
+    if st.st_mtime_ns != rec.get("source_mtime_ns") and sha256_file(path) != rec.get("source_sha256"):
+        return "same size, other bytes (SHA-256 differs)"
+    return None
+
+
+def refuse_changed_inputs(out_dir: Path, items: Sequence[AudioItem]) -> None:
+    """Refuse a rerun into ``out_dir`` whose inputs changed since it tokenized (or rejected)
+    them: resuming would keep units of the old audio beside units of the new.
+
+    Raises:
+        InputError: naming the first changed file, what changed, and how many more did.
+    """
+    by_id = {it.id: it.path for it in items}
+    changed: list[str] = []
+
+    def check(rec: dict[str, Any], verb: str) -> None:
+        path = by_id.get(str(rec.get("id")))
+        why = source_change(path, rec) if path is not None else None
+        if why:
+            changed.append(f"{path} changed since {verb} ({why})")
+
+    for row in committed_rows(out_dir):
+        check(row, f"it was tokenized into {out_dir}")
+    for p in sorted((out_dir / "rejects").glob("r*.jsonl")):
+        for rec in RejectsLog.read(p):
+            check(rec, f"{out_dir} rejected it")
+    if changed:
+        more = f" (and {len(changed) - 1} more changed inputs)" if len(changed) > 1 else ""
+        raise InputError(f"{changed[0]}{more}; tokenize into a new out_dir: resuming would mix units of "
+                         "the old and the new audio")
 
 
 # ---------------------------------------------------------------------------------------
@@ -306,10 +377,9 @@ def apply_tokenizer(s: TokenizeRunConfig, tok: UnitTokenizer, items: Sequence[Au
             sec = it.n_samples / float(it.sample_rate or tok.sample_rate)
         else:
             try:
-                frames, sr, _ = audio_info(it.path) if os.path.getsize(it.path) > 0 else (0, 1, 1)
-            except (BadAudioError, OSError) as e:
-                reason = e.reason if isinstance(e, BadAudioError) else (link_problem(it.path) or f"cannot stat file ({e})")
-                rejects.add(it.path, reason, id=it.id)
+                frames, sr, _ = audio_info(it.path)
+            except BadAudioError as e:
+                rejects.add(it.path, e.reason, id=it.id, **source_fingerprint(it.path))
                 stats["rejected"] += 1
                 early_rejects += 1
                 continue
@@ -330,19 +400,19 @@ def apply_tokenizer(s: TokenizeRunConfig, tok: UnitTokenizer, items: Sequence[Au
                disable=not (s.progress and rank == 0), dynamic_ncols=True)
     try:
         for batch in loader:
-            good = [(it, w) for it, w, err in batch if err is None]
-            for it, _, err in batch:
+            good = [(it, w, seen) for it, w, err, seen in batch if err is None]
+            for it, _, err, seen in batch:
                 if err is not None:
-                    rejects.add(it.path, err, id=it.id)
+                    rejects.add(it.path, err, id=it.id, **seen)
                     stats["rejected"] += 1
-            units = tok.encode_batch_tensors([w for _, w in good]) if good else []
-            for (it, w), u in zip(good, units):
+            units = tok.encode_batch_tensors([w for _, w, _ in good]) if good else []
+            for (it, w, seen), u in zip(good, units):
                 if u.numel() == 0:
-                    rejects.add(it.path, f"too short for the encoder ({w.size} samples give no frame)", id=it.id)
+                    rejects.add(it.path, f"too short for the encoder ({w.size} samples give no frame)", id=it.id, **seen)
                     stats["rejected"] += 1
                     continue
                 sec = w.size / tok.sample_rate
-                writer.add(it.id, u.cpu().numpy(), source=it.path, duration=sec)
+                writer.add(it.id, u.cpu().numpy(), source=it.path, duration=sec, extra=seen)
                 stats["ok"] += 1
                 stats["audio_seconds"] += sec
             bar.update(len(batch))
@@ -414,6 +484,7 @@ def run_tokenize(s: TokenizeRunConfig, *, mode: str = "fit+apply",
         tok = UnitTokenizer(tok.encoder, tok.quantizer, dedup=s.dedup) if tok.contract.dedup != s.dedup else tok
         if s.tokenizer_dir and not (out_dir / TOKENIZER_SUBDIR / TOKENIZER_FILE).exists() and rank == 0:
             tok.save(out_dir / TOKENIZER_SUBDIR)  # the dataset carries its tokenizer
+    refuse_changed_inputs(out_dir, items[rank::world])  # before anything of this rerun is written
     done_dir = out_dir / DONE_DIR
     done_dir.mkdir(exist_ok=True)
     (done_dir / f"r{rank:04d}-of-{world:04d}.json").unlink(missing_ok=True)

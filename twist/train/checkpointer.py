@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from twist.atomic import atomic_write_text, is_disk_full
+from twist.atomic import atomic_write_text, disk_full_cause, disk_full_error
 from twist.checkpoint import (
     SHARDS,
     commit_checkpoint,
@@ -39,7 +39,7 @@ from twist.checkpoint import (
     staging_dir,
 )
 from twist.contract import UnitContract
-from twist.errors import DiskFullError, InputError, MissingInputError, RunExistsError
+from twist.errors import InputError, MissingInputError, RunExistsError
 from twist.train import distributed as D
 
 
@@ -297,11 +297,10 @@ def save_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer, direc
                      no_dist=not dist.is_initialized())
     except CheckpointException as e:  # name the directory and the first rank's real error
         rank, (cause, *_rest) = next(iter(e.failures.items()))
-        if is_disk_full(cause):
-            err = DiskFullError(f"cannot write the sharded checkpoint {directory} (rank {rank}): "
-                                f"{cause.strerror or os.strerror(cause.errno)}; the previous checkpoint is unchanged")
-            err.path = str(directory)
-            raise err from cause
+        full = disk_full_cause(cause)
+        if full is not None:
+            raise disk_full_error(f"the sharded checkpoint {directory} (rank {rank})", full,
+                                  "the previous checkpoint is unchanged") from cause
         message = f"writing the sharded checkpoint {directory} failed on rank {rank}: {type(cause).__name__}: {cause}"
         if isinstance(cause, OSError):
             raise OSError(cause.errno, message) from cause

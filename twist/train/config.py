@@ -168,7 +168,7 @@ class TrainLoopConfig:
         from twist.train.attention import IMPLEMENTATIONS
 
         check_choice("train.attn_implementation", self.attn_implementation, (*IMPLEMENTATIONS, "flex_attention"))
-        for key in ("global_batch", "micro_batch", "log_every"):
+        for key in ("global_batch", "micro_batch", "log_every", "max_steps", "max_train_tokens"):
             check_positive(f"train.{key}", getattr(self, key))
         for key in ("valid_every", "save_every", "skip_nonfinite"):
             check_positive(f"train.{key}", getattr(self, key), allow_zero=True)

@@ -1,7 +1,7 @@
 """Training metrics: JSONL always, TensorBoard and wandb when configured, MFU.
 
 Every record goes to ``<out_dir>/metrics.jsonl`` (one JSON object per line, appended and
-flushed, so a killed run keeps what it logged). ``logger.tensorboard`` adds a TensorBoard
+flushed, so a killed run keeps what it logged; strict JSON, a NaN or infinite value as null). ``logger.tensorboard`` adds a TensorBoard
 event file under ``<out_dir>/tb``; ``logger.wandb`` adds a wandb run, in offline mode when
 ``WANDB_MODE`` is unset and no network is reachable. Only rank 0 logs.
 
@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from twist.errors import MissingInputError
+from twist.atomic import json_line
+from twist.errors import MissingDependencyError, MissingInputError
 
 # Peak dense bf16 tensor-core FLOP/s (vendor data sheets, no sparsity), by device-name substring.
 PEAK_FLOPS: dict[str, float] = {
@@ -102,11 +103,9 @@ class MetricsLogger:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._f = open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8")
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.out_dir / "tb"), purge_step=purge_step)
+            self._tb = _logger_package("tensorboard")(str(self.out_dir / "tb"), purge_step=purge_step)
         if wandb:
-            import wandb as wb
+            wb = _logger_package("wandb")
 
             if "WANDB_MODE" not in os.environ and not _online():
                 os.environ["WANDB_MODE"] = "offline"
@@ -124,7 +123,7 @@ class MetricsLogger:
             return
         rec = {"step": step, **{k: _plain(v) for k, v in record.items()}}
         assert self._f is not None
-        self._f.write(json.dumps(rec) + "\n")
+        self._f.write(json_line(rec) + "\n")  # NaN/inf as null; TensorBoard and wandb still get them
         self._f.flush()
         scalars = {k: v for k, v in rec.items() if isinstance(v, (int, float)) and k != "step"}
         if self._tb is not None:
@@ -143,6 +142,33 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def check_logger_packages(*, tensorboard: bool, wandb: bool) -> None:
+    """Refuse at start-up, in one line, a logger whose package is not installed (before a run
+    spends minutes reading data and building a model only to fail when it opens its logs)."""
+    if tensorboard:
+        _logger_package("tensorboard")
+    if wandb:
+        _logger_package("wandb")
+
+
+def _logger_package(name: str) -> Any:
+    """TensorBoard's ``SummaryWriter`` or the ``wandb`` module, or a :class:`MissingDependencyError`
+    that says how to install it (twist's extra of the same name) or how to log without it."""
+    try:
+        if name == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            return SummaryWriter
+        import wandb
+
+        return wandb
+    except ImportError as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MissingDependencyError(
+            f"logger.{name}=true needs the {name!r} package ({why}): pip install 'twist[{name}]' "
+            f"(or pip install {name}), or pass logger=jsonl to write metrics.jsonl alone") from None
 
 
 def resume_message(checkpoint: str | Path, step: int, tokens: int) -> str:
@@ -205,7 +231,7 @@ def truncate_metrics(out_dir: str | Path, step: int) -> None:
     if not path.exists():
         return
     keep = [r for r in read_metrics(path) if int(r.get("step", 0)) <= step]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+    atomic_write_text(path, "".join(json_line(r) + "\n" for r in keep))
 
 
 class ThroughputMeter:

@@ -39,7 +39,14 @@ from twist.train import distributed as D
 from twist.train.checkpointer import Checkpointer
 from twist.train.config import TrainRunConfig
 from twist.train.data import TrainStream, open_split, open_valid_sets, valid_batches
-from twist.train.loggers import MetricsLogger, ThroughputMeter, peak_flops, resume_message, truncate_metrics
+from twist.train.loggers import (
+    MetricsLogger,
+    ThroughputMeter,
+    check_logger_packages,
+    peak_flops,
+    resume_message,
+    truncate_metrics,
+)
 from twist.train.optim import build_optimizer
 from twist.train.parallelize import build_model, unsharded_copy
 from twist.train.schedule import LRSchedule
@@ -86,6 +93,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainRunConfig | Any, *, model: torch.nn.Module | None = None) -> None:
         self.cfg = c = to_typed(TrainRunConfig, cfg)
+        check_logger_packages(tensorboard=c.logger.tensorboard, wandb=c.logger.wandb)
         if c.train.num_threads:
             torch.set_num_threads(c.train.num_threads)
         self.info = D.init_distributed(c.train.device)
@@ -185,6 +193,11 @@ class Trainer:
         self.schedule.load_state_dict(small["schedule"])
         self.stream.load_state_dict(small["data"])
         self.state = TrainState(**small["state"])
+        max_steps = self.cfg.train.max_steps
+        if max_steps is not None and self.state.step > max_steps:  # before the logs are cut back to the checkpoint
+            raise ConfigError(f"train.max_steps={max_steps} is below step {self.state.step}, where the checkpoint "
+                              f"{self.checkpointer.dir / 'last'} is: a resume cannot go back; raise train.max_steps "
+                              "to at least that, or train into a new out_dir")
         self.update.in_a_row = self.state.nonfinite_in_a_row
         rngs = small["rng"]
         restore_rng_state(rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from twist.errors import ConfigError, InputError, MissingInputError
 
 
 def read_transcripts(path: str | Path | None) -> dict[str, str]:
-    """``{id: text}`` from lines ``id<TAB>text`` or JSON ``{"id", "text"}`` (id = the audio file's stem)."""
+    """``{id: text}`` from lines ``id<TAB>text`` or JSON ``{"id", "text"}`` (id = the output name, the
+    path under the audio dir without extension, or the file's stem; see :func:`_transcript_for`)."""
     if not path:
         return {}
     p = Path(path)
@@ -60,13 +62,14 @@ def contract_from(path: str | Path) -> UnitContract:
     raise MissingInputError(f"no unit contract found at {p} (give a contract.json, unit dataset or tokenizer dir)")
 
 
-def _encode_files(tok: Any, files: Sequence[Path], rejects: Any) -> tuple[list[str], list[np.ndarray], list, list]:
+def _encode_files(tok: Any, files: Sequence[tuple[str, Path]], rejects: Any
+                  ) -> tuple[list[str], list[np.ndarray], list, list]:
     """Each readable file's id, waveform, deduplicated units and their durations (bad files to ``rejects``)."""
     from twist.audio import BadAudioError, load_audio
     from twist.units import dedup
 
     ids, originals, unit_seqs, dur_seqs = [], [], [], []
-    for f in files:
+    for name, f in files:
         try:
             wav = load_audio(f, tok.sample_rate)
         except BadAudioError as e:
@@ -77,11 +80,21 @@ def _encode_files(tok: Any, files: Sequence[Path], rejects: Any) -> tuple[list[s
             rejects.add(str(f), "shorter than one unit frame")
             continue
         units, durs = dedup(frames)
-        ids.append(f.stem)
+        ids.append(name)
         originals.append(wav)
         unit_seqs.append(units)
         dur_seqs.append(durs)
     return ids, originals, unit_seqs, dur_seqs
+
+
+def _transcript_for(texts: dict[str, str], name: str, path: Path, src: Path, stems: Counter) -> str | None:
+    """The reference text of one input: by its output name (``spk1__u``), by its path under
+    ``src`` without the extension (``spk1/u``), or by its stem when no other input shares it."""
+    rel = path.relative_to(src).with_suffix("").as_posix() if src.is_dir() else path.stem
+    for key in (name, rel, path.stem if stems[path.stem] == 1 else None):
+        if key is not None and key in texts:
+            return texts[key]
+    return None
 
 
 def resynthesise(
@@ -107,7 +120,7 @@ def resynthesise(
     of the resynthesis (and of the original) against ``transcripts`` or the original's transcript.
     """
     from twist.asr import get_asr, resynthesis_wer
-    from twist.audio import find_audio, save_audio
+    from twist.audio import named_audio_files, save_audio
     from twist.rejects import RejectsLog
     from twist.tokenizer import UnitTokenizer
     from twist.vocoder import load_vocoder, measure_rtf
@@ -118,9 +131,8 @@ def resynthesise(
     vcontract.check_compatible(tok.contract, mine=f"vocoder {vocoder_dir}", theirs=f"tokenizer {tokenizer_dir}",
                                ignore=ignore)
     src, out = Path(audio), Path(out_dir)
-    if not src.exists():
-        raise MissingInputError(f"audio not found: {src}")
-    files = (find_audio(src) if src.is_dir() else [src])[: limit or None]
+    # outputs are named by the input's path under ``audio`` (spk1__u), as twist-generate names its own
+    files = named_audio_files([src])[: limit or None]
     texts = read_transcripts(transcripts)
     held = RejectsLog(None, stage="vocoder-resynth")  # written once the run dir is started
     ids, originals, unit_seqs, true_durs = _encode_files(tok, files, held)
@@ -149,10 +161,12 @@ def resynthesise(
         report["rtf_benchmark"] = measure_rtf(vocoder, seconds=float(rtf_seconds))
     recognizer = get_asr(asr)
     if recognizer is not None:
-        missing = [i for i in ids if i not in texts]
+        paths, stems = dict(files), Counter(f.stem for _, f in files)
+        found = [_transcript_for(texts, i, paths[i], src, stems) for i in ids]
+        missing = [i for i, t in zip(ids, found) if t is None]
         if texts and missing:
             raise InputError(f"transcripts {transcripts} lack ids {missing[:5]}")
-        refs = [texts[i] for i in ids] if texts else None
+        refs = found if texts else None
         res = resynthesis_wer(recognizer, originals, resyn, refs)
         report.update({k: res[k] for k in ("wer", "wer_original", "reference") if k in res})
         report["asr"] = recognizer.name

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from twist.atomic import json_line
 from twist.checkpoint import (
     capture_rng_state,
     is_checkpoint,
@@ -368,7 +369,7 @@ class VocoderTrainer:
                 out_of_time = budget is not None and (time.time() - t0) > float(budget) * 60
                 if self.step % int(self.t.log_every) == 0 or self.step == steps or out_of_time:
                     row = {"step": self.step, **{k: round(v, 6) for k, v in m.items()}}
-                    mf.write(json.dumps(row) + "\n")
+                    mf.write(json_line(row) + "\n")
                     mf.flush()
                     bar.set_postfix(mel=f"{m['loss_mel']:.3f}")
                     last = row
@@ -376,7 +377,7 @@ class VocoderTrainer:
                     v = self.validate()
                     if v:
                         last = {"step": self.step, **v}
-                        mf.write(json.dumps(last) + "\n")
+                        mf.write(json_line(last) + "\n")
                         mf.flush()
                     self.save()
                 if out_of_time:
