@@ -549,9 +549,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "train" in names and "env" not in names:
         names.insert(0, "env")  # MFU needs the measured peak
     suite = Suite(Path(args.out), args.budget_s or (450.0 if mode == "gpu" else 600.0), mode)
-    # many shapes in one process (see the module doc); the name before torch 2.6 was cache_size_limit
-    limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
-    setattr(torch._dynamo.config, limit, 64)
+    torch._dynamo.config.recompile_limit = 64  # many shapes in one process (see the module doc)
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
