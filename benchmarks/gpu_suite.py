@@ -22,6 +22,7 @@ per function; the suite resets dynamo before each measurement and raises that li
 
 The suite stops starting new work when its time budget (``--budget-s``) runs low and says
 what it skipped; results are written after every section, so a killed run keeps what it had.
+It exits with status 1 when a section (or one of its runs) failed, after running the rest.
 It needs torch, transformers, numpy, tqdm and safetensors (the GPU image has them) plus the
 wheels ``scripts/gpu_wheels.sh`` downloads (omegaconf, antlr4, soundfile, soxr, cffi, ...).
 
@@ -548,9 +549,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "train" in names and "env" not in names:
         names.insert(0, "env")  # MFU needs the measured peak
     suite = Suite(Path(args.out), args.budget_s or (450.0 if mode == "gpu" else 600.0), mode)
-    # many shapes in one process (see the module doc); the name before torch 2.6 was cache_size_limit
-    limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
-    setattr(torch._dynamo.config, limit, 64)
+    torch._dynamo.config.recompile_limit = 64  # many shapes in one process (see the module doc)
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
@@ -564,5 +563,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return suite.results
 
 
+def failed_sections(results: dict[str, Any]) -> list[str]:
+    """Sections that raised, or whose runs did (a section skipped for time is not a failure)."""
+    return [name for name, sec in results["sections"].items()
+            if "error" in sec or any("error" in r for r in sec.get("runs", []))]
+
+
 if __name__ == "__main__":
-    main()
+    failed = failed_sections(main())
+    if failed:  # every section still ran and was written; the exit status tells CI
+        print(f"gpu_suite: failed: {', '.join(failed)}", file=sys.stderr)
+        sys.exit(1)

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from twist.contract import ContractMismatchError, UnitContract, VocabLayout
-from twist.generate import SamplingConfig, filter_logits, generate_continuations, sample_units
+from twist.generate import (
+    SamplingConfig,
+    filter_logits,
+    generate_continuations,
+    mask_for_sampling,
+    sample_units,
+)
 from twist.vocoder.generator import build_generator
 from twist.vocoder.infer import Vocoder
 
@@ -149,6 +155,51 @@ def test_batched_left_padded_sampling_equals_one_at_a_time():
     for u, b in zip(units, batched):
         alone = sample_units(lm, c, [u], greedy)[0]
         np.testing.assert_array_equal(alone, b)
+
+
+def tiny_opt(seed: int = 0) -> torch.nn.Module:
+    from transformers import OPTConfig, OPTForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = OPTConfig(vocab_size=VocabLayout(K).vocab_size, hidden_size=32, word_embed_proj_dim=32, ffn_dim=64,
+                    num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=256)
+    return OPTForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("make_lm", [tiny_lm, tiny_opt], ids=["llama", "opt"])
+def test_cached_decoding_warns_nothing_and_equals_decoding_without_the_cache(make_lm):
+    """The KV cache goes to the model under the name its transformers version uses (5.24:
+    ``cache``, with a FutureWarning and a log line for the old ``past_key_values``; 5.17 knows
+    only ``past_key_values``), so sampling warns about nothing. Greedy decoding with the cache
+    equals recomputing every step from the whole sequence without one."""
+    import logging
+    import warnings
+
+    c = contract()
+    layout = c.layout_info
+    lm = make_lm()
+    prompt = np.array([3, 1, 4, 1, 5, 9, 2, 6])
+    greedy = SamplingConfig(temperature=0.0, max_seconds=0.2, stop_at_eos=False)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.Logger.warning_once.cache_clear()  # transformers says it once per process
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cached = sample_units(lm, c, [prompt], greedy)[0]
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert not [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert not [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+    ids = torch.from_numpy(layout.encode(prompt, bos=True, eos=False))[None]
+    with torch.no_grad():
+        for _ in range(len(cached)):
+            logits = lm(input_ids=ids, use_cache=False).logits[:, -1].float()
+            ids = torch.cat([ids, mask_for_sampling(logits, layout, allow_eos=False).argmax(-1, keepdim=True)], 1)
+    np.testing.assert_array_equal(cached, layout.decode(ids[0, -len(cached):].numpy()))
+    assert len(cached) == 10
 
 
 def test_filter_logits_top_k_and_top_p():

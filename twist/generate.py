@@ -180,6 +180,15 @@ def prompt_generator(seed: int, key: str) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
+def cache_keyword() -> str:
+    """The name transformers gives the KV cache, in a forward's arguments and in its outputs:
+    ``cache`` since the rename (5.24 has it, and warns on every call that uses the old name),
+    ``past_key_values`` before it (5.17 knows only that one)."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
 def _sample_batch(
     model: torch.nn.Module,
     layout: VocabLayout,
@@ -198,8 +207,9 @@ def _sample_batch(
         mask[i, n - len(c) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = cache_keyword()
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-    past = out.past_key_values
+    past = getattr(out, cache)
     logits = out.logits[:, -1, :]
     next_pos = pos[:, -1:] + 1
     done = torch.zeros(b, dtype=torch.bool, device=device)
@@ -219,8 +229,8 @@ def _sample_batch(
         if bool(done.all()):
             break
         mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=device)], dim=1)
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True, **{cache: past})
+        past = getattr(out, cache)
         logits = out.logits[:, -1, :]
         next_pos = next_pos + 1
     toks = torch.stack(generated, dim=1).cpu().numpy() if generated else np.zeros((b, 0), dtype=np.int64)

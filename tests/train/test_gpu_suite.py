@@ -26,6 +26,7 @@ def test_gpu_suite_cpu_smoke_runs_every_section(tmp_path):
         assert "error" not in sec and "skipped" not in sec, (name, sec.get("error"), sec.get("traceback"))
     assert sections["correctness"]["equivalence_pass"]
     assert sections["compile"]["recompiles_after_warmup"] == 0
+    assert not sections["compile"]["graph_breaks"], sections["compile"]["graph_breaks"]
     runs = sections["train"]["runs"]
     assert {r["distribution"] for r in runs} == {"utterance", "chunked"}
     assert all(r["ratio"] > 0 and r["twist_tokens_per_s"] > 0 for r in runs)
@@ -60,3 +61,5 @@ def test_a_failing_section_is_recorded_and_the_suite_goes_on(tmp_path):
     assert "time budget" in res["score"]["skipped"]
     md = (tmp_path / "gpu_suite.md").read_text()
     assert "train: RuntimeError: CUDA out of memory" in md and "score: time budget" in md
+    # the failure (not the skip) sets the exit status
+    assert mod.failed_sections(json.loads((tmp_path / "gpu_suite.json").read_text())) == ["train"]

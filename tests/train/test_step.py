@@ -13,7 +13,7 @@ from tests.train.conftest import tiny_family_model
 from twist.contract import VocabLayout
 from twist.train.attention import FLEX, AttentionPlan, plan_attention, register_flex
 from twist.train.packing import pack_sequences
-from twist.train.step import _forward_loss
+from twist.train.step import ForwardLoss, _forward_loss
 from twist.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -47,6 +47,40 @@ def test_forward_and_loss_trace_as_one_graph(family, contract):
                                                   inputs["attention_mask"], inputs["position_ids"], batch.targets)
     assert e.graph_break_count == 0, [r.reason for r in e.break_reasons]
     assert e.graph_count == 1
+
+
+@pytest.mark.parametrize("family", ["opt", "llama"])
+def test_compiled_training_moves_between_whole_and_packed_rows_without_recompiling(family, contract):
+    """A compiled training forward + loss (dense masks, as on CPU) meets rows that are each one
+    whole document (no mask: the model's causal path) first, then packed rows (the document
+    mask). The packed kind compiles its own entry point: a first compile, not a recompile, so
+    with dynamo's error_on_recompile set from the second batch on, nothing raises, each kind
+    has one graph and no graph breaks. (transformers 5.17's OPT decoder drew a LayerDrop
+    number in every training forward even at layerdrop 0; branching on it broke the graph at
+    every layer, the pieces were compiled as frames shared by both kinds, and the second kind
+    recompiled them.)"""
+    from torch._dynamo.utils import counters
+
+    layout = VocabLayout(contract.n_units)
+    model = tiny_family_model(family, contract).train()
+    plan = plan_attention(model, "auto", "auto", device=torch.device("cpu"), announce=False)
+    rng = np.random.default_rng(0)
+
+    def doc(n):
+        return layout.encode(rng.integers(0, contract.n_units, size=n - 2))
+
+    whole = pack_sequences([[doc(32)], [doc(32)]], layout, max_tokens=32)
+    packed = pack_sequences([[doc(10), doc(12)], [doc(20)]], layout, max_tokens=32)
+    assert plan.batch_kind(whole) == "causal" and plan.batch_kind(packed) == "document"
+    torch._dynamo.reset()
+    counters.clear()
+    forward_loss = ForwardLoss(model, layout, plan, compile=True, backend="aot_eager")
+    forward_loss(whole).backward()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for batch in (packed, whole, packed):
+            forward_loss(batch).backward()
+    assert counters["stats"]["unique_graphs"] == 2
+    assert not counters["graph_break"], dict(counters["graph_break"])
 
 
 @pytest.mark.slow

@@ -162,8 +162,6 @@ class HubertEncoder(Encoder):
             for i, n in enumerate(lengths):
                 mask[i, :n] = True
         hidden = self.model.feature_projection(feats)
-        if isinstance(hidden, tuple):  # older transformers return (hidden, normed features)
-            hidden = hidden[0]
         h = self.model.encoder(hidden, attention_mask=mask).last_hidden_state
         for j, (i, n) in enumerate(zip(keep, lengths)):
             out[i] = h[j, :n].float()

@@ -301,8 +301,6 @@ class WhisperEncoder(Encoder):
             mask.masked_fill_(~valid[:, None, None, :], torch.finfo(x.dtype).min)
         for block in enc.layers:
             x = block(x, mask)
-            if isinstance(x, tuple):  # older transformers return (hidden, attentions)
-                x = x[0]
         if self.layer is None:
             x = enc.layer_norm(x)
         return [x[i, :n_i].float() for i, n_i in enumerate(lengths)]

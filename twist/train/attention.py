@@ -65,15 +65,6 @@ IMPLEMENTATIONS = ("auto", "flex", "sdpa", "eager", "flash_attention_2")
 # ---------------------------------------------------------------------------------------
 # block masks
 # ---------------------------------------------------------------------------------------
-def flex_available() -> bool:
-    """Whether this torch has ``torch.nn.attention.flex_attention`` (2.5 and later)."""
-    try:
-        from torch.nn.attention.flex_attention import BlockMask, flex_attention  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _causal(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
     return q >= kv
 
@@ -96,12 +87,8 @@ def _block_mask(partial: torch.Tensor, full: torch.Tensor, block_size: int, mask
 
     kv_num, kv_idx = _ordered(partial)
     full_num, full_idx = _ordered(full)
-    try:
-        bm = BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block_size, mask_mod=mask_mod,
-                                      seq_lengths=(length, length), compute_q_blocks=False)
-    except TypeError:  # a torch without compute_q_blocks: let it transpose
-        return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block_size,
-                                        mask_mod=mask_mod, seq_lengths=(length, length))
+    bm = BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block_size, mask_mod=mask_mod,
+                                  seq_lengths=(length, length), compute_q_blocks=False)
     bm.q_num_blocks, bm.q_indices = _ordered(partial.transpose(-2, -1))
     bm.full_q_num_blocks, bm.full_q_indices = _ordered(full.transpose(-2, -1))
     return bm
@@ -364,9 +351,7 @@ def _choose_implementation(requested: str, family: str, device: torch.device,
     """The attention implementation for ``requested`` and why; refuses an impossible ``flex``."""
     if requested == "flex":
         why_not = None
-        if not flex_available():
-            why_not = f"torch {torch.__version__} has no torch.nn.attention.flex_attention"
-        elif family not in PACKABLE_MODEL_TYPES or family in NO_REGISTRY_MODEL_TYPES:
+        if family not in PACKABLE_MODEL_TYPES or family in NO_REGISTRY_MODEL_TYPES:
             why_not = f"model type {family!r} does not dispatch attention through transformers' AttentionInterface"
         elif device.type == "cpu":
             why_not = f"torch {torch.__version__} has no flex-attention backward on CPU"
@@ -383,8 +368,6 @@ def _choose_implementation(requested: str, family: str, device: torch.device,
         return "sdpa", f"on {device.type}: torch {torch.__version__} has no flex-attention backward there; dense document mask"
     if family not in FLEX_TESTED_MODEL_TYPES:
         return "sdpa", f"flex is not covered by tests for model type {family!r}"
-    if not flex_available():
-        return "sdpa", f"torch {torch.__version__} has no flex attention"
     if dropout > 0:
         return "sdpa", f"attention dropout {dropout} (flex attention has none)"
     return "flex", "CUDA: block-sparse document masks"

@@ -7,7 +7,11 @@ mask is built outside the graph, per micro-batch (twist.train.attention.Attentio
 its only inputs are tensors of fixed shape: ``[micro_batch, max_tokens]`` ids, positions
 and targets, plus the mask. Each kind of call (training or validation; document mask or
 plain causal) has its own compiled entry point, so none of them recompiles when the run
-moves between them (tested: zero recompiles after warm-up).
+moves between them (tested: zero recompiles after warm-up). That holds only while the
+graph has no break: a break makes dynamo compile the frames below it (``_forward_loss``, the
+model's forwards) on their own, and those frames are shared by every kind. So the step keeps
+one known break out: an OPT decoder with ``layerdrop`` 0 is run with its own ``training``
+flag off (:func:`inert_layerdrop_decoders`).
 
 Updates. The gradient norm decides whether a step is applied (a NaN or inf gradient leaves
 weights and optimiser state untouched, twist.train.trainer). Reading it on the host makes
@@ -78,6 +82,24 @@ _ENTRY_POINTS: dict[tuple[bool, str], Callable[..., torch.Tensor]] = {
 }
 
 
+def inert_layerdrop_decoders(model: torch.nn.Module) -> tuple[torch.nn.Module, ...]:
+    """The OPT decoders in ``model`` whose LayerDrop probability is 0.
+
+    transformers 5.17 (the GPU image's version) draws a LayerDrop number in every training
+    forward of an OPT decoder and branches on it, even when ``layerdrop`` is 0; later versions
+    skip the draw then (5.24 does). Branching on a tensor breaks a compiled graph at every
+    layer. In 5.17 and 5.24 the decoder's own ``training`` flag gates nothing else in a
+    forward with ``use_cache=False`` (its layers, their dropout and activation checkpointing
+    read their own flags), so with it off the decoder computes the same thing, draws nothing,
+    and compiles as one graph on both.
+    """
+    try:
+        from transformers.models.opt.modeling_opt import OPTDecoder
+    except ImportError:
+        return ()
+    return tuple(m for m in model.modules() if isinstance(m, OPTDecoder) and not getattr(m, "layerdrop", 0))
+
+
 class ForwardLoss:
     """``batch -> summed next-token loss`` (a 0-d tensor on the batch's device).
 
@@ -100,6 +122,7 @@ class ForwardLoss:
         self.compile = compile
         self.backend = backend
         self._fns: dict[tuple[bool, str], Callable[..., torch.Tensor]] = {}
+        self._inert_layerdrop = inert_layerdrop_decoders(model)
 
     def _fn(self, key: tuple[bool, str]) -> Callable[..., torch.Tensor]:
         fn = self._fns.get(key)
@@ -113,6 +136,8 @@ class ForwardLoss:
     def __call__(self, batch: Batch) -> torch.Tensor:
         inputs = self.attention.model_inputs(batch)  # outside the compiled region
         training = torch.is_grad_enabled() and self.model.training
+        for decoder in self._inert_layerdrop:  # every call: model.train() turns it back on
+            decoder.training = False
         fn = self._fn((training, self.attention.batch_kind(batch)))
         return fn(self.model, self.layout, self.autocast, batch.input_ids.device.type, inputs["input_ids"],
                   inputs["attention_mask"], inputs["position_ids"], batch.targets)
