@@ -112,6 +112,10 @@ class MosBuildConfig:
                 **_paths("original", self.original), **_paths("resynth", self.resynth)}
 
     def __post_init__(self) -> None:
+        # checked with the schema, before the test dir is made: systems=ms/A is a path, not {A: ms/A}
+        if self.systems not in (MISSING, None) and not isinstance(self.systems, Mapping):
+            raise ConfigError(f"systems must be a mapping of system name to directory, e.g. systems={{A: ms/A}}; "
+                              f"got {self.systems!r}")
         if self.overwrite and "all" not in self.allow_changes:
             self.allow_changes = [*self.allow_changes, "all"]  # replacing another test is the point of overwrite
 
@@ -123,12 +127,6 @@ def _paths(name: str, value: Any) -> dict[str, str]:
     if isinstance(value, (str, Path)):
         return {name: str(value)}
     return {f"{name}[{i}]": str(v) for i, v in enumerate(value)}
-
-    def __post_init__(self) -> None:
-        # checked with the schema, before the test dir is made: systems=ms/A is a path, not {A: ms/A}
-        if self.systems not in (MISSING, None) and not isinstance(self.systems, Mapping):
-            raise ConfigError(f"systems must be a mapping of system name to directory, e.g. systems={{A: ms/A}}; "
-                              f"got {self.systems!r}")
 
 
 @dataclass
