@@ -37,7 +37,7 @@ def _assert_same_curves(one: list[dict], two: list[dict], label: str = "") -> No
 SCRIPT = """
 import json, sys
 from twist.train.trainer import Trainer
-from twist.train.distributed import shutdown_distributed
+from twist.dist import shutdown_distributed
 Trainer(json.loads(open(sys.argv[1]).read())).fit()
 shutdown_distributed()
 """
@@ -48,7 +48,7 @@ SPY_SCRIPT = """
 import json, os, sys
 import twist.lm
 from twist.train.trainer import Trainer
-from twist.train.distributed import shutdown_distributed
+from twist.dist import shutdown_distributed
 real, built = twist.lm.build_speech_lm, []
 def spy(*args, **kwargs):
     model = real(*args, **kwargs)
@@ -120,7 +120,7 @@ import json, shutil, sys
 from pathlib import Path
 import torch.distributed as dist
 from twist.train.trainer import Trainer
-from twist.train.distributed import shutdown_distributed
+from twist.dist import shutdown_distributed
 for phase in json.loads(open(sys.argv[1]).read()):
     if phase.get("copy"):  # rank 0 copies a finished run's directory, the others wait
         src, dst = phase["copy"]
@@ -248,7 +248,7 @@ def test_sharded_checkpoints_under_fsdp_resume_and_reshard(unit_data, tmp_path, 
 MP_SCRIPT = """
 import json, os, sys
 from twist.train.trainer import Trainer
-from twist.train.distributed import shutdown_distributed
+from twist.dist import shutdown_distributed
 trainer = Trainer(json.loads(open(sys.argv[1]).read()))
 block = next(m for m in trainer.model.modules() if type(m).__name__.startswith("FSDP") and m is not trainer.model)
 policy = block._get_fsdp_state()._mp_policy

@@ -12,7 +12,7 @@ In the order a run uses them:
 * :mod:`twist.train.step` - forward + loss (compiled once per kind) and the guarded update;
 * :mod:`twist.train.checkpointer` - save, resume and export, full and sharded, for every strategy;
 * :mod:`twist.train.trainer` - :class:`~twist.train.trainer.Trainer`: the recipe itself;
-* :mod:`twist.train.distributed`, :mod:`twist.train.signals` - process groups; stop signals;
+* :mod:`twist.train.signals` - stop signals (process groups and collectives: :mod:`twist.dist`);
 * :mod:`twist.train.loggers` - JSONL / TensorBoard / wandb metrics, tokens/s and MFU;
 * :mod:`twist.train.plot` - valid PPL against steps for several runs (paper Fig. 2b).
 

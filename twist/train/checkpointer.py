@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from twist import dist as D
 from twist.atomic import atomic_write_text, disk_full_cause, disk_full_error
 from twist.checkpoint import (
     SHARDS,
@@ -39,8 +40,9 @@ from twist.checkpoint import (
     staging_dir,
 )
 from twist.contract import UnitContract
+from twist.dist import DistInfo
 from twist.errors import InputError, MissingInputError, RunExistsError
-from twist.train import distributed as D
+from twist.train.parallelize import unwrap
 
 
 class Checkpointer:
@@ -53,7 +55,7 @@ class Checkpointer:
         strategy: ``none``, ``ddp`` or ``fsdp``.
     """
 
-    def __init__(self, out_dir: str | Path, fmt: str, info: D.DistInfo, strategy: str) -> None:
+    def __init__(self, out_dir: str | Path, fmt: str, info: DistInfo, strategy: str) -> None:
         self.out_dir = Path(out_dir)
         self.dir = self.out_dir / "checkpoints"
         self.fmt = fmt
@@ -155,11 +157,11 @@ class Checkpointer:
             if shards is not None or self.strategy == "fsdp":
                 plain = host_copy(state, shards)
             else:
-                plain = D.unwrap(model)
+                plain = unwrap(model)
                 plain.load_state_dict(state["model"])
             del state
             out = self.out_dir / "speech_lm"
-            save_speech_lm(plain.cpu() if plain is not D.unwrap(model) else plain, out, contract)
+            save_speech_lm(plain.cpu() if plain is not unwrap(model) else plain, out, contract)
             atomic_write_text(out / "SOURCE", f"{src.name} checkpoint, step {step_of[src.name]}\n")
         D.barrier()
         return out
@@ -182,8 +184,8 @@ def full_state_dicts(
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     if strategy == "fsdp":
         return get_state_dict(model, optimizer, options=opts)
-    _, optim_sd = get_state_dict(D.unwrap(model), optimizer, options=opts)
-    return D.unwrap(model).state_dict(), optim_sd
+    _, optim_sd = get_state_dict(unwrap(model), optimizer, options=opts)
+    return unwrap(model).state_dict(), optim_sd
 
 
 @contextlib.contextmanager
@@ -209,7 +211,7 @@ def load_full_state_dicts(
     if strategy == "fsdp":
         target = model
     else:
-        target = D.unwrap(model)
+        target = unwrap(model)
         target.load_state_dict(model_state)
     with _own_step_flags(optimizer):
         set_state_dict(
@@ -226,7 +228,7 @@ def extra_buffers(model: torch.nn.Module, model_state: dict[str, Any] | None = N
     causal masks), or all of them. A checkpoint keeps them so an FSDP2 resume needs no model
     built on the host."""
     skip = model_state or {}
-    return {n: b.detach().cpu() for n, b in D.unwrap(model).named_buffers() if n not in skip}
+    return {n: b.detach().cpu() for n, b in unwrap(model).named_buffers() if n not in skip}
 
 
 def keyed_by_name(
@@ -238,7 +240,7 @@ def keyed_by_name(
     positions = [p for g in optim_state.get("param_groups", []) for p in g.get("params", [])]
     if not positions or not all(isinstance(p, int) for p in positions):
         return optim_state
-    name_of = {id(p): n for n, p in D.unwrap(model).named_parameters()}
+    name_of = {id(p): n for n, p in unwrap(model).named_parameters()}
     order = [name_of[id(p)] for g in optimizer.param_groups for p in g["params"]]
     if len(order) != len(positions):
         raise InputError(
@@ -325,6 +327,6 @@ def load_sharded_model_alone(model: torch.nn.Module, directory: str | os.PathLik
     """Fill an unsharded model on this process only (the export on rank 0), from sharded files."""
     import torch.distributed.checkpoint as dcp
 
-    state = {"model": D.unwrap(model).state_dict()}  # the model's own tensors, filled in place
+    state = {"model": unwrap(model).state_dict()}  # the model's own tensors, filled in place
     with _single_process_quiet():
         dcp.load(state, checkpoint_id=str(directory), no_dist=True)

@@ -25,10 +25,10 @@ import torch
 import torch.distributed as dist
 
 from twist.contract import UnitContract, VocabLayout
+from twist.dist import DistInfo
 from twist.errors import ConfigError, ContractMismatch
 from twist.train.attention import AttentionPlan, plan_attention
 from twist.train.config import TrainLoopConfig, TrainRunConfig
-from twist.train.distributed import DistInfo, unwrap
 from twist.train.loggers import flops_per_token
 
 log = logging.getLogger("twist.train")
@@ -48,6 +48,22 @@ class BuiltModel:
     """The attention kernel, the packing (data.packing resolved for this family) and the mask form."""
     flops_per_token: float
     autocast_dtype: torch.dtype | None
+
+
+def resolve_strategy(strategy: str, info: DistInfo) -> str:
+    """``train.strategy`` for this run: ``auto`` is ``ddp`` under several processes, ``none`` alone."""
+    if strategy not in ("auto", "none", "ddp", "fsdp"):
+        raise ConfigError(f"train.strategy must be auto, none, ddp or fsdp; got {strategy!r}")
+    if strategy == "auto":
+        return "ddp" if info.enabled else "none"
+    if strategy in ("ddp", "fsdp") and not info.enabled:
+        return "none"
+    return strategy
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP wrapper (FSDP2 shards in place: nothing to unwrap)."""
+    return model.module if hasattr(model, "module") and not hasattr(model, "config") else model
 
 
 def build_model(

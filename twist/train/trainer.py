@@ -30,12 +30,12 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from twist import dist as D
 from twist.checkpoint import capture_rng_state, check_same_model, model_config, restore_rng_state, shards_dir
 from twist.console import say
 from twist.contract import UnitContract, VocabLayout
 from twist.errors import ConfigError
 from twist.schema import to_typed
-from twist.train import distributed as D
 from twist.train.checkpointer import Checkpointer
 from twist.train.config import TrainRunConfig
 from twist.train.data import TrainStream, open_split, open_valid_sets, valid_batches
@@ -48,7 +48,7 @@ from twist.train.loggers import (
     truncate_metrics,
 )
 from twist.train.optim import build_optimizer
-from twist.train.parallelize import build_model, unsharded_copy
+from twist.train.parallelize import build_model, resolve_strategy, unsharded_copy, unwrap
 from twist.train.schedule import LRSchedule
 from twist.train.signals import StopSignals
 from twist.train.step import ForwardLoss, GuardedUpdate, supports_found_inf
@@ -105,7 +105,7 @@ class Trainer:
         self.contract: UnitContract = self.train_ds.contract
         self.layout = VocabLayout(self.contract.n_units)
         self.valid_sets = open_valid_sets(c.data.path, c.data.valid_paths, self.contract)
-        self.strategy = D.resolve_strategy(c.train.strategy, self.info)
+        self.strategy = resolve_strategy(c.train.strategy, self.info)
         self.checkpointer = Checkpointer(self.out_dir, c.train.checkpoint_format, self.info, self.strategy)
         resume_from = self.checkpointer.resume_point(c.resume)
         shards = shards_dir(resume_from) if resume_from else None
@@ -171,7 +171,7 @@ class Trainer:
         return {"schedule": self.schedule.state_dict(), "data": self.stream.state_dict(),
                 "data_signature": self._data_signature(), "state": asdict(self.state), "rng": rngs,
                 "world_size": self.info.world_size, "contract": self.contract.to_dict(),
-                "model_config": model_config(D.unwrap(self.model))}
+                "model_config": model_config(unwrap(self.model))}
 
     def save(self, names: tuple[str, ...]) -> None:
         """Write checkpoints ``names`` (e.g. ``("best", "last")``), atomically; collective."""
@@ -184,7 +184,7 @@ class Trainer:
     def _restore(self, ckpt: dict[str, Any] | None, *, weights_loaded: bool, shards: Path | None) -> None:
         small = self.checkpointer.restore(ckpt, self.model, self.optimizer, weights_loaded=weights_loaded,
                                           shards=shards, check=lambda state: check_same_model(
-                                              state, D.unwrap(self.model), self.checkpointer.dir / "last"))
+                                              state, unwrap(self.model), self.checkpointer.dir / "last"))
         was, now = small.get("data_signature", {}), self._data_signature()
         diff = [f"{k}: checkpoint {was[k]!r}, now {now[k]!r}" for k in now if k in was and was[k] != now[k]]
         if diff:
