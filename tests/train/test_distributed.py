@@ -192,7 +192,10 @@ def test_resume_across_strategies_and_world_sizes(unit_data, tmp_path, make_cfg)
 
 
 def test_optimizer_state_is_keyed_by_name_and_older_positional_state_loads():
-    from twist.train.checkpointer import full_state_dicts, load_full_state_dicts
+    from twist.dist import DistInfo
+    from twist.train.parallelize import Strategy
+
+    one_process = Strategy(DistInfo(0, 1, 0, torch.device("cpu")))
 
     def setup(fused):
         torch.manual_seed(0)
@@ -204,11 +207,11 @@ def test_optimizer_state_is_keyed_by_name_and_older_positional_state_loads():
     m, o = setup(None)
     m(torch.randn(3, 4)).sum().backward()
     o.step()
-    model_sd, optim_sd = full_state_dicts(m, o, "none")
+    model_sd, optim_sd = one_process.full_state(m, o)
     assert set(optim_sd["state"]) == {"0.weight", "1.weight", "0.bias", "1.bias"}
     for saved in (optim_sd, o.state_dict()):  # by name (now) and by position (older checkpoints)
         m2, o2 = setup(True)  # this run steps with fused kernels; the checkpoint's flag must not undo that
-        load_full_state_dicts(m2, o2, model_sd, saved, "none")
+        one_process.load_full_state(m2, o2, model_sd, saved)
         assert torch.equal(o2.state[m2[1].weight]["exp_avg"], o.state[m[1].weight]["exp_avg"])
         assert all(g["fused"] for g in o2.param_groups)
 

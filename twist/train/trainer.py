@@ -7,11 +7,13 @@ global batch of 64 sequences of up to 704 tokens whatever the number of GPUs (gr
 accumulation fills the gap), gradient clipping, and the best-validation-PPL checkpoint kept
 and exported.
 
-This module is the recipe: build, :meth:`Trainer.train_step`, :meth:`Trainer.validate`,
-:meth:`Trainer.fit`, :meth:`Trainer.close`. The machinery is beside it: building and wrapping
-the model (parallelize), checkpoints (checkpointer), forward + loss and the guarded update
-(step), the data stream (data), settings (config). All progress that must survive a resume is
-in :class:`TrainState`; on CPU with a fixed seed a resumed run is bit-identical (tested).
+This module is the loop: build, :meth:`Trainer.train_step`, :meth:`Trainer.validate`,
+:meth:`Trainer.fit`, :meth:`Trainer.close`. The machinery is beside it, and the loop is the
+same for one process, DDP and FSDP2: the strategy (parallelize) builds and wraps the model,
+compiles it, and decides gradient sync and state-dict layout; the checkpointer saves, resumes
+(with its checks) and exports; step has forward + loss and the guarded update; data the
+stream; config the settings. The trainer's own state is :class:`TrainState`, all progress
+that must survive a resume; on CPU with a fixed seed a resumed run is bit-identical (tested).
 
 Each micro-batch's summed token loss is divided by the number of target tokens in the whole
 global batch (all micro-batches, all ranks): one process and N compute the same gradient.
@@ -19,7 +21,6 @@ global batch (all micro-batches, all ranks): one process and N compute the same 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -30,11 +31,9 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from twist import dist as D
-from twist.checkpoint import capture_rng_state, check_same_model, model_config, restore_rng_state, shards_dir
 from twist.console import say
 from twist.contract import UnitContract, VocabLayout
-from twist.errors import ConfigError
+from twist.dist import all_reduce_sum, all_reduce_tensor, init_distributed
 from twist.schema import to_typed
 from twist.train.checkpointer import Checkpointer
 from twist.train.config import TrainRunConfig
@@ -48,7 +47,7 @@ from twist.train.loggers import (
     truncate_metrics,
 )
 from twist.train.optim import build_optimizer
-from twist.train.parallelize import build_model, resolve_strategy, unsharded_copy, unwrap
+from twist.train.parallelize import build_model, build_strategy
 from twist.train.schedule import LRSchedule
 from twist.train.signals import StopSignals
 from twist.train.step import ForwardLoss, GuardedUpdate, supports_found_inf
@@ -96,7 +95,7 @@ class Trainer:
         check_logger_packages(tensorboard=c.logger.tensorboard, wandb=c.logger.wandb)
         if c.train.num_threads:
             torch.set_num_threads(c.train.num_threads)
-        self.info = D.init_distributed(c.train.device)
+        self.info = init_distributed(c.train.device)
         self.device = self.info.device
         torch.manual_seed(c.seed)
         self.out_dir = Path(c.out_dir)
@@ -105,38 +104,32 @@ class Trainer:
         self.contract: UnitContract = self.train_ds.contract
         self.layout = VocabLayout(self.contract.n_units)
         self.valid_sets = open_valid_sets(c.data.path, c.data.valid_paths, self.contract)
-        self.strategy = resolve_strategy(c.train.strategy, self.info)
-        self.checkpointer = Checkpointer(self.out_dir, c.train.checkpoint_format, self.info, self.strategy)
-        resume_from = self.checkpointer.resume_point(c.resume)
-        shards = shards_dir(resume_from) if resume_from else None
-        # under FSDP2 only rank 0 reads a full-format checkpoint; a sharded one, every rank
-        sharded_start = self.strategy == "fsdp" and model is None
-        needed = resume_from is not None and (self.info.is_main or not sharded_start or shards is not None)
-        ckpt = self.checkpointer.read(resume_from, self.contract, data_name=c.data.path, needed=needed)
-        built = build_model(c, self.contract, self.info, self.strategy, resuming=resume_from is not None,
-                            checkpoint=ckpt, sharded_checkpoint=shards is not None, model=model)
+        # one process, DDP or FSDP2: wrapping, compile, gradient sync and state dicts
+        self.strategy = build_strategy(c.train, self.info)
+        self.checkpointer = Checkpointer(c, self.contract, self.strategy)
+        # the checkpoint to continue from; when FSDP2 builds the model, only rank 0 reads full weights
+        resume = self.checkpointer.resume_point(rank0_reads=self.strategy.builds_on_meta(model))
+        built = build_model(c, self.contract, self.strategy, resume, model=model)
         self.model, self.attention, self.flops_per_token = built.model, built.attention, built.flops_per_token
         self.packing, self.autocast_dtype = built.attention.packing, built.autocast_dtype
         self.optimizer = build_optimizer(self.model, c.optim, self.device)
         # forward + loss, compiled once per kind of batch with train.compile (FSDP2 compiles the model instead)
         self.forward_loss = ForwardLoss(self.model, self.layout, built.attention, autocast=self.autocast_dtype,
-                                        compile=c.train.compile and self.strategy != "fsdp",
-                                        backend=c.train.compile_backend)
-        # clip + step-or-skip; with a fused optimiser the skip is decided on the device and the
-        # norms are read only when numbers are needed on the host (log, validation, checkpoint)
-        self.update = GuardedUpdate(self.model.parameters, self.optimizer, clip=c.optim.grad_clip,
-                                    limit=c.train.skip_nonfinite, defer=supports_found_inf(self.optimizer))
+                                        compile=self.strategy.compile_step, backend=c.train.compile_backend)
         self.schedule = LRSchedule(self.optimizer, kind=c.schedule.name, lr_max=c.lr_max, lr_final=c.lr_final,
                                    warmup_steps=c.schedule.warmup_steps,
                                    total_steps=c.schedule.total_steps or c.train.max_steps)
         self.stream = TrainStream(self.train_ds, max_tokens=c.data.max_tokens, global_batch=c.train.global_batch,
                                   micro_batch=c.train.micro_batch, rank=self.info.rank,
                                   world_size=self.info.world_size, seed=c.seed, packing=self.packing)
-        self.state = TrainState()
-        self.resumed = resume_from is not None
-        if self.resumed:
-            self._restore(ckpt, weights_loaded=built.weights_loaded, shards=shards)
-        del ckpt
+        self.checkpointer.attach(self.model, self.optimizer, self.schedule, self.stream)
+        self.resumed = resume is not None
+        self.state = TrainState(**self.checkpointer.restore(resume)) if self.resumed else TrainState()
+        # clip + step-or-skip; with a fused optimiser the skip is decided on the device and the
+        # norms are read only when numbers are needed on the host (log, validation, checkpoint)
+        self.update = GuardedUpdate(self.model.parameters, self.optimizer, clip=c.optim.grad_clip,
+                                    limit=c.train.skip_nonfinite, defer=supports_found_inf(self.optimizer))
+        self.update.in_a_row = self.state.nonfinite_in_a_row
         self.logger: MetricsLogger | None = None  # opened by fit(): building a trainer writes nothing
         self.peak = peak_flops(self.device)
 
@@ -158,55 +151,14 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     # checkpoints
     # ---------------------------------------------------------------------------------------
-    def _data_signature(self) -> dict[str, Any]:
-        """What must not change between a run and its resume (the data order depends on it)."""
-        return {"n_train_utterances": len(self.train_ds), "max_tokens": self.cfg.data.max_tokens,
-                "global_batch": self.cfg.train.global_batch, "seed": self.cfg.seed, "packing": self.packing}
-
-    def _small_state(self) -> dict[str, Any] | None:
-        """Everything but model and optimiser, on rank 0 (``None`` elsewhere); collective."""
-        rngs = D.gather_objects(capture_rng_state())
-        if not self.info.is_main:
-            return None
-        return {"schedule": self.schedule.state_dict(), "data": self.stream.state_dict(),
-                "data_signature": self._data_signature(), "state": asdict(self.state), "rng": rngs,
-                "world_size": self.info.world_size, "contract": self.contract.to_dict(),
-                "model_config": model_config(unwrap(self.model))}
-
     def save(self, names: tuple[str, ...]) -> None:
         """Write checkpoints ``names`` (e.g. ``("best", "last")``), atomically; collective."""
         self._settle()
-        s = self.state
-        meta = {"step": s.step, "tokens": s.tokens, "best_ppl": s.best_ppl, "best_step": s.best_step,
-                "format": self.checkpointer.fmt}
-        self.checkpointer.save(names, self.model, self.optimizer, self._small_state(), meta)
-
-    def _restore(self, ckpt: dict[str, Any] | None, *, weights_loaded: bool, shards: Path | None) -> None:
-        small = self.checkpointer.restore(ckpt, self.model, self.optimizer, weights_loaded=weights_loaded,
-                                          shards=shards, check=lambda state: check_same_model(
-                                              state, unwrap(self.model), self.checkpointer.dir / "last"))
-        was, now = small.get("data_signature", {}), self._data_signature()
-        diff = [f"{k}: checkpoint {was[k]!r}, now {now[k]!r}" for k in now if k in was and was[k] != now[k]]
-        if diff:
-            raise ConfigError(f"cannot resume: the data setup differs from the checkpoint's ({', '.join(diff)}); "
-                              "use the same settings or a new out_dir")
-        self.schedule.load_state_dict(small["schedule"])
-        self.stream.load_state_dict(small["data"])
-        self.state = TrainState(**small["state"])
-        max_steps = self.cfg.train.max_steps
-        if max_steps is not None and self.state.step > max_steps:  # before the logs are cut back to the checkpoint
-            raise ConfigError(f"train.max_steps={max_steps} is below step {self.state.step}, where the checkpoint "
-                              f"{self.checkpointer.dir / 'last'} is: a resume cannot go back; raise train.max_steps "
-                              "to at least that, or train into a new out_dir")
-        self.update.in_a_row = self.state.nonfinite_in_a_row
-        rngs = small["rng"]
-        restore_rng_state(rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0])
+        self.checkpointer.save(names, asdict(self.state))
 
     def export(self) -> Path | None:
         """Write the best checkpoint (the last one without validation) as a speech LM dir."""
-        return self.checkpointer.export(
-            self.model, self.contract, lambda ckpt, shards: unsharded_copy(self.cfg, self.contract, ckpt, shards),
-            {"best": self.state.best_step, "last": self.state.step})
+        return self.checkpointer.export({"best": self.state.best_step, "last": self.state.step})
 
     # ---------------------------------------------------------------------------------------
     # steps
@@ -216,18 +168,15 @@ class Trainer:
         tensors: the step never waits for the device; ``float()`` them to read), lr and tokens."""
         self.model.train()
         host_batches = self.stream.next_step()
-        n_targets, n_tokens = D.all_reduce_sum(
+        n_targets, n_tokens = all_reduce_sum(
             [sum(b.n_targets for b in host_batches), sum(b.n_tokens for b in host_batches)], self.device)
         scale = self.info.world_size / max(1.0, n_targets)  # DDP averages over ranks; undo it
         # the loss is summed on the device: reading it per micro-batch would make the host
         # wait for every backward before queueing the next forward
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         for i, b in enumerate(host_batches):
-            sync = i == len(host_batches) - 1  # reduce gradients once, after the last micro-batch
-            no_sync = self.model.no_sync() if (self.strategy == "ddp" and not sync) else contextlib.nullcontext()
-            if self.strategy == "fsdp":
-                self.model.set_requires_gradient_sync(sync)
-            with no_sync:
+            # gradients are reduced over ranks once, after the last micro-batch
+            with self.strategy.gradient_sync(self.model, sync=i == len(host_batches) - 1):
                 ls = self.forward_loss(b.to(self.device))
                 (ls * scale).backward()
             loss_sum += ls.detach().double()
@@ -235,8 +184,7 @@ class Trainer:
         grad_norm = self.update(self.state.step + 1)  # the global norm: every rank makes the same choice
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.step()
-        if torch.distributed.is_initialized():
-            torch.distributed.all_reduce(loss_sum)
+        all_reduce_tensor(loss_sum)
         self.state.step += 1
         self.state.tokens += int(n_tokens)
         if not self.update.defer or self._host_step(self.state.step):
@@ -271,7 +219,7 @@ class Trainer:
                 if counted:
                     total += loss
                     count += b.n_targets
-            total, count = D.all_reduce_sum([total, count], self.device)
+            total, count = all_reduce_sum([total, count], self.device)
             out[f"valid_ppl/{name}"] = math.exp(total / max(1.0, count))
         if out:
             out["valid_ppl"] = sum(out.values()) / len(out)
@@ -303,7 +251,7 @@ class Trainer:
         if t.max_time is None and not signals.active:
             return ""
         # every rank stops at the same step, even if only some got the signal or ran late
-        late, signalled = D.all_reduce_sum(
+        late, signalled = all_reduce_sum(
             [float(t.max_time is not None and time.monotonic() - started >= t.max_time),
              float(signals.received is not None)], self.device)
         if signalled > 0:
