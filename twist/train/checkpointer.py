@@ -139,6 +139,10 @@ class Checkpointer:
                 self.contract, mine=f"checkpoint {last}", theirs=f"dataset {self.cfg.data.path}")
         return Resume(last, state, shards, from_rank0)
 
+    def resume_message(self, step: int, tokens: int) -> str:
+        """The line a resumed run prints when it starts: where it continues from."""
+        return f"[twist-train] resuming from step {step} (checkpoint {self.dir / 'last'}, {tokens} tokens seen)"
+
     def data_signature(self) -> dict[str, Any]:
         """What must not change between a run and its resume (the data order depends on it)."""
         s = self.stream
