@@ -20,6 +20,9 @@ the decision stays on the device: the optimiser's ``found_inf`` input (the hook 
 gradient scaler uses) makes the fused kernel skip the update and leave its step count
 alone, and the norms are read in one go when the trainer next needs numbers on the host
 (a log, validation or checkpoint step). Other optimisers read the norm every step.
+
+Validation. :func:`perplexity` runs the same forward + loss over a validation set, all ranks
+together.
 """
 
 from __future__ import annotations
