@@ -31,7 +31,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -54,8 +54,6 @@ from twist.checkpoint import (
 )
 from twist.contract import UnitContract
 from twist.errors import ConfigError, MissingInputError, RunExistsError
-from twist.train.config import TrainRunConfig
-from twist.train.data import TrainStream
 from twist.train.parallelize import (
     Strategy,
     materialize_with_buffers,
@@ -63,7 +61,11 @@ from twist.train.parallelize import (
     speech_lm_for_run,
     unwrap,
 )
-from twist.train.schedule import LRSchedule
+
+if TYPE_CHECKING:
+    from twist.train.config import TrainRunConfig
+    from twist.train.data import TrainStream
+    from twist.train.schedule import LRSchedule
 
 
 @dataclass

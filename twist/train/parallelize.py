@@ -173,7 +173,7 @@ class FSDP2(Strategy):
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        if self.compile:  # per module, in place, before sharding: FSDP2's hooks stay outside the graphs
+        if self.compile:  # the model in place, before sharding; forward + loss are then left as they are
             model.compile(backend=self.compile_backend)
         mp = MixedPrecisionPolicy(param_dtype=self.param_dtype,
                                   reduce_dtype=torch.float32 if self.param_dtype else None)
@@ -319,9 +319,10 @@ def build_model(
     """
     t, info = cfg.train, strategy.info
     on_meta = strategy.builds_on_meta(model)
+    from_shards = resume is not None and resume.shards is not None
     full: Weights | None = None
     if on_meta:
-        if info.is_main and not (resume is not None and resume.shards is not None):
+        if info.is_main and not from_shards:
             full = _full_weights_on_rank0(cfg, contract, resume.state if resume is not None else None)
         model = meta_skeleton(cfg, contract)
     elif model is None:
@@ -336,7 +337,7 @@ def build_model(
         model.to(info.device)
     apply_activation_checkpointing(model, t)
     wrapped = strategy.wrap(model)
-    if on_meta and resume is not None and resume.shards is not None:
+    if on_meta and from_shards:
         materialize_with_buffers(wrapped, resume.state["buffers"], info.device)  # weights: the checkpointer
     elif on_meta:
         materialize_from_rank0(wrapped, full, info)
