@@ -37,7 +37,7 @@ def _assert_same_curves(one: list[dict], two: list[dict], label: str = "") -> No
 SCRIPT = """
 import json, sys
 from twist.train.trainer import Trainer
-from twist.train.distributed import shutdown_distributed
+from twist.dist import shutdown_distributed
 Trainer(json.loads(open(sys.argv[1]).read())).fit()
 shutdown_distributed()
 """
@@ -48,7 +48,7 @@ SPY_SCRIPT = """
 import json, os, sys
 import twist.lm
 from twist.train.trainer import Trainer
-from twist.train.distributed import shutdown_distributed
+from twist.dist import shutdown_distributed
 real, built = twist.lm.build_speech_lm, []
 def spy(*args, **kwargs):
     model = real(*args, **kwargs)
@@ -120,7 +120,7 @@ import json, shutil, sys
 from pathlib import Path
 import torch.distributed as dist
 from twist.train.trainer import Trainer
-from twist.train.distributed import shutdown_distributed
+from twist.dist import shutdown_distributed
 for phase in json.loads(open(sys.argv[1]).read()):
     if phase.get("copy"):  # rank 0 copies a finished run's directory, the others wait
         src, dst = phase["copy"]
@@ -192,7 +192,10 @@ def test_resume_across_strategies_and_world_sizes(unit_data, tmp_path, make_cfg)
 
 
 def test_optimizer_state_is_keyed_by_name_and_older_positional_state_loads():
-    from twist.train.checkpointer import full_state_dicts, load_full_state_dicts
+    from twist.dist import DistInfo
+    from twist.train.parallelize import Strategy
+
+    one_process = Strategy(DistInfo(0, 1, 0, torch.device("cpu")))
 
     def setup(fused):
         torch.manual_seed(0)
@@ -204,11 +207,11 @@ def test_optimizer_state_is_keyed_by_name_and_older_positional_state_loads():
     m, o = setup(None)
     m(torch.randn(3, 4)).sum().backward()
     o.step()
-    model_sd, optim_sd = full_state_dicts(m, o, "none")
+    model_sd, optim_sd = one_process.full_state(m, o)
     assert set(optim_sd["state"]) == {"0.weight", "1.weight", "0.bias", "1.bias"}
     for saved in (optim_sd, o.state_dict()):  # by name (now) and by position (older checkpoints)
         m2, o2 = setup(True)  # this run steps with fused kernels; the checkpoint's flag must not undo that
-        load_full_state_dicts(m2, o2, model_sd, saved, "none")
+        one_process.load_full_state(m2, o2, model_sd, saved)
         assert torch.equal(o2.state[m2[1].weight]["exp_avg"], o.state[m[1].weight]["exp_avg"])
         assert all(g["fused"] for g in o2.param_groups)
 
@@ -248,7 +251,7 @@ def test_sharded_checkpoints_under_fsdp_resume_and_reshard(unit_data, tmp_path, 
 MP_SCRIPT = """
 import json, os, sys
 from twist.train.trainer import Trainer
-from twist.train.distributed import shutdown_distributed
+from twist.dist import shutdown_distributed
 trainer = Trainer(json.loads(open(sys.argv[1]).read()))
 block = next(m for m in trainer.model.modules() if type(m).__name__.startswith("FSDP") and m is not trainer.model)
 policy = block._get_fsdp_state()._mp_policy

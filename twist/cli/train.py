@@ -19,9 +19,8 @@ PROG = "twist-train"
 
 @user_errors(PROG)
 def run(cfg: Any) -> None:
-    from twist.dist import is_main_process
+    from twist.dist import is_main_process, shutdown_distributed
     from twist.schema import to_typed
-    from twist.train.distributed import shutdown_distributed
     from twist.train.trainer import Trainer
 
     typed = to_typed(TrainRunConfig, cfg)

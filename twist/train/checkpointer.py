@@ -1,8 +1,9 @@
 """A run's checkpoints: save, resume and export, behind one interface, for every strategy.
 
 A checkpoint (``<out_dir>/checkpoints/{last,best}``, written atomically by twist.checkpoint)
-holds the model, the optimiser, and the trainer's small state (schedule, data position, RNG
-of every rank, progress). Two formats:
+holds the model, the optimiser, and the small rest: schedule, data position and the data
+setup it depends on, the RNG of every rank, and the trainer's progress (its ``TrainState``).
+Two formats:
 
 * ``full``: rank 0 gathers model and optimiser into one ``state.pt``. The optimiser state is
   keyed by parameter name, not by position, so a run written by one process, by DDP or by
@@ -10,6 +11,14 @@ of every rank, progress). Two formats:
 * ``sharded``: every rank writes its own part with torch.distributed.checkpoint into
   ``<checkpoint>/shards``, and rank 0 adds the small rest (no 80 GB gather for a 7B model).
   Loading reshards.
+
+How the live model's and optimiser's state is read and written (gathered, sharded, broadcast
+from rank 0) is the strategy's (twist.train.parallelize); which files hold it, and what a
+resume checks and restores, is this module's.
+
+A resume continues exactly where the checkpoint was taken: the same model (the config's
+architecture must match), the same data setup (its order depends on it), schedule, data
+position and every rank's RNG; it refuses to go back to an earlier ``train.max_steps``.
 
 The export writes the best checkpoint (the last one without validation) as a speech LM
 directory that plain ``from_pretrained`` loads (twist.lm.save_speech_lm).
@@ -20,88 +29,203 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
+from twist import dist as D
 from twist.atomic import atomic_write_text, disk_full_cause, disk_full_error
 from twist.checkpoint import (
     SHARDS,
+    capture_rng_state,
+    check_same_model,
     commit_checkpoint,
     copy_checkpoint,
     is_checkpoint,
     load_checkpoint,
+    model_config,
+    restore_rng_state,
     save_checkpoint,
     shards_dir,
     staging_dir,
 )
 from twist.contract import UnitContract
-from twist.errors import InputError, MissingInputError, RunExistsError
-from twist.train import distributed as D
+from twist.errors import ConfigError, MissingInputError, RunExistsError
+from twist.train.parallelize import (
+    Strategy,
+    materialize_with_buffers,
+    meta_skeleton,
+    speech_lm_for_run,
+    unwrap,
+)
+
+if TYPE_CHECKING:
+    from twist.train.config import TrainRunConfig
+    from twist.train.data import TrainStream
+    from twist.train.schedule import LRSchedule
+
+
+@dataclass
+class Resume:
+    """The checkpoint a run continues from."""
+
+    path: Path
+    state: dict[str, Any] | None
+    """Its contents, on the ranks that read them (``None`` on the others); emptied once restored."""
+    shards: Path | None
+    """Its per-rank shards (``checkpoint_format=sharded``), which every rank reads."""
+    from_rank0: bool
+    """Only rank 0 read it (FSDP2 from a full checkpoint): weights, optimiser and the small
+    rest reach the other ranks by broadcast."""
 
 
 class Checkpointer:
     """Checkpoints of one run under ``<out_dir>/checkpoints``, in one format, for one strategy.
 
     Args:
-        out_dir: the run directory.
-        fmt: ``full`` or ``sharded``.
-        info: this process's rank and device.
-        strategy: ``none``, ``ddp`` or ``fsdp``.
+        cfg: the run's config (``out_dir``, ``resume``, ``train.checkpoint_format``, and what a
+            resume checks and the export rebuilds).
+        contract: the training data's unit contract.
+        strategy: the run's strategy (twist.train.parallelize).
+
+    Once they are built, the trainer hands over what a checkpoint holds besides its own state
+    (:meth:`attach`); :meth:`restore` and :meth:`save` then read and write all of it.
     """
 
-    def __init__(self, out_dir: str | Path, fmt: str, info: D.DistInfo, strategy: str) -> None:
-        self.out_dir = Path(out_dir)
+    def __init__(self, cfg: TrainRunConfig, contract: UnitContract, strategy: Strategy) -> None:
+        self.cfg = cfg
+        self.out_dir = Path(cfg.out_dir)
         self.dir = self.out_dir / "checkpoints"
-        self.fmt = fmt
-        self.info = info
+        self.fmt = cfg.train.checkpoint_format
+        self.contract = contract
         self.strategy = strategy
+        self.info = strategy.info
+        self.model: torch.nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.schedule: LRSchedule | None = None
+        self.stream: TrainStream | None = None
 
-    def resume_point(self, mode: str) -> Path | None:
-        """The checkpoint to continue from: ``auto`` (``last`` if there), ``true`` (must be), ``false`` (must not)."""
+    def attach(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
+               stream: TrainStream) -> None:
+        """What every checkpoint of the run saves and a resume restores, beside the trainer's state."""
+        self.model, self.optimizer, self.schedule, self.stream = model, optimizer, schedule, stream
+
+    # ---------------------------------------------------------------------------------------
+    # resume
+    # ---------------------------------------------------------------------------------------
+    def resume_point(self, *, rank0_reads: bool = False) -> Resume | None:
+        """The checkpoint to continue from, read, its unit contract checked against the data's.
+
+        ``resume``: ``auto`` (``last`` if there), ``true`` (must be), ``false`` (must not).
+        ``rank0_reads``: the model is filled from rank 0 (FSDP2), so only rank 0 reads a full
+        checkpoint; a sharded one is read by every rank.
+        """
         last = self.dir / "last"
         exists = is_checkpoint(last)
-        if mode == "true" and not exists:
+        if self.cfg.resume == "true" and not exists:
             raise MissingInputError(f"resume=true but there is no checkpoint at {last}")
-        if mode == "false" and exists:
+        if self.cfg.resume == "false" and exists:
             raise RunExistsError(f"{self.out_dir} already holds a training run ({last}); pass resume=auto to "
                                  "continue it or choose another out_dir")
-        return last if exists else None
-
-    def read(self, path: Path, contract: UnitContract, *, data_name: str, needed: bool = True) -> dict[str, Any] | None:
-        """Load checkpoint ``path`` (``None`` when this rank does not need it) and check its
-        unit contract against the training data's."""
-        if not needed:
+        if not exists:
             return None
-        ckpt = load_checkpoint(path)
-        UnitContract.from_dict(ckpt["contract"]).check_compatible(contract, mine=f"checkpoint {path}",
-                                                                  theirs=f"dataset {data_name}")
+        shards = shards_dir(last)
+        from_rank0 = rank0_reads and shards is None
+        state = None
+        if self.info.is_main or not from_rank0:
+            state = load_checkpoint(last)
+            UnitContract.from_dict(state["contract"]).check_compatible(
+                self.contract, mine=f"checkpoint {last}", theirs=f"dataset {self.cfg.data.path}")
+        return Resume(last, state, shards, from_rank0)
+
+    def resume_message(self, step: int, tokens: int) -> str:
+        """The line a resumed run prints when it starts: where it continues from."""
+        return f"[twist-train] resuming from step {step} (checkpoint {self.dir / 'last'}, {tokens} tokens seen)"
+
+    def data_signature(self) -> dict[str, Any]:
+        """What must not change between a run and its resume (the data order depends on it)."""
+        s = self.stream
+        return {"n_train_utterances": len(s.ds), "max_tokens": s.max_tokens, "global_batch": s.global_batch,
+                "seed": s.seed, "packing": s.packing}
+
+    def restore(self, resume: Resume) -> dict[str, Any]:
+        """Continue from ``resume``: model, optimiser, schedule, data position and this rank's
+        RNG; return the trainer's state as saved. Collective.
+
+        Refuses, in one line, a model other than the checkpoint's, a changed data setup, and a
+        ``train.max_steps`` below the checkpoint's step (before the logs are cut back to it).
+        """
+        small = self._load_model_and_optimizer(resume)
+        resume.state = None  # the weights are in the model now
+        was, now = small.get("data_signature", {}), self.data_signature()
+        diff = [f"{k}: checkpoint {was[k]!r}, now {now[k]!r}" for k in now if k in was and was[k] != now[k]]
+        if diff:
+            raise ConfigError(f"cannot resume: the data setup differs from the checkpoint's ({', '.join(diff)}); "
+                              "use the same settings or a new out_dir")
+        self.schedule.load_state_dict(small["schedule"])
+        self.stream.load_state_dict(small["data"])
+        state = small["state"]
+        max_steps = self.cfg.train.max_steps
+        if max_steps is not None and state["step"] > max_steps:
+            raise ConfigError(f"train.max_steps={max_steps} is below step {state['step']}, where the checkpoint "
+                              f"{resume.path} is: a resume cannot go back; raise train.max_steps "
+                              "to at least that, or train into a new out_dir")
+        rngs = small["rng"]
+        restore_rng_state(rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0])
+        return state
+
+    def _load_model_and_optimizer(self, resume: Resume) -> dict[str, Any]:
+        """Load model and optimiser from ``resume``; return the checkpoint's contents (without
+        them, where only rank 0 read it) on every rank, after checking that its model is the
+        configured one."""
+        model, optimizer, ckpt = self.model, self.optimizer, resume.state
+
+        def check(state: dict[str, Any]) -> None:
+            check_same_model(state, unwrap(model), resume.path)
+
+        if resume.from_rank0:  # the weights were broadcast when the model was built
+            small = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "buffers")} if ckpt else None
+            small = D.broadcast_object(small)
+            check(small)
+            self.strategy.load_optimizer_from_rank0(model, optimizer, ckpt["optimizer"] if ckpt else None)
+            return small
+        check(ckpt)
+        if resume.shards is not None:  # every rank reads its own part
+            state = self.strategy.sharded_state(model, optimizer)  # templates: this run's layout
+            read_sharded(state, resume.shards)
+            self.strategy.load_sharded_state(model, optimizer, state)
+        else:
+            self.strategy.load_full_state(model, optimizer, ckpt["model"], ckpt["optimizer"])
         return ckpt
 
-    def save(self, names: tuple[str, ...], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             small_state: dict[str, Any] | None, meta: dict[str, Any]) -> None:
-        """Write checkpoints ``names`` (e.g. ``("best", "last")``) atomically; collective.
-
-        ``small_state`` is everything but model and optimiser (rank 0; ``None`` elsewhere).
-        """
+    # ---------------------------------------------------------------------------------------
+    # save
+    # ---------------------------------------------------------------------------------------
+    def save(self, names: tuple[str, ...], state: dict[str, Any]) -> None:
+        """Write checkpoints ``names`` (e.g. ``("best", "last")``) atomically, with the trainer's
+        ``state`` (a plain dict); collective."""
+        small = self._small_state(state)
+        meta = {"step": state["step"], "tokens": state["tokens"], "best_ppl": state["best_ppl"],
+                "best_step": state["best_step"], "format": self.fmt}
+        model, optimizer = self.model, self.optimizer
         if self.fmt == "full":
-            model_sd, optim_sd = full_state_dicts(model, optimizer, self.strategy)
+            model_sd, optim_sd = self.strategy.full_state(model, optimizer)
             if self.info.is_main:
-                state = {"model": model_sd, "buffers": extra_buffers(model, model_sd), "optimizer": optim_sd,
-                         **small_state}
+                whole = {"model": model_sd, "buffers": extra_buffers(model, model_sd), "optimizer": optim_sd,
+                         **small}
                 for name in names:
-                    save_checkpoint(self.dir / name, state, meta=meta)
+                    save_checkpoint(self.dir / name, whole, meta=meta)
             D.barrier()
             return
         first = self.dir / names[0]
         tmp = D.broadcast_object(str(staging_dir(first)) if self.info.is_main else None)
         try:
-            save_sharded(model, optimizer, Path(tmp) / SHARDS)
+            write_sharded(self.strategy.sharded_state(model, optimizer), Path(tmp) / SHARDS)
             if self.info.is_main:
-                commit_checkpoint(tmp, first, {**small_state, "buffers": extra_buffers(model)}, meta=meta)
+                commit_checkpoint(tmp, first, {**small, "buffers": extra_buffers(model)}, meta=meta)
                 for name in names[1:]:
                     copy_checkpoint(first, self.dir / name)
         except BaseException:
@@ -110,40 +234,23 @@ class Checkpointer:
             raise
         D.barrier()
 
-    def restore(self, ckpt: dict[str, Any] | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
-                weights_loaded: bool, shards: Path | None,
-                check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """Load model and optimiser from a checkpoint; return its small state on every rank.
+    def _small_state(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        """Everything but model and optimiser, on rank 0 (``None`` elsewhere); collective."""
+        rngs = D.gather_objects(capture_rng_state())
+        if not self.info.is_main:
+            return None
+        return {"schedule": self.schedule.state_dict(), "data": self.stream.state_dict(),
+                "data_signature": self.data_signature(), "state": state, "rng": rngs,
+                "world_size": self.info.world_size, "contract": self.contract.to_dict(),
+                "model_config": model_config(unwrap(self.model))}
 
-        ``weights_loaded``: an FSDP2 start from a full checkpoint, where only rank 0 read it and
-        the weights were broadcast already; the optimiser state is broadcast here, and the
-        small rest sent as objects. ``check(state)`` runs before any tensor is loaded (e.g. that
-        the checkpoint's model is the configured one).
-        """
-        if weights_loaded:
-            small = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "buffers")} if ckpt else None
-            small = D.broadcast_object(small)
-            if check is not None:
-                check(small)
-            load_optimizer_from_rank0(model, optimizer, ckpt["optimizer"] if ckpt else None)
-            return small
-        if check is not None:
-            check(ckpt)
-        if shards is not None:
-            load_sharded(model, optimizer, shards)  # every rank reads its own part
-        else:
-            load_full_state_dicts(model, optimizer, ckpt["model"], ckpt["optimizer"], self.strategy)
-        return ckpt
-
-    def export(self, model: torch.nn.Module, contract: UnitContract, host_copy: Any, step_of: dict[str, int]) -> Path | None:
+    # ---------------------------------------------------------------------------------------
+    # export
+    # ---------------------------------------------------------------------------------------
+    def export(self, step_of: dict[str, int]) -> Path | None:
         """Write the best checkpoint (the last one without validation) as ``<out_dir>/speech_lm``.
 
-        Args:
-            model: the trained (wrapped) model.
-            contract: the unit contract to save with it.
-            host_copy: ``(checkpoint, shards) -> model``: an unsharded copy for FSDP2 or sharded
-                checkpoints (twist.train.parallelize.unsharded_copy).
-            step_of: the step each checkpoint name holds (written to ``SOURCE``).
+        ``step_of``: the step each checkpoint name holds (written to ``SOURCE``). Collective.
         """
         out = None
         if self.info.is_main:
@@ -152,73 +259,17 @@ class Checkpointer:
             src = self.dir / ("best" if is_checkpoint(self.dir / "best") else "last")
             state = load_checkpoint(src)
             shards = shards_dir(src)
-            if shards is not None or self.strategy == "fsdp":
-                plain = host_copy(state, shards)
-            else:
-                plain = D.unwrap(model)
+            plain = self.strategy.whole_model(self.model) if shards is None else None
+            if plain is not None:  # this process holds the whole model: load the checkpoint into it
                 plain.load_state_dict(state["model"])
+            else:
+                plain = host_copy(self.cfg, self.contract, state, shards).cpu()
             del state
             out = self.out_dir / "speech_lm"
-            save_speech_lm(plain.cpu() if plain is not D.unwrap(model) else plain, out, contract)
+            save_speech_lm(plain, out, self.contract)
             atomic_write_text(out / "SOURCE", f"{src.name} checkpoint, step {step_of[src.name]}\n")
         D.barrier()
         return out
-
-
-# ---------------------------------------------------------------------------------------
-# state dicts, the same layout for every strategy
-# ---------------------------------------------------------------------------------------
-def full_state_dicts(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, strategy: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Model and optimiser state, gathered whole on CPU, in one layout for every strategy.
-
-    The optimiser state is keyed by parameter name (not by position, as
-    ``Optimizer.state_dict`` does), so a checkpoint written by one process, by DDP or by
-    FSDP2 resumes under any of them, with any number of processes.
-    """
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    if strategy == "fsdp":
-        return get_state_dict(model, optimizer, options=opts)
-    _, optim_sd = get_state_dict(D.unwrap(model), optimizer, options=opts)
-    return D.unwrap(model).state_dict(), optim_sd
-
-
-@contextlib.contextmanager
-def _own_step_flags(optimizer: torch.optim.Optimizer):
-    """Loading a state dict replaces the param groups' settings; how this run steps (fused
-    kernels, foreach, capturable) is its own choice, not the checkpoint's: keep it."""
-    own = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g} for g in optimizer.param_groups]
-    yield
-    for g, flags in zip(optimizer.param_groups, own):
-        g.update(flags)
-
-
-def load_full_state_dicts(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    model_state: dict[str, Any],
-    optim_state: dict[str, Any],
-    strategy: str,
-) -> None:
-    """Load what :func:`full_state_dicts` wrote, whatever strategy and world size wrote it."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-    if strategy == "fsdp":
-        target = model
-    else:
-        target = D.unwrap(model)
-        target.load_state_dict(model_state)
-    with _own_step_flags(optimizer):
-        set_state_dict(
-            target,
-            optimizer,
-            model_state_dict=model_state if strategy == "fsdp" else {},
-            optim_state_dict=keyed_by_name(optim_state, model, optimizer),
-            options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False),
-        )
 
 
 def extra_buffers(model: torch.nn.Module, model_state: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
@@ -226,44 +277,29 @@ def extra_buffers(model: torch.nn.Module, model_state: dict[str, Any] | None = N
     causal masks), or all of them. A checkpoint keeps them so an FSDP2 resume needs no model
     built on the host."""
     skip = model_state or {}
-    return {n: b.detach().cpu() for n, b in D.unwrap(model).named_buffers() if n not in skip}
+    return {n: b.detach().cpu() for n, b in unwrap(model).named_buffers() if n not in skip}
 
 
-def keyed_by_name(
-    optim_state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer
-) -> dict[str, Any]:
-    """An optimiser state dict keyed by parameter name. Older checkpoints stored
-    ``Optimizer.state_dict()`` (keyed by position in the param groups); positions are mapped
-    to names through this run's optimiser, which groups the same model's parameters the same way."""
-    positions = [p for g in optim_state.get("param_groups", []) for p in g.get("params", [])]
-    if not positions or not all(isinstance(p, int) for p in positions):
-        return optim_state
-    name_of = {id(p): n for n, p in D.unwrap(model).named_parameters()}
-    order = [name_of[id(p)] for g in optimizer.param_groups for p in g["params"]]
-    if len(order) != len(positions):
-        raise InputError(
-            f"checkpoint optimiser state has {len(positions)} parameters, this model {len(order)}: "
-            "not the same architecture"
-        )
-    return {
-        "state": {order[i]: v for i, v in optim_state.get("state", {}).items()},
-        "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in optim_state["param_groups"]],
-    }
+def host_copy(cfg: TrainRunConfig, contract: UnitContract, checkpoint: dict[str, Any],
+              shards: Path | None) -> torch.nn.Module:
+    """A host copy of the model holding a checkpoint's weights, without random-initialising a
+    full model first: laid out on the meta device and given the checkpoint's tensors (the
+    export of an FSDP2 run). Checkpoints from before buffers were saved are built on the host."""
+    from twist.lm.surgery import set_module_tensor
 
-
-def load_optimizer_from_rank0(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, optim_state: dict[str, Any] | None
-) -> None:
-    """Load rank 0's full optimiser state into an FSDP2 run; each rank keeps its shards."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-    with _own_step_flags(optimizer):
-        set_optimizer_state_dict(
-            model,
-            optimizer,
-            keyed_by_name(optim_state, model, optimizer) if optim_state is not None else {},
-            options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
-        )
+    model = meta_skeleton(cfg, contract)
+    if shards is not None:
+        materialize_with_buffers(model, checkpoint["buffers"], torch.device("cpu"))
+        read_sharded({"model": model.state_dict()}, shards, alone=True)  # the model's own tensors, in place
+        return model
+    model.load_state_dict(checkpoint["model"], assign=True)
+    for name, b in checkpoint.get("buffers", {}).items():
+        set_module_tensor(model, name, b, buffer=True)
+    model.tie_weights()
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        model = speech_lm_for_run(cfg, contract, resuming=True, verbose=False)
+        model.load_state_dict(checkpoint["model"])
+    return model
 
 
 # ---------------------------------------------------------------------------------------
@@ -280,21 +316,16 @@ def _single_process_quiet():
         yield
 
 
-def save_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer, directory: str | os.PathLike) -> None:
-    """Every rank writes its part of the model and optimiser state (torch.distributed.checkpoint).
-
-    Under FSDP2 each rank writes only its shards, so no rank gathers the whole model; under
-    DDP or one process the full tensors are written once. Collective.
-    """
+def write_sharded(state: dict[str, Any], directory: str | os.PathLike) -> None:
+    """Every rank writes its part of ``state`` (a strategy's ``sharded_state``): under FSDP2 only
+    its shards, so no rank gathers the whole model; under DDP or one process the full tensors,
+    once. Collective."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.api import CheckpointException
-    from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    model_sd, optim_sd = get_state_dict(model, optimizer)
     try:
         with _single_process_quiet():
-            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(directory),
-                     no_dist=not dist.is_initialized())
+            dcp.save(state, checkpoint_id=str(directory), no_dist=not dist.is_initialized())
     except CheckpointException as e:  # name the directory and the first rank's real error
         rank, (cause, *_rest) = next(iter(e.failures.items()))
         full = disk_full_cause(cause)
@@ -307,24 +338,11 @@ def save_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer, direc
         raise RuntimeError(message) from cause
 
 
-def load_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer, directory: str | os.PathLike) -> None:
-    """Load :func:`save_sharded` output into this run, whatever strategy and world size wrote it
-    (torch.distributed.checkpoint reshards on load). Collective."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
-    model_sd, optim_sd = get_state_dict(model, optimizer)  # templates: this run's layout
-    state = {"model": model_sd, "optim": optim_sd}
-    with _single_process_quiet():
-        dcp.load(state, checkpoint_id=str(directory), no_dist=not dist.is_initialized())
-    with _own_step_flags(optimizer):
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-
-
-def load_sharded_model_alone(model: torch.nn.Module, directory: str | os.PathLike) -> None:
-    """Fill an unsharded model on this process only (the export on rank 0), from sharded files."""
+def read_sharded(state: dict[str, Any], directory: str | os.PathLike, *, alone: bool = False) -> None:
+    """Fill ``state`` (a template in this run's layout) in place from :func:`write_sharded` output,
+    whatever strategy and world size wrote it: torch.distributed.checkpoint reshards on load.
+    Collective, unless ``alone`` (the export, on rank 0)."""
     import torch.distributed.checkpoint as dcp
 
-    state = {"model": D.unwrap(model).state_dict()}  # the model's own tensors, filled in place
     with _single_process_quiet():
-        dcp.load(state, checkpoint_id=str(directory), no_dist=True)
+        dcp.load(state, checkpoint_id=str(directory), no_dist=alone or not dist.is_initialized())

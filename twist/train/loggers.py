@@ -17,12 +17,15 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from twist.atomic import json_line
 from twist.errors import MissingDependencyError, MissingInputError
+
+if TYPE_CHECKING:
+    from twist.train.config import TrainRunConfig
 
 # Peak dense bf16 tensor-core FLOP/s (vendor data sheets, no sparsity), by device-name substring.
 PEAK_FLOPS: dict[str, float] = {
@@ -144,6 +147,21 @@ class MetricsLogger:
             self._wandb = None
 
 
+def open_run_logs(cfg: TrainRunConfig, *, enabled: bool, resumed_at: int | None = None) -> MetricsLogger:
+    """A run's metrics logs, as ``cfg.logger`` asks (``enabled``: this is rank 0). A resumed run's
+    logs are first cut back to its checkpoint's step ``resumed_at``: the steps after it are redone."""
+    lg = cfg.logger
+    if enabled and resumed_at is not None:
+        truncate_metrics(cfg.out_dir, resumed_at)
+    if lg.wandb:
+        from omegaconf import OmegaConf
+
+        config = OmegaConf.to_container(OmegaConf.structured(cfg))
+    return MetricsLogger(cfg.out_dir, enabled=enabled, tensorboard=lg.tensorboard, wandb=lg.wandb,
+                         wandb_project=lg.project, run_name=lg.run_name, config=config if lg.wandb else None,
+                         purge_step=None if resumed_at is None else resumed_at + 1)
+
+
 def check_logger_packages(*, tensorboard: bool, wandb: bool) -> None:
     """Refuse at start-up, in one line, a logger whose package is not installed (before a run
     spends minutes reading data and building a model only to fail when it opens its logs)."""
@@ -171,9 +189,11 @@ def _logger_package(name: str) -> Any:
             f"(or pip install {name}), or pass logger=jsonl to write metrics.jsonl alone") from None
 
 
-def resume_message(checkpoint: str | Path, step: int, tokens: int) -> str:
-    """The line a resumed run prints: where it continues from."""
-    return f"[twist-train] resuming from step {step} (checkpoint {checkpoint}, {tokens} tokens seen)"
+def progress_bar(enabled: bool, *, total: int | None, initial: int) -> Any:
+    """The training steps' tqdm bar (rank 0 with ``train.progress``); disabled, it shows nothing."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, disable=not enabled)
 
 
 def result_message(prog: str, *, stop_reason: str, step: int, tokens: int, best_ppl: float, best_step: int,
@@ -236,10 +256,10 @@ def truncate_metrics(out_dir: str | Path, step: int) -> None:
 
 class ThroughputMeter:
     """Training tokens/s and MFU over the steps since the last record (validation and saving
-    are not timed). MFU needs the device's peak FLOP/s (:func:`peak_flops`); ``None`` leaves it out."""
+    are not timed). MFU needs the device's peak FLOP/s (:func:`peak_flops`); without it, MFU is left out."""
 
-    def __init__(self, flops_per_token: float, peak: float | None, world_size: int = 1) -> None:
-        self.flops_per_token, self.peak, self.world_size = flops_per_token, peak, world_size
+    def __init__(self, flops_per_token: float, device: torch.device, world_size: int = 1) -> None:
+        self.flops_per_token, self.peak, self.world_size = flops_per_token, peak_flops(device), world_size
         self.seconds, self.tokens = 0.0, 0
 
     def add(self, seconds: float, tokens: int) -> None:

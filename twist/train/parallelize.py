@@ -1,49 +1,297 @@
-"""Build the speech LM for a run and lay it out for its strategy (one process, DDP or FSDP2).
+"""How the speech LM is laid out over the processes: one :class:`Strategy` object per run.
 
-The trainer asks for one thing, :func:`build_model`, and gets the model ready to train: built
-from the ``model/`` and ``init/`` configs (warm or cold start, twist.lm), moved to its device,
-with activation checkpointing and ``torch.compile`` applied when asked, and wrapped for
-data-parallel training. The strategies (torchtitan keeps the same split in its per-model
-``parallelize.py``):
+The trainer asks two things and never branches on the layout itself:
 
-* ``none``: one process, the model as it is;
-* ``ddp``: DistributedDataParallel, for models that fit on one device (TWIST-125M to 1.3B);
-* ``fsdp``: FSDP2 (``fully_shard``) per transformer block, then the root, for models that do
-  not fit (the LLaMA-7B recipe). Only rank 0 reads full weights (the text LM, or a full
+* :func:`build_strategy` turns ``train.strategy`` into the run's strategy;
+* :func:`build_model` builds the model from the ``model/`` and ``init/`` configs (warm or cold
+  start, twist.lm), moves it to its device, applies activation checkpointing, and hands it to
+  the strategy to compile and wrap.
+
+A strategy owns everything that differs between the layouts (torchtitan keeps the same split
+in its per-model ``parallelize.py``): wrapping and ``torch.compile``, gradient sync across
+micro-batches, and reading and writing the model's and optimiser's state (whole, or in shards
+for torch.distributed.checkpoint; the files themselves are twist.train.checkpointer's). The
+strategies:
+
+* :class:`Strategy` (``none``): one process, the model as it is;
+* :class:`DDP`: DistributedDataParallel, for models that fit on one device (TWIST-125M to 1.3B);
+* :class:`FSDP2`: ``fully_shard`` per transformer block, then the root, for models that do not
+  fit (the LLaMA-7B recipe). Only rank 0 reads full weights (the text LM, or a full
   checkpoint); every rank lays the model out on the meta device and receives its shards by
   broadcast, so a node holds one full host copy, not one per GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
 from twist.contract import UnitContract, VocabLayout
-from twist.errors import ConfigError, ContractMismatch
+from twist.dist import DistInfo
+from twist.errors import ConfigError, ContractMismatch, InputError
 from twist.train.attention import AttentionPlan, plan_attention
 from twist.train.config import TrainLoopConfig, TrainRunConfig
-from twist.train.distributed import DistInfo, unwrap
 from twist.train.loggers import flops_per_token
+
+if TYPE_CHECKING:
+    from twist.train.checkpointer import Resume
 
 log = logging.getLogger("twist.train")
 
 Weights = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]  # (state dict, every buffer)
 
 
+# ---------------------------------------------------------------------------------------
+# the strategies
+# ---------------------------------------------------------------------------------------
+class Strategy:
+    """One process, the model as it is; the interface DDP and FSDP2 override where they differ.
+
+    Args:
+        info: this process's rank, world size and device.
+        compile: ``train.compile``.
+        compile_backend: ``train.compile_backend``.
+    """
+
+    name = "none"
+
+    def __init__(self, info: DistInfo, *, compile: bool = False, compile_backend: str = "inductor") -> None:
+        self.info = info
+        self.compile = compile
+        self.compile_backend = compile_backend
+
+    # layout -------------------------------------------------------------------------------
+    def builds_on_meta(self, model: torch.nn.Module | None) -> bool:
+        """Whether the run's model is laid out on the meta device and filled from rank 0, which
+        alone reads full weights (FSDP2 building its own model; ``model`` is one given instead)."""
+        return False
+
+    @property
+    def compile_step(self) -> bool:
+        """Whether forward + loss are compiled as one graph (twist.train.step); FSDP2 compiles
+        the model's modules in place instead."""
+        return self.compile
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Lay ``model`` (on this process's device, or on the meta device) out for training."""
+        return model
+
+    def gradient_sync(self, model: torch.nn.Module, sync: bool) -> AbstractContextManager:
+        """A context for one micro-batch's backward; ``sync=False`` keeps its gradients local, so
+        that they are reduced across ranks once, after the last micro-batch of the step."""
+        return contextlib.nullcontext()
+
+    def whole_model(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        """The whole model on this process, unwrapped; ``None`` when every rank holds a slice."""
+        return unwrap(model)
+
+    # state dicts --------------------------------------------------------------------------
+    def full_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+        """Model and optimiser state, gathered whole on CPU, in one layout for every strategy.
+
+        The optimiser state is keyed by parameter name (not by position, as
+        ``Optimizer.state_dict`` does), so a checkpoint written by one process, by DDP or by
+        FSDP2 resumes under any of them, with any number of processes. Collective.
+        """
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        _, optim_state = get_state_dict(unwrap(model), optimizer, options=_gathered_on_cpu())
+        return unwrap(model).state_dict(), optim_state
+
+    def load_full_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        model_state: dict[str, Any], optim_state: dict[str, Any]) -> None:
+        """Load what :meth:`full_state` wrote, whatever strategy and world size wrote it."""
+        unwrap(model).load_state_dict(model_state)
+        _set_full_state(unwrap(model), optimizer, {}, keyed_by_name(optim_state, model, optimizer))
+
+    def load_optimizer_from_rank0(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                                  optim_state: dict[str, Any] | None) -> None:
+        """Load rank 0's full optimiser state (``None`` on the other ranks) into every rank: for
+        a run whose weights came from rank 0 (:meth:`builds_on_meta`)."""
+        raise NotImplementedError(f"strategy {self.name} reads checkpoints on every rank")
+
+    def sharded_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """This rank's part of the model and optimiser state, for torch.distributed.checkpoint:
+        its shards under FSDP2, the whole tensors otherwise. Also the template a load fills."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_state, optim_state = get_state_dict(model, optimizer)
+        return {"model": model_state, "optim": optim_state}
+
+    def load_sharded_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                           state: dict[str, Any]) -> None:
+        """Load a filled :meth:`sharded_state` template."""
+        from torch.distributed.checkpoint.state_dict import set_state_dict
+
+        with _own_step_flags(optimizer):
+            set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+
+class DDP(Strategy):
+    """DistributedDataParallel: every rank holds the whole model; gradients are all-reduced."""
+
+    name = "ddp"
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.info.device.index] if self.info.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def gradient_sync(self, model: torch.nn.Module, sync: bool) -> AbstractContextManager:
+        return contextlib.nullcontext() if sync else model.no_sync()
+
+
+class FSDP2(Strategy):
+    """FSDP2 (``fully_shard``): parameters, gradients and optimiser state sharded over ranks.
+
+    Args:
+        param_dtype: all-gather parameters and compute in this dtype (bf16 halves the
+            all-gather traffic of the 7B recipe) while gradients are reduced and the sharded
+            master weights and optimiser state stay fp32. ``None``: fp32 throughout.
+    """
+
+    name = "fsdp"
+
+    def __init__(self, info: DistInfo, *, param_dtype: torch.dtype | None = None, **kw: Any) -> None:
+        super().__init__(info, **kw)
+        self.param_dtype = param_dtype
+
+    def builds_on_meta(self, model: torch.nn.Module | None) -> bool:
+        return model is None
+
+    @property
+    def compile_step(self) -> bool:
+        return False
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        if self.compile:  # the model in place, before sharding; forward + loss are then left as they are
+            model.compile(backend=self.compile_backend)
+        mp = MixedPrecisionPolicy(param_dtype=self.param_dtype,
+                                  reduce_dtype=torch.float32 if self.param_dtype else None)
+        blocks = set(getattr(model, "_no_split_modules", None) or [])
+        for m in model.modules():
+            if type(m).__name__ in blocks:
+                fully_shard(m, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
+        return model
+
+    def gradient_sync(self, model: torch.nn.Module, sync: bool) -> AbstractContextManager:
+        model.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
+
+    def whole_model(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        return None
+
+    def full_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        return get_state_dict(model, optimizer, options=_gathered_on_cpu())
+
+    def load_full_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        model_state: dict[str, Any], optim_state: dict[str, Any]) -> None:
+        _set_full_state(model, optimizer, model_state, keyed_by_name(optim_state, model, optimizer))
+
+    def load_optimizer_from_rank0(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                                  optim_state: dict[str, Any] | None) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        with _own_step_flags(optimizer):
+            set_optimizer_state_dict(
+                model, optimizer,
+                keyed_by_name(optim_state, model, optimizer) if optim_state is not None else {},
+                options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
+            )
+
+
+STRATEGIES: dict[str, type[Strategy]] = {"none": Strategy, "ddp": DDP, "fsdp": FSDP2}
+
+
+def build_strategy(t: TrainLoopConfig, info: DistInfo) -> Strategy:
+    """The run's strategy from ``train.strategy``: ``auto`` is DDP under several processes and
+    one process alone; DDP or FSDP2 asked for in one process is one process."""
+    name = t.strategy
+    if name not in ("auto", *STRATEGIES):
+        raise ConfigError(f"train.strategy must be auto, none, ddp or fsdp; got {name!r}")
+    if name == "auto":
+        name = "ddp" if info.enabled else "none"
+    if not info.enabled:
+        name = "none"
+    kw: dict[str, Any] = {"compile": t.compile, "compile_backend": t.compile_backend}
+    if name == "fsdp":
+        kw["param_dtype"] = fsdp_param_dtype(t.fsdp_param_dtype, precision_dtype(t.precision, info.device))
+    return STRATEGIES[name](info, **kw)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP wrapper (FSDP2 shards in place: nothing to unwrap)."""
+    return model.module if hasattr(model, "module") and not hasattr(model, "config") else model
+
+
+def _gathered_on_cpu() -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def _set_full_state(target: torch.nn.Module, optimizer: torch.optim.Optimizer, model_state: dict[str, Any],
+                    optim_state: dict[str, Any]) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    with _own_step_flags(optimizer):
+        set_state_dict(target, optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
+                       options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
+
+
+@contextlib.contextmanager
+def _own_step_flags(optimizer: torch.optim.Optimizer):
+    """Loading a state dict replaces the param groups' settings; how this run steps (fused
+    kernels, foreach, capturable) is its own choice, not the checkpoint's: keep it."""
+    own = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g} for g in optimizer.param_groups]
+    yield
+    for g, flags in zip(optimizer.param_groups, own):
+        g.update(flags)
+
+
+def keyed_by_name(
+    optim_state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """An optimiser state dict keyed by parameter name. Older checkpoints stored
+    ``Optimizer.state_dict()`` (keyed by position in the param groups); positions are mapped
+    to names through this run's optimiser, which groups the same model's parameters the same way."""
+    positions = [p for g in optim_state.get("param_groups", []) for p in g.get("params", [])]
+    if not positions or not all(isinstance(p, int) for p in positions):
+        return optim_state
+    name_of = {id(p): n for n, p in unwrap(model).named_parameters()}
+    order = [name_of[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    if len(order) != len(positions):
+        raise InputError(
+            f"checkpoint optimiser state has {len(positions)} parameters, this model {len(order)}: "
+            "not the same architecture"
+        )
+    return {
+        "state": {order[i]: v for i, v in optim_state.get("state", {}).items()},
+        "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in optim_state["param_groups"]],
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# the model
+# ---------------------------------------------------------------------------------------
 @dataclass
 class BuiltModel:
     """The model ready to train, and what the trainer needs to know about it."""
 
     model: torch.nn.Module
-    """Wrapped for the strategy (DDP module, FSDP2-sharded module, or the model itself)."""
-    weights_loaded: bool
-    """FSDP2 started from rank 0's full checkpoint: the weights are in already (only the optimiser is left)."""
+    """Laid out by the strategy (DDP module, FSDP2-sharded module, or the model itself)."""
     attention: AttentionPlan
     """The attention kernel, the packing (data.packing resolved for this family) and the mask form."""
     flops_per_token: float
@@ -53,12 +301,9 @@ class BuiltModel:
 def build_model(
     cfg: TrainRunConfig,
     contract: UnitContract,
-    info: DistInfo,
-    strategy: str,
+    strategy: Strategy,
+    resume: Resume | None = None,
     *,
-    resuming: bool = False,
-    checkpoint: dict[str, Any] | None = None,
-    sharded_checkpoint: bool = False,
     model: torch.nn.Module | None = None,
 ) -> BuiltModel:
     """Build (or take) the speech LM and lay it out for ``strategy``.
@@ -66,40 +311,37 @@ def build_model(
     Args:
         cfg: the run's config.
         contract: the training data's unit contract (the model must match it).
-        info: this process's rank, world size and device.
-        strategy: ``none``, ``ddp`` or ``fsdp`` (resolved).
-        resuming: the run continues from a checkpoint.
-        checkpoint: that checkpoint's contents: on every rank, except at an FSDP2 start from a
-            full-format checkpoint, where only rank 0 reads it (``None`` elsewhere).
-        sharded_checkpoint: the checkpoint's weights are in per-rank shards (every rank reads its own).
+        strategy: the run's strategy.
+        resume: the checkpoint the run continues from (twist.train.checkpointer), if any. When
+            the model is built on the meta device, rank 0 sends the others its weights (or, from
+            a sharded checkpoint, its buffers; the checkpointer loads each rank's shards).
         model: an already built speech LM to use instead of building one (tests, benchmarks).
     """
-    t = cfg.train
-    sharded_init = strategy == "fsdp" and model is None
+    t, info = cfg.train, strategy.info
+    on_meta = strategy.builds_on_meta(model)
+    from_shards = resume is not None and resume.shards is not None
     full: Weights | None = None
-    if sharded_init:
-        if info.is_main and not sharded_checkpoint:
-            full = _full_weights_on_rank0(cfg, contract, checkpoint)
+    if on_meta:
+        if info.is_main and not from_shards:
+            full = _full_weights_on_rank0(cfg, contract, resume.state if resume is not None else None)
         model = meta_skeleton(cfg, contract)
     elif model is None:
-        model = speech_lm_for_run(cfg, contract, resuming=resuming)
+        model = speech_lm_for_run(cfg, contract, resuming=resume is not None)
     check_model_fits(model, contract, cfg)
     autocast = precision_dtype(t.precision, info.device)
     # attention kernel, packing and mask form (twist.train.attention); logged once
     attention = plan_attention(model, t.attn_implementation, cfg.data.packing, device=info.device,
                                compute_dtype=autocast, announce=info.is_main)
     flops = flops_per_token(model, cfg.data.max_tokens)
-    if not sharded_init:
+    if not on_meta:
         model.to(info.device)
     apply_activation_checkpointing(model, t)
-    if t.compile and strategy == "fsdp":
-        model.compile()  # FSDP2: in place, per module; elsewhere forward + loss compile as one (twist.train.step)
-    wrapped = wrap_model(model, strategy, info, fsdp_param_dtype=fsdp_param_dtype(t.fsdp_param_dtype, autocast))
-    if sharded_init and sharded_checkpoint:
-        materialize_with_buffers(wrapped, checkpoint["buffers"], info.device)  # weights: the checkpointer
-    elif sharded_init:
+    wrapped = strategy.wrap(model)
+    if on_meta and from_shards:
+        materialize_with_buffers(wrapped, resume.state["buffers"], info.device)  # weights: the checkpointer
+    elif on_meta:
         materialize_from_rank0(wrapped, full, info)
-    return BuiltModel(wrapped, sharded_init and resuming and not sharded_checkpoint, attention, flops, autocast)
+    return BuiltModel(wrapped, attention, flops, autocast)
 
 
 def speech_lm_for_run(cfg: TrainRunConfig, contract: UnitContract, *, resuming: bool,
@@ -178,33 +420,6 @@ def fsdp_param_dtype(name: str, autocast: torch.dtype | None) -> torch.dtype | N
     return torch.bfloat16 if name == "bf16" else None
 
 
-def wrap_model(
-    model: torch.nn.Module, strategy: str, info: DistInfo, *, fsdp_param_dtype: torch.dtype | None = None
-) -> torch.nn.Module:
-    """Wrap ``model`` (already on ``info.device``) for data-parallel training.
-
-    ``fsdp_param_dtype``: under FSDP2, all-gather parameters and compute in this dtype (bf16
-    halves the all-gather traffic of the 7B recipe) while gradients are reduced and the
-    sharded master weights and optimiser state stay fp32. ``None``: fp32 throughout.
-    """
-    if strategy == "none":
-        return model
-    if strategy == "ddp":
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [info.device.index] if info.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard  # FSDP2
-
-    mp = MixedPrecisionPolicy(param_dtype=fsdp_param_dtype, reduce_dtype=torch.float32 if fsdp_param_dtype else None)
-    blocks = set(getattr(model, "_no_split_modules", None) or [])
-    for m in model.modules():
-        if type(m).__name__ in blocks:
-            fully_shard(m, mp_policy=mp)
-    fully_shard(model, mp_policy=mp)
-    return model
-
-
 @torch.no_grad()
 def materialize_from_rank0(model: torch.nn.Module, full: Weights | None, info: DistInfo) -> None:
     """Give an FSDP2 model laid out on the meta device real storage and rank 0's values.
@@ -246,26 +461,3 @@ def materialize_with_buffers(
     inner = unwrap(model)
     if hasattr(inner, "tie_weights"):
         inner.tie_weights()
-
-
-def unsharded_copy(cfg: TrainRunConfig, contract: UnitContract, checkpoint: dict[str, Any],
-                   shards: Path | None) -> torch.nn.Module:
-    """A host copy of the model holding a checkpoint's weights, without random-initialising a
-    full model first: laid out on the meta device and given the checkpoint's tensors (the
-    export of an FSDP2 run). Checkpoints from before buffers were saved are built on the host."""
-    from twist.lm.surgery import set_module_tensor
-    from twist.train.checkpointer import load_sharded_model_alone
-
-    model = meta_skeleton(cfg, contract)
-    if shards is not None:
-        materialize_with_buffers(model, checkpoint["buffers"], torch.device("cpu"))
-        load_sharded_model_alone(model, shards)
-        return model
-    model.load_state_dict(checkpoint["model"], assign=True)
-    for name, b in checkpoint.get("buffers", {}).items():
-        set_module_tensor(model, name, b, buffer=True)
-    model.tie_weights()
-    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
-        model = speech_lm_for_run(cfg, contract, resuming=True, verbose=False)
-        model.load_state_dict(checkpoint["model"])
-    return model

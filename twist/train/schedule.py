@@ -15,11 +15,14 @@ step, saved in every checkpoint.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from twist.errors import ConfigError
+
+if TYPE_CHECKING:
+    from twist.train.config import TrainRunConfig
 
 KINDS = ("inverse_sqrt", "cosine", "constant")
 
@@ -86,3 +89,11 @@ class LRSchedule:
     def load_state_dict(self, d: dict[str, Any]) -> None:
         self.step_num = int(d["step"])
         self._apply()
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainRunConfig) -> LRSchedule:
+    """The run's schedule: ``schedule/``, the learning rates of ``init/`` (or ``optim``), and
+    ``train.max_steps`` as the total unless ``schedule.total_steps`` is set."""
+    s = cfg.schedule
+    return LRSchedule(optimizer, kind=s.name, lr_max=cfg.lr_max, lr_final=cfg.lr_final, warmup_steps=s.warmup_steps,
+                      total_steps=s.total_steps or cfg.train.max_steps)

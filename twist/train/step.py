@@ -20,6 +20,9 @@ the decision stays on the device: the optimiser's ``found_inf`` input (the hook 
 gradient scaler uses) makes the fused kernel skip the update and leave its step count
 alone, and the norms are read in one go when the trainer next needs numbers on the host
 (a log, validation or checkpoint step). Other optimisers read the norm every step.
+
+Validation. :func:`perplexity` runs the same forward + loss over a validation set, all ranks
+together.
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
 from twist.contract import VocabLayout
+from twist.dist import all_reduce_sum
 from twist.errors import Diverged
 from twist.train.attention import AttentionPlan
 from twist.train.packing import Batch, token_loss_sum
@@ -143,6 +147,24 @@ class ForwardLoss:
                   inputs["attention_mask"], inputs["position_ids"], batch.targets)
 
 
+@torch.no_grad()
+def perplexity(forward_loss: ForwardLoss, batches: Iterable[tuple[Batch, bool]], device: torch.device) -> float:
+    """Token-level perplexity over ``batches``, all ranks together.
+
+    ``batches`` yields ``(batch, counted)`` pairs (twist.train.data.valid_batches): a batch that
+    only pads a rank's share to the others' length is run, so every rank makes the same calls,
+    but not counted.
+    """
+    total, count = 0.0, 0.0
+    for b, counted in batches:
+        loss = float(forward_loss(b.to(device)))
+        if counted:
+            total += loss
+            count += b.n_targets
+    total, count = all_reduce_sum([total, count], device)
+    return math.exp(total / max(1.0, count))
+
+
 def supports_found_inf(optimizer: torch.optim.Optimizer) -> bool:
     """Whether ``optimizer.step`` honours a ``found_inf`` tensor (fused Adam/AdamW)."""
     return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
@@ -162,10 +184,11 @@ class GuardedUpdate:
         limit: ``train.skip_nonfinite``.
         defer: keep the decision on the device (needs :func:`supports_found_inf`); the
             norms are then read by :meth:`settle`.
+        in_a_row: non-finite steps in a row so far (a resumed run's streak).
     """
 
     def __init__(self, params: Callable[[], Any], optimizer: torch.optim.Optimizer, *, clip: float, limit: int,
-                 defer: bool) -> None:
+                 defer: bool, in_a_row: int = 0) -> None:
         if defer and not supports_found_inf(optimizer):
             raise ValueError("deferred non-finite checks need an optimiser with found_inf support (fused AdamW)")
         self.params = params
@@ -173,7 +196,7 @@ class GuardedUpdate:
         self.clip = clip if clip > 0 else math.inf
         self.limit = limit
         self.defer = defer
-        self.in_a_row = 0
+        self.in_a_row = in_a_row
         self.skipped = 0  # skipped steps seen by settle/step, to add to the run's count
         self._pending: list[tuple[int, torch.Tensor]] = []
 

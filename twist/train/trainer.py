@@ -7,19 +7,16 @@ global batch of 64 sequences of up to 704 tokens whatever the number of GPUs (gr
 accumulation fills the gap), gradient clipping, and the best-validation-PPL checkpoint kept
 and exported.
 
-This module is the recipe: build, :meth:`Trainer.train_step`, :meth:`Trainer.validate`,
-:meth:`Trainer.fit`, :meth:`Trainer.close`. The machinery is beside it: building and wrapping
-the model (parallelize), checkpoints (checkpointer), forward + loss and the guarded update
-(step), the data stream (data), settings (config). All progress that must survive a resume is
-in :class:`TrainState`; on CPU with a fixed seed a resumed run is bit-identical (tested).
-
-Each micro-batch's summed token loss is divided by the number of target tokens in the whole
-global batch (all micro-batches, all ranks): one process and N compute the same gradient.
+This module is the loop: build, :meth:`Trainer.train_step`, :meth:`Trainer.validate`,
+:meth:`Trainer.fit`, the same for one process, DDP and FSDP2. The machinery is beside it: the
+strategy (parallelize) lays out and compiles the model and owns gradient sync and state dicts;
+the checkpointer saves, resumes (with its checks) and exports; step has forward + loss and the
+guarded update; data the stream. The trainer's own state, all progress that must survive a
+resume, is :class:`TrainState`; on CPU with a fixed seed a resumed run is bit-identical (tested).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -28,30 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
-from twist.checkpoint import capture_rng_state, check_same_model, model_config, restore_rng_state, shards_dir
 from twist.console import say
 from twist.contract import UnitContract, VocabLayout
-from twist.errors import ConfigError
+from twist.dist import all_reduce_sum, all_reduce_tensor, init_distributed
 from twist.schema import to_typed
-from twist.train import distributed as D
 from twist.train.checkpointer import Checkpointer
 from twist.train.config import TrainRunConfig
 from twist.train.data import TrainStream, open_split, open_valid_sets, valid_batches
-from twist.train.loggers import (
-    MetricsLogger,
-    ThroughputMeter,
-    check_logger_packages,
-    peak_flops,
-    resume_message,
-    truncate_metrics,
-)
+from twist.train.loggers import ThroughputMeter, check_logger_packages, open_run_logs, progress_bar
 from twist.train.optim import build_optimizer
-from twist.train.parallelize import build_model, unsharded_copy
-from twist.train.schedule import LRSchedule
-from twist.train.signals import StopSignals
-from twist.train.step import ForwardLoss, GuardedUpdate, supports_found_inf
+from twist.train.parallelize import build_model, build_strategy
+from twist.train.schedule import build_schedule
+from twist.train.signals import StopSignals, stop_reason
+from twist.train.step import ForwardLoss, GuardedUpdate, perplexity, supports_found_inf
 
 log = logging.getLogger("twist.train")
 
@@ -96,7 +83,7 @@ class Trainer:
         check_logger_packages(tensorboard=c.logger.tensorboard, wandb=c.logger.wandb)
         if c.train.num_threads:
             torch.set_num_threads(c.train.num_threads)
-        self.info = D.init_distributed(c.train.device)
+        self.info = init_distributed(c.train.device)
         self.device = self.info.device
         torch.manual_seed(c.seed)
         self.out_dir = Path(c.out_dir)
@@ -105,129 +92,66 @@ class Trainer:
         self.contract: UnitContract = self.train_ds.contract
         self.layout = VocabLayout(self.contract.n_units)
         self.valid_sets = open_valid_sets(c.data.path, c.data.valid_paths, self.contract)
-        self.strategy = D.resolve_strategy(c.train.strategy, self.info)
-        self.checkpointer = Checkpointer(self.out_dir, c.train.checkpoint_format, self.info, self.strategy)
-        resume_from = self.checkpointer.resume_point(c.resume)
-        shards = shards_dir(resume_from) if resume_from else None
-        # under FSDP2 only rank 0 reads a full-format checkpoint; a sharded one, every rank
-        sharded_start = self.strategy == "fsdp" and model is None
-        needed = resume_from is not None and (self.info.is_main or not sharded_start or shards is not None)
-        ckpt = self.checkpointer.read(resume_from, self.contract, data_name=c.data.path, needed=needed)
-        built = build_model(c, self.contract, self.info, self.strategy, resuming=resume_from is not None,
-                            checkpoint=ckpt, sharded_checkpoint=shards is not None, model=model)
+        # one process, DDP or FSDP2: wrapping, compile, gradient sync and state dicts
+        self.strategy = build_strategy(c.train, self.info)
+        self.checkpointer = Checkpointer(c, self.contract, self.strategy)
+        # the checkpoint to continue from; when FSDP2 builds the model, only rank 0 reads full weights
+        resume = self.checkpointer.resume_point(rank0_reads=self.strategy.builds_on_meta(model))
+        built = build_model(c, self.contract, self.strategy, resume, model=model)
         self.model, self.attention, self.flops_per_token = built.model, built.attention, built.flops_per_token
         self.packing, self.autocast_dtype = built.attention.packing, built.autocast_dtype
         self.optimizer = build_optimizer(self.model, c.optim, self.device)
         # forward + loss, compiled once per kind of batch with train.compile (FSDP2 compiles the model instead)
         self.forward_loss = ForwardLoss(self.model, self.layout, built.attention, autocast=self.autocast_dtype,
-                                        compile=c.train.compile and self.strategy != "fsdp",
-                                        backend=c.train.compile_backend)
-        # clip + step-or-skip; with a fused optimiser the skip is decided on the device and the
-        # norms are read only when numbers are needed on the host (log, validation, checkpoint)
-        self.update = GuardedUpdate(self.model.parameters, self.optimizer, clip=c.optim.grad_clip,
-                                    limit=c.train.skip_nonfinite, defer=supports_found_inf(self.optimizer))
-        self.schedule = LRSchedule(self.optimizer, kind=c.schedule.name, lr_max=c.lr_max, lr_final=c.lr_final,
-                                   warmup_steps=c.schedule.warmup_steps,
-                                   total_steps=c.schedule.total_steps or c.train.max_steps)
+                                        compile=self.strategy.compile_step, backend=c.train.compile_backend)
+        self.schedule = build_schedule(self.optimizer, c)
         self.stream = TrainStream(self.train_ds, max_tokens=c.data.max_tokens, global_batch=c.train.global_batch,
                                   micro_batch=c.train.micro_batch, rank=self.info.rank,
                                   world_size=self.info.world_size, seed=c.seed, packing=self.packing)
-        self.state = TrainState()
-        self.resumed = resume_from is not None
-        if self.resumed:
-            self._restore(ckpt, weights_loaded=built.weights_loaded, shards=shards)
-        del ckpt
-        self.logger: MetricsLogger | None = None  # opened by fit(): building a trainer writes nothing
-        self.peak = peak_flops(self.device)
+        self.checkpointer.attach(self.model, self.optimizer, self.schedule, self.stream)
+        self.resumed = resume is not None
+        self.state = TrainState(**self.checkpointer.restore(resume)) if self.resumed else TrainState()
+        # clip + step-or-skip; with a fused optimiser the skip is decided on the device and the
+        # norms are read only when numbers are needed on the host (log, validation, checkpoint)
+        self.update = GuardedUpdate(self.model.parameters, self.optimizer, clip=c.optim.grad_clip,
+                                    limit=c.train.skip_nonfinite, defer=supports_found_inf(self.optimizer),
+                                    in_a_row=self.state.nonfinite_in_a_row)
+        self.logger = None  # the metrics logs, opened by fit(): building a trainer writes nothing
 
     def _open_outputs(self) -> None:
         """The run's first writes: the contract, the metrics logs (cut back to the checkpoint on a resume)."""
-        c = self.cfg
         if self.info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.contract.save(self.out_dir / "contract.json")
             if self.resumed:
-                truncate_metrics(self.out_dir, self.state.step)
-                say(resume_message(self.checkpointer.dir / "last", self.state.step, self.state.tokens))
-        lg = c.logger
-        self.logger = MetricsLogger(self.out_dir, enabled=self.info.is_main, tensorboard=lg.tensorboard,
-                                    wandb=lg.wandb, wandb_project=lg.project, run_name=lg.run_name,
-                                    config=OmegaConf.to_container(OmegaConf.structured(c)) if lg.wandb else None,
-                                    purge_step=self.state.step + 1 if self.resumed else None)
-
-    # ---------------------------------------------------------------------------------------
-    # checkpoints
-    # ---------------------------------------------------------------------------------------
-    def _data_signature(self) -> dict[str, Any]:
-        """What must not change between a run and its resume (the data order depends on it)."""
-        return {"n_train_utterances": len(self.train_ds), "max_tokens": self.cfg.data.max_tokens,
-                "global_batch": self.cfg.train.global_batch, "seed": self.cfg.seed, "packing": self.packing}
-
-    def _small_state(self) -> dict[str, Any] | None:
-        """Everything but model and optimiser, on rank 0 (``None`` elsewhere); collective."""
-        rngs = D.gather_objects(capture_rng_state())
-        if not self.info.is_main:
-            return None
-        return {"schedule": self.schedule.state_dict(), "data": self.stream.state_dict(),
-                "data_signature": self._data_signature(), "state": asdict(self.state), "rng": rngs,
-                "world_size": self.info.world_size, "contract": self.contract.to_dict(),
-                "model_config": model_config(D.unwrap(self.model))}
+                say(self.checkpointer.resume_message(self.state.step, self.state.tokens))
+        self.logger = open_run_logs(self.cfg, enabled=self.info.is_main,
+                                    resumed_at=self.state.step if self.resumed else None)
 
     def save(self, names: tuple[str, ...]) -> None:
         """Write checkpoints ``names`` (e.g. ``("best", "last")``), atomically; collective."""
         self._settle()
-        s = self.state
-        meta = {"step": s.step, "tokens": s.tokens, "best_ppl": s.best_ppl, "best_step": s.best_step,
-                "format": self.checkpointer.fmt}
-        self.checkpointer.save(names, self.model, self.optimizer, self._small_state(), meta)
-
-    def _restore(self, ckpt: dict[str, Any] | None, *, weights_loaded: bool, shards: Path | None) -> None:
-        small = self.checkpointer.restore(ckpt, self.model, self.optimizer, weights_loaded=weights_loaded,
-                                          shards=shards, check=lambda state: check_same_model(
-                                              state, D.unwrap(self.model), self.checkpointer.dir / "last"))
-        was, now = small.get("data_signature", {}), self._data_signature()
-        diff = [f"{k}: checkpoint {was[k]!r}, now {now[k]!r}" for k in now if k in was and was[k] != now[k]]
-        if diff:
-            raise ConfigError(f"cannot resume: the data setup differs from the checkpoint's ({', '.join(diff)}); "
-                              "use the same settings or a new out_dir")
-        self.schedule.load_state_dict(small["schedule"])
-        self.stream.load_state_dict(small["data"])
-        self.state = TrainState(**small["state"])
-        max_steps = self.cfg.train.max_steps
-        if max_steps is not None and self.state.step > max_steps:  # before the logs are cut back to the checkpoint
-            raise ConfigError(f"train.max_steps={max_steps} is below step {self.state.step}, where the checkpoint "
-                              f"{self.checkpointer.dir / 'last'} is: a resume cannot go back; raise train.max_steps "
-                              "to at least that, or train into a new out_dir")
-        self.update.in_a_row = self.state.nonfinite_in_a_row
-        rngs = small["rng"]
-        restore_rng_state(rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0])
+        self.checkpointer.save(names, asdict(self.state))
 
     def export(self) -> Path | None:
         """Write the best checkpoint (the last one without validation) as a speech LM dir."""
-        return self.checkpointer.export(
-            self.model, self.contract, lambda ckpt, shards: unsharded_copy(self.cfg, self.contract, ckpt, shards),
-            {"best": self.state.best_step, "last": self.state.step})
+        return self.checkpointer.export({"best": self.state.best_step, "last": self.state.step})
 
-    # ---------------------------------------------------------------------------------------
-    # steps
-    # ---------------------------------------------------------------------------------------
     def train_step(self) -> dict[str, Any]:
         """One optimiser step over the global batch; returns its loss, grad norm (0-d device
         tensors: the step never waits for the device; ``float()`` them to read), lr and tokens."""
         self.model.train()
         host_batches = self.stream.next_step()
-        n_targets, n_tokens = D.all_reduce_sum(
+        n_targets, n_tokens = all_reduce_sum(
             [sum(b.n_targets for b in host_batches), sum(b.n_tokens for b in host_batches)], self.device)
-        scale = self.info.world_size / max(1.0, n_targets)  # DDP averages over ranks; undo it
-        # the loss is summed on the device: reading it per micro-batch would make the host
-        # wait for every backward before queueing the next forward
+        # each summed micro-batch loss over the targets of the whole global batch (all micro-batches, all
+        # ranks): 1 and N processes get the same gradient. DDP averages over ranks; undo that.
+        scale = self.info.world_size / max(1.0, n_targets)
+        # summed on the device: a host read per micro-batch would wait for every backward
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         for i, b in enumerate(host_batches):
-            sync = i == len(host_batches) - 1  # reduce gradients once, after the last micro-batch
-            no_sync = self.model.no_sync() if (self.strategy == "ddp" and not sync) else contextlib.nullcontext()
-            if self.strategy == "fsdp":
-                self.model.set_requires_gradient_sync(sync)
-            with no_sync:
+            # gradients are reduced over ranks once, after the last micro-batch
+            with self.strategy.gradient_sync(self.model, sync=i == len(host_batches) - 1):
                 ls = self.forward_loss(b.to(self.device))
                 (ls * scale).backward()
             loss_sum += ls.detach().double()
@@ -235,18 +159,14 @@ class Trainer:
         grad_norm = self.update(self.state.step + 1)  # the global norm: every rank makes the same choice
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.step()
-        if torch.distributed.is_initialized():
-            torch.distributed.all_reduce(loss_sum)
+        all_reduce_tensor(loss_sum)
         self.state.step += 1
         self.state.tokens += int(n_tokens)
-        if not self.update.defer or self._host_step(self.state.step):
+        t, step = self.cfg.train, self.state.step
+        host_read = step == t.max_steps or any(e and step % e == 0 for e in (t.log_every, t.valid_every, t.save_every))
+        if not self.update.defer or host_read:  # deferred norms are read when the loop reads numbers anyway
             self._settle()
         return {"loss": loss_sum / max(1.0, n_targets), "lr": lr, "grad_norm": grad_norm, "step_tokens": n_tokens}
-
-    def _host_step(self, step: int) -> bool:
-        """Steps after which the loop reads numbers anyway (log, validation, save, the last)."""
-        t = self.cfg.train
-        return step == t.max_steps or any(e and step % e == 0 for e in (t.log_every, t.valid_every, t.save_every))
 
     def _settle(self) -> None:
         """Read deferred gradient norms: count skipped steps, stop on divergence (train.skip_nonfinite)."""
@@ -260,19 +180,13 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Speech-token PPL on every validation set; ``valid_ppl`` is their mean."""
         self.model.eval()
-        t, d = self.cfg.train, self.cfg.data
+        t, d, info = self.cfg.train, self.cfg.data, self.info
         out: dict[str, float] = {}
         for name, ds in self.valid_sets.items():
-            total, count = 0.0, 0.0
-            for b, counted in valid_batches(ds, max_tokens=d.max_tokens, micro_batch=t.valid_micro_batch or t.micro_batch,
-                                            rank=self.info.rank, world_size=self.info.world_size,
-                                            packing=self.packing, max_windows=d.valid_max_windows):
-                loss = float(self.forward_loss(b.to(self.device)))
-                if counted:
-                    total += loss
-                    count += b.n_targets
-            total, count = D.all_reduce_sum([total, count], self.device)
-            out[f"valid_ppl/{name}"] = math.exp(total / max(1.0, count))
+            batches = valid_batches(ds, max_tokens=d.max_tokens, micro_batch=t.valid_micro_batch or t.micro_batch,
+                                    rank=info.rank, world_size=info.world_size, packing=self.packing,
+                                    max_windows=d.valid_max_windows)
+            out[f"valid_ppl/{name}"] = perplexity(self.forward_loss, batches, self.device)
         if out:
             out["valid_ppl"] = sum(out.values()) / len(out)
         self.model.train()
@@ -280,35 +194,14 @@ class Trainer:
 
     def _validate_and_select(self) -> tuple[str, ...]:
         """Validate; return the checkpoint names to write (``best`` on a new best, ``last``)."""
-        v = self.validate()
-        self.state.last_valid_step = self.state.step
-        if not v:
-            return ("last",)
-        self.logger.log(v, step=self.state.step)
-        if v["valid_ppl"] < self.state.best_ppl:
-            self.state.best_ppl, self.state.best_step = v["valid_ppl"], self.state.step
+        v, s = self.validate(), self.state
+        s.last_valid_step = s.step
+        if v:
+            self.logger.log(v, step=s.step)
+        if v and v["valid_ppl"] < s.best_ppl:
+            s.best_ppl, s.best_step = v["valid_ppl"], s.step
             return ("best", "last")
         return ("last",)
-
-    # ---------------------------------------------------------------------------------------
-    # the loop
-    # ---------------------------------------------------------------------------------------
-    def _stop_reason(self, signals: StopSignals, started: float) -> str:
-        """Why the loop stops before the next step ("" to go on); every rank agrees."""
-        t, s = self.cfg.train, self.state
-        if t.max_steps is not None and s.step >= t.max_steps:
-            return "max_steps"
-        if t.max_train_tokens is not None and s.tokens >= t.max_train_tokens:
-            return "max_train_tokens"
-        if t.max_time is None and not signals.active:
-            return ""
-        # every rank stops at the same step, even if only some got the signal or ran late
-        late, signalled = D.all_reduce_sum(
-            [float(t.max_time is not None and time.monotonic() - started >= t.max_time),
-             float(signals.received is not None)], self.device)
-        if signalled > 0:
-            return f"signal {signals.received or 'on another rank'}"
-        return "max_time" if late > 0 else ""
 
     def fit(self) -> TrainResult:
         """Train until a stop condition; validate, save and export at the end (a stop signal
@@ -316,15 +209,11 @@ class Trainer:
         t, s = self.cfg.train, self.state
         if self.logger is None:
             self._open_outputs()
-        bar = None
-        if self.info.is_main and t.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=t.max_steps, initial=s.step, desc="train", unit="step", dynamic_ncols=True)
+        bar = progress_bar(self.info.is_main and t.progress, total=t.max_steps, initial=s.step)
         started, elapsed0 = time.monotonic(), s.elapsed_s
-        meter = ThroughputMeter(self.flops_per_token, self.peak, self.info.world_size)
+        meter = ThroughputMeter(self.flops_per_token, self.device, self.info.world_size)
         with StopSignals(t.stop_signals) as signals:
-            while not (stop_reason := self._stop_reason(signals, started)):
+            while not (reason := stop_reason(t, s, signals, started, self.device)):
                 t0 = time.monotonic()
                 m = self.train_step()
                 logging_step = s.step % t.log_every == 0 or s.step == t.max_steps
@@ -332,33 +221,26 @@ class Trainer:
                     m = {k: float(v) for k, v in m.items()}
                 meter.add(time.monotonic() - t0, m.pop("step_tokens"))  # training only, not validation or saving
                 s.elapsed_s = elapsed0 + time.monotonic() - started
-                if bar is not None:
-                    bar.update(1)
-                    if logging_step:
-                        bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.2e}")
+                bar.update(1)
                 if logging_step:
-                    rec = {**m, "tokens": s.tokens, **meter.record(), "epoch": self.stream.position.epoch}
-                    self.logger.log(rec, step=s.step)
+                    bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.2e}")
+                    self.logger.log({**m, "tokens": s.tokens, **meter.record(), "epoch": self.stream.position.epoch},
+                                    step=s.step)
                 names = self._validate_and_select() if t.valid_every and s.step % t.valid_every == 0 else ()
-                if t.save_every and s.step % t.save_every == 0 and "last" not in names:
-                    names = (*names, "last")
-                if names:
-                    self.save(names)
-        if bar is not None:
-            bar.close()
+                if names or (t.save_every and s.step % t.save_every == 0):
+                    self.save(names or ("last",))
+        bar.close()
         export = None
-        if stop_reason.startswith("signal"):  # pre-emption: save the position and leave quickly
+        if reason.startswith("signal"):  # pre-emption: save the position and leave quickly
             self.save(("last",))
-            log.warning("stopped by %s at step %d; checkpoint saved, run the same command to resume",
-                        stop_reason, s.step)
+            log.warning("stopped by %s at step %d; checkpoint saved, run the same command to resume", reason, s.step)
         else:
-            names = self._validate_and_select() if self.valid_sets and s.last_valid_step != s.step else ()
-            self.save(tuple(dict.fromkeys((*names, "last"))))
+            self.save(self._validate_and_select() if self.valid_sets and s.last_valid_step != s.step else ("last",))
             export = self.export()
-        self.logger.log({"event": "stopped" if export is None else "end", "stop_reason": stop_reason,
+        self.logger.log({"event": "stopped" if export is None else "end", "stop_reason": reason,
                          "best_step": s.best_step, "best_ppl": s.best_ppl}, step=s.step)
         self.logger.close()
-        return TrainResult(self.out_dir, s.step, s.tokens, s.best_ppl, s.best_step, stop_reason, export)
+        return TrainResult(self.out_dir, s.step, s.tokens, s.best_ppl, s.best_step, reason, export)
 
     def close(self) -> None:
         if self.logger is not None:
