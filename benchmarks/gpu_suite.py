@@ -197,8 +197,8 @@ def section_correctness(s: Suite) -> dict[str, Any]:
     """Flex == dense == padded on the device, loss and gradients; then compile without recompiles."""
     from twist.contract import UnitContract, VocabLayout
     from twist.lm import build_speech_lm
-    from twist.train.attention import FLEX, AttentionPlan, plan_attention, register_flex
-    from twist.train.packing import pack_sequences, pad_documents, token_loss_sum
+    from twist.lm.attention import FLEX, AttentionPlan, plan_attention, register_flex
+    from twist.lm.packing import pack_sequences, pad_documents, token_loss_sum
 
     contract = UnitContract(encoder="synthetic", encoder_fingerprint="suite", layer=None, frame_rate=25.0,
                             n_units=50, kmeans_fingerprint="suite")
@@ -366,7 +366,7 @@ def section_score(s: Suite) -> dict[str, Any]:
     from twist.contract import UnitContract
     from twist.eval.likelihood import LikelihoodScorer
     from twist.lm import build_speech_lm
-    from twist.train.attention import plan_attention
+    from twist.lm.attention import plan_attention
 
     c = s.size["score"]
     contract = UnitContract(encoder="synthetic", encoder_fingerprint="suite", layer=None, frame_rate=25.0,

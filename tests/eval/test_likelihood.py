@@ -107,7 +107,7 @@ def test_packed_scores_equal_one_at_a_time(attn, ev, small_contract):
     flex BlockMask); each score equals the score of the sequence alone, also where a row holds
     one whole sequence (under flex: the plain-causal path)."""
     if attn == "twist_flex":
-        from twist.train.attention import register_flex
+        from twist.lm.attention import register_flex
 
         register_flex()
     model = ev.tiny_llama(small_contract)

@@ -8,7 +8,7 @@ import torch
 
 from twist.contract import VocabLayout
 from twist.lm import build_speech_lm
-from twist.train.packing import (
+from twist.lm.packing import (
     IGNORE_INDEX,
     document_lengths,
     pack_sequences,
@@ -123,7 +123,7 @@ def test_trainer_packed_equals_padded_for_every_attention_implementation(attn, m
 
 
 def test_flash_attention_never_packs_without_a_document_mask():
-    from twist.train.packing import packing_mode
+    from twist.lm.packing import packing_mode
 
     assert packing_mode("llama", "auto", "sdpa") == "packed"
     assert packing_mode("llama", "auto", "flash_attention_2") == "padded"

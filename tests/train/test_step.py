@@ -11,8 +11,8 @@ import torch
 
 from tests.train.conftest import tiny_family_model
 from twist.contract import VocabLayout
-from twist.train.attention import FLEX, AttentionPlan, plan_attention, register_flex
-from twist.train.packing import pack_sequences
+from twist.lm.attention import FLEX, AttentionPlan, plan_attention, register_flex
+from twist.lm.packing import pack_sequences
 from twist.train.step import ForwardLoss, _forward_loss
 from twist.train.trainer import Trainer
 

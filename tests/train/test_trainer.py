@@ -93,8 +93,8 @@ def test_export_is_the_best_valid_checkpoint(make_cfg, make_units, unit_data, tm
     best_step = min(v, key=v.get)
     assert read_checkpoint_meta(out / "checkpoints" / "best")["best_step"] == best_step
     from twist.lm import load_speech_lm
+    from twist.lm.packing import token_loss_sum
     from twist.train.data import open_split, valid_batches
-    from twist.train.packing import token_loss_sum
 
     model, contract = load_speech_lm(out / "speech_lm")
     total = count = 0.0

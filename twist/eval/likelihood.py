@@ -22,7 +22,7 @@ score does not depend on the batch it lands in (up to float rounding; tests pin 
 
 With ``pack_tokens`` the sorted sequences are instead packed into rows of that many tokens
 (the longest left with the shortest that still fit), each row carrying a document mask in
-the form the model's attention implementation takes (twist.train.attention: a flex
+the form the model's attention implementation takes (twist.lm.attention: a flex
 ``BlockMask`` under ``twist_flex``, the dense mask otherwise), so short items (sWUGGY words,
 sBLIMP sentences) fill the device without padding. Packed scores equal one-at-a-time
 scores within float rounding (tested). Scores stay on the device until the end: no host
@@ -93,7 +93,7 @@ class LikelihoodScorer:
             tokens; the count is reported in :attr:`Scores.n_truncated`).
         progress: show a tqdm bar.
         pack_tokens: pack sequences into rows of this many tokens (``None``: padded buckets).
-            Needs a family that takes 4D document masks (twist.train.packing.PACKABLE_MODEL_TYPES).
+            Needs a family that takes 4D document masks (the family table's ``packable``, twist.lm.families).
     """
 
     def __init__(
@@ -124,15 +124,15 @@ class LikelihoodScorer:
         self.progress = progress
         self.pack_tokens = int(pack_tokens) if pack_tokens else None
         if self.pack_tokens is not None:
-            from twist.train.packing import PACKABLE_MODEL_TYPES
+            from twist.lm.families import family
 
-            family = getattr(getattr(model, "config", None), "model_type", None)
-            if family not in PACKABLE_MODEL_TYPES:
-                raise ConfigError(f"pack_tokens: model type {family!r} cannot take a document mask; leave it unset")
+            row = family(getattr(getattr(model, "config", None), "model_type", None))
+            if not row.packable:
+                raise ConfigError(f"pack_tokens: model type {row.model_type!r} cannot take a document mask; leave it unset")
             if self.max_length is None or self.max_length > self.pack_tokens:
                 self.max_length = self.pack_tokens  # a sequence must fit in one row
-            if family == "bloom":
-                from twist.train.attention import install_document_alibi
+            if row.own_attention == "alibi":
+                from twist.lm.attention import install_document_alibi
 
                 install_document_alibi(model)
 
@@ -291,8 +291,8 @@ class LikelihoodScorer:
 
     def _forward_packed(self, rows: list[np.ndarray], seqs: list[np.ndarray], device: torch.device) -> torch.Tensor:
         """Sums for the sequences of ``rows`` (in row order), each row one packed window."""
-        from twist.train.attention import FLEX, causal_block_mask, document_block_mask
-        from twist.train.packing import document_mask
+        from twist.lm.attention import FLEX, causal_block_mask, document_block_mask
+        from twist.lm.packing import document_mask
 
         P, layout = self.pack_tokens, self.layout
         ids = np.full((len(rows), P), layout.pad_id, dtype=np.int64)

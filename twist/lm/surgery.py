@@ -41,6 +41,7 @@ import torch
 from twist.contract import UnitContract, VocabLayout
 from twist.errors import ConfigError
 from twist.lm.config import EMBED_INITS
+from twist.lm.families import family
 from twist.lm.sources import model_class_for
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,9 @@ def _layout(contract: UnitContract) -> VocabLayout:
 
 
 def config_vocab_size(model_type: str, layout: VocabLayout) -> int:
-    """``config.vocab_size`` that gives logits of exactly ``layout.vocab_size`` columns."""
-    return layout.vocab_size + (1 if model_type == "imagegpt" else 0)
+    """``config.vocab_size`` that gives logits of exactly ``layout.vocab_size`` columns (the
+    family table's ``extra_vocab_rows``: ImageGPT's head has one logit fewer than its table)."""
+    return layout.vocab_size + family(model_type).extra_vocab_rows
 
 
 def speech_config(
