@@ -366,7 +366,6 @@ def section_score(s: Suite) -> dict[str, Any]:
     from twist.contract import UnitContract
     from twist.eval.likelihood import LikelihoodScorer
     from twist.lm import build_speech_lm
-    from twist.lm.attention import plan_attention
 
     c = s.size["score"]
     contract = UnitContract(encoder="synthetic", encoder_fingerprint="suite", layer=None, frame_rate=25.0,
@@ -387,15 +386,13 @@ def section_score(s: Suite) -> dict[str, Any]:
         sc = scorer.score_units(items)
         return sc.sum, sc.seconds
 
-    model.set_attn_implementation("sdpa")
-    bucketed = LikelihoodScorer(model, contract, batch_size=c["batch_size"], max_batch_tokens=c["max_batch_tokens"])
+    bucketed = LikelihoodScorer(model, contract, batch_size=c["batch_size"], max_batch_tokens=c["max_batch_tokens"],
+                                attn_implementation="sdpa", announce=False)
     ref, sec = timed(bucketed, seqs)
     res["bucketed_pairs_per_s"] = c["pairs"] / sec
-    # packed rows: flex block masks on GPU (the plan only sets the kernel; no training here)
-    plan_attention(model, "flex" if s.device.type == "cuda" else "sdpa", "packed", device=s.device,
-                   announce=False)
+    # packed rows: twist-eval's attn_implementation=auto (flex block masks on GPU for this family)
     packed = LikelihoodScorer(model, contract, batch_size=c["batch_size"], max_batch_tokens=c["max_batch_tokens"],
-                              pack_tokens=c["pack_tokens"])
+                              pack_tokens=c["pack_tokens"], announce=False)
     got, sec = timed(packed, seqs)
     res["packed_pairs_per_s"] = c["pairs"] / sec
     res["packed_attention"] = model.config._attn_implementation

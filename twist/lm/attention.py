@@ -361,8 +361,10 @@ def _choose_implementation(requested: str, row: Family, device: torch.device, dr
         return requested, "requested"
     if row.own_attention == "alibi":
         return "eager", f"{row.model_type} adds ALiBi inside its own attention: dense additive document mask"
-    if device.type != "cuda":
+    if device.type != "cuda" and training:
         return "sdpa", f"on {device.type}: torch {torch.__version__} has no flex-attention backward there; dense document mask"
+    if device.type != "cuda":
+        return "sdpa", f"on {device.type}: flex attention runs uncompiled there (slow); dense document mask"
     if not row.flex_tested:
         return "sdpa", f"flex is not covered by tests for model type {row.model_type!r}"
     if dropout > 0 and training:
@@ -422,6 +424,7 @@ def plan_attention(
     row = family(getattr(config, "model_type", None))
     choice, reason = _choose_implementation(requested, row, device, _attention_dropout(config), training,
                                             names.attention)
+    packing_mode(row.model_type, packing, choice, names)  # refuse what is asked for before the model changes
     if config is None:  # not a transformers model (test stand-ins): it takes what it is given
         implementation = choice
     else:
