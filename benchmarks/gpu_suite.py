@@ -183,20 +183,11 @@ def section_env(s: Suite) -> dict[str, Any]:
     return res
 
 
-TINY_FAMILIES = {
-    "opt": {"hidden_size": 64, "word_embed_proj_dim": 64, "ffn_dim": 128, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "max_position_embeddings": 512, "dropout": 0.0, "attention_dropout": 0.0},
-    "llama": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "max_position_embeddings": 512},
-    "gpt_neox": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-                 "max_position_embeddings": 512},
-}
-
-
 def section_correctness(s: Suite) -> dict[str, Any]:
     """Flex == dense == padded on the device, loss and gradients; then compile without recompiles."""
+    from tests.model_shapes import TINY_SHAPES, tiny_speech_lm
     from twist.contract import UnitContract, VocabLayout
-    from twist.lm import build_speech_lm
+    from twist.lm import families
     from twist.lm.attention import FLEX, AttentionPlan, plan_attention, register_flex
     from twist.lm.packing import pack_sequences, pad_documents, token_loss_sum
 
@@ -219,10 +210,8 @@ def section_correctness(s: Suite) -> dict[str, Any]:
     flex_grads = s.device.type == "cuda"  # flex has no CPU backward
     out: dict[str, Any] = {"flex_gradients_checked": flex_grads}
     ok = True
-    for family, config in TINY_FAMILIES.items():
-        cfg = {"name": f"tiny-{family}", "family": family, "source": None, "gguf_file": None, "num_layers": None,
-               "config": config}
-        model = build_speech_lm(cfg, "cold", contract, seed=0, verbose=False).to(s.device).train()
+    for family in [f for f in TINY_SHAPES if families.family(f).flex_tested]:  # the families auto gives flex
+        model = tiny_speech_lm(family, contract, max_position_embeddings=max_tokens).to(s.device).train()
         dense = plan_attention(model, "sdpa", "packed", device=s.device, announce=False)
         pad_plan = plan_attention(model, "sdpa", "padded", device=s.device, announce=False)
         flex = AttentionPlan(FLEX, "packed", "block", None, "suite")

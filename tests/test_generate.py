@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.model_shapes import tiny_config
 from twist.contract import ContractMismatchError, UnitContract, VocabLayout
 from twist.generate import (
     SamplingConfig,
@@ -51,8 +52,7 @@ def tiny_lm(seed: int = 0) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=VocabLayout(K).vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024)
+    cfg = LlamaConfig(vocab_size=VocabLayout(K).vocab_size, **tiny_config("llama", max_position_embeddings=1024))
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -161,8 +161,7 @@ def tiny_opt(seed: int = 0) -> torch.nn.Module:
     from transformers import OPTConfig, OPTForCausalLM
 
     torch.manual_seed(seed)
-    cfg = OPTConfig(vocab_size=VocabLayout(K).vocab_size, hidden_size=32, word_embed_proj_dim=32, ffn_dim=64,
-                    num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=256)
+    cfg = OPTConfig(vocab_size=VocabLayout(K).vocab_size, **tiny_config("opt", max_position_embeddings=256))
     return OPTForCausalLM(cfg).eval()
 
 
