@@ -8,6 +8,33 @@ from twist.contract import ContractMismatchError, UnitContract, VocabLayout, fin
 from twist.errors import InputError, MissingInputError
 
 
+def test_the_unit_range_check_names_the_bad_id_negative_or_too_large_and_where_it_is():
+    from twist.contract import check_unit_range
+
+    with pytest.raises(InputError, match=r"^utterance 'u1': unit id -3 is outside \[0, 10\) at position 2$"):
+        check_unit_range(np.array([1, 2, -3, 12]), 10, where="utterance 'u1'")  # the first bad one, not max()
+    with pytest.raises(InputError, match=r"^units: unit id 12 is outside \[0, 10\) at position 1$"):
+        check_unit_range(np.array([1, 12, 0]), 10)
+    with pytest.raises(InputError, match=r"^batch: unit id -1 is outside \[0, 10\) at position \(1, 0\)$"):
+        check_unit_range(torch.tensor([[0, 1], [-1, 2]]), 10, where="batch")  # tensors too, any shape
+    check_unit_range(np.array([0, 9]), 10)
+    check_unit_range(np.array([], dtype=np.int64), 10)
+
+
+def test_no_module_checks_unit_ranges_around_contract_check_unit_range():
+    """Every reader of units uses the one check; none compares ids to K on its own."""
+    import re
+    from pathlib import Path
+
+    import twist
+
+    root = Path(twist.__file__).parent
+    pattern = re.compile(r"\.min\(\)\)? < 0|\.max\(\)\)? >= ")
+    offenders = [f"{f.relative_to(root)}:{i}" for f in sorted(root.rglob("*.py")) if f.name != "contract.py"
+                 for i, line in enumerate(f.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not offenders, offenders
+
+
 def test_layout_ids_and_padding():
     lay = VocabLayout(100)
     assert (lay.bos_id, lay.eos_id, lay.pad_id, lay.n_real) == (100, 101, 102, 103)

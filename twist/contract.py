@@ -188,6 +188,31 @@ def fingerprint_state_dict(state_dict: dict[str, Any]) -> str:
     return fingerprint_arrays(*(state_dict[k] for k in keys), extra="|".join(keys))
 
 
+def check_unit_range(units: Any, n_units: int, *, where: str = "units", hint: str = "") -> None:
+    """Refuse unit ids outside ``[0, n_units)``: the one check every reader of units uses.
+
+    The message names the first bad id itself (negative or too large), where it is (``where``
+    and its position) and the valid range.
+
+    Args:
+        units: unit ids, a numpy array or a torch tensor of any shape.
+        n_units: K, the number of units (for a vocoder: its unit table's size).
+        where: what the ids are, for the message, e.g. ``"utterance 'u7'"``.
+        hint: appended to the message (what the mismatch likely means).
+    """
+    if hasattr(units, "detach"):  # a torch tensor (the vocoder's input)
+        units = units.detach().cpu().numpy()
+    ids = np.asarray(units)
+    if ids.size == 0:
+        return
+    bad = (ids < 0) | (ids >= n_units)
+    if not bad.any():
+        return
+    first = np.argwhere(bad)[0]
+    at = int(first[0]) if ids.ndim == 1 else tuple(int(i) for i in first)
+    raise InputError(f"{where}: unit id {int(ids[tuple(first)])} is outside [0, {n_units}) at position {at}{hint}")
+
+
 @dataclasses.dataclass(frozen=True)
 class VocabLayout:
     """Token ids for K units plus specials, padded to a multiple of ``pad_multiple``."""
@@ -236,9 +261,7 @@ class VocabLayout:
     def encode(self, units: np.ndarray, *, bos: bool = True, eos: bool = True) -> np.ndarray:
         """Units -> token ids (int64) with bos/eos as the contract says."""
         units = np.asarray(units)
-        if units.size and (units.min() < 0 or units.max() >= self.n_units):
-            bad = units[(units < 0) | (units >= self.n_units)][0]
-            raise InputError(f"unit id {int(bad)} is outside [0, {self.n_units}) for K={self.n_units}")
+        check_unit_range(units, self.n_units)
         parts = []
         if bos:
             parts.append(np.array([self.bos_id], dtype=np.int64))

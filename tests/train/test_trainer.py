@@ -225,7 +225,7 @@ def test_contract_mismatch_message(make_cfg, make_units, unit_data, tmp_path, co
 def test_unit_id_out_of_range_message(make_cfg, make_units, tmp_path, contract, capsys):
     ds = make_units(tmp_path / "bad", contract, bad_id="utt0007", valid=0.0)
     err = _cli_error(make_cfg(ds, tmp_path / "out"), capsys)
-    assert "utt0007" in err and ">= K=20" in err
+    assert "utt0007" in err and "unit id 20 is outside [0, 20)" in err
 
 
 def test_model_and_init_choices(capsys):

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from twist.contract import UnitContract, VocabLayout
+from twist.contract import UnitContract, VocabLayout, check_unit_range
 from twist.errors import ConfigError, InputError
 from twist.lm.attention import AttentionPlan, plan_attention
 from twist.lm.packing import EVAL_SETTINGS, IGNORE_INDEX, Batch, pack_sequences, pad_documents
@@ -149,11 +149,8 @@ class LikelihoodScorer:
         """Score unit sequences (already deduplicated when the contract says so)."""
         seqs = []
         for i, u in enumerate(units):
-            try:
-                seqs.append(self.token_ids(u))
-            except ValueError as e:
-                name = names[i] if names is not None else f"sequence {i}"
-                raise InputError(f"{name}: {e}") from None
+            check_unit_range(u, self.layout.n_units, where=names[i] if names is not None else f"sequence {i}")
+            seqs.append(self.token_ids(u))
         return self.score_token_ids(seqs, names=names, desc=desc)
 
     # ---- scoring ---------------------------------------------------------------------------
