@@ -186,14 +186,14 @@ def section_env(s: Suite) -> dict[str, Any]:
 def section_correctness(s: Suite) -> dict[str, Any]:
     """Flex == dense == padded on the device, loss and gradients; then compile without recompiles."""
     from tests.model_shapes import TINY_SHAPES, tiny_speech_lm
-    from twist.contract import UnitContract, VocabLayout
+    from twist.contract import UnitContract
     from twist.lm import families
     from twist.lm.attention import FLEX, AttentionPlan, plan_attention, register_flex
     from twist.lm.packing import pack_sequences, pad_documents, token_loss_sum
 
     contract = UnitContract(encoder="synthetic", encoder_fingerprint="suite", layer=None, frame_rate=25.0,
                             n_units=50, kmeans_fingerprint="suite")
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     rng = np.random.default_rng(0)
     max_tokens = 300  # three flex tiles, the last one partial
     docs = [layout.encode(rng.integers(0, contract.n_units, size=int(n))) for n in rng.integers(4, 150, size=24)]
@@ -389,7 +389,7 @@ def section_score(s: Suite) -> dict[str, Any]:
     # the plain loop: one utterance at a time, HF forward, log-softmax over the real vocabulary
     model.set_attn_implementation("sdpa")
     sub = seqs[: 2 * c["plain_pairs"]]
-    layout = contract.layout_info
+    layout = contract.layout
     plain = []
     with torch.inference_mode():
         for u in sub[:4]:

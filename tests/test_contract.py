@@ -65,6 +65,21 @@ def test_mismatch_names_both_sides_and_field(contract):
     contract.check_compatible(dataclasses.replace(contract, dedup=False), ignore=("dedup",))
 
 
+def test_contract_layout_is_its_vocabulary_layout_and_files_keep_the_layout_name(contract):
+    """``contract.layout`` is the token-id layout every stage builds batches with; the layout's
+    name stays under ``layout`` in the files, so contracts written before read back the same."""
+    from twist.contract import LAYOUT_NAME
+
+    assert contract.layout == VocabLayout(contract.n_units)
+    d = contract.to_dict()
+    assert d["layout"] == LAYOUT_NAME and "layout_name" not in d
+    assert list(d)[-2:] == ["layout", "version"]  # the key order of older files, for any hash of them
+    assert UnitContract.from_dict(d) == contract
+    other = dataclasses.replace(contract, layout_name="ids-after-text/v2")
+    with pytest.raises(ContractMismatchError, match=f"layout: model has '{LAYOUT_NAME}', data has 'ids-after-text/v2'"):
+        contract.check_compatible(other)
+
+
 def test_save_load_roundtrip(tmp_path, contract):
     contract.save(tmp_path / "c.json")
     assert UnitContract.load(tmp_path / "c.json") == contract

@@ -137,7 +137,7 @@ class _LoudSpecials(torch.nn.Module):
 
 def test_bos_pad_and_padding_rows_are_never_sampled():
     c = contract()
-    layout = c.layout_info
+    layout = c.layout
     lm = _LoudSpecials(tiny_lm(), layout)
     units = [np.array([1, 2, 3]), np.array([4, 5])]
     for temp in (0.0, 1.0, 5.0):
@@ -175,7 +175,7 @@ def test_cached_decoding_warns_nothing_and_equals_decoding_without_the_cache(mak
     import warnings
 
     c = contract()
-    layout = c.layout_info
+    layout = c.layout
     lm = make_lm()
     prompt = np.array([3, 1, 4, 1, 5, 9, 2, 6])
     greedy = SamplingConfig(temperature=0.0, max_seconds=0.2, stop_at_eos=False)

@@ -34,7 +34,8 @@ from twist.errors import ConfigError, ContractMismatch, InputError
 CONTRACT_VERSION = 1
 LAYOUT_NAME = "units-first/bos-eos-pad/v1"
 
-# Fields that decide which unit index means which sound. Any difference is a mismatch.
+# Fields (as the contract files name them) that decide which unit index means which sound.
+# Any difference is a mismatch.
 IDENTITY_FIELDS = (
     "encoder",
     "encoder_fingerprint",
@@ -65,7 +66,8 @@ class UnitContract:
         kmeans_fingerprint: a hash of the centroid values.
         dedup: whether runs of repeated units are collapsed (durations kept aside).
         sample_rate: audio sample rate the encoder consumes.
-        layout: the token-id layout name (see module docstring).
+        layout_name: the token-id layout's name (see module docstring); stored as ``layout``
+            in contract files. :attr:`layout` is the layout itself.
     """
 
     encoder: str
@@ -76,7 +78,7 @@ class UnitContract:
     kmeans_fingerprint: str
     dedup: bool = True
     sample_rate: int = 16000
-    layout: str = LAYOUT_NAME
+    layout_name: str = LAYOUT_NAME
 
     def __post_init__(self) -> None:
         if self.n_units < 1 or self.n_units > 65000:
@@ -86,12 +88,14 @@ class UnitContract:
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        # files name the layout ``layout``, in the place it always had
+        d = {("layout" if k == "layout_name" else k): v for k, v in dataclasses.asdict(self).items()}
         d["version"] = CONTRACT_VERSION
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "<dict>") -> UnitContract:
+        d = {("layout_name" if k == "layout" else k): v for k, v in d.items()}
         names = {f.name for f in dataclasses.fields(cls)}
         missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in d]
         if missing:
@@ -117,9 +121,10 @@ class UnitContract:
     # ---- checks ----------------------------------------------------------------------------
     def differences(self, other: UnitContract, ignore: Iterable[str] = ()) -> dict[str, tuple[Any, Any]]:
         fields = [f for f in (*IDENTITY_FIELDS, "dedup") if f not in set(ignore)]
+        mine, theirs = self.to_dict(), other.to_dict()
         out = {}
         for f in fields:
-            a, b = getattr(self, f), getattr(other, f)
+            a, b = mine[f], theirs[f]
             if f == "frame_rate":
                 same = math.isclose(float(a), float(b))
             else:
@@ -155,7 +160,8 @@ class UnitContract:
             )
 
     @property
-    def layout_info(self) -> VocabLayout:
+    def layout(self) -> VocabLayout:
+        """The token-id layout of these units: what every stage builds batches and vocabularies with."""
         return VocabLayout(self.n_units)
 
 

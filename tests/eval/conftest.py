@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.model_shapes import tiny_config
-from twist.contract import UnitContract, VocabLayout
+from twist.contract import UnitContract
 
 FRAME = 320  # samples per frame at 50 Hz / 16 kHz
 
@@ -21,7 +21,7 @@ def tiny_llama(contract: UnitContract, seed: int = 0, max_positions: int = 256) 
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=VocabLayout(contract.n_units).vocab_size,
+    cfg = LlamaConfig(vocab_size=contract.layout.vocab_size,
                       **tiny_config("llama", max_position_embeddings=max_positions), attn_implementation="eager")
     return LlamaForCausalLM(cfg).eval()
 

@@ -172,7 +172,7 @@ def artefacts(tmp_path):
     tok.save(tmp_path / "tokenizer")
     c = tok.contract
     torch.manual_seed(0)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=c.layout_info.vocab_size, **tiny_config("llama")))
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=c.layout.vocab_size, **tiny_config("llama")))
     save_speech_lm(lm, tmp_path / "lm", c)
     gen = build_generator({
         "num_embeddings": c.n_units, "embedding_dim": 8, "upsample_rates": [4, 4, 5, 4],

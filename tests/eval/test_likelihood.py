@@ -92,7 +92,7 @@ def test_scores_do_not_depend_on_batch_size(ev, small_contract):
     np.testing.assert_allclose(capped.sum, one.sum, rtol=0, atol=1e-4)
     np.testing.assert_array_equal(many.n_tokens, [len(x) + 1 for x in seqs])
     # and equal to a direct, unpadded, unbatched computation
-    layout = VocabLayout(small_contract.n_units)
+    layout = small_contract.layout
     ids = torch.from_numpy(layout.encode(seqs[3]))[None]
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0, :-1].float()

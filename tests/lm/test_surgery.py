@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from twist.contract import VocabLayout
 from twist.lm import build_speech_lm, cold_start, load_text_lm, param_report, warm_start
 from twist.lm.surgery import count_params, vocab_param_names
 
@@ -43,7 +42,7 @@ def test_share_body_takes_the_text_tensors_without_a_copy(family_key, make_node,
 
 
 def test_vocabulary_is_the_padded_unit_layout(family_key, make_node, contract, fwd):
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     text = load_text_lm(make_node(family_key))
     speech = warm_start(text, contract)
     emb, head = speech.get_input_embeddings().weight, speech.get_output_embeddings().weight

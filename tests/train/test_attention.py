@@ -102,7 +102,7 @@ def test_block_mask_is_the_dense_document_mask():
 def test_every_mask_form_gives_the_padded_loss_and_gradients(family, contract):
     """fp32: flex-masked packed loss == dense-mask packed loss == padded loss within 1e-5, and
     the dense packed gradients equal the padded ones (flex: no CPU backward, see module doc)."""
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     model = tiny_family_model(family, contract).train()
     docs, windows = _windows(layout, contract.n_units, 96)
     assert len(windows) < len(docs)
@@ -156,7 +156,7 @@ def test_every_mask_form_gives_the_padded_loss_and_gradients(family, contract):
 def test_no_token_sees_another_document(family, contract):
     """Change one document of a window: the logits of every other document stay the same,
     under the flex BlockMask (forward) and under the dense mask (forward and gradients)."""
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     model = tiny_family_model(family, contract).eval()
     _, windows = _windows(layout, contract.n_units, 96, seed=3)
     window = max(windows, key=len)
@@ -253,7 +253,7 @@ def test_whole_single_document_rows_take_the_plain_causal_path(family, contract)
     """Full windows of one document each (chunked long-form data) need no document mask: under
     SDPA the batch passes none, so SDPA can use its causal kernel, as a plain loop's full rows do.
     Loss and gradients equal the dense document mask's. BLOOM keeps its additive mask (ALiBi)."""
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     model = tiny_family_model(family, contract).train()
     rng = np.random.default_rng(3)
     t = 48

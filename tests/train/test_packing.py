@@ -62,7 +62,7 @@ def test_packed_batch_targets_and_positions():
 @pytest.mark.parametrize("family", ["opt", "llama", "gpt_neox"])
 def test_packed_equals_unpacked_loss(family, contract):
     """The same utterances, packed into windows or one per padded row, give the same loss."""
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     model = tiny_speech_lm(family, contract).eval()
     model.set_attn_implementation("sdpa")
     rng = np.random.default_rng(1)

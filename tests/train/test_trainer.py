@@ -78,7 +78,7 @@ def test_export_is_the_best_valid_checkpoint(make_cfg, make_units, unit_data, tm
     total = count = 0.0
     with torch.no_grad():
         for b, _ in valid_batches(open_split(unit_data, "valid"), max_tokens=64, micro_batch=2):
-            total += float(token_loss_sum(model(**b.model_inputs()).logits, b.targets, contract.layout_info))
+            total += float(token_loss_sum(model(**b.model_inputs()).logits, b.targets, contract.layout))
             count += b.n_targets
     assert torch.exp(torch.tensor(total / count)).item() == pytest.approx(v[best_step], rel=1e-5)
 

@@ -74,7 +74,7 @@ def test_vocoder_and_generate_clis_end_to_end(tmp_path):
 
     c = UnitContract.load(units / "meta.json")
     torch.manual_seed(0)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=c.layout_info.vocab_size, **tiny_config("llama")))
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=c.layout.vocab_size, **tiny_config("llama")))
     save_speech_lm(lm, tmp_path / "lm", c)
     gen = tmp_path / "gen"
     args = [f"lm={tmp_path / 'lm'}", f"tokenizer_dir={units}/tokenizer", f"vocoder={run}", f"prompts=[{wavs}]",

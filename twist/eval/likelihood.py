@@ -125,7 +125,7 @@ class LikelihoodScorer:
             raise ConfigError(f"too_long must be 'error' or 'truncate', got {too_long!r}")
         self.model = model
         self.contract = contract
-        self.layout: VocabLayout = contract.layout_info
+        self.layout: VocabLayout = contract.layout
         self.batch_size = int(batch_size)
         self.max_batch_tokens = int(max_batch_tokens) if max_batch_tokens else None
         self.score_eos = bool(score_eos)

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from twist.contract import VocabLayout
 from twist.errors import ConfigError, InputError, MissingInputError
 from twist.lm.packing import Batch, Piece, pack_sequences, pad_documents, plan_windows, utterance_documents
 from twist.units import UnitDataset
@@ -96,7 +95,7 @@ class TrainStream:
                 f"{world_size}; pick micro_batch so that it divides {global_batch // world_size if global_batch % world_size == 0 else global_batch}"
             )
         self.ds = dataset
-        self.layout = VocabLayout(dataset.contract.n_units)
+        self.layout = dataset.contract.layout
         self.max_tokens = max_tokens
         self.global_batch = global_batch
         self.micro_batch = micro_batch
