@@ -280,15 +280,14 @@ class LikelihoodScorer:
         """Sums for the sequences of ``rows``, in row order (a row: one padded sequence, or a
         packed window of several)."""
         batch = self._batch(rows, seqs)
-        # which sequence of this batch each target belongs to (k: none); the batch's document
-        # number d (1, 2, ... in a row; 0 = padding) is the row's d-th sequence
-        first = np.cumsum([0] + [len(row) for row in rows[:-1]])
-        k = int(first[-1]) + len(rows[-1])
+        owner = None
         if batch.segments is not None:
+            # which sequence of this batch each target belongs to (k: none): the row's document
+            # d (1, 2, ...; 0 = padding) is the row's d-th sequence
+            first = np.cumsum([0] + [len(row) for row in rows[:-1]])
+            k = int(first[-1]) + len(rows[-1])
             seg = batch.segments.numpy()
-            owner = np.where(seg > 0, first[:, None] + seg - 1, k)
-        else:
-            owner = np.broadcast_to(first[:, None], batch.input_ids.shape)
+            owner = torch.from_numpy(np.where(seg > 0, first[:, None] + seg - 1, k)).to(device)
         batch = batch.to(device)
         out = self.model(**self.attention.model_inputs(batch), use_cache=False)
         logits = out.logits if hasattr(out, "logits") else out[0]
@@ -296,8 +295,9 @@ class LikelihoodScorer:
         keep = targets != IGNORE_INDEX  # a target inside its own sequence
         if not self.score_eos:
             keep &= targets != self.layout.eos_id
-        lp = self._token_logprobs(logits, targets.masked_fill(~keep, 0))
+        lp = self._token_logprobs(logits, targets.masked_fill(~keep, 0)).masked_fill(~keep, 0.0)
+        if owner is None:
+            return lp.sum(1)  # one sequence per row
         sums = torch.zeros(k + 1, dtype=torch.float32, device=device)
-        sums.index_add_(0, torch.from_numpy(np.ascontiguousarray(owner)).to(device).reshape(-1),
-                        lp.masked_fill(~keep, 0.0).reshape(-1))
+        sums.index_add_(0, owner.reshape(-1), lp.reshape(-1))
         return sums[:k]
