@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
-from twist.contract import UnitContract, VocabLayout
+from twist.contract import UnitContract
 from twist.dist import DistInfo
 from twist.errors import ConfigError, ContractMismatch, InputError
 from twist.lm.attention import AttentionPlan, plan_attention
@@ -390,7 +390,7 @@ def check_model_fits(model: torch.nn.Module, contract: UnitContract, cfg: TrainR
     if mine is not None:
         mine.check_compatible(contract, mine=f"model {cfg.model.name}", theirs=f"dataset {cfg.data.path}")
     vocab = model.get_input_embeddings().weight.shape[0]
-    need = VocabLayout(contract.n_units).n_real
+    need = contract.layout.n_real
     if vocab < need:
         raise ContractMismatch(f"model {cfg.model.name}: vocabulary ({vocab}) is smaller than the unit layout "
                                f"of dataset {cfg.data.path} needs ({need})")
