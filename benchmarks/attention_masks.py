@@ -3,8 +3,8 @@
 Times one model forward (and, where the device allows, forward + backward) of an OPT-shaped
 model (random weights) on a packed batch under each mask form twist can use:
 
-* ``sdpa``: the dense ``[B, 1, T, T]`` boolean document mask (twist.train.packing.document_mask);
-* ``flex``: the block-sparse ``BlockMask`` (twist.train.attention.document_block_mask) run by
+* ``sdpa``: the dense ``[B, 1, T, T]`` boolean document mask (twist.lm.packing.document_mask);
+* ``flex``: the block-sparse ``BlockMask`` (twist.lm.attention.document_block_mask) run by
   ``twist_flex``; on CPU flex has forward only, and runs unfused (no compiled CPU kernel);
 * ``causal``: the whole-document rows' fast path (SDPA ``is_causal``), for reference.
 
@@ -27,7 +27,7 @@ import torch
 def packed_batch(batch: int, max_tokens: int, n_units: int, seed: int = 0):
     """Windows of log-normal utterances (median a third of the window), greedily packed."""
     from twist.contract import VocabLayout
-    from twist.train.packing import pack_sequences
+    from twist.lm.packing import pack_sequences
 
     layout = VocabLayout(n_units)
     rng = np.random.default_rng(seed)
@@ -53,8 +53,8 @@ def run(model_name: str = "tiny", device: str = "cpu", batch: int = 4, max_token
     from train_throughput import SHAPES
     from transformers import OPTConfig, OPTForCausalLM
 
-    from twist.train.attention import FLEX, AttentionPlan, register_flex
-    from twist.train.packing import token_loss_sum
+    from twist.lm.attention import FLEX, AttentionPlan, register_flex
+    from twist.lm.packing import token_loss_sum
 
     dev = torch.device(device)
     b, layout = packed_batch(batch, max_tokens, n_units)

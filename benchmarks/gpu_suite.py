@@ -183,26 +183,17 @@ def section_env(s: Suite) -> dict[str, Any]:
     return res
 
 
-TINY_FAMILIES = {
-    "opt": {"hidden_size": 64, "word_embed_proj_dim": 64, "ffn_dim": 128, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "max_position_embeddings": 512, "dropout": 0.0, "attention_dropout": 0.0},
-    "llama": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "max_position_embeddings": 512},
-    "gpt_neox": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-                 "max_position_embeddings": 512},
-}
-
-
 def section_correctness(s: Suite) -> dict[str, Any]:
     """Flex == dense == padded on the device, loss and gradients; then compile without recompiles."""
-    from twist.contract import UnitContract, VocabLayout
-    from twist.lm import build_speech_lm
-    from twist.train.attention import FLEX, AttentionPlan, plan_attention, register_flex
-    from twist.train.packing import pack_sequences, pad_documents, token_loss_sum
+    from tests.model_shapes import TINY_SHAPES, tiny_speech_lm
+    from twist.contract import UnitContract
+    from twist.lm import families
+    from twist.lm.attention import FLEX, AttentionPlan, plan_attention, register_flex
+    from twist.lm.packing import pack_sequences, pad_documents, token_loss_sum
 
     contract = UnitContract(encoder="synthetic", encoder_fingerprint="suite", layer=None, frame_rate=25.0,
                             n_units=50, kmeans_fingerprint="suite")
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     rng = np.random.default_rng(0)
     max_tokens = 300  # three flex tiles, the last one partial
     docs = [layout.encode(rng.integers(0, contract.n_units, size=int(n))) for n in rng.integers(4, 150, size=24)]
@@ -219,10 +210,8 @@ def section_correctness(s: Suite) -> dict[str, Any]:
     flex_grads = s.device.type == "cuda"  # flex has no CPU backward
     out: dict[str, Any] = {"flex_gradients_checked": flex_grads}
     ok = True
-    for family, config in TINY_FAMILIES.items():
-        cfg = {"name": f"tiny-{family}", "family": family, "source": None, "gguf_file": None, "num_layers": None,
-               "config": config}
-        model = build_speech_lm(cfg, "cold", contract, seed=0, verbose=False).to(s.device).train()
+    for family in [f for f in TINY_SHAPES if families.family(f).flex_tested]:  # the families auto gives flex
+        model = tiny_speech_lm(family, contract, max_position_embeddings=max_tokens).to(s.device).train()
         dense = plan_attention(model, "sdpa", "packed", device=s.device, announce=False)
         pad_plan = plan_attention(model, "sdpa", "padded", device=s.device, announce=False)
         flex = AttentionPlan(FLEX, "packed", "block", None, "suite")
@@ -366,7 +355,6 @@ def section_score(s: Suite) -> dict[str, Any]:
     from twist.contract import UnitContract
     from twist.eval.likelihood import LikelihoodScorer
     from twist.lm import build_speech_lm
-    from twist.train.attention import plan_attention
 
     c = s.size["score"]
     contract = UnitContract(encoder="synthetic", encoder_fingerprint="suite", layer=None, frame_rate=25.0,
@@ -387,15 +375,13 @@ def section_score(s: Suite) -> dict[str, Any]:
         sc = scorer.score_units(items)
         return sc.sum, sc.seconds
 
-    model.set_attn_implementation("sdpa")
-    bucketed = LikelihoodScorer(model, contract, batch_size=c["batch_size"], max_batch_tokens=c["max_batch_tokens"])
+    bucketed = LikelihoodScorer(model, contract, batch_size=c["batch_size"], max_batch_tokens=c["max_batch_tokens"],
+                                attn_implementation="sdpa", announce=False)
     ref, sec = timed(bucketed, seqs)
     res["bucketed_pairs_per_s"] = c["pairs"] / sec
-    # packed rows: flex block masks on GPU (the plan only sets the kernel; no training here)
-    plan_attention(model, "flex" if s.device.type == "cuda" else "sdpa", "packed", device=s.device,
-                   announce=False)
+    # packed rows: twist-eval's attn_implementation=auto (flex block masks on GPU for this family)
     packed = LikelihoodScorer(model, contract, batch_size=c["batch_size"], max_batch_tokens=c["max_batch_tokens"],
-                              pack_tokens=c["pack_tokens"])
+                              pack_tokens=c["pack_tokens"], announce=False)
     got, sec = timed(packed, seqs)
     res["packed_pairs_per_s"] = c["pairs"] / sec
     res["packed_attention"] = model.config._attn_implementation
@@ -403,7 +389,7 @@ def section_score(s: Suite) -> dict[str, Any]:
     # the plain loop: one utterance at a time, HF forward, log-softmax over the real vocabulary
     model.set_attn_implementation("sdpa")
     sub = seqs[: 2 * c["plain_pairs"]]
-    layout = contract.layout_info
+    layout = contract.layout
     plain = []
     with torch.inference_mode():
         for u in sub[:4]:

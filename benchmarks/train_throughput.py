@@ -96,11 +96,10 @@ def sync(device: torch.device) -> None:
 
 def plain_hf(args, contract, data_root: Path, device: torch.device) -> float:
     """The plain loop: padded rows, HF's own loss, same optimiser/precision/clipping."""
-    from twist.contract import VocabLayout
     from twist.lm import build_speech_lm
     from twist.units import UnitDataset
 
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     model = build_speech_lm(model_cfg(args.model), "cold", contract, seed=0, verbose=False).to(device).train()
     model.set_attn_implementation("sdpa")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), weight_decay=0.01,

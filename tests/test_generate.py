@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.model_shapes import tiny_config
 from twist.contract import ContractMismatchError, UnitContract, VocabLayout
 from twist.generate import (
     SamplingConfig,
@@ -51,8 +52,7 @@ def tiny_lm(seed: int = 0) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=VocabLayout(K).vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024)
+    cfg = LlamaConfig(vocab_size=VocabLayout(K).vocab_size, **tiny_config("llama", max_position_embeddings=1024))
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -137,7 +137,7 @@ class _LoudSpecials(torch.nn.Module):
 
 def test_bos_pad_and_padding_rows_are_never_sampled():
     c = contract()
-    layout = c.layout_info
+    layout = c.layout
     lm = _LoudSpecials(tiny_lm(), layout)
     units = [np.array([1, 2, 3]), np.array([4, 5])]
     for temp in (0.0, 1.0, 5.0):
@@ -161,8 +161,7 @@ def tiny_opt(seed: int = 0) -> torch.nn.Module:
     from transformers import OPTConfig, OPTForCausalLM
 
     torch.manual_seed(seed)
-    cfg = OPTConfig(vocab_size=VocabLayout(K).vocab_size, hidden_size=32, word_embed_proj_dim=32, ffn_dim=64,
-                    num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=256)
+    cfg = OPTConfig(vocab_size=VocabLayout(K).vocab_size, **tiny_config("opt", max_position_embeddings=256))
     return OPTForCausalLM(cfg).eval()
 
 
@@ -176,7 +175,7 @@ def test_cached_decoding_warns_nothing_and_equals_decoding_without_the_cache(mak
     import warnings
 
     c = contract()
-    layout = c.layout_info
+    layout = c.layout
     lm = make_lm()
     prompt = np.array([3, 1, 4, 1, 5, 9, 2, 6])
     greedy = SamplingConfig(temperature=0.0, max_seconds=0.2, stop_at_eos=False)

@@ -143,6 +143,8 @@ def test_bad_inputs_named(tmp_path, contract):
     w = UnitShardWriter(tmp_path / "d", contract)
     with pytest.raises(ValueError, match="'bad'.*outside"):
         w.add("bad", np.array([0, contract.n_units]))
+    with pytest.raises(ValueError, match=r"'neg': unit id -1 is outside \[0, 20\) at position 1"):  # the bad id, not max()
+        w.add("neg", np.array([3, -1, 5]))
     (tmp_path / "lines.txt").write_text("a\t1 2 x\n")
     with pytest.raises(ValueError, match="lines.txt:1"):
         import_lines(tmp_path / "lines.txt", tmp_path / "imp", contract)

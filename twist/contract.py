@@ -34,7 +34,8 @@ from twist.errors import ConfigError, ContractMismatch, InputError
 CONTRACT_VERSION = 1
 LAYOUT_NAME = "units-first/bos-eos-pad/v1"
 
-# Fields that decide which unit index means which sound. Any difference is a mismatch.
+# Fields (as the contract files name them) that decide which unit index means which sound.
+# Any difference is a mismatch.
 IDENTITY_FIELDS = (
     "encoder",
     "encoder_fingerprint",
@@ -65,7 +66,8 @@ class UnitContract:
         kmeans_fingerprint: a hash of the centroid values.
         dedup: whether runs of repeated units are collapsed (durations kept aside).
         sample_rate: audio sample rate the encoder consumes.
-        layout: the token-id layout name (see module docstring).
+        layout_name: the token-id layout's name (see module docstring); stored as ``layout``
+            in contract files. :attr:`layout` is the layout itself.
     """
 
     encoder: str
@@ -76,7 +78,7 @@ class UnitContract:
     kmeans_fingerprint: str
     dedup: bool = True
     sample_rate: int = 16000
-    layout: str = LAYOUT_NAME
+    layout_name: str = LAYOUT_NAME
 
     def __post_init__(self) -> None:
         if self.n_units < 1 or self.n_units > 65000:
@@ -86,12 +88,14 @@ class UnitContract:
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        # files name the layout ``layout``, in the place it always had
+        d = {("layout" if k == "layout_name" else k): v for k, v in dataclasses.asdict(self).items()}
         d["version"] = CONTRACT_VERSION
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "<dict>") -> UnitContract:
+        d = {("layout_name" if k == "layout" else k): v for k, v in d.items()}
         names = {f.name for f in dataclasses.fields(cls)}
         missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in d]
         if missing:
@@ -117,9 +121,10 @@ class UnitContract:
     # ---- checks ----------------------------------------------------------------------------
     def differences(self, other: UnitContract, ignore: Iterable[str] = ()) -> dict[str, tuple[Any, Any]]:
         fields = [f for f in (*IDENTITY_FIELDS, "dedup") if f not in set(ignore)]
+        mine, theirs = self.to_dict(), other.to_dict()
         out = {}
         for f in fields:
-            a, b = getattr(self, f), getattr(other, f)
+            a, b = mine[f], theirs[f]
             if f == "frame_rate":
                 same = math.isclose(float(a), float(b))
             else:
@@ -155,7 +160,8 @@ class UnitContract:
             )
 
     @property
-    def layout_info(self) -> VocabLayout:
+    def layout(self) -> VocabLayout:
+        """The token-id layout of these units: what every stage builds batches and vocabularies with."""
         return VocabLayout(self.n_units)
 
 
@@ -186,6 +192,31 @@ def fingerprint_state_dict(state_dict: dict[str, Any]) -> str:
     """Fingerprint a model's weights independent of dict order."""
     keys = sorted(state_dict)
     return fingerprint_arrays(*(state_dict[k] for k in keys), extra="|".join(keys))
+
+
+def check_unit_range(units: Any, n_units: int, *, where: str = "units", hint: str = "") -> None:
+    """Refuse unit ids outside ``[0, n_units)``: the one check every reader of units uses.
+
+    The message names the first bad id itself (negative or too large), where it is (``where``
+    and its position) and the valid range.
+
+    Args:
+        units: unit ids, a numpy array or a torch tensor of any shape.
+        n_units: K, the number of units (for a vocoder: its unit table's size).
+        where: what the ids are, for the message, e.g. ``"utterance 'u7'"``.
+        hint: appended to the message (what the mismatch likely means).
+    """
+    if hasattr(units, "detach"):  # a torch tensor (the vocoder's input)
+        units = units.detach().cpu().numpy()
+    ids = np.asarray(units)
+    if ids.size == 0:
+        return
+    bad = (ids < 0) | (ids >= n_units)
+    if not bad.any():
+        return
+    first = np.argwhere(bad)[0]
+    at = int(first[0]) if ids.ndim == 1 else tuple(int(i) for i in first)
+    raise InputError(f"{where}: unit id {int(ids[tuple(first)])} is outside [0, {n_units}) at position {at}{hint}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,9 +267,7 @@ class VocabLayout:
     def encode(self, units: np.ndarray, *, bos: bool = True, eos: bool = True) -> np.ndarray:
         """Units -> token ids (int64) with bos/eos as the contract says."""
         units = np.asarray(units)
-        if units.size and (units.min() < 0 or units.max() >= self.n_units):
-            bad = units[(units < 0) | (units >= self.n_units)][0]
-            raise InputError(f"unit id {int(bad)} is outside [0, {self.n_units}) for K={self.n_units}")
+        check_unit_range(units, self.n_units)
         parts = []
         if bos:
             parts.append(np.array([self.bos_id], dtype=np.int64))

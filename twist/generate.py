@@ -159,7 +159,7 @@ def sample_units(
     Returns:
         the generated units per prompt (without the prompt, without eos).
     """
-    layout = contract.layout_info
+    layout = contract.layout
     if max_new_tokens is None:
         max_new_tokens = max(1, math.ceil(cfg.max_seconds * contract.frame_rate))
     keys = [str(i) for i in range(len(prompts))] if keys is None else [str(k) for k in keys]

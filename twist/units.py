@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from twist.atomic import atomic_path, atomic_write_json, atomic_write_text, read_json_object
-from twist.contract import UnitContract
+from twist.contract import UnitContract, check_unit_range
 from twist.errors import ConfigError, InputError, MissingInputError
 
 FORMAT = "twist-units"
@@ -201,9 +201,7 @@ class UnitShardWriter:
         if utt_id in self._done:
             return
         units = np.asarray(units)
-        k = self.contract.n_units
-        if units.size and (units.min() < 0 or units.max() >= k):
-            raise InputError(f"utterance {utt_id!r}: unit id {int(units.max())} is outside [0, {k})")
+        check_unit_range(units, self.contract.n_units, where=f"utterance {utt_id!r}")
         n_frames = int(units.size)
         if raw and self.contract.dedup:
             units, durations = dedup(units)
@@ -447,13 +445,8 @@ class UnitDataset(Sequence):
 
     def validate(self) -> None:
         """Check every utterance's units are in ``[0, K)``; name the first bad one."""
-        k = self.contract.n_units
         for i, row in enumerate(self._rows):
-            u = self[i]
-            if u.size and int(u.max()) >= k:
-                raise InputError(
-                    f"unit dataset {self.root}: utterance {row['id']!r} has unit id {int(u.max())} >= K={k}"
-                )
+            check_unit_range(self[i], self.contract.n_units, where=f"unit dataset {self.root}: utterance {row['id']!r}")
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self)):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from twist.contract import UnitContract, VocabLayout
+from tests.model_shapes import tiny_config
+from twist.contract import UnitContract
 
 FRAME = 320  # samples per frame at 50 Hz / 16 kHz
 
@@ -20,16 +21,8 @@ def tiny_llama(contract: UnitContract, seed: int = 0, max_positions: int = 256) 
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=VocabLayout(contract.n_units).vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=max_positions,
-        attn_implementation="eager",
-    )
+    cfg = LlamaConfig(vocab_size=contract.layout.vocab_size,
+                      **tiny_config("llama", max_position_embeddings=max_positions), attn_implementation="eager")
     return LlamaForCausalLM(cfg).eval()
 
 

@@ -14,12 +14,9 @@ import numpy as np
 import pytest
 
 import twist
+from tests.model_shapes import tiny_node
 
-TINY_OPT = {
-    "name": "tiny-opt", "family": "opt", "source": None, "gguf_file": None, "num_layers": None,
-    "config": {"hidden_size": 32, "word_embed_proj_dim": 32, "ffn_dim": 64, "num_hidden_layers": 2,
-               "num_attention_heads": 2, "max_position_embeddings": 512},
-}
+TINY_OPT = tiny_node("opt", max_position_embeddings=512)
 COLUMNS = ["id", "filename", "voice", "frequency", "word", "phones", "length", "correct"]
 
 

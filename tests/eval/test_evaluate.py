@@ -196,9 +196,8 @@ def test_length_only_baseline_and_both_rules_on_a_hand_made_case(tmp_path, ev, s
     shorter sequence wins", the length-only baseline."""
     import torch
 
-    from twist.contract import VocabLayout
 
-    v = VocabLayout(small_contract.n_units).vocab_size
+    v = small_contract.layout.vocab_size
     uniform = ev.FixedLogitsLM(torch.zeros(v, v))
     # (positive, negative) unit counts -> length-only decisions 1, 0, 0.5, 1
     lengths = {"p1": (3, 5), "p2": (6, 2), "p3": (4, 4), "p4": (2, 7)}

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.model_shapes import tiny_config
 from twist.errors import ConfigError, InputError, MissingInputError
 from twist.eval.generation import (
     TextScorer,
@@ -171,8 +172,7 @@ def artefacts(tmp_path):
     tok.save(tmp_path / "tokenizer")
     c = tok.contract
     torch.manual_seed(0)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=c.layout_info.vocab_size, hidden_size=16, intermediate_size=32,
-                                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=c.layout.vocab_size, **tiny_config("llama")))
     save_speech_lm(lm, tmp_path / "lm", c)
     gen = build_generator({
         "num_embeddings": c.n_units, "embedding_dim": 8, "upsample_rates": [4, 4, 5, 4],

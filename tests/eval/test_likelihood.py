@@ -92,7 +92,7 @@ def test_scores_do_not_depend_on_batch_size(ev, small_contract):
     np.testing.assert_allclose(capped.sum, one.sum, rtol=0, atol=1e-4)
     np.testing.assert_array_equal(many.n_tokens, [len(x) + 1 for x in seqs])
     # and equal to a direct, unpadded, unbatched computation
-    layout = VocabLayout(small_contract.n_units)
+    layout = small_contract.layout
     ids = torch.from_numpy(layout.encode(seqs[3]))[None]
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0, :-1].float()
@@ -106,24 +106,20 @@ def test_packed_scores_equal_one_at_a_time(attn, ev, small_contract):
     """pack_tokens: sequences share rows under a document mask (additive, dense bool, or a
     flex BlockMask); each score equals the score of the sequence alone, also where a row holds
     one whole sequence (under flex: the plain-causal path)."""
-    if attn == "twist_flex":
-        from twist.train.attention import register_flex
-
-        register_flex()
     model = ev.tiny_llama(small_contract)
-    model.set_attn_implementation(attn)
     rng = np.random.default_rng(0)
     seqs = [rng.integers(0, small_contract.n_units, size=int(n)) for n in rng.integers(1, 60, size=40)]
     seqs.append(rng.integers(0, small_contract.n_units, size=126))  # with bos/eos: exactly one row
-    one = LikelihoodScorer(model, small_contract, batch_size=1).score_units(seqs)
+    one = LikelihoodScorer(model, small_contract, batch_size=1, attn_implementation="eager").score_units(seqs)
     for rows_per_batch, score_eos in ((4, True), (4, False), (1, True)):  # 1: a lone full row runs plain causal
         scorer = LikelihoodScorer(model, small_contract, batch_size=rows_per_batch, pack_tokens=128,
-                                  score_eos=score_eos)
+                                  score_eos=score_eos, attn_implementation=attn)
+        assert model.config._attn_implementation == attn
         rows = [r for batch in scorer._packed_rows(np.asarray([len(x) + 2 for x in seqs])) for r in batch]
         assert len(rows) < len(seqs) / 2  # sequences really share rows
         packed = scorer.score_units(seqs)
-        ref = one if score_eos else LikelihoodScorer(model, small_contract, batch_size=1,
-                                                     score_eos=False).score_units(seqs)
+        ref = one if score_eos else LikelihoodScorer(model, small_contract, batch_size=1, score_eos=False,
+                                                     attn_implementation="eager").score_units(seqs)
         np.testing.assert_allclose(packed.sum, ref.sum, rtol=0, atol=1e-4)
         np.testing.assert_array_equal(packed.n_tokens, ref.n_tokens)
     with pytest.raises(ValueError, match="longer than max_length=128"):
@@ -192,3 +188,31 @@ def test_bf16_weights_score_close_to_fp32(ev, small_contract):
     bf16 = LikelihoodScorer(copy.deepcopy(model).to(torch.bfloat16), small_contract, batch_size=4).score_units(seqs)
     assert bf16.sum.dtype == np.float64
     np.testing.assert_allclose(bf16.mean, fp32.mean, atol=0.05)
+
+
+def test_scoring_takes_the_attention_setting_training_takes(ev, small_contract):
+    """attn_implementation picks the kernel as train.attn_implementation does (auto: sdpa on
+    CPU), and packed scoring builds its masks in that kernel's form."""
+    model = ev.tiny_llama(small_contract)  # built with eager attention
+    scorer = LikelihoodScorer(model, small_contract)
+    assert model.config._attn_implementation == "sdpa" and scorer.attention.implementation == "sdpa"
+    scorer = LikelihoodScorer(model, small_contract, attn_implementation="eager", pack_tokens=64)
+    assert model.config._attn_implementation == "eager"
+    assert (scorer.attention.packing, scorer.attention.mask) == ("packed", "additive")
+    scorer = LikelihoodScorer(model, small_contract, attn_implementation="flex", pack_tokens=64)  # forward only: CPU is fine
+    assert scorer.attention.mask == "block"
+    with pytest.raises(ValueError, match="attn_implementation must be one of auto, flex"):
+        LikelihoodScorer(model, small_contract, attn_implementation="fast")
+
+
+def test_packing_under_flash_attention_is_refused_as_in_training(ev, small_contract):
+    """flash_attention_2 takes no document mask: packed rows would attend across sequences."""
+    from twist.errors import ConfigError
+    from twist.eval.config import EvalRunConfig
+
+    model = ev.tiny_llama(small_contract)
+    with pytest.raises(ConfigError, match="pack_tokens cannot be used with attn_implementation=flash_attention_2"):
+        LikelihoodScorer(model, small_contract, pack_tokens=64, attn_implementation="flash_attention_2")
+    with pytest.raises(ConfigError, match="pack_tokens cannot be used with attn_implementation=flash_attention_2"):
+        EvalRunConfig(out_dir="x", pack_tokens=64, attn_implementation="flash_attention_2")
+    EvalRunConfig(out_dir="x", attn_implementation="flash_attention_2")  # padded buckets: fine

@@ -1,39 +1,27 @@
-"""Tiny model/ nodes, one per family, built offline from each config class."""
+"""Tiny text-LM model/ nodes, one per family (shapes: tests/model_shapes.py), built offline."""
 
 import pytest
 import torch
 
-# Every family TWIST uses, plus OPT-350M's project_in/out shape (word_embed_proj_dim != hidden).
+from tests.model_shapes import tiny_node
+
+TEXT_VOCAB = 300  # the stand-in text vocabulary the surgery replaces
+
+# Every family TWIST uses, plus OPT-350M's project_in/out shape (word_embed_proj_dim != hidden),
+# with each family's embedding tying as its real checkpoints have it.
 FAMILY_NODES = {
-    "opt": {
-        "family": "opt",
-        "config": dict(hidden_size=32, word_embed_proj_dim=32, ffn_dim=64, num_hidden_layers=2,
-                       num_attention_heads=4, max_position_embeddings=64, vocab_size=300),
-    },
-    "opt_proj": {
-        "family": "opt",
-        "config": dict(hidden_size=32, word_embed_proj_dim=16, ffn_dim=64, num_hidden_layers=2,
-                       num_attention_heads=4, max_position_embeddings=64, vocab_size=300,
-                       do_layer_norm_before=False),
-    },
-    "bloom": {"family": "bloom", "config": dict(hidden_size=32, n_layer=2, n_head=4, vocab_size=300)},
-    "gpt_neox": {
-        "family": "gpt_neox",
-        "config": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                       max_position_embeddings=64, vocab_size=300, tie_word_embeddings=False),
-    },
-    "llama": {
-        "family": "llama",
-        "config": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                       intermediate_size=64, max_position_embeddings=64, vocab_size=300, tie_word_embeddings=True),
-    },
-    "imagegpt": {"family": "imagegpt", "config": dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=300)},
+    "opt": tiny_node("opt", vocab_size=TEXT_VOCAB),
+    "opt_proj": tiny_node("opt", "tiny-opt_proj", vocab_size=TEXT_VOCAB, word_embed_proj_dim=16,
+                          do_layer_norm_before=False),
+    "bloom": tiny_node("bloom", vocab_size=TEXT_VOCAB),
+    "gpt_neox": tiny_node("gpt_neox", vocab_size=TEXT_VOCAB, tie_word_embeddings=False),
+    "llama": tiny_node("llama", vocab_size=TEXT_VOCAB, tie_word_embeddings=True),
+    "imagegpt": tiny_node("imagegpt", vocab_size=TEXT_VOCAB),
 }
 
 
 def node(key: str, **extra) -> dict:
-    d = {"name": f"tiny-{key}", "source": None, "gguf_file": None, "num_layers": None, "dtype": "float32"}
-    d.update(FAMILY_NODES[key])
+    d = dict(FAMILY_NODES[key])
     d["config"] = dict(d["config"])
     d.update(extra)
     return d

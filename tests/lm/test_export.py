@@ -35,7 +35,7 @@ def _twist_logprobs(model, ids, fwd, layout):
 def test_plain_transformers_gives_twists_masked_logprobs(family, make_node, contract, fwd, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     model = _trained_looking(build_speech_lm(make_node(family), "cold", contract, verbose=False), layout)
     ids = torch.randint(0, layout.n_real, (3, 12))
     want = _twist_logprobs(model, ids, fwd, layout)
@@ -61,7 +61,7 @@ def test_plain_transformers_gives_twists_masked_logprobs(family, make_node, cont
 def test_plain_generate_samples_only_units_and_eos(make_node, contract, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     model = _trained_looking(build_speech_lm(make_node("llama"), "cold", contract, verbose=False), layout)
     with torch.no_grad():  # make <bos> and <pad> the most likely next tokens: only the config can stop them
         model.get_output_embeddings().weight[[layout.bos_id, layout.pad_id]] *= 5.0
@@ -88,7 +88,7 @@ def test_plain_generate_samples_only_units_and_eos(make_node, contract, tmp_path
 
 def test_twist_still_loads_an_untrimmed_export(make_node, contract, fwd, tmp_path):
     """Directories exported before trimming (head and embedding at the padded width) still load."""
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     model = build_speech_lm(make_node("opt"), "cold", contract, verbose=False)
     old = tmp_path / "old"
     model.save_pretrained(old)  # what save_speech_lm wrote before

@@ -8,7 +8,6 @@ import torch
 from omegaconf import OmegaConf
 
 import twist
-from twist.contract import VocabLayout
 from twist.lm import build_speech_lm, mask_invalid_logits
 from twist.lm.sources import _gguf_cache_dir, resolve_source
 
@@ -40,7 +39,7 @@ def test_smollm2_gguf_warm_start_forward_backward(contract):
     for k, v in body.items():
         assert torch.equal(v, ref_sd[k]), f"{k} differs from the GGUF-loaded weights"
         assert torch.equal(again.state_dict()[k], v)
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied, as in SmolLM2
     assert model.lm_head.weight.shape == (layout.vocab_size, 576)
 

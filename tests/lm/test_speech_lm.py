@@ -6,21 +6,21 @@ import json
 import pytest
 import torch
 
-from twist.contract import ContractMismatchError, VocabLayout
+from twist.contract import ContractMismatchError
 from twist.lm import build_speech_lm, contract_of, load_speech_lm, mask_invalid_logits, save_speech_lm
 from twist.lm.sources import model_class_for
 
 
 def test_save_load_gives_identical_logits(family_key, make_node, contract, fwd, tmp_path):
     model = build_speech_lm(make_node(family_key), "warm", contract, verbose=False)
-    ids = torch.randint(0, VocabLayout(contract.n_units).n_real, (2, 11))
+    ids = torch.randint(0, contract.layout.n_real, (2, 11))
     with torch.no_grad():
         ref = model(**fwd(model, ids)).logits
     out = save_speech_lm(model, tmp_path / "slm", contract)
     assert (out / "config.json").is_file() and (out / "unit_contract.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
-    n_real = VocabLayout(contract.n_units).n_real  # the padding columns are masked, and not exported
+    n_real = contract.layout.n_real  # the padding columns are masked, and not exported
     loaded, got = load_speech_lm(out, expected=contract)
     assert got == contract and contract_of(loaded) == contract
     with torch.no_grad():
@@ -59,7 +59,7 @@ def test_loading_a_plain_text_lm_is_refused(make_node, tmp_path):
 
 
 def test_padding_rows_get_no_probability_mass(make_node, contract, fwd):
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     model = build_speech_lm(make_node("llama"), "warm", contract, verbose=False)
     ids = torch.randint(0, layout.n_real, (3, 8))
     with torch.no_grad():

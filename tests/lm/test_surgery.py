@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from twist.contract import VocabLayout
 from twist.lm import build_speech_lm, cold_start, load_text_lm, param_report, warm_start
 from twist.lm.surgery import count_params, vocab_param_names
 
@@ -43,7 +42,7 @@ def test_share_body_takes_the_text_tensors_without_a_copy(family_key, make_node,
 
 
 def test_vocabulary_is_the_padded_unit_layout(family_key, make_node, contract, fwd):
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     text = load_text_lm(make_node(family_key))
     speech = warm_start(text, contract)
     emb, head = speech.get_input_embeddings().weight, speech.get_output_embeddings().weight
@@ -82,7 +81,7 @@ def test_family_quirks(family_key, make_node, contract):
         assert emb.shape[1] == 16 and tied
     if family_key.startswith("opt"):
         pos = speech.model.decoder.embed_positions
-        assert pos.offset == 2 and pos.weight.shape[0] == 64 + 2
+        assert pos.offset == 2 and pos.weight.shape[0] == make_node(family_key)["config"]["max_position_embeddings"] + 2
         assert "model.decoder.embed_positions.weight" in names
     if family_key == "bloom":
         assert {"transformer.word_embeddings_layernorm.weight", "transformer.word_embeddings_layernorm.bias"} <= names

@@ -1,4 +1,4 @@
-"""Fixtures for the trainer tests: a tiny unit dataset and a tiny OPT config."""
+"""Fixtures for the trainer tests: a tiny unit dataset and a tiny OPT config (shapes: tests/model_shapes.py)."""
 
 from __future__ import annotations
 
@@ -10,43 +10,20 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from tests.model_shapes import tiny_node, tiny_speech_lm
 from twist.contract import UnitContract
-from twist.lm import build_speech_lm
 from twist.lm.config import InitConfig, ModelConfig
 from twist.train.config import DataConfig, LoggerConfig, ScheduleConfig, TrainLoopConfig, TrainRunConfig
 from twist.units import UnitShardWriter, merge_shards
 
-TINY_OPT = ModelConfig(
-    name="tiny-opt",
-    family="opt",
-    config={
-        "hidden_size": 32,
-        "word_embed_proj_dim": 32,
-        "ffn_dim": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "max_position_embeddings": 128,
-    },
-)
-
-
-# One tiny shape per family the fast path covers (the attention, packing and compile tests).
-TINY_FAMILIES = {
-    "opt": {"hidden_size": 32, "word_embed_proj_dim": 32, "ffn_dim": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "max_position_embeddings": 160, "dropout": 0.0, "attention_dropout": 0.0},
-    "llama": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "max_position_embeddings": 160},
-    "gpt_neox": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                 "max_position_embeddings": 160},
-    "bloom": {"hidden_size": 32, "n_layer": 2, "n_head": 4},
-}  # fmt: skip
+# The trainer tests' model: the tiny OPT with OPT's own hidden dropout, so a resumed run must
+# restore the dropout RNG to repeat the uninterrupted one bit for bit.
+TINY_OPT = ModelConfig(**tiny_node("opt", max_position_embeddings=128, dropout=0.1))
 
 
 def tiny_family_model(family: str, contract: UnitContract, seed: int = 0, **config: Any):
     """A cold-started tiny speech LM of ``family`` (``config`` overrides its shape)."""
-    cfg = {"name": f"tiny-{family}", "family": family, "source": None, "gguf_file": None, "num_layers": None,
-           "config": {**TINY_FAMILIES[family], **config}}
-    return build_speech_lm(cfg, "cold", contract, seed=seed, verbose=False)
+    return tiny_speech_lm(family, contract, seed=seed, **config)
 
 
 def make_unit_dataset(

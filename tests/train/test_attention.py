@@ -13,7 +13,7 @@ import torch
 
 from tests.train.conftest import tiny_family_model
 from twist.contract import VocabLayout
-from twist.train.attention import (
+from twist.lm.attention import (
     FLEX,
     alibi_slopes,
     causal_block_mask,
@@ -21,7 +21,7 @@ from twist.train.attention import (
     document_block_mask,
     plan_attention,
 )
-from twist.train.packing import document_mask, pack_sequences, pad_documents, token_loss_sum
+from twist.lm.packing import document_mask, pack_sequences, pad_documents, token_loss_sum
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -102,7 +102,7 @@ def test_block_mask_is_the_dense_document_mask():
 def test_every_mask_form_gives_the_padded_loss_and_gradients(family, contract):
     """fp32: flex-masked packed loss == dense-mask packed loss == padded loss within 1e-5, and
     the dense packed gradients equal the padded ones (flex: no CPU backward, see module doc)."""
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     model = tiny_family_model(family, contract).train()
     docs, windows = _windows(layout, contract.n_units, 96)
     assert len(windows) < len(docs)
@@ -136,7 +136,7 @@ def test_every_mask_form_gives_the_padded_loss_and_gradients(family, contract):
     # flex on CPU: forward only (the plan refuses to train with it there)
     with pytest.raises(ValueError, match="no flex-attention backward on CPU"):
         plan_attention(model, "flex", "packed", device=CPU, announce=False)
-    from twist.train.attention import AttentionPlan, register_flex
+    from twist.lm.attention import AttentionPlan, register_flex
 
     register_flex()
     model.set_attn_implementation(FLEX)
@@ -156,7 +156,7 @@ def test_every_mask_form_gives_the_padded_loss_and_gradients(family, contract):
 def test_no_token_sees_another_document(family, contract):
     """Change one document of a window: the logits of every other document stay the same,
     under the flex BlockMask (forward) and under the dense mask (forward and gradients)."""
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     model = tiny_family_model(family, contract).eval()
     _, windows = _windows(layout, contract.n_units, 96, seed=3)
     window = max(windows, key=len)
@@ -168,7 +168,7 @@ def test_no_token_sees_another_document(family, contract):
     others = (a.segments > 0) & (a.segments != 2)
     plans = [plan_attention(model, "sdpa", "packed", device=CPU, announce=False)]
     if family != "bloom":
-        from twist.train.attention import AttentionPlan, register_flex
+        from twist.lm.attention import AttentionPlan, register_flex
 
         register_flex()
         plans.append(AttentionPlan(FLEX, "packed", "block", None, "test"))
@@ -210,7 +210,7 @@ def test_document_alibi_matches_bloom_for_single_documents():
 def test_auto_choice_per_device_and_family(contract, caplog):
     import logging
 
-    caplog.set_level(logging.INFO, logger="twist.train")
+    caplog.set_level(logging.INFO, logger="twist.lm")
     cuda = torch.device("cuda")
     for family in ("opt", "llama", "gpt_neox"):
         m = tiny_family_model(family, contract)
@@ -253,7 +253,7 @@ def test_whole_single_document_rows_take_the_plain_causal_path(family, contract)
     """Full windows of one document each (chunked long-form data) need no document mask: under
     SDPA the batch passes none, so SDPA can use its causal kernel, as a plain loop's full rows do.
     Loss and gradients equal the dense document mask's. BLOOM keeps its additive mask (ALiBi)."""
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     model = tiny_family_model(family, contract).train()
     rng = np.random.default_rng(3)
     t = 48

@@ -12,6 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tests.model_shapes import tiny_node
 from twist.checkpoint import load_checkpoint
 from twist.lm.config import ModelConfig
 from twist.train.loggers import read_metrics
@@ -61,10 +62,7 @@ shutdown_distributed()
 """
 
 
-TINY_LLAMA = ModelConfig(
-    name="tiny-llama", family="llama",
-    config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "num_key_value_heads": 1, "max_position_embeddings": 128})
+TINY_LLAMA = ModelConfig(**tiny_node("llama"))
 
 
 @pytest.mark.slow

@@ -10,23 +10,18 @@ import sys
 
 import pytest
 
+from tests.model_shapes import tiny_node
 from twist.lm import load_text_lm
 from twist.train.loggers import read_metrics
 
 # hub id (as in configs/model/*.yaml) -> a tiny model of the same family
 STAND_INS = {
-    "bigscience/bloom-560m": {"family": "bloom", "config": {"hidden_size": 32, "n_layer": 2, "n_head": 2}},
-    "EleutherAI/pythia-410m": {"family": "gpt_neox", "config": {
-        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-        "max_position_embeddings": 128}},
-    "openai/imagegpt-medium": {"family": "imagegpt", "config": {"n_embd": 32, "n_layer": 2, "n_head": 2,
-                                                                "n_positions": 128}},
-    "facebook/opt-125m": {"family": "opt", "config": {
-        "hidden_size": 32, "word_embed_proj_dim": 32, "ffn_dim": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "max_position_embeddings": 128}},
-    "facebook/opt-350m": {"family": "opt", "config": {
-        "hidden_size": 32, "word_embed_proj_dim": 16, "ffn_dim": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "max_position_embeddings": 128, "do_layer_norm_before": False}},
+    "bigscience/bloom-560m": tiny_node("bloom"),
+    "EleutherAI/pythia-410m": tiny_node("gpt_neox"),
+    "openai/imagegpt-medium": tiny_node("imagegpt"),
+    "facebook/opt-125m": tiny_node("opt"),
+    # OPT-350M's own quirks: project_in/out (embeddings narrower than the body), post-norm
+    "facebook/opt-350m": tiny_node("opt", word_embed_proj_dim=16, do_layer_norm_before=False),
 }
 
 
@@ -34,7 +29,7 @@ STAND_INS = {
 def models_dir(tmp_path):
     root = tmp_path / "models"
     for hub_id, node in STAND_INS.items():
-        load_text_lm({"source": None, "gguf_file": None, "num_layers": None, "dtype": "float32", **node}).save_pretrained(
+        load_text_lm(node).save_pretrained(
             root / hub_id)
     return root
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.model_shapes import tiny_speech_lm
 from twist.contract import VocabLayout
-from twist.lm import build_speech_lm
-from twist.train.packing import (
+from twist.lm.packing import (
     IGNORE_INDEX,
     document_lengths,
     pack_sequences,
@@ -17,15 +17,6 @@ from twist.train.packing import (
     token_loss_sum,
     utterance_documents,
 )
-
-TINY = {
-    "opt": {"hidden_size": 32, "word_embed_proj_dim": 32, "ffn_dim": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "max_position_embeddings": 128, "dropout": 0.0, "attention_dropout": 0.0},
-    "llama": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "num_key_value_heads": 1, "max_position_embeddings": 128},
-    "gpt_neox": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                 "max_position_embeddings": 128},
-}
 
 
 def test_plan_covers_every_token_once_within_max_tokens():
@@ -71,10 +62,8 @@ def test_packed_batch_targets_and_positions():
 @pytest.mark.parametrize("family", ["opt", "llama", "gpt_neox"])
 def test_packed_equals_unpacked_loss(family, contract):
     """The same utterances, packed into windows or one per padded row, give the same loss."""
-    layout = VocabLayout(contract.n_units)
-    cfg = {"name": f"tiny-{family}", "family": family, "source": None, "gguf_file": None, "num_layers": None,
-           "config": TINY[family]}
-    model = build_speech_lm(cfg, "cold", contract, seed=0, verbose=False).eval()
+    layout = contract.layout
+    model = tiny_speech_lm(family, contract).eval()
     model.set_attn_implementation("sdpa")
     rng = np.random.default_rng(1)
     utts = [rng.integers(0, contract.n_units, size=int(n)) for n in rng.integers(1, 20, size=9)]
@@ -123,7 +112,7 @@ def test_trainer_packed_equals_padded_for_every_attention_implementation(attn, m
 
 
 def test_flash_attention_never_packs_without_a_document_mask():
-    from twist.train.packing import packing_mode
+    from twist.lm.packing import packing_mode
 
     assert packing_mode("llama", "auto", "sdpa") == "packed"
     assert packing_mode("llama", "auto", "flash_attention_2") == "padded"

@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
+from tests.kill_resume import run_kill_script, write_kill_script
 from twist.errors import ConfigError
 from twist.train.trainer import Trainer
-
-KILL_SCRIPT = """
-import os, signal, json
-from twist.train.trainer import Trainer
-
-cfg = json.loads({cfg!r})
-kill_at = int(os.environ.get("KILL_AT", "0"))
-
-class Killable(Trainer):
-    def train_step(self):
-        m = super().train_step()
-        if self.state.step == kill_at:
-            self.logger.log({{**m, "tokens": 0}}, step=self.state.step)
-            self.logger.close()  # the event file reaches the disk, as a long run's would have
-            os.kill(os.getpid(), signal.SIGKILL)
-        return m
-
-Killable(cfg).fit()
-"""
 
 
 def _tb_loss_steps(run: Path) -> list[int]:
@@ -48,13 +26,11 @@ def test_tensorboard_holds_each_step_once_after_a_resume(make_cfg, unit_data, tm
     run = tmp_path / "run"
     cfg = make_cfg(unit_data, run, max_steps=7, valid_every=0, save_every=3)
     cfg["logger"]["tensorboard"] = True
-    script = tmp_path / "train_kill.py"
-    script.write_text(textwrap.dedent(KILL_SCRIPT.format(cfg=json.dumps(cfg, default=OmegaConf.to_container))))
-    p = subprocess.run([sys.executable, str(script)], env={**os.environ, "KILL_AT": "5"},
-                       capture_output=True, text=True, timeout=120)
+    script = write_kill_script(tmp_path / "train_kill.py", cfg, close_logger=True)
+    p = run_kill_script(script, kill_at=5)
     assert p.returncode == -9, p.stderr[-2000:]
     assert _tb_loss_steps(run) == [1, 2, 3, 4, 5]  # steps 4-5 are past the checkpoint at 3
-    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    p = run_kill_script(script)
     assert p.returncode == 0, p.stderr[-2000:]
     assert _tb_loss_steps(run) == [1, 2, 3, 4, 5, 6, 7]
 

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from tests.train.conftest import tiny_family_model
-from twist.contract import VocabLayout
-from twist.train.attention import FLEX, AttentionPlan, plan_attention, register_flex
-from twist.train.packing import pack_sequences
+from twist.lm.attention import FLEX, AttentionPlan, plan_attention, register_flex
+from twist.lm.packing import pack_sequences
 from twist.train.step import ForwardLoss, _forward_loss
 from twist.train.trainer import Trainer
 
@@ -25,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_forward_and_loss_trace_as_one_graph(family, contract):
     """Zero graph breaks in forward + loss: under the flex BlockMask for the flex families
     (no grad: flex has no CPU backward), under the dense additive mask with grad for BLOOM."""
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     model = tiny_family_model(family, contract)
     rng = np.random.default_rng(0)
     docs = [layout.encode(rng.integers(0, contract.n_units, size=n)) for n in (10, 20, 5, 30)]
@@ -61,7 +60,7 @@ def test_compiled_training_moves_between_whole_and_packed_rows_without_recompili
     recompiled them.)"""
     from torch._dynamo.utils import counters
 
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     model = tiny_family_model(family, contract).train()
     plan = plan_attention(model, "auto", "auto", device=torch.device("cpu"), announce=False)
     rng = np.random.default_rng(0)

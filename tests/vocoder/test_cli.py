@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests.model_shapes import tiny_config
 from tests.vocoder.conftest import tone_audio
 
 SMALL_GEN = [
@@ -73,8 +74,7 @@ def test_vocoder_and_generate_clis_end_to_end(tmp_path):
 
     c = UnitContract.load(units / "meta.json")
     torch.manual_seed(0)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=c.layout_info.vocab_size, hidden_size=16, intermediate_size=32,
-                                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=c.layout.vocab_size, **tiny_config("llama")))
     save_speech_lm(lm, tmp_path / "lm", c)
     gen = tmp_path / "gen"
     args = [f"lm={tmp_path / 'lm'}", f"tokenizer_dir={units}/tokenizer", f"vocoder={run}", f"prompts=[{wavs}]",

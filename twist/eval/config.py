@@ -13,6 +13,7 @@ from omegaconf import MISSING
 
 from twist.errors import ConfigError
 from twist.eval.registry import BENCHMARKS
+from twist.lm.families import ATTN_IMPLEMENTATIONS
 from twist.schema import check_choice
 
 BenchmarksConfig = make_dataclass(
@@ -59,6 +60,8 @@ class EvalRunConfig:
     """Cap on padded tokens per forward pass (null = no cap); bounds memory on long stories."""
     pack_tokens: int | None = None
     """Pack sequences into rows of this many tokens under a document mask (null = padded length-sorted buckets); rows per pass: batch_size, or max_batch_tokens / pack_tokens."""
+    attn_implementation: str = "auto"
+    """auto (flex on CUDA for OPT/LLaMA/GPT-NeoX, eager for BLOOM, else sdpa; as train.attn_implementation, logged) | flex | sdpa | eager | flash_attention_2 (padded buckets only: no pack_tokens)."""
     decide_by: str = "sum"
     """sum (paper, ZeroSpeech baseline) | mean (per-token, SlamKit): which log-prob decides a pair."""
     score_eos: bool = True
@@ -89,6 +92,7 @@ class EvalRunConfig:
     # May change on a rerun: devices, batching (scores do not depend on it), caches, labels, strictness.
     RERUN_FREE: ClassVar[tuple[str, ...]] = (
         "out_dir", "model_name", "device", "tokenizer_device", "batch_size", "max_batch_tokens", "pack_tokens",
+        "attn_implementation",
         "cache_dir", "tokenize_batch_size", "strict", "allow_incomplete", "progress",
         "benchmarks.generation.batch_size", "benchmarks.generation.sampling.batch_size",
     )
@@ -102,6 +106,11 @@ class EvalRunConfig:
         check_choice("mode", self.mode, ("eval", "compare"))
         check_choice("decide_by", self.decide_by, ("sum", "mean"))
         check_choice("too_long", self.too_long, ("error", "truncate"))
+        check_choice("attn_implementation", self.attn_implementation, (*ATTN_IMPLEMENTATIONS, "flex_attention"))
+        if self.pack_tokens and self.attn_implementation.startswith("flash_attention"):
+            from twist.lm.packing import EVAL_SETTINGS, packing_mode
+
+            packing_mode("", "packed", self.attn_implementation, EVAL_SETTINGS)  # refuses, as scoring would
         if self.mode == "compare" and not self.compare.runs:
             raise ConfigError("mode=compare needs compare.runs=[<eval run dir>, ...]")
 

@@ -103,7 +103,7 @@ def evaluate_model(
         tasks = plan_tasks(c, contract)
     scorer = LikelihoodScorer(model, contract, batch_size=c.batch_size, max_batch_tokens=c.max_batch_tokens,
                               score_eos=c.score_eos, max_length=c.max_length, too_long=c.too_long,
-                              progress=c.progress, pack_tokens=c.pack_tokens)
+                              progress=c.progress, pack_tokens=c.pack_tokens, attn_implementation=c.attn_implementation)
     audio = None
     if tokenizer is not None:
         cache = None if c.cache_dir == "off" else (c.cache_dir or default_cache_dir())
@@ -154,6 +154,7 @@ def _results_header(c: EvalRunConfig, model: torch.nn.Module, contract: UnitCont
         "decide_by": c.decide_by,
         "score_eos": scorer.score_eos,
         "batch_size": scorer.batch_size,
+        "attn_implementation": scorer.attention.implementation,
         "device": str(first.device),
         "dtype": str(first.dtype).replace("torch.", ""),
         "metrics": {},

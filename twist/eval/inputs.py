@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from twist.atomic import atomic_path
-from twist.contract import IDENTITY_FIELDS, UnitContract, fingerprint_arrays, sha256_file
+from twist.contract import IDENTITY_FIELDS, UnitContract, check_unit_range, fingerprint_arrays, sha256_file
 from twist.errors import InputError, MissingInputError
 from twist.rejects import RejectsLog
 from twist.units import dedup
@@ -47,9 +47,7 @@ class Tokenizer(Protocol):
 def final_units(units: np.ndarray, contract: UnitContract, *, name: str = "units") -> np.ndarray:
     """Check the range and apply the contract's dedup."""
     u = np.asarray(units, dtype=np.int64).reshape(-1)
-    if u.size and (u.min() < 0 or u.max() >= contract.n_units):
-        bad = int(u[(u < 0) | (u >= contract.n_units)][0])
-        raise InputError(f"{name}: unit id {bad} is outside [0, {contract.n_units})")
+    check_unit_range(u, contract.n_units, where=name)
     if contract.dedup:
         u = dedup(u)[0]
     return u

@@ -20,13 +20,15 @@ causal model and explicit ``position_ids`` a real token never sees a pad, so a s
 score does not depend on the batch it lands in (up to float rounding; tests pin this to
 1e-4 between batch sizes 1 and 32). Log-softmax runs in float32 whatever the model dtype.
 
-With ``pack_tokens`` the sorted sequences are instead packed into rows of that many tokens
-(the longest left with the shortest that still fit), each row carrying a document mask in
-the form the model's attention implementation takes (twist.train.attention: a flex
-``BlockMask`` under ``twist_flex``, the dense mask otherwise), so short items (sWUGGY words,
-sBLIMP sentences) fill the device without padding. Packed scores equal one-at-a-time
-scores within float rounding (tested). Scores stay on the device until the end: no host
-wait per batch.
+Batches are built by the same code as training's (twist.lm.packing: ``pad_documents``, or
+``pack_sequences`` with ``pack_tokens``), and the attention kernel is chosen by the same plan
+(twist.lm.attention.plan_attention, setting ``attn_implementation``, default ``auto``). With
+``pack_tokens`` the sorted sequences are packed into rows of that many tokens (the longest
+left with the shortest that still fit), each row carrying a document mask in the form the
+chosen kernel takes (a flex ``BlockMask`` under ``twist_flex``, the dense mask otherwise), so
+short items (sWUGGY words, sBLIMP sentences) fill the device without padding. Packed scores
+equal one-at-a-time scores within float rounding (tested). Scores stay on the device until
+the end: no host wait per batch.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from twist.contract import UnitContract, VocabLayout
+from twist.contract import UnitContract, VocabLayout, check_unit_range
 from twist.errors import ConfigError, InputError
+from twist.lm.attention import AttentionPlan, plan_attention
+from twist.lm.packing import EVAL_SETTINGS, IGNORE_INDEX, Batch, pack_sequences, pad_documents
 
 SCORE_KINDS = ("sum", "mean")
 
@@ -93,7 +97,11 @@ class LikelihoodScorer:
             tokens; the count is reported in :attr:`Scores.n_truncated`).
         progress: show a tqdm bar.
         pack_tokens: pack sequences into rows of this many tokens (``None``: padded buckets).
-            Needs a family that takes 4D document masks (twist.train.packing.PACKABLE_MODEL_TYPES).
+            Needs a family that takes 4D document masks (the family table's ``packable``,
+            twist.lm.families) and an attention kernel that does (not ``flash_attention_2``).
+        attn_implementation: ``auto | flex | sdpa | eager | flash_attention_2``, chosen as for
+            training (twist.lm.attention.plan_attention); the model is switched to it.
+        announce: log the attention choice.
     """
 
     def __init__(
@@ -108,6 +116,8 @@ class LikelihoodScorer:
         too_long: str = "error",
         progress: bool = False,
         pack_tokens: int | None = None,
+        attn_implementation: str = "auto",
+        announce: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -115,7 +125,7 @@ class LikelihoodScorer:
             raise ConfigError(f"too_long must be 'error' or 'truncate', got {too_long!r}")
         self.model = model
         self.contract = contract
-        self.layout: VocabLayout = contract.layout_info
+        self.layout: VocabLayout = contract.layout
         self.batch_size = int(batch_size)
         self.max_batch_tokens = int(max_batch_tokens) if max_batch_tokens else None
         self.score_eos = bool(score_eos)
@@ -123,18 +133,11 @@ class LikelihoodScorer:
         self.too_long = too_long
         self.progress = progress
         self.pack_tokens = int(pack_tokens) if pack_tokens else None
-        if self.pack_tokens is not None:
-            from twist.train.packing import PACKABLE_MODEL_TYPES
-
-            family = getattr(getattr(model, "config", None), "model_type", None)
-            if family not in PACKABLE_MODEL_TYPES:
-                raise ConfigError(f"pack_tokens: model type {family!r} cannot take a document mask; leave it unset")
-            if self.max_length is None or self.max_length > self.pack_tokens:
-                self.max_length = self.pack_tokens  # a sequence must fit in one row
-            if family == "bloom":
-                from twist.train.attention import install_document_alibi
-
-                install_document_alibi(model)
+        if self.pack_tokens is not None and (self.max_length is None or self.max_length > self.pack_tokens):
+            self.max_length = self.pack_tokens  # a sequence must fit in one row
+        self.attention: AttentionPlan = plan_attention(
+            model, attn_implementation, "packed" if self.pack_tokens else "padded", device=_model_device(model),
+            announce=announce, training=False, names=EVAL_SETTINGS)
 
     # ---- inputs ----------------------------------------------------------------------------
     def token_ids(self, units: np.ndarray) -> np.ndarray:
@@ -146,11 +149,8 @@ class LikelihoodScorer:
         """Score unit sequences (already deduplicated when the contract says so)."""
         seqs = []
         for i, u in enumerate(units):
-            try:
-                seqs.append(self.token_ids(u))
-            except ValueError as e:
-                name = names[i] if names is not None else f"sequence {i}"
-                raise InputError(f"{name}: {e}") from None
+            check_unit_range(u, self.layout.n_units, where=names[i] if names is not None else f"sequence {i}")
+            seqs.append(self.token_ids(u))
         return self.score_token_ids(seqs, names=names, desc=desc)
 
     # ---- scoring ---------------------------------------------------------------------------
@@ -232,22 +232,12 @@ class LikelihoodScorer:
         t0 = time.perf_counter()
         done: list[tuple[np.ndarray, torch.Tensor]] = []  # (sequence indices, their sums on the device)
         if self.pack_tokens is not None:
-            for rows in self._packed_rows(lengths):
-                idx = np.concatenate(rows)
-                done.append((idx, self._forward_packed(rows, seqs, device)))
-                if bar is not None:
-                    bar.update(len(idx))
-        for idx in ([] if self.pack_tokens is not None else self._batches(lengths)):
-            L = int(lengths[idx].max())
-            ids = np.full((len(idx), L), layout.pad_id, dtype=np.int64)
-            att = np.zeros((len(idx), L), dtype=np.int64)
-            for r, j in enumerate(idx):
-                ids[r, : lengths[j]] = seqs[j]
-                att[r, : lengths[j]] = 1
-            ids_t = torch.from_numpy(ids).to(device)
-            att_t = torch.from_numpy(att).to(device)
-            pos_t = torch.arange(L, device=device).unsqueeze(0).expand(len(idx), L)
-            done.append((idx, self._forward(ids_t, att_t, pos_t)))
+            batches = [[row.tolist() for row in rows] for rows in self._packed_rows(lengths)]
+        else:
+            batches = [[[int(j)] for j in idx] for idx in self._batches(lengths)]
+        for rows in batches:
+            idx = np.asarray([j for row in rows for j in row])
+            done.append((idx, self._forward(rows, seqs, device)))
             if bar is not None:
                 bar.update(len(idx))
         if done:  # one device-to-host copy for the whole run
@@ -279,54 +269,35 @@ class LikelihoodScorer:
         logits = logits.masked_fill(invalid, float("-inf"))
         return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
-    def _forward(self, ids: torch.Tensor, att: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False)
+    def _batch(self, rows: list[list[int]], seqs: list[np.ndarray]) -> Batch:
+        """Rows of sequences as training builds them: packed windows, or one sequence per
+        padded row (twist.lm.packing)."""
+        if self.pack_tokens is not None:
+            return pack_sequences([[seqs[j] for j in row] for row in rows], self.layout, max_tokens=self.pack_tokens)
+        return pad_documents([seqs[row[0]] for row in rows], self.layout)
+
+    def _forward(self, rows: list[list[int]], seqs: list[np.ndarray], device: torch.device) -> torch.Tensor:
+        """Sums for the sequences of ``rows``, in row order (a row: one padded sequence, or a
+        packed window of several)."""
+        batch = self._batch(rows, seqs)
+        owner = None
+        if batch.segments is not None:
+            # which sequence of this batch each target belongs to (k: none): the row's document
+            # d (1, 2, ...; 0 = padding) is the row's d-th sequence
+            first = np.cumsum([0] + [len(row) for row in rows[:-1]])
+            k = int(first[-1]) + len(rows[-1])
+            seg = batch.segments.numpy()
+            owner = torch.from_numpy(np.where(seg > 0, first[:, None] + seg - 1, k)).to(device)
+        batch = batch.to(device)
+        out = self.model(**self.attention.model_inputs(batch), use_cache=False)
         logits = out.logits if hasattr(out, "logits") else out[0]
-        targets = ids[:, 1:]
-        lp = self._token_logprobs(logits[:, :-1], targets)
-        keep = att[:, 1:].bool()
+        targets = batch.targets
+        keep = targets != IGNORE_INDEX  # a target inside its own sequence
         if not self.score_eos:
             keep &= targets != self.layout.eos_id
-        return lp.masked_fill(~keep, 0.0).sum(1)
-
-    def _forward_packed(self, rows: list[np.ndarray], seqs: list[np.ndarray], device: torch.device) -> torch.Tensor:
-        """Sums for the sequences of ``rows`` (in row order), each row one packed window."""
-        from twist.train.attention import FLEX, causal_block_mask, document_block_mask
-        from twist.train.packing import document_mask
-
-        P, layout = self.pack_tokens, self.layout
-        ids = np.full((len(rows), P), layout.pad_id, dtype=np.int64)
-        pos = np.zeros((len(rows), P), dtype=np.int64)
-        seg = np.zeros((len(rows), P), dtype=np.int64)
-        owner = np.full((len(rows), P), -1, dtype=np.int64)  # which sequence (of this batch) a token is in
-        k = 0
-        for r, row in enumerate(rows):
-            at = 0
-            for d, j in enumerate(row, 1):
-                s = seqs[j]
-                ids[r, at : at + s.size] = s
-                pos[r, at : at + s.size] = np.arange(s.size)
-                seg[r, at : at + s.size] = d
-                owner[r, at : at + s.size] = k
-                at, k = at + s.size, k + 1
-            pos[r, at:] = np.arange(P - at)
-        ids_t, pos_t, seg_t = (torch.from_numpy(x).to(device) for x in (ids, pos, seg))
-        impl = getattr(self.model.config, "_attn_implementation", None)
-        if impl == FLEX:
-            single = all(len(row) == 1 and seqs[row[0]].size == P for row in rows)
-            mask = causal_block_mask(len(rows), P, device) if single else document_block_mask(seg_t)
-        elif impl == "sdpa":
-            mask = document_mask(seg_t)
-        else:
-            mask = document_mask(seg_t, dtype=next(self.model.parameters()).dtype)
-        out = self.model(input_ids=ids_t, attention_mask=mask, position_ids=pos_t, use_cache=False)
-        logits = out.logits if hasattr(out, "logits") else out[0]
-        targets = ids_t[:, 1:]
-        lp = self._token_logprobs(logits[:, :-1], targets)
-        keep = (seg_t[:, 1:] == seg_t[:, :-1]) & (seg_t[:, 1:] > 0)  # a target inside its own sequence
-        if not self.score_eos:
-            keep &= targets != layout.eos_id
-        slot = torch.from_numpy(np.where(owner[:, 1:] >= 0, owner[:, 1:], k)).to(device)
+        lp = self._token_logprobs(logits, targets.masked_fill(~keep, 0)).masked_fill(~keep, 0.0)
+        if owner is None:
+            return lp.sum(1)  # one sequence per row
         sums = torch.zeros(k + 1, dtype=torch.float32, device=device)
-        sums.index_add_(0, slot.reshape(-1), lp.masked_fill(~keep, 0.0).reshape(-1))
+        sums.index_add_(0, owner.reshape(-1), lp.reshape(-1))
         return sums[:k]

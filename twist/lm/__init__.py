@@ -1,4 +1,4 @@
-"""twist.lm: a pretrained text LM becomes a speech LM (TWIST, Hassid et al., 2023, §2.2).
+"""twist.lm: a pretrained text LM becomes a speech LM (TWIST, Hassid et al., 2023, §2.2), and runs.
 
 * :func:`build_speech_lm` - ``model/`` + ``init/`` config -> speech LM (warm or cold start);
 * :func:`warm_start` / :func:`cold_start` - the surgery itself (:mod:`twist.lm.surgery`);
@@ -6,6 +6,14 @@
 * :func:`save_speech_lm` / :func:`load_speech_lm` / :func:`contract_of` /
   :func:`mask_invalid_logits` - the speech LM on disk and its vocabulary (:mod:`twist.lm.speech_lm`);
 * :func:`import_textlesslib_lm` - published TWIST LMs into twist's id layout (:mod:`twist.lm.textlesslib`).
+
+The model at run time, used by training and evaluation alike (imported on use):
+
+* :mod:`twist.lm.families` - one row per ``model_type``: packable, flex-tested, own attention, quirks;
+* :mod:`twist.lm.packing` - utterances -> packed windows with document masks (or padded rows),
+  :class:`~twist.lm.packing.Batch`, the token loss;
+* :mod:`twist.lm.attention` - the attention choice (:func:`~twist.lm.attention.plan_attention`),
+  flex BlockMasks, the document ALiBi.
 """
 
 from twist.lm.build import ParamReport, build_speech_lm, param_report

@@ -95,7 +95,7 @@ def build_speech_lm(
 
     Returns:
         A ``transformers.PreTrainedModel`` (eval mode) whose logits have
-        ``VocabLayout(contract.n_units).vocab_size`` columns.
+        ``contract.layout.vocab_size`` columns.
     """
     init_name, embed_init = _init_fields(init, embed_init)
     if init_name not in ("warm", "cold"):

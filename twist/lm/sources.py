@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from twist.errors import ConfigError, MissingInputError
+from twist.lm.families import family
 
 log = logging.getLogger(__name__)
 
@@ -292,17 +293,19 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def model_class_for(config: Any) -> Any:
-    """The causal-LM class for a config: the Auto mapping, else the architecture it names.
-
-    ImageGPT (the paper's image-pretrained ablation, Table 8) is not in transformers'
-    causal-LM auto mapping; its class is ``ImageGPTForCausalImageModeling``.
+    """The causal-LM class for a config: transformers' auto mapping (classes registered with
+    ``AutoModelForCausalLM.register`` included), else the family table's ``causal_lm_class``
+    (ImageGPT, the paper's image-pretrained ablation of Table 8, is not in the causal-LM
+    mapping: ``ImageGPTForCausalImageModeling``), else the architecture the config names.
     """
     import transformers
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type)
-    if name is None and config.model_type == "imagegpt":
-        name = "ImageGPTForCausalImageModeling"
+    try:
+        return MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except KeyError:
+        pass
+    name = family(config.model_type).causal_lm_class
     if name is None:
         for arch in getattr(config, "architectures", None) or []:
             if hasattr(transformers, arch):

@@ -64,7 +64,7 @@ def logits_width(model: Any) -> int:
 
 def _check_vocab(config: Any, contract: UnitContract, where: str, *, exported_ok: bool = False) -> bool:
     """Check ``config.vocab_size`` against the contract; True when it is the exported (trimmed) size."""
-    layout = VocabLayout(contract.n_units)
+    layout = contract.layout
     want = config_vocab_size(config.model_type, layout)
     trimmed = want - (layout.vocab_size - layout.n_real)
     if int(config.vocab_size) == want:
@@ -188,7 +188,7 @@ def save_speech_lm(model: Any, out_dir: str | os.PathLike, contract: UnitContrac
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        with _exported_vocab(model, VocabLayout(contract.n_units)):
+        with _exported_vocab(model, contract.layout):
             model.save_pretrained(tmp, safe_serialization=True)
         contract.save(tmp / CONTRACT_FILE)
         atomic_replace_dir(tmp, out)
@@ -249,7 +249,7 @@ def load_speech_lm(
     with refuse_pickled_weights(path):
         model = model_class_for(config).from_pretrained(path, config=config, dtype=dtype or "auto")
     if exported:
-        _restore_padding_rows(model, VocabLayout(contract.n_units))
+        _restore_padding_rows(model, contract.layout)
     if device is not None:
         model = model.to(device)
     return model.eval(), contract
@@ -266,7 +266,7 @@ def mask_invalid_logits(
     only units and ``<eos>`` remain (what sampling may emit).
     """
     if isinstance(layout, UnitContract):
-        layout = VocabLayout(layout.n_units)
+        layout = layout.layout
     elif isinstance(layout, int):
         layout = VocabLayout(layout)
     if logits.shape[-1] != layout.vocab_size:

@@ -41,6 +41,7 @@ import torch
 from twist.contract import UnitContract, VocabLayout
 from twist.errors import ConfigError
 from twist.lm.config import EMBED_INITS
+from twist.lm.families import family
 from twist.lm.sources import model_class_for
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,10 @@ log = logging.getLogger(__name__)
 META_KEY = "twist"  # the speech-LM metadata lives at config.twist (see twist.lm.speech_lm)
 
 
-def _layout(contract: UnitContract) -> VocabLayout:
-    return VocabLayout(contract.n_units)
-
-
 def config_vocab_size(model_type: str, layout: VocabLayout) -> int:
-    """``config.vocab_size`` that gives logits of exactly ``layout.vocab_size`` columns."""
-    return layout.vocab_size + (1 if model_type == "imagegpt" else 0)
+    """``config.vocab_size`` that gives logits of exactly ``layout.vocab_size`` columns (the
+    family table's ``extra_vocab_rows``: ImageGPT's head has one logit fewer than its table)."""
+    return layout.vocab_size + family(model_type).extra_vocab_rows
 
 
 def speech_config(
@@ -71,7 +69,7 @@ def speech_config(
     the body is the same shape. The unit contract and provenance are stored in
     ``config.twist`` so the saved directory is self-describing.
     """
-    layout = _layout(contract)
+    layout = contract.layout
     cfg = copy.deepcopy(text_config)
     text_vocab = int(text_config.vocab_size)
     cfg.vocab_size = config_vocab_size(cfg.model_type, layout)
@@ -90,7 +88,7 @@ def speech_config(
         {
             "contract": contract.to_dict(),
             "layout": {
-                "name": contract.layout,
+                "name": contract.layout_name,
                 "n_units": layout.n_units,
                 "bos_id": layout.bos_id,
                 "eos_id": layout.eos_id,

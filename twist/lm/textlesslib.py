@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from twist.contract import UnitContract, VocabLayout
+from twist.contract import UnitContract
 from twist.errors import ContractMismatch, InputError, MissingInputError
 from twist.lm.sources import model_class_for, resolve_dtype
 from twist.lm.surgery import _instantiate, speech_config, vocab_param_names
@@ -67,7 +67,7 @@ def import_textlesslib_lm(
             f"the contract's K does not fit this model"
         )
     source = model_class_for(src_cfg).from_pretrained(src, dtype=resolve_dtype(dtype)).eval()
-    layout = VocabLayout(k)
+    layout = contract.layout
 
     cfg = speech_config(source.config, contract, init="imported", text_lm=str(src))
     if hasattr(cfg, "offset"):

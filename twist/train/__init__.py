@@ -1,11 +1,10 @@
 """twist.train: the TWIST training recipe (Hassid et al. 2023, §3.2 and appendix A.1).
 
-In the order a run uses them:
+In the order a run uses them (the model at run time, its attention, masks, batches and
+packing, is :mod:`twist.lm`'s: :mod:`twist.lm.attention`, :mod:`twist.lm.packing`):
 
 * :mod:`twist.train.config` - every setting of ``twist-train``, one dataclass per config group;
 * :mod:`twist.train.data` - the seeded, rank-sharded, resumable stream over a unit dataset;
-* :mod:`twist.train.packing` - utterances -> document-masked packed windows (or padded rows), the loss;
-* :mod:`twist.train.attention` - document masks as flex-attention BlockMasks, the backend choice;
 * :mod:`twist.train.parallelize` - the strategy object (one process, DDP, FSDP2): wrapping,
   compile, gradient sync, model and optimiser state; and the speech LM built for a run;
 * :mod:`twist.train.optim`, :mod:`twist.train.schedule` - AdamW; inverse-sqrt and cosine schedules;

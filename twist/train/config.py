@@ -17,6 +17,7 @@ from omegaconf import MISSING
 
 from twist.errors import ConfigError
 from twist.lm.config import InitConfig, ModelConfig
+from twist.lm.families import ATTN_IMPLEMENTATIONS
 from twist.schema import check_choice, check_positive
 
 
@@ -165,9 +166,7 @@ class TrainLoopConfig:
         check_choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
         check_choice("train.fsdp_param_dtype", self.fsdp_param_dtype, ("auto", "bf16", "fp32"))
         check_choice("train.compile_backend", self.compile_backend, ("inductor", "aot_eager", "eager"))
-        from twist.train.attention import IMPLEMENTATIONS
-
-        check_choice("train.attn_implementation", self.attn_implementation, (*IMPLEMENTATIONS, "flex_attention"))
+        check_choice("train.attn_implementation", self.attn_implementation, (*ATTN_IMPLEMENTATIONS, "flex_attention"))
         for key in ("global_batch", "micro_batch", "log_every", "max_steps", "max_train_tokens"):
             check_positive(f"train.{key}", getattr(self, key))
         for key in ("valid_every", "save_every", "skip_nonfinite"):

@@ -5,7 +5,7 @@ The training stream follows the TWIST recipe's data side (paper §3.2, Table 6):
 * the ``train`` split of a unit dataset, optionally reduced to a nested data ``fraction``
   (1 / 10 / 100 %), both fixed functions of the utterance ids (twist.units);
 * every epoch, a seeded permutation of the utterances, then greedy packing into windows of
-  ``max_tokens`` (twist.train.packing). The plan is computed from the manifest's lengths
+  ``max_tokens`` (twist.lm.packing). The plan is computed from the manifest's lengths
   alone; units are read from the memory-mapped shards only for the windows this rank uses;
 * window ``j`` of a step's global batch goes to rank ``j % world_size``, so the union of
   what all ranks see in a step is the same global batch whatever the number of processes;
@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from twist.contract import VocabLayout
 from twist.errors import ConfigError, InputError, MissingInputError
-from twist.train.packing import Batch, Piece, pack_sequences, pad_documents, plan_windows, utterance_documents
+from twist.lm.packing import Batch, Piece, pack_sequences, pad_documents, plan_windows, utterance_documents
 from twist.units import UnitDataset
 
 
@@ -96,7 +95,7 @@ class TrainStream:
                 f"{world_size}; pick micro_batch so that it divides {global_batch // world_size if global_batch % world_size == 0 else global_batch}"
             )
         self.ds = dataset
-        self.layout = VocabLayout(dataset.contract.n_units)
+        self.layout = dataset.contract.layout
         self.max_tokens = max_tokens
         self.global_batch = global_batch
         self.micro_batch = micro_batch

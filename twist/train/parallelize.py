@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
-from twist.contract import UnitContract, VocabLayout
+from twist.contract import UnitContract
 from twist.dist import DistInfo
 from twist.errors import ConfigError, ContractMismatch, InputError
-from twist.train.attention import AttentionPlan, plan_attention
+from twist.lm.attention import AttentionPlan, plan_attention
 from twist.train.config import TrainLoopConfig, TrainRunConfig
 from twist.train.loggers import flops_per_token
 
@@ -329,7 +329,7 @@ def build_model(
         model = speech_lm_for_run(cfg, contract, resuming=resume is not None)
     check_model_fits(model, contract, cfg)
     autocast = precision_dtype(t.precision, info.device)
-    # attention kernel, packing and mask form (twist.train.attention); logged once
+    # attention kernel, packing and mask form (twist.lm.attention); logged once
     attention = plan_attention(model, t.attn_implementation, cfg.data.packing, device=info.device,
                                compute_dtype=autocast, announce=info.is_main)
     flops = flops_per_token(model, cfg.data.max_tokens)
@@ -390,7 +390,7 @@ def check_model_fits(model: torch.nn.Module, contract: UnitContract, cfg: TrainR
     if mine is not None:
         mine.check_compatible(contract, mine=f"model {cfg.model.name}", theirs=f"dataset {cfg.data.path}")
     vocab = model.get_input_embeddings().weight.shape[0]
-    need = VocabLayout(contract.n_units).n_real
+    need = contract.layout.n_real
     if vocab < need:
         raise ContractMismatch(f"model {cfg.model.name}: vocabulary ({vocab}) is smaller than the unit layout "
                                f"of dataset {cfg.data.path} needs ({need})")

@@ -3,7 +3,7 @@ optimiser update that skips non-finite gradients without making the host wait.
 
 Forward + loss. ``train.compile=true`` compiles the model's forward *and* the summed token
 loss as one graph (the fp32 upcast of the logits and the cross-entropy fuse into it). The
-mask is built outside the graph, per micro-batch (twist.train.attention.AttentionPlan), so
+mask is built outside the graph, per micro-batch (twist.lm.attention.AttentionPlan), so
 its only inputs are tensors of fixed shape: ``[micro_batch, max_tokens]`` ids, positions
 and targets, plus the mask. Each kind of call (training or validation; document mask or
 plain causal) has its own compiled entry point, so none of them recompiles when the run
@@ -38,8 +38,8 @@ import torch
 from twist.contract import VocabLayout
 from twist.dist import all_reduce_sum
 from twist.errors import Diverged
-from twist.train.attention import AttentionPlan
-from twist.train.packing import Batch, token_loss_sum
+from twist.lm.attention import AttentionPlan
+from twist.lm.packing import Batch, token_loss_sum
 
 log = logging.getLogger("twist.train")
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from twist.console import say
-from twist.contract import UnitContract, VocabLayout
+from twist.contract import UnitContract
 from twist.dist import all_reduce_sum, all_reduce_tensor, init_distributed
 from twist.schema import to_typed
 from twist.train.checkpointer import Checkpointer
@@ -90,7 +90,7 @@ class Trainer:
         # data first: bad input fails before any model is built
         self.train_ds = open_split(c.data.path, "train", fraction=c.data.fraction, fraction_seed=c.data.fraction_seed)
         self.contract: UnitContract = self.train_ds.contract
-        self.layout = VocabLayout(self.contract.n_units)
+        self.layout = self.contract.layout
         self.valid_sets = open_valid_sets(c.data.path, c.data.valid_paths, self.contract)
         # one process, DDP or FSDP2: wrapping, compile, gradient sync and state dicts
         self.strategy = build_strategy(c.train, self.info)

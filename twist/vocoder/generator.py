@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from twist.contract import check_unit_range
 from twist.errors import ConfigError, InputError
 
 LRELU_SLOPE = 0.1
@@ -318,13 +319,9 @@ class UnitHifiGan(nn.Module):
         """Clear error for ids outside the embedding table (instead of an index error deep inside)."""
         if units.numel() == 0:
             raise InputError("no units to synthesise (empty unit sequence)")
-        lo, hi = int(units.min()), int(units.max())
-        if lo < 0 or hi >= self.cfg.num_embeddings:
-            bad = hi if hi >= self.cfg.num_embeddings else lo
-            raise InputError(
-                f"unit id {bad} is outside the vocoder's unit table [0, {self.cfg.num_embeddings}) "
-                f"(num_embeddings={self.cfg.num_embeddings}); the units come from a different tokenizer"
-            )
+        n = self.cfg.num_embeddings
+        check_unit_range(units, n, hint=f" of the vocoder's unit table (num_embeddings={n}); "
+                                        "the units come from a different tokenizer")
 
     def embed(self, units: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` unit ids -> ``(B, T, embedding_dim)``."""

@@ -1,4 +1,4 @@
-"""Utterances -> training batches: packed windows with document masks, or padded rows.
+"""Utterances -> model batches: packed windows with document masks, or padded rows.
 
 TWIST (Hassid et al. 2023, §3.2 and appendix A.1) trains on unit sequences of up to 25 s
 (704 tokens at 25 Hz after dedup plus bos/eos). Each utterance becomes one *document*::
@@ -14,8 +14,8 @@ rest of the window is padding. Nothing may attend across a document boundary, so
 batch carries
 
 * ``position_ids`` that restart at 0 for every document, and
-* its ``segments`` (document number per token, 0 = padding), from which the trainer builds
-  the mask in the form its attention kernel takes (twist.train.attention): a flex-attention
+* its ``segments`` (document number per token, 0 = padding), from which the attention plan builds
+  the mask in the form its attention kernel takes (twist.lm.attention): a flex-attention
   ``BlockMask`` on GPU, or the dense block-diagonal causal ``[B, 1, T, T]`` mask of
   :func:`document_mask` (True = may attend), the reference.
 
@@ -23,10 +23,11 @@ Targets are next-token ids inside the same document; the last token of a documen
 padding, predict nothing. With these three pieces a packed batch computes exactly what the
 same utterances would compute one per row (tested: packed == padded within 1e-5).
 
-BLOOM packs through a document-aware ALiBi (twist.train.attention.install_document_alibi).
-ImageGPT cannot take a 4D mask (it reshapes the mask to 2D); it uses the padded path: one
-document per row, right padding, 2D mask. It is slower (padding) but equally exact; see
-docs/performance.md.
+Training and scoring (twist.eval.likelihood) both build their batches here. Which families
+pack is the family table's ``packable`` column (twist.lm.families): BLOOM packs through a
+document-aware ALiBi (twist.lm.attention.install_document_alibi); ImageGPT cannot take a 4D
+mask (it reshapes the mask to 2D) and uses the padded path: one document per row, right
+padding, 2D mask. It is slower (padding) but equally exact; see docs/performance.md.
 """
 
 from __future__ import annotations
@@ -39,56 +40,45 @@ import torch
 
 from twist.contract import VocabLayout
 from twist.errors import ConfigError
+from twist.lm.families import family, packable_types
 
 IGNORE_INDEX = -100
 
-# HF model types whose decoders accept a custom 4D mask and per-document position_ids
-# (BLOOM with twist.train.attention's document ALiBi).
-PACKABLE_MODEL_TYPES = frozenset(
-    {
-        "opt",
-        "bloom",
-        "llama",
-        "gpt_neox",
-        "mistral",
-        "mixtral",
-        "qwen2",
-        "qwen3",
-        "gemma",
-        "gemma2",
-        "phi",
-        "phi3",
-        "olmo",
-        "olmo2",
-        "stablelm",
-        "starcoder2",
-        "smollm3",
-        "granite",
-    }
-)
+@dataclass(frozen=True)
+class SettingNames:
+    """The config keys a refusal names: training's (the default) or evaluation's."""
+
+    attention: str = "train.attn_implementation"
+    packed: str = "data.packing=packed"  # how a request for packed rows is spelled
 
 
-def packing_mode(model_type: str, requested: str = "auto", attn_implementation: str | None = None) -> str:
+EVAL_SETTINGS = SettingNames("attn_implementation", "pack_tokens")
+
+
+def packing_mode(model_type: str, requested: str = "auto", attn_implementation: str | None = None,
+                 names: SettingNames = SettingNames()) -> str:
     """Resolve ``data.packing`` (``auto|packed|padded``) for a model family and attention kernel.
 
-    HF's flash-attention paths take no 4D document mask, so packing under them would let
-    tokens attend across utterances: ``auto`` uses padded rows there and ``packed`` is refused.
+    A family packs when its row in the family table (twist.lm.families) says so. HF's
+    flash-attention paths take no 4D document mask, so packing under them would let tokens
+    attend across utterances: ``auto`` uses padded rows there and ``packed`` is refused.
     """
     if requested not in ("auto", "packed", "padded"):
         raise ConfigError(f"data.packing must be one of auto, packed, padded; got {requested!r}")
     flash = str(attn_implementation or "").startswith("flash_attention")
+    packable = family(model_type).packable
     if requested == "auto":
-        return "packed" if model_type in PACKABLE_MODEL_TYPES and not flash else "padded"
+        return "packed" if packable and not flash else "padded"
     if requested == "packed" and flash:
         raise ConfigError(
-            f"data.packing=packed cannot be used with train.attn_implementation={attn_implementation}: it takes "
-            "no 4D document mask, so tokens would attend across utterances. Use train.attn_implementation=sdpa "
-            "(flash kernels on GPU) or data.packing=padded"
+            f"{names.packed} cannot be used with {names.attention}={attn_implementation}: it takes "
+            f"no 4D document mask, so tokens would attend across utterances. Use {names.attention}=sdpa "
+            f"(flash kernels on GPU) or padded rows"
         )
-    if requested == "packed" and model_type not in PACKABLE_MODEL_TYPES:
+    if requested == "packed" and not packable:
         raise ConfigError(
-            f"data.packing=packed is not supported for model type {model_type!r} (its decoder cannot take a "
-            f"4D document mask); use data.packing=padded or auto. Packable types: {sorted(PACKABLE_MODEL_TYPES)}"
+            f"{names.packed} is not supported for model type {model_type!r} (its decoder cannot take a "
+            f"4D document mask; twist.lm.families); use padded rows. Packable types: {packable_types()}"
         )
     return requested
 

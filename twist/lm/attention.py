@@ -1,6 +1,6 @@
 """Attention for packed batches: document masks without a dense ``[B, 1, T, T]`` tensor.
 
-A packed window holds several documents (twist.train.packing); a token may attend only to
+A packed window holds several documents (twist.lm.packing); a token may attend only to
 earlier tokens of its own document. This module decides, once per run, how a model sees
 that rule, and builds the per-batch mask in the chosen form:
 
@@ -12,7 +12,7 @@ that rule, and builds the per-batch mask in the chosen form:
   squared document lengths rather than with ``T**2``, and no ``T x T`` tensor exists.
   A micro-batch whose rows are each one whole document and no padding gets a plain causal
   marker instead, which runs SDPA with ``is_causal=True`` (flash kernels on GPU).
-* **sdpa**: the dense boolean mask (twist.train.packing.document_mask), the reference.
+* **sdpa**: the dense boolean mask (twist.lm.packing.document_mask), the reference.
 * **eager**: the same mask, additive (0 / dtype minimum), for kernels that add it to scores.
 
 ``twist_flex`` is a small function registered with transformers' ``AttentionInterface``, so
@@ -22,18 +22,20 @@ flex kernel on every device, which on CPU costs tens of seconds per shape and st
 backward; (2) it recompiles when a module switches between train and eval; (3) it does not
 fall back to SDPA for the plain-causal case. On CUDA both end in the same Triton kernel.
 
-BLOOM computes attention inside its own module (ALiBi added to the scores, then the mask),
-not through the registry, so it cannot use flex without patching transformers. It packs
-with the dense additive mask instead: the model's public ``build_alibi_tensor`` hook is
-given a document-aware version that restarts the ALiBi key positions at each document
-(:func:`install_document_alibi`). ImageGPT flattens any mask it is given to 2D, so it
-cannot take a document mask and trains on padded rows.
+What a family allows is its row in the family table (twist.lm.families). BLOOM
+(``own_attention="alibi"``) computes attention inside its own module (ALiBi added to the
+scores, then the mask), not through the registry, so it cannot use flex without patching
+transformers. It packs with the dense additive mask instead: the model's public
+``build_alibi_tensor`` hook is given a document-aware version that restarts the ALiBi key
+positions at each document (:func:`install_document_alibi`). ImageGPT (``packable=False``)
+flattens any mask it is given to 2D, so it cannot take a document mask and runs on padded rows.
 
-Choice (``train.attn_implementation``): ``auto`` picks flex on CUDA for the families the
-equivalence tests cover (OPT, LLaMA, GPT-NeoX) when their attention dropout is 0, eager for
-BLOOM, and SDPA otherwise. On CPU it picks SDPA: PyTorch (2.11 to 2.13) has no flex-attention
-backward on CPU, so flex cannot train there (it can score: forward only). The choice and
-its reason are logged once.
+Choice (``train.attn_implementation``, and eval's ``attn_implementation``): ``auto`` picks
+flex on CUDA for the families whose row says ``flex_tested`` (the equivalence tests cover
+them) when their attention dropout is 0, eager for ALiBi families, and SDPA otherwise. On CPU
+it picks SDPA: PyTorch (2.11 to 2.13) has no flex-attention backward on CPU, so flex cannot
+train there (it can score, forward only, when asked for). The choice and its reason are
+logged once.
 """
 
 from __future__ import annotations
@@ -48,18 +50,13 @@ from typing import Any
 import torch
 
 from twist.errors import ConfigError
-from twist.train.packing import PACKABLE_MODEL_TYPES, Batch, packing_mode
+from twist.lm.families import ATTN_IMPLEMENTATIONS, Family, family
+from twist.lm.packing import Batch, SettingNames, packing_mode
 
-log = logging.getLogger("twist.train")
+log = logging.getLogger("twist.lm")
 
 FLEX = "twist_flex"  # the name registered with transformers' AttentionInterface
 BLOCK_SIZE = 128  # flex-attention tile (its default sparse block size)
-
-# families whose flex path the CPU equivalence tests cover; ``auto`` picks flex only for these
-FLEX_TESTED_MODEL_TYPES = frozenset({"opt", "llama", "gpt_neox"})
-# families that compute attention inside their own modules (not through the registry)
-NO_REGISTRY_MODEL_TYPES = frozenset({"bloom", "imagegpt"})
-IMPLEMENTATIONS = ("auto", "flex", "sdpa", "eager", "flash_attention_2")
 
 
 # ---------------------------------------------------------------------------------------
@@ -99,7 +96,7 @@ def document_block_mask(segments: torch.Tensor, block_size: int = BLOCK_SIZE) ->
 
     Token ``q`` may attend token ``k`` when both carry the same segment id and ``k <= q``.
     Padding (segment 0) attends only to earlier padding, exactly like
-    :func:`twist.train.packing.document_mask`, so no row is empty.
+    :func:`twist.lm.packing.document_mask`, so no row is empty.
 
     Tiles are classified from per-tile minimum and maximum segment ids, with no ``T x T``
     tensor and no host synchronisation. This is exact because a packed row's ids do not
@@ -107,7 +104,7 @@ def document_block_mask(segments: torch.Tensor, block_size: int = BLOCK_SIZE) ->
     maximum occurs in the tile.
 
     Args:
-        segments: ``[B, T]`` integer segment ids (twist.train.packing.Batch.segments), on the
+        segments: ``[B, T]`` integer segment ids (twist.lm.packing.Batch.segments), on the
             device the attention runs on.
         block_size: tile size.
     """
@@ -337,7 +334,7 @@ def _attention_dropout(config: Any) -> float:
 def _set(model: torch.nn.Module, name: str) -> bool:
     if not hasattr(model, "set_attn_implementation"):
         return False
-    if getattr(model.config, "model_type", "") in NO_REGISTRY_MODEL_TYPES:
+    if family(getattr(model.config, "model_type", None)).own_attention:
         return getattr(model.config, "_attn_implementation", None) == name
     try:
         model.set_attn_implementation(name)
@@ -346,40 +343,41 @@ def _set(model: torch.nn.Module, name: str) -> bool:
     return getattr(model.config, "_attn_implementation", None) == name
 
 
-def _choose_implementation(requested: str, family: str, device: torch.device,
-                           dropout: float) -> tuple[str, str]:
+def _choose_implementation(requested: str, row: Family, device: torch.device, dropout: float,
+                           training: bool, key: str) -> tuple[str, str]:
     """The attention implementation for ``requested`` and why; refuses an impossible ``flex``."""
     if requested == "flex":
         why_not = None
-        if family not in PACKABLE_MODEL_TYPES or family in NO_REGISTRY_MODEL_TYPES:
-            why_not = f"model type {family!r} does not dispatch attention through transformers' AttentionInterface"
-        elif device.type == "cpu":
+        if not row.packable or row.own_attention:
+            why_not = f"model type {row.model_type!r} does not dispatch attention through transformers' AttentionInterface"
+        elif device.type == "cpu" and training:
             why_not = f"torch {torch.__version__} has no flex-attention backward on CPU"
-        elif dropout > 0:
+        elif dropout > 0 and training:
             why_not = f"the model's attention dropout is {dropout} (flex attention has none)"
         if why_not:
-            raise ConfigError(f"train.attn_implementation=flex cannot be used: {why_not}; use auto or sdpa")
+            raise ConfigError(f"{key}=flex cannot be used: {why_not}; use auto or sdpa")
         return "flex", "requested"
     if requested != "auto":
         return requested, "requested"
-    if family == "bloom":
-        return "eager", "BLOOM adds ALiBi inside its own attention: dense additive document mask"
-    if device.type != "cuda":
+    if row.own_attention == "alibi":
+        return "eager", f"{row.model_type} adds ALiBi inside its own attention: dense additive document mask"
+    if device.type != "cuda" and training:
         return "sdpa", f"on {device.type}: torch {torch.__version__} has no flex-attention backward there; dense document mask"
-    if family not in FLEX_TESTED_MODEL_TYPES:
-        return "sdpa", f"flex is not covered by tests for model type {family!r}"
-    if dropout > 0:
+    if device.type != "cuda":
+        return "sdpa", f"on {device.type}: flex attention runs uncompiled there (slow); dense document mask"
+    if not row.flex_tested:
+        return "sdpa", f"flex is not covered by tests for model type {row.model_type!r}"
+    if dropout > 0 and training:
         return "sdpa", f"attention dropout {dropout} (flex attention has none)"
     return "flex", "CUDA: block-sparse document masks"
 
 
-def _apply_implementation(model: torch.nn.Module, choice: str, reason: str) -> tuple[str, str]:
+def _apply_implementation(model: torch.nn.Module, choice: str, reason: str, key: str) -> tuple[str, str]:
     """Set ``choice`` on ``model``; families with one built-in kernel keep it (the reason says so)."""
     if choice == "flex":
         register_flex()
         if not _set(model, FLEX):
-            raise ConfigError(f"train.attn_implementation=flex: {type(model).__name__} refused the "
-                              "twist_flex attention implementation")
+            raise ConfigError(f"{key}=flex: {type(model).__name__} refused the twist_flex attention implementation")
         return FLEX, reason
     if _set(model, choice):
         return choice, reason
@@ -396,31 +394,43 @@ def plan_attention(
     device: torch.device,
     compute_dtype: torch.dtype | None = None,
     announce: bool = True,
+    training: bool = True,
+    names: SettingNames = SettingNames(),
 ) -> AttentionPlan:
-    """Choose and apply ``train.attn_implementation`` and ``data.packing`` for ``model``.
+    """Choose and apply the attention implementation and the packing mode for ``model``.
 
-    Sets the model's attention implementation (and, for BLOOM, the document ALiBi hook) and
-    returns the plan the trainer builds batches' masks with. Logs the choice once.
+    Sets the model's attention implementation (and, for a family whose row says
+    ``own_attention="alibi"``, the document ALiBi hook) and returns the plan batches' masks
+    are built with. Training (``train.attn_implementation``, ``data.packing``) and scoring
+    (eval's ``attn_implementation``, ``pack_tokens``) both call it. Logs the choice once.
 
     Args:
         model: a transformers causal LM (not yet wrapped for DDP/FSDP).
         requested: ``auto | flex | sdpa | eager | flash_attention_2`` (``flex_attention`` is
             read as ``flex``).
-        packing: ``data.packing``: ``auto | packed | padded``.
-        device: where the model trains.
+        packing: ``auto | packed | padded``.
+        device: where the model runs.
         compute_dtype: the dtype scores are computed in (the autocast dtype; ``None``: the
             weights' dtype). Additive masks are built in it.
         announce: log the choice (rank 0).
+        training: ``False`` for forward-only use (scoring): flex is then allowed on CPU, and
+            attention dropout (inactive in eval mode) does not rule flex out.
+        names: the config keys refusals name (twist.lm.packing.EVAL_SETTINGS for eval).
     """
     requested = {"flex_attention": "flex", FLEX: "flex"}.get(str(requested), str(requested))
-    if requested not in IMPLEMENTATIONS:
-        raise ConfigError(f"train.attn_implementation must be one of {', '.join(IMPLEMENTATIONS)}; got {requested!r}")
-    config = model.config
-    family = str(getattr(config, "model_type", ""))
-    choice, reason = _choose_implementation(requested, family, device, _attention_dropout(config))
-    implementation, reason = _apply_implementation(model, choice, reason)
+    if requested not in ATTN_IMPLEMENTATIONS:
+        raise ConfigError(f"{names.attention} must be one of {', '.join(ATTN_IMPLEMENTATIONS)}; got {requested!r}")
+    config = getattr(model, "config", None)
+    row = family(getattr(config, "model_type", None))
+    choice, reason = _choose_implementation(requested, row, device, _attention_dropout(config), training,
+                                            names.attention)
+    packing_mode(row.model_type, packing, choice, names)  # refuse what is asked for before the model changes
+    if config is None:  # not a transformers model (test stand-ins): it takes what it is given
+        implementation = choice
+    else:
+        implementation, reason = _apply_implementation(model, choice, reason, names.attention)
 
-    mode = packing_mode(family, packing, implementation)
+    mode = packing_mode(row.model_type, packing, implementation, names)
     if implementation == FLEX:
         mask = "block"
     elif implementation == "sdpa":
@@ -429,7 +439,7 @@ def plan_attention(
         mask = "additive"
     if mode == "padded":
         mask = "none"
-    if mode == "packed" and family == "bloom":
+    if mode == "packed" and row.own_attention == "alibi":
         install_document_alibi(model)
     if mask == "additive" and compute_dtype is None:
         compute_dtype = next(model.parameters()).dtype
@@ -437,5 +447,5 @@ def plan_attention(
     if announce:
         log.info("attention: %s, %s batches (%s mask) for model type %s: %s", implementation, mode,
                  {"block": "flex block", "bool": "dense bool", "additive": "dense additive", "none": "2D padding"}[mask],
-                 family or "?", reason)
+                 row.model_type or "?", reason)
     return plan
