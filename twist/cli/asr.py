@@ -12,12 +12,11 @@ import json
 from typing import Any
 
 from twist.asr import AsrRunConfig
-from twist.cli.common import hydra_cli, user_errors
+from twist.cli.common import hydra_cli
 
 PROG = "twist-asr"
 
 
-@user_errors(PROG)
 def run(cfg: Any) -> None:
     from twist.asr import SAMPLE_RATE, get_asr, librivox_sanity
     from twist.audio import load_audio

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from twist.bench.config import BenchRunConfig
-from twist.cli.common import RunDir, hydra_cli, user_errors
+from twist.cli.common import RunDir, hydra_cli
 
 PROG = "twist-bench"
 
 
-@user_errors(PROG)
 def run(cfg: Any) -> dict:
     from twist.bench.build import build_benchmarks
     from twist.schema import to_typed

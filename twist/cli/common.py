@@ -381,15 +381,21 @@ def _one_line(e: BaseException) -> str:
 
 def hydra_cli(prog: str, config_name: str, schema: type, body: Callable[[Any], Any]) -> Callable[[], None]:
     """The ``main`` of a stage CLI: check the command line, then run ``body(cfg)`` under Hydra
-    with user errors mapped to one line. ``body`` receives Hydra's composed DictConfig; it turns
-    it into the typed object with :func:`twist.schema.to_typed`."""
+    with user errors mapped to one line (:func:`user_errors`, applied here and nowhere else).
+    ``body`` receives Hydra's composed DictConfig; it turns it into the typed object with
+    :func:`twist.schema.to_typed`.
+
+    The returned ``main`` has ``main.run(cfg)``: the body as the command runs it (a
+    :class:`TwistError` ends in one line and exit code 2), for callers that composed ``cfg``
+    themselves, as the tests do."""
     import hydra
 
     register_schemas()
+    guarded = user_errors(prog)(body)
 
     def _app(cfg: Any) -> None:
         try:
-            user_errors(prog)(body)(cfg)
+            guarded(cfg)
         finally:
             close_log_files()
 
@@ -405,4 +411,5 @@ def hydra_cli(prog: str, config_name: str, schema: type, body: Callable[[Any], A
         check_command_line(prog, config_name, schema, sys.argv[1:])
         _app()
 
+    main.run = guarded  # type: ignore[attr-defined]
     return main

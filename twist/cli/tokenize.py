@@ -9,13 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from twist.cli.common import RunDir, hydra_cli, user_errors
+from twist.cli.common import RunDir, hydra_cli
 from twist.tokenizer.config import TokenizeRunConfig
 
 PROG = "twist-tokenize"
 
 
-@user_errors(PROG)
 def run(cfg: Any) -> None:
     from twist.dist import rank_and_world
     from twist.errors import ConfigError

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from twist.cli.common import RunDir, hydra_cli, user_errors
+from twist.cli.common import RunDir, hydra_cli
 from twist.errors import ConfigError
 from twist.vocoder.config import VocoderRunConfig
 
@@ -23,7 +23,6 @@ NEEDS = {"train": ("units_dir", "audio_dir"), "resynth": ("vocoder", "tokenizer_
          "convert": ("checkpoint", "hifigan_config", "contract"), "rtf": (), "table": ()}
 
 
-@user_errors(PROG)
 def run(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
