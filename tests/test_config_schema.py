@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE = {"train": ["+model=tiny", "+init=cold", "data.path=/data/units", "out_dir=/tmp/run"],
         "eval": ["model_path=/runs/x/speech_lm", "out_dir=/tmp/eval"],
         "tokenize": ["input.audio_dir=/data/wavs", "out_dir=/tmp/units"],
-        "bench": ["out_dir=/tmp/bench"], "demo": [], "vocoder": ["out_dir=/tmp/voc"]}
+        "bench": ["out_dir=/tmp/bench"], "demo": [],
+        "vocoder": ["out_dir=/tmp/voc", "units_dir=/data/units", "audio_dir=/data/wavs"]}
 
 
 def _error(capsys, config: str, *argv: str, base: bool = True) -> str:

@@ -22,14 +22,17 @@ from omegaconf import MISSING
 
 from twist.cli.common import CONFIGS, check_command_line
 from twist.cli.schemas import COMMANDS, GROUPS, SCHEMAS
+from twist.schema import CHOICE
 
 # what each stage needs on its command line besides its required paths (filled with /x below)
 NEEDS = {"train": ["+model=tiny", "+init=cold"], "generate": ["prompts=[/x]"], "plot": ["runs=[/x]"],
-         "mos_build": ["systems={a: /x}"]}
+         "mos_build": ["systems={a: /x}"], "vocoder": ["units_dir=/x", "audio_dir=/x"]}
 
 
 def _type_of(owner: type, f: dataclasses.Field) -> Any:
-    return typing.get_type_hints(owner)[f.name]
+    tp = typing.get_type_hints(owner)[f.name]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if len(args) == 1 and type(None) in typing.get_args(tp) else tp  # D | None: D
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -46,7 +49,7 @@ def _blocks(schema: type, prefix: str = "", select: tuple[str, ...] = ()) -> lis
     for f in dataclasses.fields(schema):
         key = f"{prefix}.{f.name}" if prefix else f.name
         tp = _type_of(schema, f)
-        choice = f.metadata.get("choice")
+        choice = f.metadata.get(CHOICE)
         if choice is not None:
             for option, cls in choice.options.items():
                 required = tuple(f"{key}.{g.name}=/x" for g in dataclasses.fields(cls)
@@ -138,7 +141,7 @@ def _schema_default(schema: type, key: str, data: dict[str, Any]) -> Any:
             return MISSING
         f, rest = fields[part], parts[i + 1:]
         seen.append(part)
-        choice = f.metadata.get("choice")
+        choice = f.metadata.get(CHOICE)
         if choice is not None:
             if not rest or rest == [choice.key]:
                 return MISSING  # the field that chooses the option is a selection, never a restatement
@@ -179,3 +182,15 @@ def test_no_group_file_restates_a_schema_default(path: Path):
             if default is not MISSING and _same(value, default):
                 restated.append(f"{key}: {value!r}")
     assert not restated, f"{path.relative_to(CONFIGS)} restates schema defaults: {sorted(set(restated))}"
+
+
+@pytest.mark.parametrize("name,argv,message", [
+    ("vocoder", ["out_dir=/x", "mode=resynth"], "mode=resynth needs vocoder, tokenizer_dir, audio (e.g. vocoder=/path)"),
+    ("vocoder", ["out_dir=/x"], "mode=train needs units_dir, audio_dir (e.g. units_dir=/path)"),
+    ("vocoder", ["out_dir=/x", "mode=rtf", "rtf_seconds=null"], "mode=rtf needs rtf_seconds (e.g. rtf_seconds=10)"),
+    ("tokenize", ["out_dir=/x", "mode=convert-legacy"], "mode=convert-legacy needs convert.src=<legacy k-means .bin>"),
+    ("asr_run", ["asr=none"], "asr: choose a backend (asr=faster-whisper or asr=hf-whisper), not none"),
+])
+def test_each_modes_required_settings_are_the_schemas_to_check(name, argv, message, capsys):
+    """The command line is refused before any work, by the schema, not by the CLI's body."""
+    assert _one_line_error(capsys, name, argv) == f"{COMMANDS[name]}: error: {message}"

@@ -243,9 +243,10 @@ def test_bad_generation_settings_fail_before_any_model_loads(artefacts):
             "asr": {"backend": "faster-whisper"}}
     with pytest.raises(MissingInputError, match="benchmarks.generation.vocoder"):
         plan_generation({**base, "vocoder": str(root / "nope")})
-    with pytest.raises(ConfigError, match="asr.backend must be one of"):
+    with pytest.raises(ConfigError, match="benchmarks.generation.asr.backend: GenPPL reads transcripts"):
         plan_generation({**base, "asr": {"backend": "none"}})
-    with pytest.raises(ConfigError, match="benchmarks.generation.sampling: unknown setting temp"):
+    with pytest.raises(ConfigError, match=r"unknown setting benchmarks.generation.sampling.temp \(did you mean "
+                                          r"benchmarks.generation.sampling.temperature\?\)"):
         plan_generation({**base, "sampling": {"temp": 1}})
     with pytest.raises(FileNotFoundError, match="text_lm|model.source"):
         plan_generation({**base, "text_lm": {"source": str(root / "no-lm"), "gguf_file": None}})

@@ -111,10 +111,12 @@ class RunDir:
         if self.started:
             return self.out_dir
         from twist.run_identity import record_identity
+        from twist.schema import with_choices
 
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_resolved_config(self.raw if self.raw is not None else self.typed, self.out_dir, self.config_name)
+            saved = self.typed if self.raw is None else with_choices(self.raw, self.typed)
+            save_resolved_config(saved, self.out_dir, self.config_name)
             _save_hydra_files(self.out_dir, self.raw)
             if self.identity is not None:
                 record_identity(self.out_dir, self.identity, self.changes, free_settings=self.free, note=note)
@@ -186,12 +188,13 @@ def register_schemas() -> None:
     from omegaconf import OmegaConf
 
     from twist.cli.schemas import SCHEMAS
+    from twist.schema import schema_node
 
     if not OmegaConf.has_resolver("basename"):
         OmegaConf.register_new_resolver("basename", lambda p: Path(str(p)).name)
     cs = ConfigStore.instance()
     for name, schema in SCHEMAS.items():
-        cs.store(name=f"{name}_schema", node=schema)
+        cs.store(name=f"{name}_schema", node=schema_node(schema))
 
 
 def check_command_line(prog: str, config_name: str, schema: type, argv: list[str]) -> None:

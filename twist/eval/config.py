@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 from omegaconf import MISSING
 
 from twist.errors import ConfigError
-from twist.eval.registry import BENCHMARKS
-from twist.schema import check_choice
+from twist.eval.registry import BENCHMARKS, check_generation_asr
+from twist.schema import check_choice, type_choices
 
 BenchmarksConfig = make_dataclass(
     "BenchmarksConfig",
@@ -99,6 +99,8 @@ class EvalRunConfig:
                 "vocoder": self.benchmarks.generation.vocoder}
 
     def __post_init__(self) -> None:
+        type_choices(self)
+        check_generation_asr(self.benchmarks.generation.asr)
         check_choice("mode", self.mode, ("eval", "compare"))
         check_choice("decide_by", self.decide_by, ("sum", "mean"))
         check_choice("too_long", self.too_long, ("error", "truncate"))
