@@ -264,7 +264,7 @@ def section_compile(s: Suite) -> dict[str, Any]:
         make_dataset(root, 50, 200, 126, seed=0, distribution="chunked")
         cfg = {
             "out_dir": str(Path(tmp) / "run"), "seed": 0, "resume": "false", "model": model_cfg("tiny"),
-            "init": {"name": "cold", "lr_max": 1e-4, "lr_final": 1e-5, "embed_init": "random", "pretrained": False},
+            "init": {"name": "cold", "lr_max": 1e-4, "lr_final": 1e-5, "embed_init": "random"},
             "data": {"path": str(root), "max_tokens": 128, "fraction": 1.0, "packing": "auto", "valid_paths": []},
             "optim": {"betas": [0.9, 0.98], "eps": 1e-8, "weight_decay": 0.01, "grad_clip": 1.0, "fused": "auto"},
             "schedule": {"name": "constant", "warmup_steps": 0}, "logger": {"tensorboard": False, "wandb": False},

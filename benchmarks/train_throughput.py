@@ -150,7 +150,7 @@ def twist_trainer(args, data_root: Path, out: Path, device: torch.device) -> flo
     cfg = {
         "out_dir": str(out), "seed": 0, "resume": "false",
         "model": model_cfg(args.model),
-        "init": {"name": "cold", "lr_max": 1e-4, "lr_final": 1e-5, "embed_init": "random", "pretrained": False},
+        "init": {"name": "cold", "lr_max": 1e-4, "lr_final": 1e-5, "embed_init": "random"},
         "data": {"path": str(data_root), "max_tokens": args.max_tokens, "fraction": 1.0, "packing": "auto",
                  "valid_paths": []},
         "optim": {"betas": [0.9, 0.98], "eps": 1e-8, "weight_decay": 0.01, "grad_clip": 1.0, "fused": "auto"},

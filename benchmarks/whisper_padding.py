@@ -42,7 +42,7 @@ def main() -> None:
     seconds = sum(w.size for w in wavs) / 16000
     feats = {}
     for pad in (True, False):
-        enc = WhisperEncoder(args.model, pad_to_window=pad)
+        enc = WhisperEncoder(path=args.model, pad_to_window=pad)
         enc.encode(wavs[0][:16000])  # warm-up
         t0 = time.perf_counter()
         feats[pad] = [enc.encode(w) for w in wavs]

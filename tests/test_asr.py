@@ -198,3 +198,20 @@ def test_hf_whisper_backend_matches_direct_generate(tmp_path):
         assert batch == direct(wavs, language)
     # the decoding language reaches generate(): the tiny model decodes en and fr differently
     assert direct([wavs[0]], "en") != direct([wavs[0]], "fr")
+
+
+def test_get_asr_refuses_a_key_it_would_drop_before_loading_a_model():
+    """A mistyped key, or one of another backend, is not silently dropped."""
+    from twist.asr import get_asr
+    from twist.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown setting asr.beam_sise \(did you mean asr.beam_size\?\)"):
+        get_asr({"backend": "faster-whisper", "beam_sise": 1})
+    with pytest.raises(ConfigError, match="asr.compute_type is a setting of the faster-whisper ASR backend, not of "
+                                          "hf-whisper"):
+        get_asr({"backend": "hf-whisper", "model_dir": "/m", "compute_type": "int8"})
+    with pytest.raises(ConfigError, match="missing required setting.*asr.model_dir"):
+        get_asr({"backend": "hf-whisper"})
+    with pytest.raises(ConfigError, match="asr.backend: 'whisperx' is not one of faster-whisper, hf-whisper, none"):
+        get_asr({"backend": "whisperx"})
+    assert get_asr({"backend": "none"}) is None and get_asr(None) is None

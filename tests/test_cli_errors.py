@@ -1,8 +1,8 @@
 """What a CLI shows for an error: a :class:`twist.errors.TwistError` is one line and exit code 2;
 anything else is a bug and keeps its traceback.
 
-:func:`twist.cli.common.user_errors` wraps every stage's body, so these cases hold for every
-command. The last test runs one real command on a file a user could hand it.
+:func:`twist.cli.common.user_errors` wraps every stage's body, once, in ``hydra_cli``, so these
+cases hold for every command. The last test runs one real command on a file a user could hand it.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def test_a_malformed_input_through_a_real_command_is_one_line(tmp_path, capsys, 
     from hydra import compose, initialize_config_dir
 
     from twist.cli.common import CONFIGS
-    from twist.cli.vocoder import run
+    from twist.cli.vocoder import main
 
     monkeypatch.delenv("TWIST_TRACEBACK", raising=False)
     bad = tmp_path / "contract.json"
@@ -118,5 +118,5 @@ def test_a_malformed_input_through_a_real_command_is_one_line(tmp_path, capsys, 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("vocoder", overrides=["mode=convert", f"out_dir={tmp_path / 'out'}", f"checkpoint={ckpt}",
                                             f"hifigan_config={cfg_json}", f"contract={bad}"])
-    line = _exit_line(lambda: run(cfg), capsys)
+    line = _exit_line(lambda: main.run(cfg), capsys)
     assert line.startswith("twist-vocoder: error: ") and str(bad) in line and "not valid JSON" in line

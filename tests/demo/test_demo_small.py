@@ -5,6 +5,7 @@ fits in CI while still running each real stage as a subprocess.
 """
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -13,12 +14,12 @@ import pytest
 
 TINY = [
     "corpus.n_sentences=14", "corpus.voices_per_sentence=2", "corpus.voices=[en-us,en-us+f3]",
-    "tokenize.valid=0.2", "tokenize.test=0.2",
-    "bench.n_per_paradigm=2", "bench.n_words=12", "bench.stories=4",
-    "train.num_layers=1", "train.max_tokens=64", "train.global_batch=4", "train.micro_batch=4",
-    "train.max_steps=4", "train.valid_every=2", "train.warmup_steps=2",
-    "vocoder.steps=3", "vocoder.batch_size=2", "vocoder.max_minutes=1",
-    "generate.max_seconds=0.5", "threads=1",
+    "tokenize.split.valid=0.2", "tokenize.split.test=0.2",
+    "bench.blimp.n_per_paradigm=2", "bench.wuggy.n_words=12", "bench.storycloze.limit=4",
+    "train.model.num_layers=1", "train.data.max_tokens=64", "train.train.global_batch=4", "train.train.micro_batch=4",
+    "train.train.max_steps=4", "train.train.valid_every=2", "train.train.save_every=2", "train.schedule.warmup_steps=2",
+    "vocoder.train.steps=3", "vocoder.train.batch_size=2", "vocoder.train.max_minutes=1",
+    "generate.sampling.max_seconds=0.5", "threads=1",
 ]  # fmt: skip
 
 
@@ -59,11 +60,11 @@ def test_demo_runs_end_to_end_then_reuses_its_cache(tmp_path):
 
 
 def test_failed_step_names_itself_and_how_to_rerun(tmp_path):
-    # a text source that does not exist makes the first step fail fast
     out = tmp_path / "demo"
+    # no TTS engine on the PATH makes the first step fail fast
     p = subprocess.run(
-        [sys.executable, "-m", "twist.cli.demo", f"out_dir={out}", *TINY, "corpus.tts=no-such-engine"],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "twist.cli.demo", f"out_dir={out}", *TINY],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PATH": str(tmp_path)},
     )  # fmt: skip
     assert p.returncode == 1
     assert "step 'corpus' failed" in p.stderr and "rerun it alone with" in p.stderr and "only=corpus" in p.stderr

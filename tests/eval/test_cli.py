@@ -48,21 +48,21 @@ def artefacts(tmp_path):
 
 
 def test_cli_eval_then_compare(artefacts, capsys):
-    from twist.cli.eval import run
+    from twist.cli.eval import main
 
     root, _ = artefacts
     for name in ("a", "b"):
         cfg = _compose([f"model_path={root / 'lm'}", f"tokenizer_dir={root / 'tokenizer'}", "tokenizer_device=cpu",
                         f"benchmarks.ssc.path={root / 'sSC'}", f"out_dir={root / name}", f"model_name=model-{name}",
                         f"cache_dir={root / 'cache'}", "device=cpu", "progress=false", "batch_size=2"])
-        run(cfg)
+        main.run(cfg)
         res = json.loads((root / name / "results.json").read_text())
         assert res["benchmarks"]["sSC"]["n_pairs"] == 3 and res["dtype"] == "float32"
         assert (root / name / "config.yaml").is_file() and (root / name / "items" / "sSC.jsonl").is_file()
         assert (root / name / "item_scores.json").is_file() and (root / name / "rejects.jsonl").read_text() == ""
     assert res["tokenizer_cache"]["hits"] == 6  # the second run tokenized nothing
     cfg = _compose(["mode=compare", f"compare.runs=[{root / 'a'},{root / 'b'}]", f"out_dir={root / 'cmp'}"])
-    run(cfg)
+    main.run(cfg)
     md = (root / "cmp" / "compare.md").read_text().splitlines()
     assert md[0] == "| model | sSC ↑ |" and md[2].startswith("| model-a |") and md[3].startswith("| model-b |")
     assert "model-b" in capsys.readouterr().out
@@ -75,7 +75,7 @@ def test_cli_eval_then_compare(artefacts, capsys):
 
 
 def test_cli_refuses_a_model_made_for_another_tokenizer(artefacts, capsys):
-    from twist.cli.eval import run
+    from twist.cli.eval import main
     from twist.lm import build_speech_lm, save_speech_lm
 
     root, tok = artefacts
@@ -85,7 +85,7 @@ def test_cli_refuses_a_model_made_for_another_tokenizer(artefacts, capsys):
     cfg = _compose([f"model_path={root / 'lm2'}", f"tokenizer_dir={root / 'tokenizer'}", "tokenizer_device=cpu",
                     f"benchmarks.ssc.path={root / 'sSC'}", f"out_dir={root / 'bad'}", "device=cpu"])
     with pytest.raises(SystemExit) as e:
-        run(cfg)
+        main.run(cfg)
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "twist-eval: error: unit contract mismatch between speech LM" in err
@@ -94,28 +94,28 @@ def test_cli_refuses_a_model_made_for_another_tokenizer(artefacts, capsys):
 
 
 def test_cli_names_an_empty_benchmark_dir(artefacts, capsys):
-    from twist.cli.eval import run
+    from twist.cli.eval import main
 
     root, _ = artefacts
     (root / "empty_tsc").mkdir()
     cfg = _compose([f"model_path={root / 'lm'}", f"tokenizer_dir={root / 'tokenizer'}", "tokenizer_device=cpu",
                     f"benchmarks.tsc.path={root / 'empty_tsc'}", f"out_dir={root / 'e'}", "device=cpu"])
     with pytest.raises(SystemExit) as e:
-        run(cfg)
+        main.run(cfg)
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("twist-eval: error: tSC benchmark dir") and "empty_tsc is empty" in err
 
 
 def test_cli_says_what_bench_root_should_hold(artefacts, capsys):
-    from twist.cli.eval import run
+    from twist.cli.eval import main
 
     root, _ = artefacts
     # a StoryCloze set given as bench_root (instead of benchmarks.ssc.path)
     cfg = _compose([f"model_path={root / 'lm'}", f"tokenizer_dir={root / 'tokenizer'}", "tokenizer_device=cpu",
                     f"bench_root={root / 'sSC'}", f"out_dir={root / 'e'}", "device=cpu"])
     with pytest.raises(SystemExit) as e:
-        run(cfg)
+        main.run(cfg)
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"twist-eval: error: bench_root {root / 'sSC'}: no benchmark found in it")

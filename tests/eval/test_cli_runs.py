@@ -69,28 +69,28 @@ def _exit_code(run, cfg, capsys) -> tuple[int, str]:
 
 
 def test_an_unreadable_listed_wav_fails_the_run_naming_it_unless_allowed(setup, capsys):
-    from twist.cli.eval import run
+    from twist.cli.eval import main
 
     root, split, cfg = setup
     (split / "w1_0.wav").write_bytes(b"")  # 0 bytes: rejected, so the pair of id 1 cannot be scored
-    rc, err = _exit_code(run, cfg("strict"), capsys)
+    rc, err = _exit_code(main.run, cfg("strict"), capsys)
     assert rc == 2 and "w1_0" in err and "allow_incomplete=true" in err
     summary = json.loads((root / "strict" / "results.json").read_text())["benchmarks"]["sWUGGY/dev"]
     assert summary["submission_complete"] is False and summary["missing_files"] == ["w1_0"]  # recorded all the same
-    rc, err = _exit_code(run, cfg("allowed", "allow_incomplete=true"), capsys)
+    rc, err = _exit_code(main.run, cfg("allowed", "allow_incomplete=true"), capsys)
     assert rc == 0 and "w1_0" in err  # still warned
     summary = json.loads((root / "allowed" / "results.json").read_text())["benchmarks"]["sWUGGY/dev"]
     assert summary["n_pairs"] == 2 and summary["n_pairs_skipped"] == 1 and summary["complete"] is False
 
 
 def test_a_truncated_listed_wav_is_a_reject_with_the_reason_and_fails_the_run(setup, capsys):
-    from twist.cli.eval import run
+    from twist.cli.eval import main
     from twist.rejects import RejectsLog
 
     root, split, cfg = setup
     wav = split / "w1_0.wav"
     wav.write_bytes(wav.read_bytes()[:-4000])  # the header still promises 8000 frames
-    rc, err = _exit_code(run, cfg("strict"), capsys)
+    rc, err = _exit_code(main.run, cfg("strict"), capsys)
     assert rc == 2 and "w1_0" in err
     summary = json.loads((root / "strict" / "results.json").read_text())["benchmarks"]["sWUGGY/dev"]
     assert summary["complete"] is False and summary["missing_files"] == ["w1_0"]
@@ -102,13 +102,13 @@ def test_a_truncated_listed_wav_is_a_reject_with_the_reason_and_fails_the_run(se
 def test_a_listed_fifo_is_a_reject_saying_what_it_is_not_a_missing_file(setup, capsys):
     import os
 
-    from twist.cli.eval import run
+    from twist.cli.eval import main
     from twist.rejects import RejectsLog
 
     root, split, cfg = setup
     (split / "w1_0.wav").unlink()
     os.mkfifo(split / "w1_0.wav")  # opening it would block the run: refused unopened
-    rc, err = _exit_code(run, cfg("strict"), capsys)
+    rc, err = _exit_code(main.run, cfg("strict"), capsys)
     assert rc == 2 and "w1_0" in err and "does not exist" not in err
     reasons = {Path(r["item"]).name: r["reason"] for r in RejectsLog.read(root / "strict" / "rejects.jsonl")}
     assert reasons == {"w1_0.wav": "not a regular file (a FIFO)"}
@@ -117,30 +117,30 @@ def test_a_listed_fifo_is_a_reject_saying_what_it_is_not_a_missing_file(setup, c
 def test_an_extra_wav_not_in_gold_csv_fails_the_run_naming_it_unless_allowed(setup, capsys):
     import shutil
 
-    from twist.cli.eval import run
+    from twist.cli.eval import main
 
     root, split, cfg = setup
     shutil.copy(split / "w0_1.wav", split / "stray.wav")
-    rc, err = _exit_code(run, cfg("strict"), capsys)
+    rc, err = _exit_code(main.run, cfg("strict"), capsys)
     assert rc == 2 and "stray.wav" in err
     summary = json.loads((root / "strict" / "results.json").read_text())["benchmarks"]["sWUGGY/dev"]
     assert summary["extra_files"] == ["stray.wav"] and summary["complete"] is False
-    rc, _ = _exit_code(run, cfg("allowed", "allow_incomplete=true"), capsys)
+    rc, _ = _exit_code(main.run, cfg("allowed", "allow_incomplete=true"), capsys)
     assert rc == 0
 
 
 def test_a_complete_split_passes_and_says_so(setup, capsys):
-    from twist.cli.eval import run
+    from twist.cli.eval import main
 
     root, _, cfg = setup
-    rc, err = _exit_code(run, cfg("ok"), capsys)
+    rc, err = _exit_code(main.run, cfg("ok"), capsys)
     assert rc == 0, err
     summary = json.loads((root / "ok" / "results.json").read_text())["benchmarks"]["sWUGGY/dev"]
     assert summary["complete"] is True and summary["missing_files"] == [] and summary["extra_files"] == []
 
 
 def test_progress_bars_name_their_benchmark_and_progress_false_silences_every_bar(setup, capsys):
-    from twist.cli.eval import run
+    from twist.cli.eval import main
 
     root, _, cfg = setup
     ssc = root / "sSC"
@@ -150,10 +150,10 @@ def test_progress_bars_name_their_benchmark_and_progress_false_silences_every_ba
     shutil.copy(root / "lexical" / "dev" / "w0_1.wav", ssc / "a.wav")
     shutil.copy(root / "lexical" / "dev" / "w0_0.wav", ssc / "b.wav")
     (ssc / "pairs.jsonl").write_text(json.dumps({"id": "s0", "positive": "a.wav", "negative": "b.wav"}) + "\n")
-    rc, err = _exit_code(run, cfg("bars", "progress=true", f"benchmarks.ssc.path={ssc}"), capsys)
+    rc, err = _exit_code(main.run, cfg("bars", "progress=true", f"benchmarks.ssc.path={ssc}"), capsys)
     assert rc == 0, err
     bars = [line for line in err.replace("\r", "\n").splitlines() if "it/s" in line or "s/it" in line or "|" in line]
     assert any(line.lstrip().startswith("sWUGGY/dev") for line in bars), bars
     assert any(line.lstrip().startswith("sSC") for line in bars), bars
-    rc, err = _exit_code(run, cfg("quiet", "progress=false", f"benchmarks.ssc.path={ssc}"), capsys)
+    rc, err = _exit_code(main.run, cfg("quiet", "progress=false", f"benchmarks.ssc.path={ssc}"), capsys)
     assert rc == 0 and "|" not in err and "Loading weights" not in err, err

@@ -243,9 +243,10 @@ def test_bad_generation_settings_fail_before_any_model_loads(artefacts):
             "asr": {"backend": "faster-whisper"}}
     with pytest.raises(MissingInputError, match="benchmarks.generation.vocoder"):
         plan_generation({**base, "vocoder": str(root / "nope")})
-    with pytest.raises(ConfigError, match="asr.backend must be one of"):
+    with pytest.raises(ConfigError, match="benchmarks.generation.asr.backend: GenPPL reads transcripts"):
         plan_generation({**base, "asr": {"backend": "none"}})
-    with pytest.raises(ConfigError, match="benchmarks.generation.sampling: unknown setting temp"):
+    with pytest.raises(ConfigError, match=r"unknown setting benchmarks.generation.sampling.temp \(did you mean "
+                                          r"benchmarks.generation.sampling.temperature\?\)"):
         plan_generation({**base, "sampling": {"temp": 1}})
     with pytest.raises(FileNotFoundError, match="text_lm|model.source"):
         plan_generation({**base, "text_lm": {"source": str(root / "no-lm"), "gguf_file": None}})
@@ -276,7 +277,7 @@ def test_twist_eval_reports_generation_with_whisper_and_any_hf_text_lm(artefacts
     from hydra import compose, initialize_config_dir
 
     import twist
-    from twist.cli.eval import run
+    from twist.cli.eval import main
 
     root, _ = artefacts
     text_lm = tiny_text_lm_dir(root / "text_lm")
@@ -290,7 +291,7 @@ def test_twist_eval_reports_generation_with_whisper_and_any_hf_text_lm(artefacts
             "benchmarks.generation.sampling.stop_at_eos=false",
             "benchmarks.generation.asr.beam_size=1", f"benchmarks.generation.text_lm.source={text_lm}",
             "benchmarks.generation.text_lm.gguf_file=null"])
-    run(cfg)
+    main.run(cfg)
     res = json.loads((root / "eval" / "results.json").read_text())
     g = res["benchmarks"]["generation"]
     assert set(res["metrics"]) == {"GenPPL", "auto-BLEU", "distinct-2"}
@@ -305,7 +306,7 @@ def test_twist_eval_reports_generation_with_whisper_and_any_hf_text_lm(artefacts
             f"model_path={root / 'lm'}", f"out_dir={root / 'eval2'}", f"benchmarks.generation.vocoder={root / 'vocoder'}",
             f"benchmarks.generation.prompt_set={root / 'prompts'}", "benchmarks.generation.min_seconds=0.5"])
     with pytest.raises(SystemExit):
-        run(cfg)
+        main.run(cfg)
 
 
 @pytest.mark.slow

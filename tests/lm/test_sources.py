@@ -86,8 +86,8 @@ def test_model_and_init_configs_compose_as_train_overrides():
         warm = compose("train", overrides=["+model=opt-350m", "+init=warm", *need]).init
         cold = compose("train", overrides=["+model=opt-350m", "+init=cold", *need]).init
     # paper appendix A.1
-    assert (warm.pretrained, warm.lr_max, warm.lr_final, warm.embed_init) == (True, 4e-4, 8e-5, "random")
-    assert (cold.pretrained, cold.lr_max, cold.lr_final) == (False, 8e-5, 2.5e-5)
+    assert (warm.name, warm.lr_max, warm.lr_final, warm.embed_init) == ("warm", 4e-4, 8e-5, "random")
+    assert (cold.name, cold.lr_max, cold.lr_final) == ("cold", 8e-5, 2.5e-5)
 
 
 def test_tiny_config_builds_warm_and_cold(contract):

@@ -77,7 +77,7 @@ def test_cli_build_prints_the_page_path(tmp_path, mos, capsys):
     from hydra import compose, initialize_config_dir
 
     import twist
-    from twist.cli.mos import run_build
+    from twist.cli.mos import build
 
     inputs = mos.make_inputs(tmp_path / "in", n_prompts=2)
     systems = "{" + ",".join(f"{k}:'{v}'" for k, v in inputs["systems"].items()) + "}"
@@ -85,7 +85,7 @@ def test_cli_build_prints_the_page_path(tmp_path, mos, capsys):
         cfg = compose(config_name="mos_build", overrides=[f"systems={systems}", f"original='{inputs['original']}'",
                                                           f"out_dir={tmp_path / 't'}", "progress=false",
                                                           "page.prompts_per_rater=1"])
-    page = run_build(cfg)
+    page = build.run(cfg)
     assert f"listening-test page: {page}" in capsys.readouterr().out
     assert page.is_file() and load_key(tmp_path / "t")["settings"]["prompts_per_rater"] == 1
 
@@ -95,12 +95,12 @@ def test_systems_given_as_a_path_instead_of_a_mapping_is_one_line_naming_the_set
     from hydra import compose, initialize_config_dir
 
     import twist
-    from twist.cli.mos import run_build
+    from twist.cli.mos import build
 
     with initialize_config_dir(config_dir=str(Path(twist.__file__).parent / "configs"), version_base="1.3"):
         cfg = compose(config_name="mos_build", overrides=[f"systems={systems}", f"out_dir={tmp_path / 't'}"])
     with pytest.raises(SystemExit) as e:
-        run_build(cfg)
+        build.run(cfg)
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and "\n" not in err, err
     assert err.startswith("twist-mos build: error: systems must be a mapping of system name to directory") and "ms/A" in err

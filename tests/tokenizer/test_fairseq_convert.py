@@ -77,14 +77,14 @@ def test_fairseq_checkpoint_gives_same_features(tmp_path, make_hubert, norm):
     torch.save({"cfg": {"model": fairseq_model_cfg(model), "task": {"normalize": False, "sample_rate": 16000}},
                 "model": sd}, pt)
     wavs = [np.random.default_rng(i).standard_normal(n).astype(np.float32) for i, n in enumerate([11000, 16000])]
-    ref_enc = HubertEncoder(str(tmp_path / "hf"), layer=2)
-    pt_enc = HubertEncoder(str(pt), layer=2)  # converted in memory, weights_only=True
+    ref_enc = HubertEncoder(path=str(tmp_path / "hf"), layer=2)
+    pt_enc = HubertEncoder(path=str(pt), layer=2)  # converted in memory, weights_only=True
     for a, b in zip(ref_enc.encode_batch(wavs), pt_enc.encode_batch(wavs)):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
     assert pt_enc.fingerprint() == ref_enc.fingerprint()
     # and as a converted HF directory, with the normalisation flag carried over
     out = convert_fairseq_hubert(pt, tmp_path / "converted")
-    dir_enc = HubertEncoder(str(out), layer=2)
+    dir_enc = HubertEncoder(path=str(out), layer=2)
     assert dir_enc.normalize is False
     torch.testing.assert_close(dir_enc.encode(wavs[0]), ref_enc.encode(wavs[0]), atol=1e-6, rtol=1e-6)
 
@@ -95,11 +95,11 @@ def test_pickled_namespace_checkpoint_needs_allow_pickle(tmp_path, make_hubert):
     pt = tmp_path / "old.pt"
     torch.save({"args": args, "model": to_fairseq(model)}, pt)
     with pytest.raises(ValueError, match="allow_pickle"):
-        HubertEncoder(str(pt), layer=1)
+        HubertEncoder(path=str(pt), layer=1)
     out = convert_fairseq_hubert(pt, tmp_path / "conv", allow_pickle=True)
     wav = np.random.default_rng(0).standard_normal(9000).astype(np.float32)
-    torch.testing.assert_close(HubertEncoder(str(out), layer=1).encode(wav),
-                               HubertEncoder(str(tmp_path / "hf"), layer=1, normalize=False).encode(wav))
+    torch.testing.assert_close(HubertEncoder(path=str(out), layer=1).encode(wav),
+                               HubertEncoder(path=str(tmp_path / "hf"), layer=1, normalize=False).encode(wav))
 
 
 def test_unknown_parameter_is_named(tmp_path, make_hubert):
@@ -109,7 +109,7 @@ def test_unknown_parameter_is_named(tmp_path, make_hubert):
     pt = tmp_path / "x.pt"
     torch.save({"cfg": {"model": fairseq_model_cfg(model), "task": {}}, "model": sd}, pt)
     with pytest.raises(ValueError, match="encoder.mystery.weight"):
-        HubertEncoder(str(pt), layer=1)
+        HubertEncoder(path=str(pt), layer=1)
 
 
 def test_conv_layer_spec_parsing():

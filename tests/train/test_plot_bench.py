@@ -24,7 +24,7 @@ def _fake_run(d: Path, ppls: list[float], model: str, init: str) -> Path:
 def test_plot_runs_png(tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    from twist.cli.plot import run
+    from twist.cli.plot import main
     from twist.train.plot import run_curve, run_label
 
     a = _fake_run(tmp_path / "a", [30.0, 20.0, 15.0], "opt-350m", "warm")
@@ -32,7 +32,7 @@ def test_plot_runs_png(tmp_path, capsys):
     assert run_curve(a) == ([10, 20, 30], [30.0, 20.0, 15.0])  # the torn last line is skipped
     assert run_label(b) == "opt-350m cold"
     out = tmp_path / "fig" / "ppl.png"
-    run(OmegaConf.create({"runs": [str(a), str(b)], "out": str(out), "metric": "valid_ppl", "labels": None,
+    main.run(OmegaConf.create({"runs": [str(a), str(b)], "out": str(out), "metric": "valid_ppl", "labels": None,
                           "title": None, "log_y": True}))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
     assert "wrote" in capsys.readouterr().out
@@ -40,7 +40,7 @@ def test_plot_runs_png(tmp_path, capsys):
     empty.mkdir()
     (empty / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
     with pytest.raises(SystemExit) as e:
-        run(OmegaConf.create({"runs": [str(empty)], "out": str(tmp_path / "x.png"), "metric": "valid_ppl"}))
+        main.run(OmegaConf.create({"runs": [str(empty)], "out": str(tmp_path / "x.png"), "metric": "valid_ppl"}))
     assert e.value.code == 2 and "no 'valid_ppl' records" in capsys.readouterr().err
 
 

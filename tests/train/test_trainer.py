@@ -181,11 +181,11 @@ def test_failed_save_keeps_previous_checkpoint(fmt, make_cfg, make_units, unit_d
 # bad input: one clear line, exit code 2 (the CLI body, in process)
 # ---------------------------------------------------------------------------------------
 def _cli_error(cfg: dict, capsys) -> str:
-    from twist.cli.train import run
+    from twist.cli.train import main
 
     capsys.readouterr()  # drop earlier output
     with pytest.raises(SystemExit) as e:
-        run(OmegaConf.create(cfg))
+        main.run(OmegaConf.create(cfg))
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("twist-train: error:") and "Traceback" not in err
@@ -294,7 +294,7 @@ def test_families_without_the_attention_registry_train(family, packing, make_cfg
 def test_resumed_warm_run_exports_its_warm_provenance(make_cfg, unit_data, tmp_path):
     """A resume rebuilds the architecture without the text LM; the export must still say warm."""
     cfg = make_cfg(unit_data, tmp_path / "run", max_steps=2, valid_every=0, save_every=0)
-    cfg.init.merge_with({"name": "warm", "pretrained": True, "embed_init": "mean"})
+    cfg.init.merge_with({"name": "warm", "embed_init": "mean"})
     Trainer(cfg).fit()
     cfg["train"]["max_steps"] = 3
     assert Trainer(cfg).fit().step == 3  # resumed

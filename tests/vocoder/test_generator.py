@@ -102,9 +102,9 @@ def test_speaker_embedding_changes_output():
 
 def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="same length"):
-        GeneratorConfig(upsample_rates=[2, 2], upsample_kernel_sizes=[4])
+        GeneratorConfig(num_embeddings=4, upsample_rates=[2, 2], upsample_kernel_sizes=[4])
     with pytest.raises(ValueError, match="model_in_dim"):
-        GeneratorConfig(embedding_dim=8, model_in_dim=16, upsample_initial_channel=32, upsample_rates=[2],
-                        upsample_kernel_sizes=[4])
+        GeneratorConfig(num_embeddings=4, embedding_dim=8, model_in_dim=16, upsample_initial_channel=32,
+                        upsample_rates=[2], upsample_kernel_sizes=[4])
     with pytest.raises(ValueError, match="unknown generator config"):
         GeneratorConfig.from_dict({"num_embedings": 3})

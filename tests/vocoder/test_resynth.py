@@ -28,7 +28,8 @@ def _tokenizer_and_vocoder(tmp_path):
     rng = np.random.default_rng(0)
     tok = UnitTokenizer(LogMelEncoder(n_mels=16), KMeansQuantizer(rng.normal(size=(12, 16)).astype(np.float32)))
     tok.save(tmp_path / "tokenizer")
-    gen = build_generator(generator_config_for(tok.contract, tiny_generator_cfg(hop_rates=(4, 4, 5, 4))))
+    shape = {k: v for k, v in tiny_generator_cfg(hop_rates=(4, 4, 5, 4)).items() if k != "num_embeddings"}
+    gen = build_generator(generator_config_for(tok.contract, shape))  # K comes from the contract
     save_vocoder(gen, tok.contract, tmp_path / "vocoder")
     return tmp_path / "tokenizer", tmp_path / "vocoder"
 

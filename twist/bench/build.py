@@ -53,8 +53,7 @@ def build_benchmarks(
     task: str | Sequence[str],
     out_dir: str | Path,
     *,
-    tts: str | TTSBackend = "espeak",
-    tts_kwargs: Mapping[str, Any] | None = None,
+    tts: TTSBackend | Any,
     seed: int = 0,
     workers: int | None = None,
     storycloze: StoryClozeBuild | Mapping[str, Any] | None = None,
@@ -69,7 +68,8 @@ def build_benchmarks(
 
     Args:
         task: ``storycloze``, ``blimp``, ``wuggy``, ``all`` or a list of them.
-        tts: backend name (or a built backend); ``tts_kwargs`` go to its constructor.
+        tts: the TTS engine: a built backend, or its settings (``tts`` of twist.bench.config, or a
+            mapping chosen by ``name``) for :func:`twist.bench.tts.get_backend`.
         storycloze, blimp, wuggy: each task's settings (twist.bench.config; a mapping of their fields
             works, and missing fields take the schema's defaults).
         strict: stop at the first bad item instead of logging it.
@@ -82,7 +82,7 @@ def build_benchmarks(
                                                    (WuggyBuild, wuggy)))
     if "storycloze" in tasks:  # a bad CSV fails before anything is written or synthesised
         sc_mod.check_storycloze_input(sc.csv or sc_mod.BUILTIN_STORIES, sc.limit, sc.shard)
-    backend = tts if isinstance(tts, TTSBackend) else get_backend(tts, **dict(tts_kwargs or {}))
+    backend = tts if isinstance(tts, TTSBackend) else get_backend(tts)
     if on_start is not None:
         on_start()
     out_dir.mkdir(parents=True, exist_ok=True)

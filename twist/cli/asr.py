@@ -12,22 +12,18 @@ import json
 from typing import Any
 
 from twist.asr import AsrRunConfig
-from twist.cli.common import hydra_cli, user_errors
+from twist.cli.common import hydra_cli
 
 PROG = "twist-asr"
 
 
-@user_errors(PROG)
 def run(cfg: Any) -> None:
     from twist.asr import SAMPLE_RATE, get_asr, librivox_sanity
     from twist.audio import load_audio
-    from twist.errors import ConfigError
     from twist.schema import to_typed
 
     c = to_typed(AsrRunConfig, cfg)
-    asr = get_asr(c.asr)
-    if asr is None:
-        raise ConfigError("asr: choose a backend (asr=faster-whisper or asr=hf-whisper), not none")
+    asr = get_asr(c.asr)  # the schema refused asr=none
     if c.mode == "librivox":
         res = librivox_sanity(asr, c.data_dir, limit=c.limit)
         for it in res["items"]:

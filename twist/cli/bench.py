@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from twist.bench.config import BenchRunConfig
-from twist.cli.common import RunDir, hydra_cli, user_errors
+from twist.cli.common import RunDir, hydra_cli
 
 PROG = "twist-bench"
 
 
-@user_errors(PROG)
 def run(cfg: Any) -> dict:
     from twist.bench.build import build_benchmarks
     from twist.schema import to_typed
@@ -24,9 +23,7 @@ def run(cfg: Any) -> dict:
     c = to_typed(BenchRunConfig, cfg)
     out_dir = Path(c.out_dir)
     run_dir = RunDir("bench", c, cfg)  # a rebuild with other settings stops here, writing nothing
-    tts = dict(c.tts)
-    name = tts.pop("name")
-    report = build_benchmarks(c.task, out_dir, tts=name, tts_kwargs=tts, seed=c.seed, workers=c.workers,
+    report = build_benchmarks(c.task, out_dir, tts=c.tts, seed=c.seed, workers=c.workers,
                               storycloze=c.storycloze, blimp=c.blimp, wuggy=c.wuggy, strict=c.strict,
                               progress=c.progress, on_start=run_dir.start)
     for task, res in report["tasks"].items():

@@ -111,10 +111,12 @@ class RunDir:
         if self.started:
             return self.out_dir
         from twist.run_identity import record_identity
+        from twist.schema import with_choices
 
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_resolved_config(self.raw if self.raw is not None else self.typed, self.out_dir, self.config_name)
+            saved = self.typed if self.raw is None else with_choices(self.raw, self.typed)
+            save_resolved_config(saved, self.out_dir, self.config_name)
             _save_hydra_files(self.out_dir, self.raw)
             if self.identity is not None:
                 record_identity(self.out_dir, self.identity, self.changes, free_settings=self.free, note=note)
@@ -186,12 +188,13 @@ def register_schemas() -> None:
     from omegaconf import OmegaConf
 
     from twist.cli.schemas import SCHEMAS
+    from twist.schema import schema_node
 
     if not OmegaConf.has_resolver("basename"):
         OmegaConf.register_new_resolver("basename", lambda p: Path(str(p)).name)
     cs = ConfigStore.instance()
     for name, schema in SCHEMAS.items():
-        cs.store(name=f"{name}_schema", node=schema)
+        cs.store(name=f"{name}_schema", node=schema_node(schema))
 
 
 def check_command_line(prog: str, config_name: str, schema: type, argv: list[str]) -> None:
@@ -381,15 +384,21 @@ def _one_line(e: BaseException) -> str:
 
 def hydra_cli(prog: str, config_name: str, schema: type, body: Callable[[Any], Any]) -> Callable[[], None]:
     """The ``main`` of a stage CLI: check the command line, then run ``body(cfg)`` under Hydra
-    with user errors mapped to one line. ``body`` receives Hydra's composed DictConfig; it turns
-    it into the typed object with :func:`twist.schema.to_typed`."""
+    with user errors mapped to one line (:func:`user_errors`, applied here and nowhere else).
+    ``body`` receives Hydra's composed DictConfig; it turns it into the typed object with
+    :func:`twist.schema.to_typed`.
+
+    The returned ``main`` has ``main.run(cfg)``: the body as the command runs it (a
+    :class:`TwistError` ends in one line and exit code 2), for callers that composed ``cfg``
+    themselves, as the tests do."""
     import hydra
 
     register_schemas()
+    guarded = user_errors(prog)(body)
 
     def _app(cfg: Any) -> None:
         try:
-            user_errors(prog)(body)(cfg)
+            guarded(cfg)
         finally:
             close_log_files()
 
@@ -405,4 +414,5 @@ def hydra_cli(prog: str, config_name: str, schema: type, body: Callable[[Any], A
         check_command_line(prog, config_name, schema, sys.argv[1:])
         _app()
 
+    main.run = guarded  # type: ignore[attr-defined]
     return main

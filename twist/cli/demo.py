@@ -7,13 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from twist.cli.common import RunDir, hydra_cli, user_errors
+from twist.cli.common import RunDir, hydra_cli
 from twist.demo.config import DemoConfig
 
 PROG = "twist-demo"
 
 
-@user_errors(PROG)
 def run(raw: Any) -> None:
     from twist.demo.pipeline import build_steps, summarize
     from twist.demo.steps import StepFailed, run_steps

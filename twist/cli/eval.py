@@ -10,13 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from twist.cli.common import RunDir, hydra_cli, user_errors
+from twist.cli.common import RunDir, hydra_cli
 from twist.eval.config import EvalRunConfig
 
 PROG = "twist-eval"
 
 
-@user_errors(PROG)
 def run(cfg: Any) -> None:
     from twist.schema import to_typed
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twist.cli.common import RunDir, hydra_cli, user_errors
+from twist.cli.common import RunDir, hydra_cli
 from twist.generate import GenerateRunConfig
 
 PROG = "twist-generate"
 
 
-@user_errors(PROG)
 def run(cfg: Any) -> None:
     from twist.generate import generate_run
     from twist.schema import to_typed

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from twist.cli.common import RunDir, fail, hydra_cli, user_errors
+from twist.cli.common import RunDir, fail, hydra_cli
 from twist.mos.config import MosBuildConfig, MosScoreConfig
 
 USAGE = """usage: twist-mos build [key=value ...]   write the listening-test page (config: mos_build.yaml)
@@ -21,7 +21,6 @@ USAGE = """usage: twist-mos build [key=value ...]   write the listening-test pag
 Hydra's own flags (--cfg job, --help, ...) go after the subcommand."""
 
 
-@user_errors("twist-mos build")
 def run_build(cfg: Any) -> Path:
     from twist.mos.build import build_page, minutes_per_rater
     from twist.schema import to_typed
@@ -39,7 +38,6 @@ def run_build(cfg: Any) -> Path:
     return page
 
 
-@user_errors("twist-mos score")
 def run_score(cfg: Any) -> dict[str, Any]:
     from twist.mos.build import load_key
     from twist.mos.score import score_ratings
@@ -57,10 +55,9 @@ def run_score(cfg: Any) -> dict[str, Any]:
     return res
 
 
-_SUBCOMMANDS = {
-    "build": hydra_cli("twist-mos build", "mos_build", MosBuildConfig, run_build),
-    "score": hydra_cli("twist-mos score", "mos_score", MosScoreConfig, run_score),
-}
+build = hydra_cli("twist-mos build", "mos_build", MosBuildConfig, run_build)
+score = hydra_cli("twist-mos score", "mos_score", MosScoreConfig, run_score)
+_SUBCOMMANDS = {"build": build, "score": score}
 
 
 def main(argv: list[str] | None = None) -> None:

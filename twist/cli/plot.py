@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twist.cli.common import hydra_cli, user_errors
+from twist.cli.common import hydra_cli
 from twist.train.config import PlotConfig
 
 PROG = "twist-plot"
 
 
-@user_errors(PROG)
 def run(cfg: Any) -> None:
     from twist.schema import to_typed
     from twist.train.plot import plot_runs

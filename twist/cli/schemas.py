@@ -1,8 +1,8 @@
 """Every primary config and the dataclass schema it extends (``<name>_schema`` in Hydra's ConfigStore).
 
 ``twist/configs/<name>.yaml`` lists ``<name>_schema`` first in its defaults; the schema
-holds every key's default and meaning (``twist/<stage>/config.py``). ``docs/configs.md`` is
-generated from this table: ``python -m twist.cli.schemas > docs/configs.md``.
+holds every key's default and meaning (``twist/<stage>/config.py``). ``docs/config-reference.md``
+is generated from this table: ``python -m twist.cli.schemas > docs/config-reference.md``.
 """
 
 from __future__ import annotations

@@ -9,23 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from twist.cli.common import RunDir, hydra_cli, user_errors
+from twist.cli.common import RunDir, hydra_cli
 from twist.tokenizer.config import TokenizeRunConfig
 
 PROG = "twist-tokenize"
 
 
-@user_errors(PROG)
 def run(cfg: Any) -> None:
     from twist.dist import rank_and_world
-    from twist.errors import ConfigError
     from twist.schema import to_typed
 
-    c = to_typed(TokenizeRunConfig, cfg)
+    c = to_typed(TokenizeRunConfig, cfg)  # each mode's required settings are checked here
     out_dir = Path(c.out_dir)
-    if c.mode in ("convert-legacy", "convert-fairseq") and not c.convert.src:
-        what = "legacy k-means .bin" if c.mode == "convert-legacy" else "fairseq HuBERT .pt"
-        raise ConfigError(f"mode={c.mode} needs convert.src=<{what}>")
     if c.mode == "convert-legacy":
         from twist.tokenizer.kmeans import convert_legacy_kmeans
 

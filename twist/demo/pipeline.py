@@ -31,8 +31,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from twist.demo.config import DemoConfig, stage_overrides
 from twist.demo.steps import Step
-from twist.errors import ConfigError
 
 
 def cli(name: str) -> list[str]:
@@ -51,30 +51,36 @@ def run_name(name: str, seed: int) -> str:
     return name if seed == 0 else f"{name}_seed{seed}"
 
 
-def build_steps(cfg: Any) -> list[Step]:
-    """The demo's steps for a resolved demo config (see ``configs/demo.yaml``), in run order:
-    data (corpus, units, benchmarks), one train + eval per run and seed, the reports, and audio
+def build_steps(cfg: DemoConfig) -> list[Step]:
+    """The demo's steps for a typed demo config (see ``configs/demo.yaml``), in run order: data
+    (corpus, units, benchmarks), one train + eval per run and seed, the reports, and audio
     (vocoder, resynthesis, continuations, listening-test page)."""
     out = Path(cfg.out_dir).resolve()
-    runs = {name: r for name, r in cfg.runs.items()}
-    if "warm" not in runs:
-        raise ConfigError(f"demo runs must include 'warm' (generation continues with it); got {list(runs)}")
+    runs = dict(cfg.runs)
     return [*_data_steps(cfg, out), *_train_eval_steps(cfg, out, runs), *_report_steps(cfg, out, runs),
             *_audio_steps(cfg, out, runs)]
 
 
-def _data_steps(cfg: Any, out: Path) -> list[Step]:
+def _corpus_voices(c: Any) -> list[str]:
+    """The corpus's voices: its own, or the TTS engine's (so the step's key says which voices spoke)."""
+    from twist.bench.config import TTS
+
+    voices = c.voices if c.voices is not None else TTS.typed({"name": c.tts}, "corpus.tts").voices
+    return list(voices or [])
+
+
+def _data_steps(cfg: DemoConfig, out: Path) -> list[Step]:
     """Corpus, units, the text the frequency lists come from, and the benchmarks."""
     from twist.demo.analysis import write_train_text
     from twist.demo.corpus import build_corpus
 
-    c, tk = cfg.corpus, cfg.tokenize
+    c = cfg.corpus
     corpus_dir, units, bench = out / "corpus", out / "units", out / "bench"
     steps: list[Step] = []
 
     corpus_cfg = {
         "n_sentences": int(c.n_sentences),
-        "voices": list(c.voices),
+        "voices": _corpus_voices(c),
         "voices_per_sentence": int(c.voices_per_sentence),
         "tts": str(c.tts),
         "seed": int(c.seed),
@@ -93,8 +99,7 @@ def _data_steps(cfg: Any, out: Path) -> list[Step]:
             "tokenize",
             units,
             argv=cli("tokenize") + [
-                f"input.audio_dir={corpus_dir / 'audio'}", f"out_dir={units}", f"tokenizer={tk.tokenizer}",
-                f"split.valid={tk.valid}", f"split.test={tk.test}", f"fit.max_frames={tk.fit_frames}",
+                f"input.audio_dir={corpus_dir / 'audio'}", f"out_dir={units}", *stage_overrides("tokenize", cfg.tokenize),
                 f"num_workers={cfg.workers}", "progress=false",
             ],
             depends=["corpus"],
@@ -111,16 +116,13 @@ def _data_steps(cfg: Any, out: Path) -> list[Step]:
             rerun=f"twist-demo out_dir={out} only=train_text",
         )
     )
-    b = cfg.bench
     steps.append(
         Step(
             "bench",
             bench,
             argv=cli("bench") + [
-                f"out_dir={bench}", "task=all", "tts=espeak", f"workers={cfg.workers}", "progress=false",
-                f"blimp.n_voices={b.n_voices}", f"blimp.n_per_paradigm={b.n_per_paradigm}",
-                f"wuggy.n_voices={b.n_voices}", f"wuggy.n_words={b.n_words}", f"wuggy.frequency_text={train_text}",
-                f"storycloze.limit={'null' if b.stories is None else int(b.stories)}",
+                f"out_dir={bench}", f"workers={cfg.workers}", "progress=false", *stage_overrides("bench", cfg.bench),
+                f"wuggy.frequency_text={train_text}",
             ],
             depends=["train_text"],
         )
@@ -128,9 +130,9 @@ def _data_steps(cfg: Any, out: Path) -> list[Step]:
     return steps
 
 
-def _train_eval_steps(cfg: Any, out: Path, runs: dict[str, Any]) -> list[Step]:
+def _train_eval_steps(cfg: DemoConfig, out: Path, runs: dict[str, Any]) -> list[Step]:
     """One training run and one evaluation per run and seed."""
-    tr, units, bench = cfg.train, out / "units", out / "bench"
+    units, bench = out / "units", out / "bench"
     seeds = int(cfg.seeds)
     steps: list[Step] = []
     for seed in range(seeds):
@@ -141,13 +143,9 @@ def _train_eval_steps(cfg: Any, out: Path, runs: dict[str, Any]) -> list[Step]:
                     f"train_{rn}",
                     out / "train" / rn,
                     argv=cli("train") + [
-                        f"+model={tr.model}", f"+init={r.init}", f"model.num_layers={tr.num_layers}",
-                        f"data.path={units}", f"data.max_tokens={tr.max_tokens}", f"out_dir={out / 'train' / rn}",
-                        f"train.global_batch={tr.global_batch}", f"train.micro_batch={tr.micro_batch}",
-                        f"train.max_steps={tr.max_steps}", f"train.valid_every={tr.valid_every}",
-                        f"train.save_every={tr.valid_every}", f"schedule.warmup_steps={tr.warmup_steps}",
-                        f"train.num_threads={cfg.threads}", "train.progress=false", "logger=jsonl", "resume=auto",
-                        f"seed={seed}", *[str(o) for o in r.overrides],
+                        f"+model={cfg.model}", f"+init={r.init}", f"data.path={units}", f"out_dir={out / 'train' / rn}",
+                        *stage_overrides("train", cfg.train, r.train), f"train.num_threads={cfg.threads}",
+                        "train.progress=false", f"seed={seed}",
                     ],
                     depends=["tokenize"],
                 )
@@ -162,8 +160,7 @@ def _train_eval_steps(cfg: Any, out: Path, runs: dict[str, Any]) -> list[Step]:
                     argv=cli("eval") + [
                         f"model_path={out / 'train' / rn / 'speech_lm'}", f"model_name={rn}",
                         f"tokenizer_dir={units / 'tokenizer'}", f"bench_root={bench}",
-                        f"benchmarks.ppl.dataset={units}", "benchmarks.ppl.split=valid",
-                        "benchmarks.swuggy.splits=[dev,test]", "benchmarks.sblimp.splits=[dev,test]",
+                        f"benchmarks.ppl.dataset={units}", *stage_overrides("eval", cfg.eval),
                         f"out_dir={out / 'eval' / rn}", f"cache_dir={out / 'eval' / 'unit_cache'}", "progress=false",
                     ],
                     depends=[f"train_{rn}", "bench"],
@@ -172,7 +169,7 @@ def _train_eval_steps(cfg: Any, out: Path, runs: dict[str, Any]) -> list[Step]:
     return steps
 
 
-def _report_steps(cfg: Any, out: Path, runs: dict[str, Any]) -> list[Step]:
+def _report_steps(cfg: DemoConfig, out: Path, runs: dict[str, Any]) -> list[Step]:
     """The comparison table, the validation-PPL plot, warm-vs-cold and (several seeds) the seed table."""
     from twist.demo.analysis import write_seed_table, write_warm_vs_cold
 
@@ -231,9 +228,8 @@ def _report_steps(cfg: Any, out: Path, runs: dict[str, Any]) -> list[Step]:
     return steps
 
 
-def _audio_steps(cfg: Any, out: Path, runs: dict[str, Any]) -> list[Step]:
+def _audio_steps(cfg: DemoConfig, out: Path, runs: dict[str, Any]) -> list[Step]:
     """Vocoder, resynthesis of a prompt, its warm (and cold) continuations, and the listening-test page."""
-    vc, gen = cfg.vocoder, cfg.generate
     corpus_dir, units = out / "corpus", out / "units"
     steps: list[Step] = []
     steps.append(
@@ -241,9 +237,8 @@ def _audio_steps(cfg: Any, out: Path, runs: dict[str, Any]) -> list[Step]:
             "vocoder",
             out / "vocoder",
             argv=cli("vocoder") + [
-                "mode=train", f"vocoder_model={vc.model}", f"units_dir={units}", f"audio_dir={corpus_dir / 'audio'}",
-                f"out_dir={out / 'vocoder'}", f"train.steps={vc.steps}", f"train.batch_size={vc.batch_size}",
-                f"train.max_minutes={vc.max_minutes}", f"threads={cfg.threads}", "progress=false", "asr=none",
+                "mode=train", f"units_dir={units}", f"audio_dir={corpus_dir / 'audio'}", f"out_dir={out / 'vocoder'}",
+                *stage_overrides("vocoder", cfg.vocoder), f"threads={cfg.threads}", "progress=false", "asr=none",
             ],
             depends=["tokenize"],
         )
@@ -255,8 +250,8 @@ def _audio_steps(cfg: Any, out: Path, runs: dict[str, Any]) -> list[Step]:
             out / "resynth",
             argv=cli("vocoder") + [
                 "mode=resynth", f"vocoder={out / 'vocoder'}", f"tokenizer_dir={units / 'tokenizer'}",
-                f"audio={prompt}", f"out_dir={out / 'resynth'}", "asr=faster-whisper",
-                f"transcripts={corpus_dir / 'transcripts.jsonl'}", "rtf_seconds=null", f"threads={cfg.threads}",
+                f"audio={prompt}", f"out_dir={out / 'resynth'}", f"transcripts={corpus_dir / 'transcripts.jsonl'}",
+                *stage_overrides("vocoder", cfg.resynth), f"threads={cfg.threads}",
             ],
             depends=["vocoder"],
         )
@@ -268,9 +263,7 @@ def _audio_steps(cfg: Any, out: Path, runs: dict[str, Any]) -> list[Step]:
             argv=cli("generate") + [
                 f"lm={out / 'train' / 'warm' / 'speech_lm'}", f"tokenizer_dir={units / 'tokenizer'}",
                 f"vocoder={out / 'vocoder'}", f"prompts={_list([prompt])}", f"out_dir={out / 'generate'}",
-                f"prompt_seconds={gen.prompt_seconds}", f"sampling.max_seconds={gen.max_seconds}",
-                f"sampling.temperature={gen.temperature}", f"sampling.top_k={gen.top_k}", f"sampling.seed={gen.seed}",
-                f"threads={cfg.threads}",
+                *stage_overrides("generate", cfg.generate), f"threads={cfg.threads}",
             ],
             depends=["train_warm", "vocoder"],
         )

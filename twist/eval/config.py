@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 from omegaconf import MISSING
 
 from twist.errors import ConfigError
-from twist.eval.registry import BENCHMARKS
+from twist.eval.registry import BENCHMARKS, check_generation_asr
 from twist.lm.families import ATTN_IMPLEMENTATIONS
-from twist.schema import check_choice
+from twist.schema import check_choice, type_choices
 
 BenchmarksConfig = make_dataclass(
     "BenchmarksConfig",
@@ -103,6 +103,8 @@ class EvalRunConfig:
                 "vocoder": self.benchmarks.generation.vocoder}
 
     def __post_init__(self) -> None:
+        type_choices(self)
+        check_generation_asr(self.benchmarks.generation.asr)
         check_choice("mode", self.mode, ("eval", "compare"))
         check_choice("decide_by", self.decide_by, ("sum", "mean"))
         check_choice("too_long", self.too_long, ("error", "truncate"))

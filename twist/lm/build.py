@@ -17,6 +17,7 @@ from typing import Any
 
 from twist.contract import UnitContract
 from twist.errors import ConfigError
+from twist.lm.config import InitConfig
 from twist.lm.sources import _get, load_text_config, load_text_lm, resolve_dtype
 from twist.lm.surgery import (
     EMBED_INITS,
@@ -26,6 +27,7 @@ from twist.lm.surgery import (
     text_param_count_from_speech,
     warm_start,
 )
+from twist.schema import to_typed
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +64,12 @@ def param_report(model: Any, name: str = "speech LM") -> ParamReport:
     )
 
 
-def _init_fields(init: str | Mapping[str, Any], embed_init: str) -> tuple[str, str]:
-    """Accept ``"warm"``/``"cold"`` or the whole ``init/`` node."""
+def _init_fields(init: str | Mapping[str, Any] | InitConfig, embed_init: str) -> tuple[str, str]:
+    """Accept ``"warm"``/``"cold"`` or the whole ``init/`` node (its unset keys take InitConfig's defaults)."""
     if isinstance(init, str):
         return init, embed_init
-    name = _get(init, "name")
-    pretrained = _get(init, "pretrained")
-    if name is None and pretrained is not None:
-        name = "warm" if pretrained else "cold"
-    return str(name), str(_get(init, "embed_init", embed_init) or embed_init)
+    typed = to_typed(InitConfig, init, where="init")
+    return typed.name, typed.embed_init
 
 
 def build_speech_lm(
@@ -78,7 +77,7 @@ def build_speech_lm(
     init: str | Mapping[str, Any],
     contract: UnitContract,
     *,
-    embed_init: str = "random",
+    embed_init: str = InitConfig.embed_init,
     seed: int = 0,
     verbose: bool = True,
 ) -> Any:

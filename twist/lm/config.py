@@ -51,9 +51,7 @@ class InitConfig:
     """Warm or cold start (``+init=warm|cold``) and the learning rates that go with it."""
 
     name: str = "warm"
-    """warm: the text LM's body, new unit embeddings (TWIST) | cold: the same architecture, every weight fresh."""
-    pretrained: bool = True
-    """Whether the text LM's weights are read (true for warm, false for cold)."""
+    """warm: the text LM's body is loaded (its weights are read), new unit embeddings (TWIST) | cold: the same architecture, every weight fresh (only the text LM's config is read)."""
     embed_init: str = "random"
     """New embedding rows: random (the paper's; the family's own init) | mean (random + mean of the text embeddings). Warm only."""
     lr_max: float = 4.0e-4

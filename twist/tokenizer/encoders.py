@@ -2,20 +2,22 @@
 
 Every encoder (HuBERT, Whisper, log-mel, ...) is used through :class:`Encoder` and built from a plain
 JSON-able spec by :func:`build_encoder`, so a tokenizer directory can record the spec and
-rebuild the same encoder later. Encoders are *batch-invariant*: the features of a waveform do
+rebuild the same encoder later. A spec is an encoder's settings (twist.tokenizer.config:
+:class:`~twist.tokenizer.config.LogMelSettings`, ...), chosen by ``name``; their defaults are
+written there only. Encoders are *batch-invariant*: the features of a waveform do
 not depend on what else is in its batch (each implementation says how it guarantees this).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from twist.errors import ConfigError
+from twist.tokenizer.config import ENCODER
 
 
 class Encoder(abc.ABC):
@@ -84,47 +86,27 @@ class Encoder(abc.ABC):
         return out
 
 
-ENCODERS = ("logmel", "hubert", "whisper")
+ENCODERS = tuple(ENCODER.options)
 _CLASSES = {"logmel": "twist.tokenizer.logmel:LogMelEncoder", "hubert": "twist.tokenizer.hubert:HubertEncoder",
             "whisper": "twist.tokenizer.whisper:WhisperEncoder"}
 
 
-def _encoder_class(name: Any) -> type:
+def encoder_settings(spec: Any, key: str = "tokenizer.encoder") -> Any:
+    """The encoder's settings for a spec (a mapping chosen by ``name``, or a settings object);
+    an unknown name, a key the encoder does not take or a missing required one is refused,
+    naming the key (and the closest valid one), before any audio is read."""
+    return ENCODER.typed(spec, key)
+
+
+def build_encoder(spec: Any, *, device: str | torch.device | None = None) -> Encoder:
+    """Build an encoder from its spec, e.g. ``{"name": "logmel", "n_mels": 80}`` or
+    ``{"name": "hubert", "path": "/models/hubert-base", "layer": 6}`` or ``{"name": "whisper", "path": None}``,
+    or from its settings object."""
     import importlib
 
-    if name not in _CLASSES:
-        raise ConfigError(f"tokenizer.encoder.name: unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
-    module, _, cls = _CLASSES[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def check_encoder_spec(spec: Mapping[str, Any], key: str = "tokenizer.encoder") -> None:
-    """Refuse an encoder spec with an unknown name or a key its encoder does not take, naming the
-    key and the closest valid one (runs when the config is checked, before any audio is read)."""
-    import difflib
-    import inspect
-
-    spec = dict(spec)
-    cls = _encoder_class(spec.pop("name", None))
-    signature = {n: p for n, p in inspect.signature(cls.__init__).parameters.items()
-                 if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    params = list(signature)
-    for k in spec:
-        if k not in params:
-            hint = difflib.get_close_matches(k, params, n=1)
-            raise ConfigError(f"unknown setting {key}.{k} for encoder {cls.__name__}"
-                              + (f" (did you mean {key}.{hint[0]}?)" if hint else f"; it takes {', '.join(params)}"))
-    missing = [n for n, p in signature.items() if p.default is p.empty and n not in spec]
-    if missing:
-        raise ConfigError(f"missing required setting(s): {', '.join(f'{key}.{m}' for m in missing)}")
-
-
-def build_encoder(spec: Mapping[str, Any], *, device: str | torch.device | None = None) -> Encoder:
-    """Build an encoder from its spec, e.g. ``{"name": "logmel", "n_mels": 80}`` or
-    ``{"name": "hubert", "path": "/models/hubert-base", "layer": 6}`` or ``{"name": "whisper", "path": None}``."""
-    check_encoder_spec(spec)
-    spec = dict(spec)
-    enc: Encoder = _encoder_class(spec.pop("name", None))(**spec)
+    settings = encoder_settings(spec)
+    module, _, cls = _CLASSES[settings.name].partition(":")
+    enc: Encoder = getattr(importlib.import_module(module), cls)(settings)
     if device is not None:
         enc.to(device)
     return enc

@@ -29,6 +29,8 @@ import torch
 from twist.contract import fingerprint_state_dict
 from twist.device import resolve_dtype
 from twist.errors import ConfigError, MissingInputError
+from twist.schema import settings_of
+from twist.tokenizer.config import HubertSettings
 from twist.tokenizer.encoders import Encoder
 
 
@@ -36,27 +38,18 @@ class HubertEncoder(Encoder):
     """Hidden states of one HuBERT layer.
 
     Args:
-        path: a local HF directory holding a HubertModel (``config.json`` + weights), or a
-            fairseq HuBERT ``.pt`` readable with ``weights_only=True``.
-        layer: transformer layer whose output is the feature (1-based, as in GSLM's "layer 6";
-            ``None`` = the last layer with its final norm). Later layers are dropped, which
-            also saves their compute.
-        normalize: zero-mean unit-variance input normalisation per waveform; ``None`` reads
-            the checkpoint's flag.
-        dtype: ``float32`` (default), ``bfloat16`` or ``float16`` weights/activations.
-        expected_frame_rate: if given, refuse a checkpoint whose strides give another rate.
+        settings: :class:`~twist.tokenizer.config.HubertSettings` (the checkpoint ``path``, the
+            ``layer``, 1-based as in GSLM's "layer 6", ``None`` = the last layer with its final
+            norm, later layers are dropped, which also saves their compute; ``normalize``,
+            ``dtype``, ``expected_frame_rate``); or give its fields as keyword arguments.
     """
 
     name = "hubert"
 
-    def __init__(
-        self,
-        path: str,
-        layer: int | None = 6,
-        normalize: bool | None = None,
-        dtype: str = "float32",
-        expected_frame_rate: float | None = None,
-    ) -> None:
+    def __init__(self, settings: HubertSettings | None = None, **overrides: Any) -> None:
+        st = settings_of(HubertSettings, settings, overrides, "tokenizer.encoder")
+        path, layer, normalize, dtype, expected_frame_rate = (st.path, st.layer, st.normalize, st.dtype,
+                                                              st.expected_frame_rate)
         from transformers import HubertModel
 
         p = Path(path).expanduser()

@@ -23,6 +23,8 @@ import torch
 
 from twist.contract import fingerprint_arrays
 from twist.errors import ConfigError
+from twist.schema import settings_of
+from twist.tokenizer.config import LogMelSettings
 from twist.tokenizer.encoders import Encoder
 
 
@@ -52,30 +54,16 @@ class LogMelEncoder(Encoder):
     """Log-mel filterbank frames (see module docstring).
 
     Args:
-        sample_rate: input rate (16 kHz).
-        win_length: analysis window in samples (400 = 25 ms).
-        hop_length: hop in samples (320 = 20 ms, i.e. 50 Hz).
-        n_fft: FFT size (>= win_length).
-        n_mels: number of mel bands (80).
-        f_min, f_max: band edges in Hz (``f_max=None`` means Nyquist).
-        cmvn: per-utterance mean/variance normalisation of each band.
-        log_floor: added before the log to keep silence finite.
+        settings: :class:`~twist.tokenizer.config.LogMelSettings` (``None``: their defaults);
+            or give its fields as keyword arguments (``LogMelEncoder(n_mels=16)``).
     """
 
     name = "logmel"
 
-    def __init__(
-        self,
-        sample_rate: int = 16000,
-        win_length: int = 400,
-        hop_length: int = 320,
-        n_fft: int = 512,
-        n_mels: int = 80,
-        f_min: float = 0.0,
-        f_max: float | None = None,
-        cmvn: bool = True,
-        log_floor: float = 1e-6,
-    ) -> None:
+    def __init__(self, settings: LogMelSettings | None = None, **overrides: Any) -> None:
+        st = settings_of(LogMelSettings, settings, overrides, "tokenizer.encoder")
+        sample_rate, win_length, hop_length, n_fft = st.sample_rate, st.win_length, st.hop_length, st.n_fft
+        n_mels, f_min, f_max, cmvn, log_floor = st.n_mels, st.f_min, st.f_max, st.cmvn, st.log_floor
         if n_fft < win_length:
             raise ConfigError(f"logmel: n_fft ({n_fft}) must be >= win_length ({win_length})")
         self.params = {

