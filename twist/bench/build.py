@@ -136,7 +136,7 @@ def _build_storycloze(c: StoryClozeBuild, *, backend: TTSBackend, out_dir: Path,
     from twist.bench import storycloze as sc_mod
 
     res = sc_mod.build_storycloze(c.csv or sc_mod.BUILTIN_STORIES, out_dir / "storycloze", backend, voice=c.voice,
-                                  silence_ms=c.silence_ms, tasks=tuple(c.tasks), limit=c.limit, shard=c.shard,
+                                  voices=c.voices, silence_ms=c.silence_ms, tasks=tuple(c.tasks), limit=c.limit, shard=c.shard,
                                   **common)
     res["length_bias"] = {task: ending_length_bias(out_dir / "storycloze" / task) for task in res["pairs"]}
     return res

@@ -1,9 +1,10 @@
 """``twist-bench``'s settings; each default is written here once.
 
-Spoken benchmarks from text with offline TTS: spoken and topic StoryCloze (TWIST §3.3),
-sBLIMP-style minimal pairs and sWUGGY-style word / non-word pairs in the ZeroSpeech 2021
-layout (Nguyen et al. 2020); and spoken preference pairs for DPO, built as Slam builds
-SpokenSwag (Maimon et al. 2025). The TTS engine comes from a ``tts/`` file.
+Spoken benchmarks from text with offline TTS: spoken and topic StoryCloze (TWIST §3.3), with
+a multi-speaker version (SIMS, Maimon et al. 2025), sBLIMP-style minimal pairs and
+sWUGGY-style word / non-word pairs in the ZeroSpeech 2021 layout (Nguyen et al. 2020); and
+spoken preference pairs for DPO, built as Slam builds SpokenSwag (Maimon et al. 2025). The
+TTS engine comes from a ``tts/`` file.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class StoryClozeBuild:
     """Which variants to build."""
     voice: str | None = None
     """One speaker for every story, as in the paper; null = the engine's first voice."""
+    voices: list[str] | None = None
+    """Several voices (at least 2): also build the multi-speaker sets sSC_ms / tSC_ms (SIMS), each story's sentences spoken by voices drawn under the seed, both endings of a pair by one; null = single-speaker only."""
     silence_ms: float = 100.0
     """Silence inserted between sentences, in ms (as in the paper)."""
     limit: int | None = None
@@ -119,11 +122,11 @@ class BenchRunConfig:
     task: Any = "all"
     """storycloze | blimp | wuggy | all (those three) | prefs, or a comma list "blimp,wuggy"."""
     out_dir: str = MISSING
-    """Output root: storycloze/{sSC,tSC}/, syntactic/, lexical/, prefs/ (required)."""
+    """Output root: storycloze/{sSC,tSC}/ (and sSC_ms, tSC_ms with storycloze.voices), syntactic/, lexical/, prefs/ (required)."""
     tokenizer_dir: str | None = None
     """UnitTokenizer dir (twist-tokenize's <out>/tokenizer) that turns the preference pairs into units; required by task=prefs, unused by the benchmarks."""
     seed: int = 0
-    """Seeds tSC negatives, non-word choice, dev/test and train/valid splits, and the voices and wrong endings drawn per pair."""
+    """Seeds tSC negatives, non-word choice, dev/test and train/valid splits, and the voices and wrong endings drawn per story or pair."""
     workers: int | None = None
     """TTS processes run at once; null = the cores available."""
     strict: bool = False
@@ -183,3 +186,6 @@ class BenchRunConfig:
         check_positive("prefs.tokenize_batch_size", p.tokenize_batch_size)
         if p.csv is None and p.format != "pairs":
             raise ConfigError(f"prefs.format={p.format} needs prefs.csv (the built-in pairs are in the pairs format)")
+        if self.storycloze.voices is not None and len(set(self.storycloze.voices)) < 2:
+            raise ConfigError(f"storycloze.voices: the multi-speaker sets need at least 2 different voices, got "
+                              f"{self.storycloze.voices}")
