@@ -258,3 +258,14 @@ def test_the_single_speaker_sets_do_not_change_when_voices_are_added(espeak, sto
     from twist.eval.storycloze import load_pairs
 
     assert len(load_pairs(tmp_path / "both" / "tSC_ms").pairs) == 3
+
+
+def test_a_multi_speaker_set_needs_two_different_voices(espeak, stories_csv, tmp_path):
+    from twist.bench.config import BenchRunConfig, StoryClozeBuild
+    from twist.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"storycloze\.voices: .*at least 2 different voices"):
+        build_storycloze(stories_csv, tmp_path / "sc", espeak, voices=["en-us", "en-us"], progress=False)
+    with pytest.raises(ConfigError, match=r"storycloze\.voices"):
+        BenchRunConfig(out_dir=str(tmp_path), storycloze=StoryClozeBuild(voices=["en-us"]))
+    assert not (tmp_path / "sc").exists()
