@@ -29,6 +29,8 @@ def test_whole_build_is_deterministic_under_a_seed(espeak, tmp_path):
 def test_resolve_tasks():
     assert resolve_tasks("all") == ["storycloze", "blimp", "wuggy"]
     assert resolve_tasks("blimp,wuggy") == ["blimp", "wuggy"]
+    # the preference pairs are training data: built when named, never by "all" alone
+    assert resolve_tasks("prefs") == ["prefs"] and resolve_tasks("all,prefs") == ["storycloze", "blimp", "wuggy", "prefs"]
     try:
         resolve_tasks("sbloop")
     except ValueError as e:

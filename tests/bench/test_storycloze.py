@@ -212,3 +212,60 @@ def test_a_build_in_the_old_layout_is_migrated(espeak, stories_csv, tmp_path):
     (out / "sSC" / ".build-key").write_text("x\n")
     build_storycloze(stories_csv, out, espeak, progress=False)
     assert not (out / "sSC" / "wav").exists() and not (out / "sSC" / ".build-key").exists()
+
+
+MS_VOICES = ["en-us", "en-us+f3", "en-gb-x-rp"]
+
+
+def test_multi_speaker_sets_vary_the_voice_across_sentences_and_share_one_for_both_endings(espeak, stories_csv,
+                                                                                          tmp_path):
+    from twist.bench.storycloze import join_with_silence
+
+    out = tmp_path / "sc"
+    rep = build_storycloze(stories_csv, out, espeak, voices=MS_VOICES, seed=1, progress=False)
+    assert rep["pairs"] == {"sSC": 3, "tSC": 3, "sSC_ms": 3, "tSC_ms": 3} and rep["voices"] == MS_VOICES
+    for task in ("sSC_ms", "tSC_ms"):
+        texts = {json.loads(x)["id"]: json.loads(x) for x in (out / task / "texts.jsonl").read_text().splitlines()}
+        for r in read_pairs_jsonl(out / task / "pairs.jsonl"):
+            t = texts[r["id"]]
+            voices = t["voices"]  # the four sentences, then both endings
+            assert len(voices) == 5 and set(voices) <= set(MS_VOICES)
+            assert all(a != b for a, b in zip(voices, voices[1:]))  # each sentence in another voice than the last
+            for side in ("positive", "negative"):  # the audio is those voices' recordings, joined
+                segs = [trim_silence(load_audio(segment_path(out / "_segments", text, v)))
+                        for text, v in zip((*t["context"], t[side]), voices)]
+                assert np.array_equal(load_audio(out / task / r[side]), join_with_silence(segs, 100.0)), (task, side)
+    # the draw is the seed's: the same seed draws the same voices, another seed other ones
+    again = tmp_path / "again"
+    build_storycloze(stories_csv, again, espeak, voices=MS_VOICES, seed=1, progress=False)
+    assert (again / "sSC_ms" / "texts.jsonl").read_bytes() == (out / "sSC_ms" / "texts.jsonl").read_bytes()
+    draws = set()
+    for seed in range(4):
+        build_storycloze(stories_csv, tmp_path / f"s{seed}", espeak, voices=MS_VOICES, seed=seed, tasks=("sSC",),
+                         progress=False)
+        draws.add((tmp_path / f"s{seed}" / "sSC_ms" / "texts.jsonl").read_text())
+    assert len(draws) > 1
+
+
+def test_the_single_speaker_sets_do_not_change_when_voices_are_added(espeak, stories_csv, tmp_path):
+    build_storycloze(stories_csv, tmp_path / "one", espeak, progress=False)
+    build_storycloze(stories_csv, tmp_path / "both", espeak, voices=MS_VOICES, progress=False)
+    for task in ("sSC", "tSC"):
+        assert _pairs(tmp_path / "one", task) == _pairs(tmp_path / "both", task)
+    # a rebuild without voices leaves the multi-speaker sets as they are, like a variant not rebuilt
+    rep = build_storycloze(stories_csv, tmp_path / "both", espeak, progress=False)
+    assert set(rep["pairs"]) == {"sSC", "tSC"} and rep["recordings"] > 9
+    from twist.eval.storycloze import load_pairs
+
+    assert len(load_pairs(tmp_path / "both" / "tSC_ms").pairs) == 3
+
+
+def test_a_multi_speaker_set_needs_two_different_voices(espeak, stories_csv, tmp_path):
+    from twist.bench.config import BenchRunConfig, StoryClozeBuild
+    from twist.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"storycloze\.voices: .*at least 2 different voices"):
+        build_storycloze(stories_csv, tmp_path / "sc", espeak, voices=["en-us", "en-us"], progress=False)
+    with pytest.raises(ConfigError, match=r"storycloze\.voices"):
+        BenchRunConfig(out_dir=str(tmp_path), storycloze=StoryClozeBuild(voices=["en-us"]))
+    assert not (tmp_path / "sc").exists()

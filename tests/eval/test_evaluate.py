@@ -248,6 +248,38 @@ def test_shared_recordings_of_a_bench_build_are_encoded_once(tmp_path, ev, small
     assert res["tokenizer_cache"]["same_content"] == 3
 
 
+def test_bench_root_reports_the_multi_speaker_sets_next_to_the_single_speaker_ones(tmp_path, ev, small_contract,
+                                                                                  fake_tokenizer):
+    import shutil
+
+    from twist.bench.storycloze import build_storycloze
+    from twist.bench.tts import get_backend
+    from twist.eval.registry import metric_order
+
+    csv = tmp_path / "stories.csv"
+    csv.write_text("InputStoryid,InputSentence1,InputSentence2,InputSentence3,InputSentence4,"
+                   "RandomFifthSentenceQuiz1,RandomFifthSentenceQuiz2,AnswerRightEnding\n"
+                   "a,Tom made tea,He drank it,It was warm,He felt good,He slept well,He ran to Mars,1\n"
+                   "b,Ann got a cat,It was small,She fed it,It grew big,The cat ate a car,The cat was happy,2\n")
+    build_storycloze(csv, tmp_path / "bench" / "storycloze", get_backend("espeak"), voices=["en-us", "en-us+f3"],
+                     progress=False)
+    cfg = {"bench_root": str(tmp_path / "bench"), "cache_dir": "off", "progress": False, "max_length": 100000}
+    res = evaluate_model(cfg, ev.tiny_llama(small_contract, max_positions=100000), small_contract, tmp_path / "run",
+                         tokenizer=fake_tokenizer)
+    assert list(res["metrics"]) == ["sSC", "sSC_ms", "tSC", "tSC_ms"]
+    assert all(res["benchmarks"][k]["n_pairs"] == 2 for k in res["metrics"])
+    order = metric_order()
+    assert order.index("sSC_ms") == order.index("sSC") + 1 and order.index("tSC_ms") == order.index("tSC") + 1
+    md = (tmp_path / "run" / "results.md").read_text()
+    assert md.index("| sSC |") < md.index("| sSC_ms |") < md.index("| tSC |") < md.index("| tSC_ms |")
+    # without the multi-speaker build the rows are skipped, as any benchmark whose input is absent
+    for task in ("sSC_ms", "tSC_ms"):
+        shutil.rmtree(tmp_path / "bench" / "storycloze" / task)
+    res = evaluate_model(cfg, ev.tiny_llama(small_contract, max_positions=100000), small_contract, tmp_path / "run2",
+                         tokenizer=fake_tokenizer)
+    assert list(res["metrics"]) == ["sSC", "tSC"]
+
+
 def test_compare_table_tests_rows_on_items_matched_by_id():
     a = {"model_name": "A", "metrics": {"sSC": 0.75, "PPL": 10.0}, "ci95": {"sSC": [0.5, 0.9]}}
     b = {"model_name": "B", "metrics": {"sSC": 0.35, "PPL": 12.0}, "ci95": {"sSC": [0.2, 0.55]}}

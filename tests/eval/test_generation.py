@@ -39,6 +39,14 @@ def test_auto_bleu_by_hand():
     assert auto_bleu("a b a b a b".split(), 3) == pytest.approx(2 / 3)
 
 
+def test_auto_bleu_of_one_order_only():
+    # the repetition filter of spoken preference pairs reads bigrams alone (Slam's auto_bleu2)
+    assert auto_bleu("the cat saw the cat".split(), 2, min_n=2) == pytest.approx(0.5)
+    assert auto_bleu("a b a b a b".split(), 3, min_n=3) == 0.0
+    with pytest.raises(ValueError, match="min_n"):
+        auto_bleu("a b".split(), 2, min_n=3)
+
+
 def test_distinct_n_and_words_by_hand():
     texts = [words_of("The cat saw the cat."), words_of("A, a a!")]
     assert texts == [["the", "cat", "saw", "the", "cat"], ["a", "a", "a"]]

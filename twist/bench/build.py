@@ -1,4 +1,5 @@
-"""Build the spoken benchmarks (``twist-bench``): StoryCloze (sSC/tSC), sBLIMP, sWUGGY.
+"""Build the spoken benchmarks (``twist-bench``): StoryCloze (sSC/tSC), sBLIMP, sWUGGY; and
+spoken preference pairs for DPO (``task=prefs``, :mod:`twist.bench.prefs`).
 
 One entry point for the CLI and the demo. Every builder takes its input from a file and
 falls back to built-in inputs, so the whole stage runs offline with nothing downloaded:
@@ -22,20 +23,22 @@ from pathlib import Path
 from typing import Any
 
 from twist.atomic import atomic_write_json, atomic_write_text
-from twist.bench.config import BlimpBuild, StoryClozeBuild, WuggyBuild
+from twist.bench.config import BlimpBuild, PrefsBuild, StoryClozeBuild, WuggyBuild
 from twist.bench.tts import TTSBackend, get_backend
 from twist.errors import ConfigError
 from twist.rejects import RejectsLog
 from twist.schema import to_typed
 
-TASKS = ("storycloze", "blimp", "wuggy")
+BENCHMARK_TASKS = ("storycloze", "blimp", "wuggy")
+# prefs is training data for DPO, not a benchmark: "all" leaves it out, and it needs a tokenizer
+TASKS = (*BENCHMARK_TASKS, "prefs")
 
 
 def resolve_tasks(task: str | Sequence[str]) -> list[str]:
-    """``"all"``, one task name, a comma-separated string or a list -> task names."""
+    """``"all"`` (the benchmarks), one task name, a comma-separated string or a list -> task names."""
     names = [t.strip() for t in task.split(",")] if isinstance(task, str) else [str(t).strip() for t in task]
     if "all" in names:
-        return list(TASKS)
+        return [*BENCHMARK_TASKS, *(t for t in names if t == "prefs")]
     for t in names:
         if t not in TASKS:
             raise ConfigError(f"unknown benchmark task {t!r}; choose from {', '.join(TASKS)} or all")
@@ -59,6 +62,8 @@ def build_benchmarks(
     storycloze: StoryClozeBuild | Mapping[str, Any] | None = None,
     blimp: BlimpBuild | Mapping[str, Any] | None = None,
     wuggy: WuggyBuild | Mapping[str, Any] | None = None,
+    prefs: PrefsBuild | Mapping[str, Any] | None = None,
+    tokenizer_dir: str | None = None,
     strict: bool = False,
     progress: bool = True,
     on_start: Any = None,
@@ -67,21 +72,26 @@ def build_benchmarks(
     ``on_start`` is called once the inputs and the TTS engine are checked, before the first write.
 
     Args:
-        task: ``storycloze``, ``blimp``, ``wuggy``, ``all`` or a list of them.
+        task: ``storycloze``, ``blimp``, ``wuggy``, ``all`` (those three), ``prefs``, or a list of them.
         tts: the TTS engine: a built backend, or its settings (``tts`` of twist.bench.config, or a
             mapping chosen by ``name``) for :func:`twist.bench.tts.get_backend`.
         storycloze, blimp, wuggy: each task's settings (twist.bench.config; a mapping of their fields
             works, and missing fields take the schema's defaults).
+        prefs: the preference pairs' settings; ``tokenizer_dir`` the UnitTokenizer that encodes them.
         strict: stop at the first bad item instead of logging it.
     """
     from twist.bench import storycloze as sc_mod
 
     tasks = resolve_tasks(task)
     out_dir = Path(out_dir)
-    sc, bl, wu = (to_typed(cls, c) for cls, c in ((StoryClozeBuild, storycloze), (BlimpBuild, blimp),
-                                                   (WuggyBuild, wuggy)))
+    sc, bl, wu, pr = (to_typed(cls, c) for cls, c in ((StoryClozeBuild, storycloze), (BlimpBuild, blimp),
+                                                       (WuggyBuild, wuggy), (PrefsBuild, prefs)))
     if "storycloze" in tasks:  # a bad CSV fails before anything is written or synthesised
         sc_mod.check_storycloze_input(sc.csv or sc_mod.BUILTIN_STORIES, sc.limit, sc.shard)
+    if "prefs" in tasks:
+        from twist.bench.prefs import check_prefs_input
+
+        check_prefs_input(pr.csv, pr.format, tokenizer_dir)
     backend = tts if isinstance(tts, TTSBackend) else get_backend(tts)
     if on_start is not None:
         on_start()
@@ -98,6 +108,8 @@ def build_benchmarks(
                 res = _build_storycloze(sc, **common)
             elif t == "blimp":
                 res = _build_blimp(bl, **common)
+            elif t == "prefs":
+                res = _build_prefs(pr, tokenizer_dir, **common)
             else:
                 res = _build_wuggy(wu, **common)
             res["seconds"] = round(time.perf_counter() - t0, 2)
@@ -107,11 +119,24 @@ def build_benchmarks(
     return report
 
 
+def _build_prefs(c: PrefsBuild, tokenizer_dir: str | None, *, backend: TTSBackend, out_dir: Path, seed: int,
+                 **common: Any) -> dict[str, Any]:
+    from twist.bench.prefs import BUILTIN_CSV, build_prefs, write_builtin_pairs
+    from twist.tokenizer import UnitTokenizer
+
+    csv_path = c.csv
+    if not csv_path:
+        csv_path = write_builtin_pairs(out_dir / "inputs" / BUILTIN_CSV, c.builtin_pairs, seed=seed)
+    tokenizer = UnitTokenizer.load(str(tokenizer_dir), device=c.tokenizer_device)
+    return build_prefs(c, csv_path, out_dir / "prefs", backend, tokenizer, seed=seed, tokenizer_dir=tokenizer_dir,
+                       builtin=not c.csv, **common)
+
+
 def _build_storycloze(c: StoryClozeBuild, *, backend: TTSBackend, out_dir: Path, **common: Any) -> dict[str, Any]:
     from twist.bench import storycloze as sc_mod
 
     res = sc_mod.build_storycloze(c.csv or sc_mod.BUILTIN_STORIES, out_dir / "storycloze", backend, voice=c.voice,
-                                  silence_ms=c.silence_ms, tasks=tuple(c.tasks), limit=c.limit, shard=c.shard,
+                                  voices=c.voices, silence_ms=c.silence_ms, tasks=tuple(c.tasks), limit=c.limit, shard=c.shard,
                                   **common)
     res["length_bias"] = {task: ending_length_bias(out_dir / "storycloze" / task) for task in res["pairs"]}
     return res

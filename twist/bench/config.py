@@ -1,9 +1,11 @@
 """``twist-bench``'s settings; each default is written here once.
 
-Spoken benchmarks from text with offline TTS: spoken and topic StoryCloze (TWIST §3.3),
-sBLIMP-style minimal pairs and sWUGGY-style word / non-word pairs in the ZeroSpeech 2021
-layout (Nguyen et al. 2020). The TTS engine comes from a ``tts/`` file, which chooses one of the
-engines' settings below by ``name`` (:data:`TTS`).
+Spoken benchmarks from text with offline TTS: spoken and topic StoryCloze (TWIST §3.3), with
+a multi-speaker version (SIMS, Maimon et al. 2025), sBLIMP-style minimal pairs and
+sWUGGY-style word / non-word pairs in the ZeroSpeech 2021 layout (Nguyen et al. 2020); and
+spoken preference pairs for DPO, built as Slam builds SpokenSwag (Maimon et al. 2025). The
+TTS engine comes from a ``tts/`` file, which chooses one of the engines' settings below by
+``name`` (:data:`TTS`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, ClassVar
 from omegaconf import MISSING
 
 from twist.errors import ConfigError
-from twist.schema import Choice, check_positive, choice_field, type_choices
+from twist.schema import Choice, check_choice, check_positive, choice_field, type_choices
 
 
 # ---------------------------------------------------------------------------------------
@@ -92,6 +94,8 @@ class StoryClozeBuild:
     """Which variants to build."""
     voice: str | None = None
     """One speaker for every story, as in the paper; null = the engine's first voice."""
+    voices: list[str] | None = None
+    """Several voices (at least 2): also build the multi-speaker sets sSC_ms / tSC_ms (SIMS), each story's sentences spoken by voices drawn under the seed, both endings of a pair by one; null = single-speaker only."""
     silence_ms: float = 100.0
     """Silence inserted between sentences, in ms (as in the paper)."""
     limit: int | None = None
@@ -146,16 +150,49 @@ class WuggyBuild:
     """The first N words only; null = all."""
 
 
+PREFS_FORMATS = ("pairs", "swag", "storycloze")
+
+
+@dataclass
+class PrefsBuild:
+    """Spoken preference pairs for DPO (prompt, chosen, rejected), as Slam builds SpokenSwag: a pair dataset in <out_dir>/prefs/."""
+
+    csv: str | None = None
+    """Input CSV in prefs.format; null = the built-in pairs from Debian fortunes-min sentences (first half, its true rest, another sentence's rest), written to <out_dir>/inputs/prefs_pairs.csv."""
+    format: str = "pairs"
+    """pairs: columns prompt, chosen, rejected (and optional id) | swag: SWAG's train.csv/val.csv (prompt sent1, chosen sent2 + gold ending, rejected sent2 + a wrong ending drawn under the seed, gold rows only) | storycloze: the StoryCloze test CSV (prompt the four sentences, the right / wrong ending)."""
+    voices: list[str] | None = None
+    """Voice names, one drawn per pair under the seed and used for its prompt, chosen and rejected; null = the engine's first n_voices voices."""
+    n_voices: int = 4
+    """How many voices when voices is null."""
+    valid: float = 0.05
+    """Share of pairs in the valid split (a seeded hash of the pair id); the rest is train."""
+    repetition_filter: bool = True
+    """Drop pairs whose prompt + chosen text repeats itself (Slam's filter); each dropped pair is logged in prefs/filtered.jsonl."""
+    repetition_threshold: float = 0.3
+    """Dropped when the bigram auto-BLEU (share of repeated word bigrams) of prompt + chosen is at least this."""
+    builtin_pairs: int = 400
+    """Size of the built-in set when csv is null."""
+    limit: int | None = None
+    """The first N pairs kept (after rejects and the filter) only; null = all."""
+    tokenizer_device: str = "auto"
+    """Where the tokenizer's encoder runs: auto (cuda if visible) | cpu | cuda."""
+    tokenize_batch_size: int = 16
+    """Recordings per tokenizer call."""
+
+
 @dataclass
 class BenchRunConfig:
     """Everything ``twist-bench`` reads (configs/bench.yaml with tts/)."""
 
     task: Any = "all"
-    """storycloze | blimp | wuggy | all, or a comma list "blimp,wuggy"."""
+    """storycloze | blimp | wuggy | all (those three) | prefs, or a comma list "blimp,wuggy"."""
     out_dir: str = MISSING
-    """Output root: storycloze/{sSC,tSC}/, syntactic/, lexical/ (required)."""
+    """Output root: storycloze/{sSC,tSC}/ (and sSC_ms, tSC_ms with storycloze.voices), syntactic/, lexical/, prefs/ (required)."""
+    tokenizer_dir: str | None = None
+    """UnitTokenizer dir (twist-tokenize's <out>/tokenizer) that turns the preference pairs into units; required by task=prefs, unused by the benchmarks."""
     seed: int = 0
-    """Seeds tSC negatives, non-word choice and dev/test splits."""
+    """Seeds tSC negatives, non-word choice, dev/test and train/valid splits, and the voices and wrong endings drawn per story or pair."""
     workers: int | None = None
     """TTS processes run at once; null = the cores available."""
     strict: bool = False
@@ -167,6 +204,7 @@ class BenchRunConfig:
     storycloze: StoryClozeBuild = field(default_factory=StoryClozeBuild)
     blimp: BlimpBuild = field(default_factory=BlimpBuild)
     wuggy: WuggyBuild = field(default_factory=WuggyBuild)
+    prefs: PrefsBuild = field(default_factory=PrefsBuild)
     allow_changes: list[str] = field(default_factory=list)
     """Settings allowed to differ from those that built out_dir (a rebuild refuses any other change; [all] = any); the change is recorded in identity.json."""
 
@@ -174,20 +212,28 @@ class BenchRunConfig:
     # is built again), how many items, processes and bars.
     RERUN_FREE: ClassVar[tuple[str, ...]] = (
         "out_dir", "task", "workers", "strict", "progress", "storycloze.shard", "storycloze.limit", "blimp.limit",
-        "wuggy.limit",
+        "wuggy.limit", "prefs.limit", "prefs.tokenizer_device", "prefs.tokenize_batch_size",
     )
 
     def identity_settings(self, flat: dict[str, Any]) -> dict[str, Any]:
         """The settings of the tasks built this time, and those every task shares."""
         from twist.bench.build import TASKS, resolve_tasks
 
-        skipped = tuple(f"{t}." for t in TASKS if t not in resolve_tasks(self.task))
-        return {k: v for k, v in flat.items() if not k.startswith(skipped)}
+        built = resolve_tasks(self.task)
+        skipped = tuple(f"{t}." for t in TASKS if t not in built)
+        return {k: v for k, v in flat.items()
+                if not k.startswith(skipped) and (k != "tokenizer_dir" or "prefs" in built)}
 
     def identity_inputs(self) -> dict[str, str | None]:
-        """Input files given instead of the built-in ones."""
-        return {"storycloze.csv": self.storycloze.csv, "blimp.jsonl": self.blimp.jsonl, "wuggy.words": self.wuggy.words,
-                "wuggy.frequency_text": self.wuggy.frequency_text, "wuggy.frequency_list": self.wuggy.frequency_list}
+        """Input files given instead of the built-in ones; the pairs' CSV and tokenizer when they are built."""
+        from twist.bench.build import resolve_tasks
+
+        inputs = {"storycloze.csv": self.storycloze.csv, "blimp.jsonl": self.blimp.jsonl,
+                  "wuggy.words": self.wuggy.words, "wuggy.frequency_text": self.wuggy.frequency_text,
+                  "wuggy.frequency_list": self.wuggy.frequency_list}
+        if "prefs" in resolve_tasks(self.task):
+            inputs.update({"prefs.csv": self.prefs.csv, "tokenizer_dir": self.tokenizer_dir})
+        return inputs
 
     def __post_init__(self) -> None:
         type_choices(self)
@@ -196,3 +242,17 @@ class BenchRunConfig:
         for key in ("blimp", "wuggy"):
             if not 0 <= getattr(self, key).dev_fraction <= 1:
                 raise ConfigError(f"{key}.dev_fraction: must be in [0, 1], got {getattr(self, key).dev_fraction}")
+        p = self.prefs
+        check_choice("prefs.format", p.format, PREFS_FORMATS)
+        if not 0 <= p.valid < 1:
+            raise ConfigError(f"prefs.valid: must be in [0, 1), got {p.valid}")
+        if not 0 < p.repetition_threshold <= 1:
+            raise ConfigError(f"prefs.repetition_threshold: must be in (0, 1], got {p.repetition_threshold}")
+        check_positive("prefs.n_voices", p.n_voices)
+        check_positive("prefs.builtin_pairs", p.builtin_pairs)
+        check_positive("prefs.tokenize_batch_size", p.tokenize_batch_size)
+        if p.csv is None and p.format != "pairs":
+            raise ConfigError(f"prefs.format={p.format} needs prefs.csv (the built-in pairs are in the pairs format)")
+        if self.storycloze.voices is not None and len(set(self.storycloze.voices)) < 2:
+            raise ConfigError(f"storycloze.voices: the multi-speaker sets need at least 2 different voices, got "
+                              f"{self.storycloze.voices}")

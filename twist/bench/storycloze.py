@@ -15,8 +15,14 @@ A tSC negative is a function of the seed, the story id and the set of right endi
 the whole file. A negative whose normalised text (:func:`normalize_text`) equals the
 positive's is never drawn, so no pair is two recordings of the same words.
 
-Each sentence is synthesised once (cached under ``_segments/``), its engine padding is
-trimmed, and the sentences of a story are joined with exactly ``silence_ms`` of digital
+**Multi-speaker sets** (``voices``, after SIMS, Maimon et al. 2025, which found a model trained
+on synthetic speech scoring much lower on them): ``sSC_ms`` and ``tSC_ms`` hold the same pairs,
+but each story's sentences are spoken by voices drawn under the seed (:func:`story_voices`:
+consecutive sentences always differ), and both endings of a pair by one voice, so voice
+carries no cue.
+
+Each sentence is synthesised once per voice (cached under ``_segments/``), its engine padding
+is trimmed, and the sentences of a story are joined with exactly ``silence_ms`` of digital
 silence. Each distinct recording (a context plus one ending) is written once, under
 ``wav/``; an sSC positive and the tSC positive of the same story are the same file, which
 both manifests name.
@@ -26,7 +32,8 @@ Output (``out_dir``)::
     wav/<id>_pos_<h>.wav  wav/<id>_neg_<h>.wav      each recording once (<h>: what it was made from)
     sSC/pairs.jsonl  sSC/texts.jsonl                paths in pairs.jsonl are ../wav/...
     tSC/pairs.jsonl  tSC/texts.jsonl
-    _segments/<voice>/<hash>.wav                    one per distinct sentence (a cache)
+    sSC_ms/  tSC_ms/                                with voices: the same, texts.jsonl rows name the voices
+    _segments/<voice>/<hash>.wav                    one per distinct (sentence, voice) (a cache)
 """
 
 from __future__ import annotations
@@ -58,6 +65,8 @@ STORYCLOZE_COLUMNS = (
 )  # fmt: skip
 BUILTIN_STORIES = Path(__file__).parent / "data" / "stories.csv"
 VARIANTS = ("sSC", "tSC")
+MULTI_SPEAKER = "_ms"  # sSC_ms, tSC_ms: the multi-speaker sets, next to the single-speaker ones
+ALL_VARIANTS = (*VARIANTS, *(v + MULTI_SPEAKER for v in VARIANTS))
 WAV_DIR = "wav"
 
 
@@ -227,12 +236,26 @@ def _recording_name(story: Story, kind: str, ending: str, recipe: list) -> str:
     return f"{slug(story.id)}_{kind}_{h}.wav"
 
 
+def story_voices(story: Story, voices: Sequence[str], seed: int) -> tuple[str, ...]:
+    """The voices of a multi-speaker story: its four sentences, then its ending (both endings).
+
+    The voices are shuffled under the seed and the story's id, and the five slots take them in
+    turn, so consecutive sentences always differ and the draw does not depend on which other
+    stories are built. Both endings of a pair share the last slot's voice: a model cannot tell
+    the positive from the negative by who speaks it.
+    """
+    order = list(voices)
+    random.Random(f"ms-voices:{seed}:{story.id}").shuffle(order)
+    return tuple(order[i % len(order)] for i in range(5))
+
+
 def build_storycloze(
     csv_path: str | Path,
     out_dir: str | Path,
     backend: TTSBackend,
     *,
     voice: str | None = None,
+    voices: Sequence[str] | None = None,
     seed: int = 0,
     silence_ms: float = 100.0,
     tasks: Sequence[str] = VARIANTS,
@@ -249,6 +272,9 @@ def build_storycloze(
     names any more (another seed, silence or story set) are removed.
 
     Args:
+        voice: the one speaker of sSC / tSC (default: the engine's first voice).
+        voices: several voices: also build the multi-speaker ``sSC_ms`` / ``tSC_ms`` of the same
+            pairs (SIMS), each story spoken as :func:`story_voices` draws.
         limit: the first ``limit`` stories of the file only.
         shard: ``"i/n"``: the ``i``-th of ``n`` contiguous parts of those stories. tSC
             negatives are still drawn from the whole file, so the parts of a sharded build
@@ -258,82 +284,96 @@ def build_storycloze(
     bad = set(tasks) - set(VARIANTS)
     if bad:
         raise ConfigError(f"unknown StoryCloze task(s) {sorted(bad)} in storycloze.tasks; use sSC and/or tSC")
+    if voices is not None and len(set(voices)) < 2:
+        raise ConfigError(f"storycloze.voices: the multi-speaker sets need at least 2 different voices, got {voices}")
     check_storycloze_input(csv_path, limit, shard)
     every_story = read_storycloze_csv(csv_path, rejects)
     stories = select_stories(every_story, limit, shard)
     voice = backend.voice_or_default(voice)
-    variants: dict[str, list[tuple[Story, str]]] = {}
+    negatives: dict[str, list[tuple[Story, str]]] = {}
     if "sSC" in tasks:
-        variants["sSC"] = [(s, s.wrong) for s in stories]
+        negatives["sSC"] = [(s, s.wrong) for s in stories]
     if "tSC" in tasks:
-        variants["tSC"] = list(zip(stories, topic_negatives(stories, seed, endings=[s.right for s in every_story])))
-    sentences = sorted({t for rows in variants.values() for s, neg in rows for t in (*s.context, s.right, neg)})
-    segments = _Segments(out_dir / "_segments", voice, trim_threshold)
-    report = synthesize_many(backend, [(t, voice, segments.path(t)) for t in sentences], workers=workers,
+        negatives["tSC"] = list(zip(stories, topic_negatives(stories, seed, endings=[s.right for s in every_story])))
+    # each variant's rows: (story, negative ending, the voices of its five slots)
+    variants: dict[str, list[tuple[Story, str, tuple[str, ...]]]] = {
+        task: [(s, neg, (voice,) * 5) for s, neg in rows] for task, rows in negatives.items()}
+    if voices:
+        drawn = {s.id: story_voices(s, voices, seed) for s in stories}
+        variants.update({task + MULTI_SPEAKER: [(s, neg, drawn[s.id]) for s, neg in rows]
+                         for task, rows in negatives.items()})
+    spoken = sorted({(t, v) for rows in variants.values() for s, neg, vs in rows
+                     for t, v in zip((*s.context, s.right), vs)} |
+                    {(neg, vs[4]) for rows in variants.values() for s, neg, vs in rows})
+    segments = _Segments(out_dir / "_segments", trim_threshold)
+    report = synthesize_many(backend, [(t, v, segments.path(t, v)) for t, v in spoken], workers=workers,
                              progress=progress)
     for path, why in report.failures:
         segments.failed.add(path)
         if rejects is not None:
             rejects.add(path, f"sentence synthesis failed: {why}")
     # Every distinct recording once: an sSC and a tSC positive of one story share a name.
-    recipe = [backend.name, voice, float(silence_ms), trim_threshold]
-    recordings: dict[str, tuple[Story, str]] = {}
-    names: dict[str, list[tuple[Story, str, str, str]]] = {}
+    recordings: dict[str, tuple[Story, str, tuple[str, ...]]] = {}
+    names: dict[str, list[tuple[Story, str, str, str, tuple[str, ...]]]] = {}
     for task, rows in variants.items():
         names[task] = []
-        for s, neg in rows:
+        for s, neg, vs in rows:
+            # one speaker: the recipe the single-speaker sets always had, so their files keep their names
+            recipe = [backend.name, vs[0] if len(set(vs)) == 1 else list(vs), float(silence_ms), trim_threshold]
             pos_name, neg_name = _recording_name(s, "pos", s.right, recipe), _recording_name(s, "neg", neg, recipe)
-            recordings.setdefault(pos_name, (s, s.right))
-            recordings.setdefault(neg_name, (s, neg))
-            names[task].append((s, neg, pos_name, neg_name))
+            recordings.setdefault(pos_name, (s, s.right, vs))
+            recordings.setdefault(neg_name, (s, neg, vs))
+            names[task].append((s, neg, pos_name, neg_name, vs))
     errors = _write_recordings(recordings, out_dir / WAV_DIR, segments, float(silence_ms), workers)
-    counts = {task: _write_variant(out_dir / task, rows, errors, rejects) for task, rows in names.items()}
+    counts = {task: _write_variant(out_dir / task, rows, errors, rejects, multi_speaker=task.endswith(MULTI_SPEAKER))
+              for task, rows in names.items()}
     kept = _remove_unreferenced(out_dir, {n for n, e in errors.items() if e is None}, rebuilt=set(names))
     return {"stories": len(stories), "stories_in_file": len(every_story), "pairs": counts,
-            "sentences": len(sentences), "recordings": kept, "voice": voice, "tts": report.summary(),
-            "tts_items_per_s": round(report.items_per_s, 2)}
+            "sentences": len(spoken), "recordings": kept, "voice": voice, **({"voices": list(voices)} if voices else {}),
+            "tts": report.summary(), "tts_items_per_s": round(report.items_per_s, 2)}
 
 
 class _Segments:
-    """The synthesised sentences of one voice: their cache paths, and each one trimmed, loaded once."""
+    """The synthesised sentences, by (text, voice): their cache paths, and each one trimmed, loaded once."""
 
-    def __init__(self, root: Path, voice: str, trim_threshold: float) -> None:
-        self.root, self.voice, self.trim_threshold = root, voice, trim_threshold
+    def __init__(self, root: Path, trim_threshold: float) -> None:
+        self.root, self.trim_threshold = root, trim_threshold
         self.failed: set[str] = set()
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: dict[tuple[str, str], np.ndarray] = {}
 
-    def path(self, text: str) -> Path:
-        return segment_path(self.root, text, self.voice)
+    def path(self, text: str, voice: str) -> Path:
+        return segment_path(self.root, text, voice)
 
-    def __call__(self, text: str) -> np.ndarray:
-        if text not in self._cache:
-            path = self.path(text)
+    def __call__(self, text: str, voice: str) -> np.ndarray:
+        if (text, voice) not in self._cache:
+            path = self.path(text, voice)
             if str(path) in self.failed:
                 raise BadAudioError(path, "synthesis failed")
             wav = trim_silence(load_audio(path, 16000), self.trim_threshold)
             if wav.size == 0:
                 raise BadAudioError(path, f"silent synthesis of {text[:60]!r}")
-            self._cache[text] = wav
-        return self._cache[text]
+            self._cache[(text, voice)] = wav
+        return self._cache[(text, voice)]
 
 
-def _write_recordings(recordings: dict[str, tuple[Story, str]], wav_dir: Path, segments: _Segments,
+def _write_recordings(recordings: dict[str, tuple[Story, str, tuple[str, ...]]], wav_dir: Path, segments: _Segments,
                       silence_ms: float, workers: int | None) -> dict[str, str | None]:
-    """Join each story's sentences with ``silence_ms`` of silence into ``wav_dir/<name>`` (skipping
-    those already there); ``{name: None, or why it could not be made}``."""
-    for s, ending in recordings.values():  # load serially: the cache is then read-only in the threads
-        for t in (*s.context, ending):
+    """Join each story's sentences, each in its slot's voice, with ``silence_ms`` of silence into
+    ``wav_dir/<name>`` (skipping those already there); ``{name: None, or why it could not be made}``."""
+    for s, ending, vs in recordings.values():  # load serially: the cache is then read-only in the threads
+        for t, v in zip((*s.context, ending), vs):
             try:
-                segments(t)
+                segments(t, v)
             except BadAudioError:
                 pass
 
     def write(name: str) -> str | None:
-        s, ending = recordings[name]
+        s, ending, vs = recordings[name]
         path = wav_dir / name
         try:
             if not path.exists():
-                save_audio(path, join_with_silence([segments(t) for t in (*s.context, ending)], silence_ms), 16000)
+                joined = join_with_silence([segments(t, v) for t, v in zip((*s.context, ending), vs)], silence_ms)
+                save_audio(path, joined, 16000)
         except BadAudioError as e:
             return f"{s.id}: {e}"
         return None
@@ -342,19 +382,22 @@ def _write_recordings(recordings: dict[str, tuple[Story, str]], wav_dir: Path, s
         return dict(zip(recordings, pool.map(write, recordings)))
 
 
-def _write_variant(task_dir: Path, rows: list[tuple[Story, str, str, str]], errors: dict[str, str | None],
-                   rejects: RejectsLog | None) -> int:
-    """``pairs.jsonl`` and ``texts.jsonl`` of one variant (sSC or tSC); returns its pair count."""
+def _write_variant(task_dir: Path, rows: list[tuple[Story, str, str, str, tuple[str, ...]]],
+                   errors: dict[str, str | None], rejects: RejectsLog | None, *, multi_speaker: bool = False) -> int:
+    """``pairs.jsonl`` and ``texts.jsonl`` of one variant (sSC, tSC or their multi-speaker sets); returns
+    its pair count. A multi-speaker variant's text rows name the voice of each sentence (``voices``:
+    the four sentences', then the one of both endings)."""
     _drop_legacy_layout(task_dir)
     pairs, texts = [], []
-    for s, neg, pos_name, neg_name in rows:
+    for s, neg, pos_name, neg_name, vs in rows:
         why = errors[pos_name] or errors[neg_name]
         if why is not None:
             if rejects is not None:
                 rejects.add(f"{task_dir.name} {s.id}", f"{task_dir.name} {why}")
             continue
         pairs.append({"id": s.id, "positive": f"../{WAV_DIR}/{pos_name}", "negative": f"../{WAV_DIR}/{neg_name}"})
-        texts.append({"id": s.id, "context": list(s.context), "positive": s.right, "negative": neg})
+        texts.append({"id": s.id, "context": list(s.context), "positive": s.right, "negative": neg,
+                      **({"voices": list(vs)} if multi_speaker else {})})
     write_pairs_jsonl(task_dir / "pairs.jsonl", pairs)
     lines = [json.dumps(t) for t in sorted(texts, key=lambda t: t["id"])]
     atomic_write_text(task_dir / "texts.jsonl", "".join(line + "\n" for line in lines))
@@ -373,7 +416,7 @@ def _remove_unreferenced(out_dir: Path, built: set[str], rebuilt: set[str]) -> i
     A variant not rebuilt this time keeps the files its existing ``pairs.jsonl`` names.
     """
     keep = set(built)
-    for task in VARIANTS:
+    for task in ALL_VARIANTS:
         manifest = out_dir / task / "pairs.jsonl"
         if task in rebuilt or not manifest.is_file():
             continue

@@ -1,4 +1,4 @@
-"""``twist-bench``: build spoken benchmarks (sSC, tSC, sBLIMP, sWUGGY) with offline TTS.
+"""``twist-bench``: build spoken benchmarks (sSC, tSC, sBLIMP, sWUGGY) and spoken preference pairs with offline TTS.
 
 Thin entry point: settings in twist/bench/config.py, the work in :mod:`twist.bench.build`.
 See docs/bench.md.
@@ -24,7 +24,8 @@ def run(cfg: Any) -> dict:
     out_dir = Path(c.out_dir)
     run_dir = RunDir("bench", c, cfg)  # a rebuild with other settings stops here, writing nothing
     report = build_benchmarks(c.task, out_dir, tts=c.tts, seed=c.seed, workers=c.workers,
-                              storycloze=c.storycloze, blimp=c.blimp, wuggy=c.wuggy, strict=c.strict,
+                              storycloze=c.storycloze, blimp=c.blimp, wuggy=c.wuggy, prefs=c.prefs,
+                              tokenizer_dir=c.tokenizer_dir, strict=c.strict,
                               progress=c.progress, on_start=run_dir.start)
     for task, res in report["tasks"].items():
         print(f"[{PROG}] {task}: {json.dumps({k: v for k, v in res.items() if k != 'tts'})}")

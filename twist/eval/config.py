@@ -83,7 +83,7 @@ class EvalRunConfig:
     zr2021_root: str | None = None
     """A ZeroSpeech 2021 root holding lexical/ and syntactic/ (fills benchmarks.swuggy.dir / sblimp.dir)."""
     bench_root: str | None = None
-    """A twist-bench output dir: uses its lexical/, syntactic/, storycloze/sSC/ and storycloze/tSC/ (or sSC/, tSC/) where they exist."""
+    """A twist-bench output dir: uses its lexical/, syntactic/, storycloze/sSC/, storycloze/tSC/ and the multi-speaker storycloze/sSC_ms/, storycloze/tSC_ms/ (or sSC/, tSC/, ... directly) where they exist."""
     benchmarks: BenchmarksConfig = field(default_factory=BenchmarksConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     allow_changes: list[str] = field(default_factory=list)

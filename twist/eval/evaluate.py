@@ -66,7 +66,7 @@ def _nothing_under(root: Path) -> str:
     """The message for a ``bench_root`` in which no benchmark was found."""
     msg = (f"bench_root {root}: no benchmark found in it. Expected a twist-bench out_dir, holding "
            "lexical/<split>/gold.csv, syntactic/<split>/gold.csv (split: benchmarks.swuggy.splits / "
-           "benchmarks.sblimp.splits, default [dev]), storycloze/sSC/ or storycloze/tSC/ (or sSC/ and tSC/ directly)")
+           "benchmarks.sblimp.splits, default [dev]), storycloze/sSC/, storycloze/tSC/ or their multi-speaker sSC_ms/, tSC_ms/ (or these directly)")
     if (root / "pairs.jsonl").is_file() or any(root.glob("*_correct.wav")):
         msg += f"; {root} is itself one StoryCloze set: pass it as benchmarks.ssc.path or benchmarks.tsc.path"
     elif (root / "gold.csv").is_file() or (root / "dev").is_dir() or (root / "test").is_dir():

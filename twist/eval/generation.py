@@ -64,14 +64,20 @@ def _ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
-def auto_bleu(words: Sequence[str], max_n: int = GenerationSettings.auto_bleu_n) -> float:
-    """GSLM's auto-BLEU of one utterance: how much of it repeats itself (see the module doc)."""
+def auto_bleu(words: Sequence[str], max_n: int = GenerationSettings.auto_bleu_n, *, min_n: int = 1) -> float:
+    """GSLM's auto-BLEU of one utterance: how much of it repeats itself (see the module doc).
+
+    ``min_n`` drops the lower orders: ``min_n=max_n=2`` is the share of bigrams alone, as
+    Slam's repetition filter of its preference pairs reads it.
+    """
     if max_n < 1:
         raise ConfigError(f"auto_bleu_n must be >= 1, got {max_n}")
+    if not 1 <= min_n <= max_n:
+        raise ConfigError(f"auto-BLEU min_n must be in [1, {max_n}], got {min_n}")
     if len(words) <= 1:
         return 0.0
     shares = []
-    for n in range(1, max_n + 1):
+    for n in range(min_n, max_n + 1):
         grams = _ngrams(words, n)
         if not grams:
             shares.append(0.0)

@@ -1,8 +1,8 @@
 """The benchmarks twist-eval knows, one row each: settings, planner, runner, report columns.
 
 TWIST's zero-shot suite (Hassid et al. 2023, §3.3) is speech-token PPL, sWUGGY and sBLIMP
-(ZeroSpeech 2021), spoken and topic StoryCloze; the generative metrics of the continuations
-come on top. Each benchmark is a :class:`Benchmark` row below:
+(ZeroSpeech 2021), spoken and topic StoryCloze; the multi-speaker StoryCloze sets of SIMS
+(Maimon et al. 2025) and the generative metrics of the continuations come on top. Each benchmark is a :class:`Benchmark` row below:
 
 * ``settings``: the dataclass of ``benchmarks.<key>`` in ``configs/eval.yaml`` (its defaults and
   the meaning of each field); twist.eval.config builds the ``benchmarks`` schema from the rows;
@@ -52,6 +52,16 @@ class StoryClozeSettings:
 
     path: str | None = None
     """Released dir (<n>_<story>_correct.wav ...), a pairs.jsonl, or a dir holding one; null = skip (or bench_root)."""
+    units: str | None = None
+    """Pre-tokenized units for these wavs (as for sWUGGY); null = tokenize the audio."""
+
+
+@dataclass
+class MultiSpeakerStoryClozeSettings:
+    """A multi-speaker spoken StoryCloze set (sSC_ms or tSC_ms, SIMS): each story's sentences in several voices."""
+
+    path: str | None = None
+    """A pairs.jsonl or a dir holding one (twist-bench storycloze.voices writes storycloze/sSC_ms, tSC_ms); null = skip (or bench_root)."""
     units: str | None = None
     """Pre-tokenized units for these wavs (as for sWUGGY); null = tokenize the audio."""
 
@@ -223,8 +233,13 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               ("sBLIMP",)),
     Benchmark("ssc", "sSC", StoryClozeSettings, "twist.eval.storycloze:plan_ssc", "twist.eval.pair_scoring:run_pairs",
               ("sSC",)),
+    # the multi-speaker sets (SIMS) right after the single-speaker ones, so tables put them side by side
+    Benchmark("ssc_ms", "sSC_ms", MultiSpeakerStoryClozeSettings, "twist.eval.storycloze:plan_ssc_ms",
+              "twist.eval.pair_scoring:run_pairs", ("sSC_ms",)),
     Benchmark("tsc", "tSC", StoryClozeSettings, "twist.eval.storycloze:plan_tsc", "twist.eval.pair_scoring:run_pairs",
               ("tSC",)),
+    Benchmark("tsc_ms", "tSC_ms", MultiSpeakerStoryClozeSettings, "twist.eval.storycloze:plan_tsc_ms",
+              "twist.eval.pair_scoring:run_pairs", ("tSC_ms",)),
     Benchmark("generation", "GenPPL", GenerationSettings, "twist.eval.generation:plan",
               "twist.eval.generation:run", ("GenPPL", "auto-BLEU", "distinct-2"), ("GenPPL", "auto-BLEU")),
 )

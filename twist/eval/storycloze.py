@@ -171,13 +171,23 @@ def plan_tsc(settings: Any, ctx: Any) -> list[Any]:
     return _plan(settings, ctx)
 
 
+def plan_ssc_ms(settings: Any, ctx: Any) -> list[Any]:
+    """Multi-speaker sStoryCloze: ``benchmarks.ssc_ms.path``, or ``sSC_ms/`` under bench_root."""
+    return _plan(settings, ctx)
+
+
+def plan_tsc_ms(settings: Any, ctx: Any) -> list[Any]:
+    """Multi-speaker tStoryCloze: ``benchmarks.tsc_ms.path``, or ``tSC_ms/`` under bench_root."""
+    return _plan(settings, ctx)
+
+
 def _plan(settings: Any, ctx: Any) -> list[Any]:
     from twist.eval.registry import Task
 
     label = ctx.benchmark.label
     path, from_root = settings.path, False
     if not path and ctx.bench_root is not None:
-        # twist-bench writes <root>/storycloze/{sSC,tSC}; a hand-made root may hold them directly
+        # twist-bench writes <root>/storycloze/{sSC,tSC,sSC_ms,tSC_ms}; a hand-made root may hold them directly
         for cand in (ctx.bench_root / label, ctx.bench_root / "storycloze" / label):
             if cand.is_dir():
                 path, from_root = str(cand), True
