@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from twist.atomic import atomic_write_json, atomic_write_text, read_json_object
-from twist.contract import UnitContract, VocabLayout
+from twist.contract import UnitContract, check_unit_range
 from twist.errors import InputError, MissingInputError
 from twist.units import assign_split
 
@@ -82,14 +82,6 @@ def assign_pair_split(pair_id: str, *, seed: int = 0, valid: float = 0.05) -> st
     return assign_split(pair_id, seed=seed, valid=valid, test=0.0)
 
 
-def _check_units(units: np.ndarray, layout: VocabLayout, where: str) -> None:
-    """Refuse ids outside ``[0, K)`` with the contract's own range check, saying where they are."""
-    try:
-        layout.encode(units, bos=False, eos=False)
-    except InputError as e:
-        raise InputError(f"{where}: {e}") from None
-
-
 def write_pair_dataset(
     root: str | Path,
     pairs: Iterable[PreferencePair],
@@ -111,7 +103,6 @@ def write_pair_dataset(
             (nothing is written).
     """
     root = Path(root)
-    layout = VocabLayout(contract.n_units)
     lines, counts, seen = [], dict.fromkeys(SPLITS, 0), set()
     for p in pairs:
         if p.id in seen:
@@ -120,7 +111,7 @@ def write_pair_dataset(
         if p.split not in SPLITS:
             raise InputError(f"pair {p.id!r}: split must be train or valid, got {p.split!r}")
         for k in UNIT_KEYS:
-            _check_units(np.asarray(getattr(p, k)), layout, f"pair {p.id!r} {k}")
+            check_unit_range(np.asarray(getattr(p, k)), contract.n_units, where=f"pair {p.id!r} {k}")
         counts[p.split] += 1
         lines.append(json.dumps(p.to_row()))
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "contract": contract.to_dict(), "counts": counts,
@@ -172,7 +163,6 @@ class PairDataset:
         path = self.root / PAIRS
         if not path.is_file():
             raise MissingInputError(f"pair dataset {self.root}: {PAIRS} is missing")
-        layout = VocabLayout(self.contract.n_units)
         out: list[PreferencePair] = []
         seen: set[str] = set()
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -201,7 +191,7 @@ class PairDataset:
                 if not isinstance(u, list) or not u or not all(type(x) is int for x in u):
                     raise InputError(f"{where}: {k} must be a list of unit ids (non-empty, integers)")
                 units[k] = np.asarray(u, dtype=np.int64)
-                _check_units(units[k], layout, f"{where} {k}")
+                check_unit_range(units[k], self.contract.n_units, where=f"{where} {k}")
             for k in (*TEXT_KEYS, "voice"):
                 if not isinstance(row[k], str):
                     raise InputError(f"{where}: {k} must be a string")
