@@ -287,7 +287,7 @@ def section_compile(s: Suite) -> dict[str, Any]:
                 except Exception as e:  # a recompile after warm-up raises here
                     return {"error": f"{type(e).__name__}: {str(e)[:500]}", "step": i + 1}
         trainer.update.settle()
-        kinds = [("train" if training else "eval") + "/" + kind for training, kind in trainer.forward_loss._fns]
+        kinds = [("train" if training else "eval") + "/" + kind for training, kind in trainer.objective.forward_loss._fns]
         res = {"attention": trainer.attention.implementation, "backend": s.size["compile_backend"],
                "warmup_steps": warm, "warmup_s": round(warm_s, 1),
                "graphs_after_warmup": graphs_after_warmup,

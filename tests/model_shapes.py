@@ -42,3 +42,14 @@ def tiny_speech_lm(family: str, contract: Any, seed: int = 0, **overrides: Any) 
     from twist.lm import build_speech_lm
 
     return build_speech_lm(tiny_node(family, **overrides), "cold", contract, seed=seed, verbose=False)
+
+
+def tiny_family_model_for_vocab(family: str, vocab_size: int, seed: int = 0, **overrides: Any) -> Any:
+    """A plain transformers model of ``family``'s tiny shape with exactly ``vocab_size`` ids
+    (what an exported speech LM holds: no alignment-padding rows)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(family, **tiny_config(family, **overrides), vocab_size=vocab_size)
+    return AutoModelForCausalLM.from_config(config)

@@ -133,7 +133,7 @@ def test_the_cli_refuses_a_typo_before_any_work(tmp_path):
 def test_a_config_group_of_another_command_names_the_group_and_its_command(capsys):
     err = _error(capsys, "train", "+tts=espeak")
     assert err == ("twist-train: error: tts is a config group of twist-bench, not of twist-train (this command's "
-                   "groups: model, init, data, optim, schedule, logger, experiment)")
+                   "groups: model, init, objective, data, optim, schedule, logger, experiment)")
     err = _error(capsys, "eval", "+tokenizer=hubert-25hz-500")
     assert "tokenizer is a config group of twist-tokenize, not of twist-eval" in err
 
@@ -142,7 +142,7 @@ def test_help_lists_only_the_commands_own_config_groups():
     p = subprocess.run([sys.executable, "-m", "twist.cli.train", "--help"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     groups = [line.split(":")[0].strip() for line in p.stdout.splitlines() if line.startswith("  ")]
-    assert groups == ["model", "init", "data", "optim", "schedule", "logger", "experiment"]
+    assert groups == ["model", "init", "objective", "data", "optim", "schedule", "logger", "experiment"]
     assert "opt-350m" in p.stdout and "tts" not in p.stdout and "vocoder_model" not in p.stdout
 
 

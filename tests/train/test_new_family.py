@@ -56,10 +56,10 @@ def _packed_and_padded_loss(trainer: Trainer) -> tuple[torch.Tensor, torch.Tenso
     windows = [trainer.stream._next_window() for _ in range(3)]
     assert sum(len(w) for w in windows) > len(windows)  # documents share windows
     packed = trainer.stream.make_batch(windows)
-    padded = pad_documents([trainer.stream._read(p) for w in windows for p in w], trainer.layout)
+    padded = pad_documents([trainer.stream._read(p) for w in windows for p in w], trainer.contract.layout)
     with torch.no_grad():
-        lp = trainer.forward_loss(packed) / packed.n_targets
-        lu = trainer.forward_loss(padded) / padded.n_targets
+        lp = trainer.objective.forward_loss(packed) / packed.n_targets
+        lu = trainer.objective.forward_loss(padded) / padded.n_targets
     trainer.model.train()
     return lp, lu
 
@@ -69,18 +69,18 @@ def test_a_family_added_as_one_table_row_trains_and_scores_packed(make_cfg, unit
     # without a row: padded rows only, and packed scoring is refused
     trainer = Trainer(_cfg(make_cfg, unit_data, tmp_path / "no_row"))
     assert type(trainer.model).__name__ == "NewFamilyForCausalLM"
-    assert trainer.packing == "padded"
+    assert trainer.objective.packing == "padded"
     with pytest.raises(ConfigError, match=f"not supported for model type '{NEW_TYPE}'"):
         LikelihoodScorer(trainer.model, contract, pack_tokens=64)
 
     # the one edit: a row in the family table
     monkeypatch.setitem(families.FAMILIES, NEW_TYPE, families.Family(NEW_TYPE))
     trainer = Trainer(_cfg(make_cfg, unit_data, tmp_path / "row"))
-    assert trainer.packing == "packed" and trainer.attention.mask == "bool"  # CPU: dense document mask
+    assert trainer.objective.packing == "packed" and trainer.attention.mask == "bool"  # CPU: dense document mask
     lp, lu = _packed_and_padded_loss(trainer)
     assert torch.allclose(lp, lu, atol=1e-5, rtol=0), (float(lp), float(lu))
     result = trainer.fit()
-    assert result.step == 3 and math.isfinite(result.best_ppl)
+    assert result.step == 3 and math.isfinite(result.best_value)
 
     # the exported speech LM scores packed: equal to padded, under the dense mask and flex
     model, saved = load_speech_lm(tmp_path / "row" / "speech_lm")

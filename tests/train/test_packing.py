@@ -97,17 +97,17 @@ def test_trainer_packed_equals_padded_for_every_attention_implementation(attn, m
     from twist.train.trainer import Trainer
 
     tr = Trainer(make_cfg(unit_data, tmp_path / "run", attn_implementation=attn))
-    assert tr.packing == "packed"
+    assert tr.objective.packing == "packed"
     assert tr.model.config._attn_implementation == attn
     tr.model.eval()
     windows = [tr.stream._next_window() for _ in range(3)]
     assert sum(len(w) for w in windows) > len(windows)  # documents share windows
     packed = tr.stream.make_batch(windows)
     docs = [tr.stream._read(p) for w in windows for p in w]
-    padded = pad_documents(docs, tr.layout)
+    padded = pad_documents(docs, tr.contract.layout)
     with torch.no_grad():
-        lp = tr.forward_loss(packed) / packed.n_targets
-        lu = tr.forward_loss(padded) / padded.n_targets
+        lp = tr.objective.forward_loss(packed) / packed.n_targets
+        lu = tr.objective.forward_loss(padded) / padded.n_targets
     assert torch.allclose(lp, lu, atol=1e-5, rtol=0), (float(lp), float(lu))
 
 

@@ -93,7 +93,7 @@ def test_compiled_step_does_not_recompile_after_warm_up(make_cfg, unit_data, tmp
     cfg = make_cfg(unit_data, tmp_path / "run", compile=True, compile_backend="aot_eager", max_steps=6,
                    valid_every=0, save_every=0)
     trainer = Trainer(cfg)
-    assert trainer.forward_loss.compile
+    assert trainer.objective.forward_loss.compile
     first = trainer.train_step()
     assert math.isfinite(float(first["loss"]))
     trainer.validate()
@@ -118,13 +118,13 @@ def test_deferred_nonfinite_skip_equals_the_host_side_skip(make_cfg, unit_data, 
         tr = Trainer(cfg)
         assert tr.update.defer  # fused: deferred by default
         tr.update.defer = defer
-        real, poison = tr.forward_loss, {2}
+        real, poison = tr.objective.forward_loss, {2}
 
         def loss_sum(batch):
             ls = real(batch)
             return ls * float("nan") if tr.state.step + 1 in poison else ls
 
-        tr.forward_loss = loss_sum
+        tr.objective.forward_loss = loss_sum
         return tr, poison
 
     ref, _ = trainer(tmp_path / "host", defer=False)  # run first: the two share torch's RNG (dropout)

@@ -88,7 +88,7 @@ def test_export_is_the_best_valid_checkpoint(make_cfg, make_units, unit_data, tm
     out2 = tmp_path / "scripted"
     Trainer(make_cfg(unit_data, out2, max_steps=8, valid_every=2, save_every=0)).fit()
     best = load_checkpoint(out2 / "checkpoints" / "best")
-    assert best["state"]["step"] == 4 and best["state"]["best_ppl"] == 3.0
+    assert best["state"]["step"] == 4 and best["state"]["best_value"] == 3.0
     from safetensors.torch import load_file
 
     exported = load_file(out2 / "speech_lm" / "model.safetensors")
@@ -281,9 +281,9 @@ def test_families_without_the_attention_registry_train(family, packing, make_cfg
     cfg = make_cfg(unit_data, tmp_path / family, max_steps=3, valid_every=3, save_every=0)
     cfg.model = ModelConfig(**tiny_node(family))
     trainer = Trainer(cfg)
-    assert trainer.packing == packing
+    assert trainer.objective.packing == packing
     result = trainer.fit()
-    assert result.step == 3 and math.isfinite(result.best_ppl)
+    assert result.step == 3 and math.isfinite(result.best_value)
     if family == "imagegpt":  # it flattens any mask to 2D: a document mask cannot reach its attention
         cfg["data"]["packing"] = "packed"
         cfg["out_dir"] = str(tmp_path / "forced")
@@ -312,9 +312,9 @@ def test_gpu_recipe_switches_run_on_cpu(make_cfg, unit_data, tmp_path):
     cfg = make_cfg(unit_data, tmp_path / "fast", compile=True, precision="bf16", **common)
     cfg["optim"]["fused"] = True
     trainer = Trainer(cfg)
-    assert trainer.autocast_dtype == torch.bfloat16
+    assert trainer.objective.forward_loss.autocast == torch.bfloat16
     assert all(g["fused"] for g in trainer.optimizer.param_groups)
-    assert trainer.forward_loss.compile  # forward + loss compiled together
+    assert trainer.objective.forward_loss.compile  # forward + loss compiled together
     trainer.fit()
     a, b = _losses(tmp_path / "eager"), _losses(tmp_path / "fast")
     assert a.keys() == b.keys()
@@ -413,13 +413,13 @@ def test_nonfinite_gradient_skips_the_update_then_stops(make_cfg, unit_data, tmp
     train.skip_nonfinite such steps in a row stop it with an error naming the step."""
     trainer = Trainer(make_cfg(unit_data, tmp_path / "run", max_steps=10, valid_every=0, save_every=0,
                                skip_nonfinite=1))
-    real, poison = trainer.forward_loss, {2}
+    real, poison = trainer.objective.forward_loss, {2}
 
     def loss_sum(batch):
         ls = real(batch)
         return ls * float("nan") if trainer.state.step + 1 in poison else ls
 
-    trainer.forward_loss = loss_sum
+    trainer.objective.forward_loss = loss_sum
     trainer.train_step()
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     m = trainer.train_step()  # step 2: NaN

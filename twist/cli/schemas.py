@@ -45,7 +45,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "mos_score": (),
     "plot": (),
     "tokenize": ("tokenizer",),
-    "train": ("model", "init", "data", "optim", "schedule", "logger", "experiment"),
+    "train": ("model", "init", "objective", "data", "optim", "schedule", "logger", "experiment"),
     "vocoder": ("vocoder_model", "asr"),
 }
 # the command that reads each primary config

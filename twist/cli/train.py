@@ -41,7 +41,8 @@ def run(cfg: Any) -> None:
         from twist.train.loggers import result_message
 
         say(result_message(PROG, stop_reason=result.stop_reason, step=result.step, tokens=result.tokens,
-                           best_ppl=result.best_ppl, best_step=result.best_step, export_dir=result.export_dir,
+                           best_value=result.best_value, best_metric=result.best_metric, best_step=result.best_step,
+                           export_dir=result.export_dir,
                            checkpoint=result.out_dir / "checkpoints" / "last"))
     del trainer  # free the wrapped model before the process group goes (see shutdown_distributed)
     shutdown_distributed()

@@ -91,7 +91,8 @@ def _block_mask(partial: torch.Tensor, full: torch.Tensor, block_size: int, mask
     return bm
 
 
-def document_block_mask(segments: torch.Tensor, block_size: int = BLOCK_SIZE) -> Any:
+def document_block_mask(segments: torch.Tensor, block_size: int = BLOCK_SIZE, *,
+                        branches: torch.Tensor | None = None) -> Any:
     """The document mask of a packed batch as a flex-attention ``BlockMask``.
 
     Token ``q`` may attend token ``k`` when both carry the same segment id and ``k <= q``.
@@ -107,6 +108,9 @@ def document_block_mask(segments: torch.Tensor, block_size: int = BLOCK_SIZE) ->
         segments: ``[B, T]`` integer segment ids (twist.lm.packing.Batch.segments), on the
             device the attention runs on.
         block_size: tile size.
+        branches: ``[B, T]`` branch ids (twist.lm.packing.document_mask): a document's branch-0
+            prefix is seen by every branch, a branch ``b > 0`` token sees only its own branch
+            besides; tiles where branches meet are left to the element rule.
     """
     b, t = segments.shape
     nb = -(-t // block_size)
@@ -124,12 +128,21 @@ def document_block_mask(segments: torch.Tensor, block_size: int = BLOCK_SIZE) ->
     if pad:  # a tile that runs past the row end is never full: the element rule must run
         full[:, -1, :] = False
         full[:, :, -1] = False
+    if branches is not None:
+        full = torch.zeros_like(full)  # a tile can span two branches: let the element rule decide
     partial = touching & ~full
 
     def same_document(bi: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         return (seg[bi, q] == seg[bi, kv]) & (q >= kv)
 
-    return _block_mask(partial, full, block_size, same_document, t)
+    if branches is None:
+        return _block_mask(partial, full, block_size, same_document, t)
+    br = torch.nn.functional.pad(branches, (0, pad), value=0) if pad else branches
+
+    def same_branch(bi: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        return same_document(bi, h, q, kv) & ((br[bi, kv] == 0) | (br[bi, kv] == br[bi, q]))
+
+    return _block_mask(partial, full, block_size, same_branch, t)
 
 
 _causal_cache: dict[tuple[int, int, str, int], Any] = {}
@@ -315,7 +328,7 @@ class AttentionPlan:
         if self.mask == "block":
             b, t = batch.segments.shape
             mask = (causal_block_mask(b, t, batch.segments.device) if batch.single_documents
-                    else document_block_mask(batch.segments))
+                    else document_block_mask(batch.segments, branches=batch.branches))
         elif self.mask == "bool" and batch.single_documents:
             mask = None  # full rows of one document: the model's own causal mask, SDPA's causal kernel
         else:

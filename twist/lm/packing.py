@@ -151,6 +151,7 @@ class Batch:
     segments: torch.Tensor | None = None
     n_tokens: int = 0  # non-padding input tokens (what tokens/s counts)
     single_documents: bool = False
+    branches: torch.Tensor | None = None  # with segments: 0 = a document's shared prefix, b > 0 = its branch b
 
     @property
     def n_targets(self) -> int:
@@ -161,7 +162,7 @@ class Batch:
             return None if t is None else t.to(device, non_blocking=True)
 
         return Batch(move(self.input_ids), move(self.targets), move(self.position_ids), move(self.attention_mask),
-                     move(self.segments), self.n_tokens, self.single_documents)
+                     move(self.segments), self.n_tokens, self.single_documents, move(self.branches))
 
     def model_inputs(self, *, mask_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """``input_ids``, ``attention_mask``, ``position_ids`` for the model's forward.
@@ -172,7 +173,7 @@ class Batch:
         mask as it is (``None``, the default).
         """
         if self.segments is not None:
-            mask = document_mask(self.segments, dtype=mask_dtype)
+            mask = document_mask(self.segments, dtype=mask_dtype, branches=self.branches)
         else:
             mask = self.attention_mask
         return {"input_ids": self.input_ids, "attention_mask": mask, "position_ids": self.position_ids}
@@ -216,17 +217,25 @@ def pack_sequences(
     )
 
 
-def document_mask(segments: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+def document_mask(segments: torch.Tensor, dtype: torch.dtype | None = None, *,
+                  branches: torch.Tensor | None = None) -> torch.Tensor:
     """Block-diagonal causal mask ``[B, 1, T, T]`` (bool, True = may attend).
 
     Padding (segment 0) forms one block of its own, so no row is fully masked: SDPA would
     return NaN for such a row, and a NaN value vector poisons real tokens even at weight 0.
+
+    ``branches`` (``[B, T]``) makes each document a tree: its branch-0 tokens are a prefix
+    every branch sees, and a token of branch ``b > 0`` sees the prefix and earlier tokens of
+    branch ``b`` only. A preference pair laid out as prompt, chosen, rejected in one row is
+    scored this way, the prompt computed once for both continuations.
 
     With ``dtype`` the mask is additive instead: 0 where attention is allowed, the dtype's
     minimum elsewhere (what eager attention implementations add to the scores).
     """
     t = segments.shape[1]
     same = segments[:, :, None] == segments[:, None, :]
+    if branches is not None:
+        same = same & ((branches[:, None, :] == 0) | (branches[:, :, None] == branches[:, None, :]))
     causal = torch.ones(t, t, dtype=torch.bool, device=segments.device).tril()
     mask = (same & causal)[:, None, :, :]
     if dtype is None:

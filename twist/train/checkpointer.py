@@ -167,7 +167,9 @@ class Checkpointer:
                               "use the same settings or a new out_dir")
         self.schedule.load_state_dict(small["schedule"])
         self.stream.load_state_dict(small["data"])
-        state = small["state"]
+        state = dict(small["state"])
+        if "best_ppl" in state:  # checkpoints written before the best value was named by its objective
+            state["best_value"] = state.pop("best_ppl")
         max_steps = self.cfg.train.max_steps
         if max_steps is not None and state["step"] > max_steps:
             raise ConfigError(f"train.max_steps={max_steps} is below step {state['step']}, where the checkpoint "
@@ -208,7 +210,7 @@ class Checkpointer:
         """Write checkpoints ``names`` (e.g. ``("best", "last")``) atomically, with the trainer's
         ``state`` (a plain dict); collective."""
         small = self._small_state(state)
-        meta = {"step": state["step"], "tokens": state["tokens"], "best_ppl": state["best_ppl"],
+        meta = {"step": state["step"], "tokens": state["tokens"], "best_value": state["best_value"],
                 "best_step": state["best_step"], "format": self.fmt}
         model, optimizer = self.model, self.optimizer
         if self.fmt == "full":

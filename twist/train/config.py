@@ -183,6 +183,33 @@ class TrainLoopConfig:
 
 
 @dataclass
+class DPOConfig:
+    """Preference optimisation (``+objective=dpo``, the Slam recipe's second stage; twist.train.objective)."""
+
+    policy: str | None = None
+    """Speech LM dir the policy starts from; the reference is this same model, frozen (required with objective=dpo)."""
+    beta: float = 0.1
+    """Strength of the pull towards the reference (Slam and TRL: 0.1)."""
+    loss: str = "sigmoid"
+    """sigmoid (DPO) | ipo (on per-token mean log-ratios) | sigmoid_norm (DPO on per-token mean log-ratios)."""
+    precompute_reference: bool = False
+    """Score every pair with the reference once, before training (resumable, kept in <out_dir>/reference/); then only the policy is in memory."""
+    shared_prompt: str = "auto"
+    """auto | true | false: score chosen and rejected in one row sharing the prompt (auto: where the family packs)."""
+
+    def __post_init__(self) -> None:
+        from twist.train.dpo_loss import LOSS_TYPES
+
+        check_choice("dpo.loss", self.loss, LOSS_TYPES)
+        self.shared_prompt = str(self.shared_prompt).lower()
+        check_choice("dpo.shared_prompt", self.shared_prompt, ("auto", "true", "false"))
+        check_positive("dpo.beta", self.beta)
+
+
+OBJECTIVES = ("lm", "dpo")
+
+
+@dataclass
 class TrainRunConfig:
     """Everything ``twist-train`` reads (configs/train.yaml composed with its groups)."""
 
@@ -194,15 +221,18 @@ class TrainRunConfig:
     """auto: continue from <out_dir>/checkpoints/last if it exists | true: it must exist | false: refuse an existing run."""
     run_root: str | None = None
     """Parent of every cell's run directory in a paper-table sweep (experiment/ files use it in out_dir)."""
-    model: ModelConfig = MISSING
-    """The text LM (+model=<file in configs/model>; no default on purpose)."""
-    init: InitConfig = MISSING
-    """Warm or cold start (+init=warm|cold; no default on purpose)."""
+    objective: str = "lm"
+    """lm: next-unit prediction on a unit dataset (TWIST) | dpo: preference pairs (+objective=dpo; dpo.*)."""
+    model: ModelConfig | None = None
+    """The text LM (+model=<file in configs/model>; no default on purpose; objective=dpo takes dpo.policy instead)."""
+    init: InitConfig | None = None
+    """Warm or cold start (+init=warm|cold; no default on purpose; not with objective=dpo)."""
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
     allow_changes: list[str] = field(default_factory=list)
     """Settings allowed to differ from those that made out_dir (a rerun refuses any other change; [all] = any); the change is recorded in identity.json."""
 
@@ -215,7 +245,7 @@ class TrainRunConfig:
         "train.valid_every", "train.save_every", "train.log_every", "train.progress", "train.skip_nonfinite",
         "train.device", "train.strategy", "train.micro_batch", "train.valid_micro_batch", "train.num_threads",
         "train.checkpoint_format", "train.fsdp_param_dtype", "train.attn_implementation",
-        "train.compile", "train.compile_backend", "train.activation_checkpointing",
+        "train.compile", "train.compile_backend", "train.activation_checkpointing", "dpo.precompute_reference",
     )
 
     def identity_settings(self, flat: dict[str, Any]) -> dict[str, Any]:
@@ -228,27 +258,57 @@ class TrainRunConfig:
         """The artefacts whose content defines the run: the unit dataset's meta.json, the text LM."""
         from pathlib import Path
 
-        source = self.model.source
-        local = source if source and self.init.name == "warm" and Path(source).exists() else None
-        return {"data": str(Path(self.data.path) / "meta.json"), "model.source": local}
+        inputs = {"data": str(Path(self.data.path) / "meta.json")}
+        if self.objective == "dpo":
+            inputs["dpo.policy"] = self.dpo.policy
+        elif self.model is not None and self.init is not None:
+            source = self.model.source
+            warm = source and self.init.name == "warm" and Path(source).exists()
+            inputs["model.source"] = source if warm else None
+        return inputs
 
     def __post_init__(self) -> None:
         self.resume = str(self.resume).lower()
         aliases = {"1": "true", "yes": "true", "0": "false", "no": "false"}
         self.resume = aliases.get(self.resume, self.resume)
         check_choice("resume", self.resume, ("auto", "true", "false"))
+        check_choice("objective", self.objective, OBJECTIVES)
+        if self.objective == "lm":
+            for group in ("model", "init"):
+                if getattr(self, group) is None:
+                    raise ConfigError(f"no {group} chosen: add +{group}=<name> to the command line; choose one "
+                                      f"of: {', '.join(group_choices(group))}")
+        else:
+            if not self.dpo.policy:
+                raise ConfigError("objective=dpo needs dpo.policy=<speech LM dir> (the model to align; twist-train's "
+                                  "<run>/speech_lm)")
+            given = [g for g in ("model", "init") if getattr(self, g) is not None]
+            if given:
+                raise ConfigError(f"objective=dpo starts from dpo.policy: drop +{' and +'.join(given)} (the "
+                                  "policy dir defines the model)")
         if self.schedule.name == "cosine" and not (self.schedule.total_steps or self.train.max_steps):
             raise ConfigError("schedule.total_steps: the cosine schedule needs it, or train.max_steps")
 
     @property
     def lr_max(self) -> float:
         """The peak learning rate: optim.lr_max if set, else the init/ config's."""
+        if self.optim.lr_max is None and self.init is None:
+            raise ConfigError("optim.lr_max: set it (objective=dpo has no init/ to take it from)")
         return float(self.optim.lr_max if self.optim.lr_max is not None else self.init.lr_max)
 
     @property
     def lr_final(self) -> float:
         """The final learning rate: optim.lr_final if set, else the init/ config's."""
+        if self.optim.lr_final is None and self.init is None:
+            return self.lr_max
         return float(self.optim.lr_final if self.optim.lr_final is not None else self.init.lr_final)
+
+
+def group_choices(group: str) -> list[str]:
+    """The files of a config group (``twist/configs/<group>/*.yaml``), for an error that lists them."""
+    from pathlib import Path
+
+    return sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "configs" / group).glob("*.yaml"))
 
 
 def seconds(v: Any, key: str) -> float | None:

@@ -196,10 +196,13 @@ def progress_bar(enabled: bool, *, total: int | None, initial: int) -> Any:
     return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, disable=not enabled)
 
 
-def result_message(prog: str, *, stop_reason: str, step: int, tokens: int, best_ppl: float, best_step: int,
-                   export_dir: str | Path | None, checkpoint: str | Path) -> str:
+METRIC_NAMES = {"valid_ppl": "valid PPL", "eval_loss": "held-out DPO loss"}
+
+
+def result_message(prog: str, *, stop_reason: str, step: int, tokens: int, best_value: float, best_step: int,
+                   export_dir: str | Path | None, checkpoint: str | Path, best_metric: str = "valid_ppl") -> str:
     """The line a finished (or stopped) run prints; a run that never validated says so."""
-    best = (f"best valid PPL {best_ppl:.3f} at step {best_step}" if best_step >= 0
+    best = (f"best {METRIC_NAMES.get(best_metric, best_metric)} {best_value:.3f} at step {best_step}" if best_step >= 0
             else "no validation yet (no valid split, or stopped before the first one)")
     where = (f"speech LM in {export_dir}" if export_dir is not None
              else f"checkpoint in {checkpoint}; run the same command to resume")

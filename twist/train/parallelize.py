@@ -352,6 +352,8 @@ def speech_lm_for_run(cfg: TrainRunConfig, contract: UnitContract, *, resuming: 
     from twist.lm import build_speech_lm
     from twist.lm.surgery import META_KEY
 
+    if cfg.objective == "dpo":
+        return dpo_policy(cfg, contract)
     init = "cold" if resuming else cfg.init.name
     model = build_speech_lm(cfg.model, init, contract, embed_init=cfg.init.embed_init, seed=cfg.seed,
                             verbose=verbose)
@@ -360,6 +362,25 @@ def speech_lm_for_run(cfg: TrainRunConfig, contract: UnitContract, *, resuming: 
         meta.update(init=cfg.init.name, embed_init=cfg.init.embed_init if cfg.init.name == "warm" else None)
         setattr(model.config, META_KEY, meta)
     return model
+
+
+def dpo_policy(cfg: TrainRunConfig, contract: UnitContract) -> torch.nn.Module:
+    """The DPO policy: the speech LM in ``dpo.policy`` (a resume then loads the checkpoint over
+    it). Its config records the preference stage, so the export says how it was made."""
+    from twist.lm import load_speech_lm
+    from twist.lm.surgery import META_KEY
+
+    model, _ = load_speech_lm(cfg.dpo.policy, expected=contract, expected_name=f"pair dataset {cfg.data.path}")
+    meta = dict(getattr(model.config, META_KEY, None) or {})
+    meta["dpo"] = {"policy": str(cfg.dpo.policy), "pairs": str(cfg.data.path), "beta": cfg.dpo.beta,
+                   "loss": cfg.dpo.loss}
+    setattr(model.config, META_KEY, meta)
+    return model.train()
+
+
+def model_label(cfg: TrainRunConfig) -> str:
+    """How errors name the run's model: the model/ file, or the DPO policy dir."""
+    return f"model {cfg.model.name}" if cfg.model is not None else f"policy {cfg.dpo.policy}"
 
 
 def meta_skeleton(cfg: TrainRunConfig, contract: UnitContract) -> torch.nn.Module:
@@ -388,11 +409,11 @@ def check_model_fits(model: torch.nn.Module, contract: UnitContract, cfg: TrainR
     except (ValueError, AttributeError, KeyError):  # a plain HF model without twist metadata
         mine = None
     if mine is not None:
-        mine.check_compatible(contract, mine=f"model {cfg.model.name}", theirs=f"dataset {cfg.data.path}")
+        mine.check_compatible(contract, mine=model_label(cfg), theirs=f"dataset {cfg.data.path}")
     vocab = model.get_input_embeddings().weight.shape[0]
     need = contract.layout.n_real
     if vocab < need:
-        raise ContractMismatch(f"model {cfg.model.name}: vocabulary ({vocab}) is smaller than the unit layout "
+        raise ContractMismatch(f"{model_label(cfg)}: vocabulary ({vocab}) is smaller than the unit layout "
                                f"of dataset {cfg.data.path} needs ({need})")
 
 

@@ -32,13 +32,13 @@ from twist.dist import all_reduce_sum, all_reduce_tensor, init_distributed
 from twist.schema import to_typed
 from twist.train.checkpointer import Checkpointer
 from twist.train.config import TrainRunConfig
-from twist.train.data import TrainStream, open_split, open_valid_sets, valid_batches
 from twist.train.loggers import ThroughputMeter, check_logger_packages, open_run_logs, progress_bar
+from twist.train.objective import build_objective
 from twist.train.optim import build_optimizer
 from twist.train.parallelize import build_model, build_strategy
 from twist.train.schedule import build_schedule
 from twist.train.signals import StopSignals, stop_reason
-from twist.train.step import ForwardLoss, GuardedUpdate, perplexity, supports_found_inf
+from twist.train.step import GuardedUpdate, supports_found_inf
 
 log = logging.getLogger("twist.train")
 
@@ -49,7 +49,7 @@ class TrainState:
 
     step: int = 0
     tokens: int = 0
-    best_ppl: float = math.inf
+    best_value: float = math.inf  # of the objective's selection metric (valid PPL; held-out DPO loss)
     best_step: int = -1
     last_valid_step: int = -1
     elapsed_s: float = 0.0
@@ -62,7 +62,8 @@ class TrainResult:
     out_dir: Path
     step: int
     tokens: int
-    best_ppl: float
+    best_metric: str
+    best_value: float
     best_step: int
     stop_reason: str
     export_dir: Path | None
@@ -87,11 +88,9 @@ class Trainer:
         self.device = self.info.device
         torch.manual_seed(c.seed)
         self.out_dir = Path(c.out_dir)
-        # data first: bad input fails before any model is built
-        self.train_ds = open_split(c.data.path, "train", fraction=c.data.fraction, fraction_seed=c.data.fraction_seed)
-        self.contract: UnitContract = self.train_ds.contract
-        self.layout = self.contract.layout
-        self.valid_sets = open_valid_sets(c.data.path, c.data.valid_paths, self.contract)
+        # data first: bad input fails before any model is built (next-unit LM or preference pairs)
+        self.objective = build_objective(c, self.info)
+        self.contract: UnitContract = self.objective.contract
         # one process, DDP or FSDP2: wrapping, compile, gradient sync and state dicts
         self.strategy = build_strategy(c.train, self.info)
         self.checkpointer = Checkpointer(c, self.contract, self.strategy)
@@ -99,15 +98,11 @@ class Trainer:
         resume = self.checkpointer.resume_point(rank0_reads=self.strategy.builds_on_meta(model))
         built = build_model(c, self.contract, self.strategy, resume, model=model)
         self.model, self.attention, self.flops_per_token = built.model, built.attention, built.flops_per_token
-        self.packing, self.autocast_dtype = built.attention.packing, built.autocast_dtype
         self.optimizer = build_optimizer(self.model, c.optim, self.device)
-        # forward + loss, compiled once per kind of batch with train.compile (FSDP2 compiles the model instead)
-        self.forward_loss = ForwardLoss(self.model, self.layout, built.attention, autocast=self.autocast_dtype,
-                                        compile=self.strategy.compile_step, backend=c.train.compile_backend)
+        # the loss (compiled once per kind of batch with train.compile; FSDP2 compiles the model instead) and stream
+        self.objective.bind(self.model, built, compile=self.strategy.compile_step)
+        self.stream = self.objective.stream
         self.schedule = build_schedule(self.optimizer, c)
-        self.stream = TrainStream(self.train_ds, max_tokens=c.data.max_tokens, global_batch=c.train.global_batch,
-                                  micro_batch=c.train.micro_batch, rank=self.info.rank,
-                                  world_size=self.info.world_size, seed=c.seed, packing=self.packing)
         self.checkpointer.attach(self.model, self.optimizer, self.schedule, self.stream)
         self.resumed = resume is not None
         self.state = TrainState(**self.checkpointer.restore(resume)) if self.resumed else TrainState()
@@ -127,6 +122,7 @@ class Trainer:
                 say(self.checkpointer.resume_message(self.state.step, self.state.tokens))
         self.logger = open_run_logs(self.cfg, enabled=self.info.is_main,
                                     resumed_at=self.state.step if self.resumed else None)
+        self.objective.prepare(self.out_dir)  # e.g. the reference's log-probabilities, once (DPO)
 
     def save(self, names: tuple[str, ...]) -> None:
         """Write checkpoints ``names`` (e.g. ``("best", "last")``), atomically; collective."""
@@ -142,31 +138,33 @@ class Trainer:
         tensors: the step never waits for the device; ``float()`` them to read), lr and tokens."""
         self.model.train()
         host_batches = self.stream.next_step()
-        n_targets, n_tokens = all_reduce_sum(
-            [sum(b.n_targets for b in host_batches), sum(b.n_tokens for b in host_batches)], self.device)
-        # each summed micro-batch loss over the targets of the whole global batch (all micro-batches, all
-        # ranks): 1 and N processes get the same gradient. DDP averages over ranks; undo that.
+        n_targets, n_tokens = all_reduce_sum(self.objective.counts(host_batches), self.device)
+        # each summed micro-batch loss over the targets (tokens; pairs) of the whole global batch (all
+        # micro-batches, all ranks): 1 and N processes get the same gradient. DDP averages over ranks; undo that.
         scale = self.info.world_size / max(1.0, n_targets)
         # summed on the device: a host read per micro-batch would wait for every backward
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        loss_sum, extra = torch.zeros((), dtype=torch.float64, device=self.device), {}
         for i, b in enumerate(host_batches):
             # gradients are reduced over ranks once, after the last micro-batch
             with self.strategy.gradient_sync(self.model, sync=i == len(host_batches) - 1):
-                ls = self.forward_loss(b.to(self.device))
+                ls, sums = self.objective.loss(b.to(self.device))
                 (ls * scale).backward()
             loss_sum += ls.detach().double()
+            extra = {k: extra.get(k, 0.0) + v.double() for k, v in sums.items()}
         lr = self.schedule.lr
         grad_norm = self.update(self.state.step + 1)  # the global norm: every rank makes the same choice
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.step()
-        all_reduce_tensor(loss_sum)
+        sums = torch.stack([loss_sum, *extra.values()])
+        all_reduce_tensor(sums)
         self.state.step += 1
         self.state.tokens += int(n_tokens)
         t, step = self.cfg.train, self.state.step
         host_read = step == t.max_steps or any(e and step % e == 0 for e in (t.log_every, t.valid_every, t.save_every))
         if not self.update.defer or host_read:  # deferred norms are read when the loop reads numbers anyway
             self._settle()
-        return {"loss": loss_sum / max(1.0, n_targets), "lr": lr, "grad_norm": grad_norm, "step_tokens": n_tokens}
+        means = dict(zip(("loss", *extra), sums / max(1.0, n_targets)))
+        return {**means, "lr": lr, "grad_norm": grad_norm, "step_tokens": n_tokens}
 
     def _settle(self) -> None:
         """Read deferred gradient norms: count skipped steps, stop on divergence (train.skip_nonfinite)."""
@@ -178,17 +176,9 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Speech-token PPL on every validation set; ``valid_ppl`` is their mean."""
+        """The objective's validation metrics (valid PPL; held-out pair loss and accuracy)."""
         self.model.eval()
-        t, d, info = self.cfg.train, self.cfg.data, self.info
-        out: dict[str, float] = {}
-        for name, ds in self.valid_sets.items():
-            batches = valid_batches(ds, max_tokens=d.max_tokens, micro_batch=t.valid_micro_batch or t.micro_batch,
-                                    rank=info.rank, world_size=info.world_size, packing=self.packing,
-                                    max_windows=d.valid_max_windows)
-            out[f"valid_ppl/{name}"] = perplexity(self.forward_loss, batches, self.device)
-        if out:
-            out["valid_ppl"] = sum(out.values()) / len(out)
+        out = self.objective.validate()
         self.model.train()
         return out
 
@@ -198,8 +188,8 @@ class Trainer:
         s.last_valid_step = s.step
         if v:
             self.logger.log(v, step=s.step)
-        if v and v["valid_ppl"] < s.best_ppl:
-            s.best_ppl, s.best_step = v["valid_ppl"], s.step
+        if v and v[self.objective.metric] < s.best_value:
+            s.best_value, s.best_step = v[self.objective.metric], s.step
             return ("best", "last")
         return ("last",)
 
@@ -235,12 +225,14 @@ class Trainer:
             self.save(("last",))
             log.warning("stopped by %s at step %d; checkpoint saved, run the same command to resume", reason, s.step)
         else:
-            self.save(self._validate_and_select() if self.valid_sets and s.last_valid_step != s.step else ("last",))
+            self.save(self._validate_and_select() if self.objective.validates and s.last_valid_step != s.step
+                      else ("last",))
             export = self.export()
         self.logger.log({"event": "stopped" if export is None else "end", "stop_reason": reason,
-                         "best_step": s.best_step, "best_ppl": s.best_ppl}, step=s.step)
+                         "best_step": s.best_step, f"best_{self.objective.metric}": s.best_value}, step=s.step)
         self.logger.close()
-        return TrainResult(self.out_dir, s.step, s.tokens, s.best_ppl, s.best_step, reason, export)
+        return TrainResult(self.out_dir, s.step, s.tokens, self.objective.metric, s.best_value, s.best_step, reason,
+                           export)
 
     def close(self) -> None:
         if self.logger is not None:
