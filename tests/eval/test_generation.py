@@ -327,3 +327,63 @@ def test_the_default_text_lm_smollm2_prefers_english():
     assert "SmolLM2" in scorer.name
     sensible, scrambled = scorer.nll(["The cat sat on the mat.", "Mat the on sat cat the."])
     assert sensible[1] == scrambled[1] and gen_ppl([sensible]) < gen_ppl([scrambled]) / 5
+
+
+# ---------------------------------------------------------------------------------------
+# prompts from a StoryCloze set, and the slam preset (Slam's GenPPL protocol)
+# ---------------------------------------------------------------------------------------
+def write_released_storycloze(root: Path, n: int = 3, seconds: float = 6.5) -> dict[str, Path]:
+    """A released-layout sSC dir: ``<2k>_<story>_correct.wav`` and ``<2k+1>_<story>_incorrect.wav``."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True, exist_ok=True)
+    correct = {}
+    for k in range(n):
+        for j, kind in enumerate(("correct", "incorrect")):
+            f = root / f"{2 * k + j}_story{k}_{kind}.wav"
+            sf.write(str(f), (rng.normal(size=int(seconds * 16000)) * 0.1).astype(np.float32), 16000)
+            if kind == "correct":
+                correct[f"story{k}"] = f
+    return correct
+
+
+def test_prompts_from_a_storycloze_set_are_its_true_stories(tmp_path):
+    from twist.contract import sha256_file
+
+    correct = write_released_storycloze(tmp_path / "sSC")
+    ps = load_prompt_set(f"storycloze:{tmp_path / 'sSC'}", seeds=[0])
+    assert [p["id"] for p in ps.prompts] == ["story0", "story1", "story2"]
+    assert [ps.root / p["audio"] for p in ps.prompts] == [correct[k] for k in ("story0", "story1", "story2")]
+    assert [p["sha256"] for p in ps.prompts] == [sha256_file(correct[k]) for k in ("story0", "story1", "story2")]
+    assert ps.prompt_seconds == 3.0 and ps.name.startswith("storycloze:")
+    two = load_prompt_set(f"storycloze:{tmp_path / 'sSC'}", n_prompts=2)  # evenly spaced, as for a dir
+    assert [p["id"] for p in two.prompts] == ["story0", "story1"] and two.seeds == [0, 1, 2]
+    # a pairs.jsonl manifest (what twist-bench writes): the positive side, paths relative to it
+    (tmp_path / "bench" / "sSC").mkdir(parents=True)
+    rows = [{"id": f"s{k}", "positive": f"../../sSC/{2 * k}_story{k}_correct.wav",
+             "negative": f"../../sSC/{2 * k + 1}_story{k}_incorrect.wav"} for k in range(3)]
+    (tmp_path / "bench" / "sSC" / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    man = load_prompt_set(f"storycloze:{tmp_path / 'bench' / 'sSC'}")
+    assert [p["id"] for p in man.prompts] == ["s0", "s1", "s2"]
+    assert [p["sha256"] for p in man.prompts] == [p["sha256"] for p in ps.prompts]
+    path = tmp_path / "set.json"  # it publishes like any other set
+    path.write_text(json.dumps(man.to_dict()))
+    assert load_prompt_set(path).fingerprint == man.fingerprint
+    (tmp_path / "units").mkdir()
+    (tmp_path / "units" / "pairs.jsonl").write_text(json.dumps({"id": "u", "positive_units": [1, 2],
+                                                                "negative_units": [3]}))
+    with pytest.raises(InputError, match="pair 'u' gives units, not audio"):
+        load_prompt_set(f"storycloze:{tmp_path / 'units'}")
+    with pytest.raises(MissingInputError, match="storycloze"):
+        load_prompt_set(f"storycloze:{tmp_path / 'none'}")
+
+
+def test_bigram_auto_bleu_is_reported_when_the_lowest_order_is_two():
+    by_seed = {0: [{"id": "p0", "transcript_continuation": "the cat sat the cat"}]}
+    summary, rows = score_transcripts(by_seed, bigram_scorer(), auto_bleu_n=2, auto_bleu_min_n=2)
+    assert summary["auto-BLEU"] == pytest.approx(0.5) and rows[0]["auto_bleu"] == pytest.approx(0.5)
+    assert (summary["auto_bleu_min_n"], summary["auto_bleu_n"]) == (2, 2)
+    default, _ = score_transcripts(by_seed, bigram_scorer(), auto_bleu_n=2)
+    assert default["auto-BLEU"] == pytest.approx(0.65) and default["auto_bleu_min_n"] == 1
+
