@@ -387,3 +387,71 @@ def test_bigram_auto_bleu_is_reported_when_the_lowest_order_is_two():
     default, _ = score_transcripts(by_seed, bigram_scorer(), auto_bleu_n=2)
     assert default["auto-BLEU"] == pytest.approx(0.65) and default["auto_bleu_min_n"] == 1
 
+
+def compose_eval(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    import twist
+
+    with initialize_config_dir(config_dir=str(Path(twist.__file__).parent / "configs"), version_base="1.3"):
+        return compose(config_name="eval", overrides=overrides)
+
+
+def test_the_slam_preset_sampling_reaches_the_sampler(artefacts, monkeypatch):
+    """``+genppl=slam``: the true stories of the run's sSC set, cut to 3 s, continued with
+    temperature 0.8, top-k 25, repetition penalty 1.1 and 150 new tokens; the transcript of
+    prompt + continuation is scored; auto-BLEU is bigram auto-BLEU."""
+    import twist.generate as gen
+    from twist.eval.config import EvalRunConfig
+    from twist.eval.evaluate import plan_tasks
+    from twist.eval.generation import run_generation
+    from twist.lm import load_speech_lm
+    from twist.schema import to_typed
+
+    root, tok = artefacts
+    correct = write_released_storycloze(root / "sSC", n=2)
+    cfg = compose_eval(["+genppl=slam", f"model_path={root / 'lm'}", f"tokenizer_dir={root / 'tokenizer'}",
+                        f"out_dir={root / 'eval'}", f"benchmarks.ssc.path={root / 'sSC'}",
+                        f"benchmarks.generation.vocoder={root / 'vocoder'}", "benchmarks.generation.seeds=[0]"])
+    c = to_typed(EvalRunConfig, cfg)
+    lm, contract = load_speech_lm(root / "lm")
+    task = next(t for t in plan_tasks(c, contract) if t.name == "generation").data
+    assert [task.prompt_set.root / p["audio"] for p in task.prompt_set.prompts] == list(correct.values())
+    assert task.prompt_set.prompt_seconds == 3.0
+    seen = []
+    real = gen._sample_batch
+
+    def spy(model, layout, chunk, cfg, max_new_tokens, gens, device):
+        seen.append((cfg, max_new_tokens, len(chunk)))
+        return real(model, layout, chunk, cfg, max_new_tokens, gens, device)
+
+    monkeypatch.setattr(gen, "_sample_batch", spy)
+    summary, rows = run_generation(task, lm=lm, contract=contract, tokenizer=tok, out_dir=root / "eval",
+                                   model_key="lm", asr=CountingASR(), text_scorer=bigram_scorer(), progress=False)
+    assert sum(n for _, _, n in seen) == 2
+    for sampling, max_new_tokens, _ in seen:
+        assert (sampling.temperature, sampling.top_k, sampling.top_p) == (0.8, 25, 1.0)
+        assert sampling.repetition_penalty == 1.1 and max_new_tokens == 150
+    assert summary["text"] == "full" and (summary["auto_bleu_min_n"], summary["auto_bleu_n"]) == (2, 2)
+    assert summary["sampling"]["max_new_tokens"] == 150 and summary["prompt_set"].startswith("storycloze:")
+    assert [r["id"] for r in rows] == ["story0", "story1"]
+
+
+def test_the_slam_preset_needs_an_ssc_set_and_is_a_known_eval_group(artefacts, capsys):
+    from twist.cli.common import check_command_line
+    from twist.eval.config import EvalRunConfig
+    from twist.eval.evaluate import plan_tasks
+    from twist.lm import load_speech_lm
+    from twist.schema import to_typed
+
+    root, _ = artefacts
+    base = [f"model_path={root / 'lm'}", f"tokenizer_dir={root / 'tokenizer'}", f"out_dir={root / 'eval'}",
+            f"benchmarks.generation.vocoder={root / 'vocoder'}"]
+    c = to_typed(EvalRunConfig, compose_eval(["+genppl=slam", *base]))
+    _, contract = load_speech_lm(root / "lm")
+    with pytest.raises(ConfigError, match="prompt_set=ssc.*benchmarks.ssc.path or bench_root"):
+        plan_tasks(c, contract)
+    check_command_line("twist-eval", "eval", EvalRunConfig, ["+genppl=slam", *base])  # accepted
+    with pytest.raises(SystemExit):
+        check_command_line("twist-eval", "eval", EvalRunConfig, ["+genppl=slamm", *base])
+    assert "slamm" in capsys.readouterr().err
