@@ -12,6 +12,7 @@ from tests.model_shapes import tiny_config
 from twist.contract import ContractMismatchError, UnitContract, VocabLayout
 from twist.generate import (
     SamplingConfig,
+    apply_repetition_penalty,
     filter_logits,
     generate_continuations,
     mask_for_sampling,
@@ -259,7 +260,93 @@ def test_prompts_that_share_a_file_name_in_different_folders_keep_one_output_eac
 def test_sampling_config_validation():
     with pytest.raises(ValueError, match="top_p"):
         SamplingConfig(top_p=0.0)
+    with pytest.raises(ValueError, match="sampling.repetition_penalty: must be > 0"):
+        SamplingConfig(repetition_penalty=0.0)
+    with pytest.raises(ValueError, match="sampling.max_new_tokens: must be > 0"):
+        SamplingConfig(max_new_tokens=0)
     from twist.schema import to_typed
 
     with pytest.raises(ValueError, match="unknown setting temp"):
         to_typed(SamplingConfig, {"temp": 1.0})
+
+
+# ---------------------------------------------------------------------------------------
+# repetition penalty and the token cap (Slam's generation settings)
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("penalty", [1.1, 1.5, 0.7])
+def test_repetition_penalty_equals_the_transformers_processor(penalty):
+    """Divide the positive logits and multiply the negative ones of every id already in the row
+    (prompt included, repeats counted once), as transformers' RepetitionPenaltyLogitsProcessor."""
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 64, generator=g) * 3
+    logits[0, 5] = 0.0  # zero stays zero either way
+    logits[1, 7] = float("-inf")  # a masked id stays masked
+    ids = torch.tensor([[5, 9, 9, 30, 63, 1], [7, 2, 2, 2, 2, 2], [0, 1, 2, 3, 4, 5]])
+    ours = apply_repetition_penalty(logits, ids, penalty)
+    theirs = RepetitionPenaltyLogitsProcessor(penalty)(ids, logits.clone())
+    assert torch.equal(ours, theirs)
+    untouched = torch.ones(64, dtype=torch.bool)
+    untouched[ids[0]] = False
+    assert torch.equal(ours[0, untouched], logits[0, untouched])
+    assert apply_repetition_penalty(logits, ids, 1.0) is logits
+
+
+# Units the sampler drew for these prompts and settings before repetition_penalty and
+# max_new_tokens existed (tiny_lm(0), one CPU thread, torch 2.13): the defaults must draw them again.
+BEFORE = {"sample": [[12, 6, 14], [7, 1, 19, 15, 2]],
+          "greedy": [[7, 12, 10, 6, 17, 12, 10, 6, 17, 12, 10, 6, 17, 12, 10],
+                     [18, 17, 12, 10, 7, 12, 10, 12, 10, 12, 10, 12, 10, 10, 6]]}
+
+
+def test_a_repetition_penalty_of_one_draws_the_same_units_as_before(monkeypatch):
+    import twist.generate as gen
+
+    c = contract()
+    lm = tiny_lm()
+    units = [np.array([1, 5, 7, 3, 3, 9]), np.array([2, 4])]
+    settings = {"sample": dict(temperature=1.0, top_k=10, top_p=0.9, max_seconds=0.4, seed=7, batch_size=2),
+                "greedy": dict(temperature=0.0, max_seconds=0.3, stop_at_eos=False)}
+    calls = []
+    monkeypatch.setattr(gen, "apply_repetition_penalty", lambda *a: calls.append(a) or a[0])
+    for name, kw in settings.items():
+        for s in (SamplingConfig(**kw), SamplingConfig(**kw, repetition_penalty=1.0)):
+            assert [u.tolist() for u in sample_units(lm, c, units, s)] == BEFORE[name], name
+    assert not calls  # 1.0 skips the penalty: the loop is the one that drew BEFORE
+
+
+def test_greedy_decoding_with_a_repetition_penalty_equals_transformers_generate():
+    """The whole loop (prompt ids, generated ids, KV cache) against plain ``generate()``:
+    greedy, penalty 1.5, the ids twist never samples suppressed."""
+    c = contract()
+    layout = c.layout
+    lm = tiny_lm()
+    prompt = np.array([1, 5, 7, 3, 3, 9])
+    s = SamplingConfig(temperature=0.0, max_seconds=0.3, stop_at_eos=False, repetition_penalty=1.5)
+    ours = sample_units(lm, c, [prompt], s)[0]
+    ids = torch.from_numpy(layout.encode(prompt, bos=True, eos=False))[None]
+    never = [layout.bos_id, layout.eos_id, layout.pad_id, *range(layout.n_real, layout.vocab_size)]
+    out = lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=len(ours),
+                      min_new_tokens=len(ours), repetition_penalty=1.5, suppress_tokens=never,
+                      pad_token_id=layout.pad_id, eos_token_id=layout.eos_id)
+    np.testing.assert_array_equal(ours, out[0, ids.shape[1]:].numpy())
+    assert len(ours) == 15 and ours.tolist() != BEFORE["greedy"][0]
+    # the penalised greedy continuation repeats itself less than the plain one (which loops 7 12 10 6 17)
+    assert len(set(ours.tolist())) > len(set(BEFORE["greedy"][0]))
+
+
+def test_max_new_tokens_caps_the_sampled_tokens_instead_of_max_seconds():
+    c = contract()  # 50 Hz: max_seconds 0.1 alone would allow 5 tokens
+    lm = tiny_lm()
+    s = SamplingConfig(temperature=1.0, max_seconds=0.1, stop_at_eos=False, max_new_tokens=12)
+    assert [len(u) for u in sample_units(lm, c, [np.array([1, 2, 3])], s)] == [12]
+
+
+def test_a_continuation_capped_by_tokens_is_not_cut_to_max_seconds():
+    c = contract()
+    lm, tok, voc = tiny_lm(), FakeTokenizer(c), tiny_vocoder(c)
+    s = SamplingConfig(temperature=1.0, max_seconds=0.1, stop_at_eos=False, max_new_tokens=12, seed=3)
+    rec = generate_continuations(lm=lm, lm_contract=c, tokenizer=tok, vocoder=voc, prompts=prompts(1), sampling=s)[0]
+    assert len(rec["generated_units"]) == 12 and rec["continuation_seconds"] > 0.1
+    assert rec["sampling"]["max_new_tokens"] == 12 and rec["sampling"]["repetition_penalty"] == 1.0

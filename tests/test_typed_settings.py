@@ -172,7 +172,9 @@ def test_no_group_file_restates_a_schema_default(path: Path):
     text = path.read_text()
     data = yaml.safe_load(text) or {}
     group = path.parent.name
-    prefix = "" if "@package _global_" in text.splitlines()[0] else group
+    first = text.splitlines()[0]
+    package = first.split("@package", 1)[1].strip() if "@package" in first else group
+    prefix = "" if package == "_global_" else package
     own = {k: v for k, v in data.items() if k not in ("defaults", "hydra")}
     flat = {k: v for k, v in _flat({prefix: own} if prefix else own).items() if k != prefix}
     restated = []

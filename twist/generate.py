@@ -1,7 +1,8 @@
 """Speech continuation: prompt audio -> units -> speech-LM sampling -> units -> vocoder -> wav.
 
 The generation side of TWIST (Hassid et al. 2023, section 4 and the human evaluation): a
-~3 s prompt is tokenised, the speech LM samples a continuation (temperature, top-k, top-p),
+~3 s prompt is tokenised, the speech LM samples a continuation (repetition penalty, temperature,
+top-k, top-p; a cap in seconds of audio or, as Slam's protocol, in tokens),
 and the unit HiFi-GAN turns prompt + continuation back into audio. The prompt keeps its true
 unit durations; the continuation's durations come from the vocoder's duration predictor when
 the LM works on deduplicated units.
@@ -47,8 +48,12 @@ class SamplingConfig:
     """Keep the k most likely units; 0 = off."""
     top_p: float = 1.0
     """Nucleus sampling mass; 1.0 = off."""
+    repetition_penalty: float = 1.0
+    """Divide the positive logits and multiply the negative ones of every id already in the sequence, prompt included (transformers' repetition_penalty; Slam uses 1.1); 1.0 = off."""
     max_seconds: float = 10.0
-    """Length cap of the continuation, in seconds of audio."""
+    """Length cap of the continuation, in seconds of audio (when max_new_tokens is null)."""
+    max_new_tokens: int | None = None
+    """Length cap in sampled tokens (Slam's protocol: 150), replacing max_seconds; null = max_seconds x the LM's frame rate."""
     seed: int = 0
     """With the prompt id, seeds that prompt's generator: the same seed gives a prompt the same units
     whatever the batch size, the other prompts, or a resumed run."""
@@ -61,6 +66,8 @@ class SamplingConfig:
         check_positive("sampling.temperature", self.temperature, allow_zero=True)
         check_positive("sampling.top_k", self.top_k, allow_zero=True)
         check_positive("sampling.max_seconds", self.max_seconds)
+        check_positive("sampling.repetition_penalty", self.repetition_penalty)
+        check_positive("sampling.max_new_tokens", self.max_new_tokens)
         check_positive("sampling.batch_size", self.batch_size)
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"sampling.top_p: must be in (0, 1], got {self.top_p}")
@@ -127,6 +134,18 @@ def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -
     return logits
 
 
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's repetition penalty (Keskar et al. 2019) on ``(B, V)`` logits, as transformers'
+    ``RepetitionPenaltyLogitsProcessor`` applies it: for every id in that row of ``seen``
+    (``(B, T)``, the sequence so far, prompt included), a positive logit is divided by
+    ``penalty`` and a negative one multiplied. ``penalty == 1`` returns ``logits`` itself."""
+    if penalty == 1.0:
+        return logits
+    score = torch.gather(logits, 1, seen)
+    score = torch.where(score < 0, score * penalty, score / penalty)
+    return logits.scatter(1, seen, score)
+
+
 def mask_for_sampling(logits: torch.Tensor, layout: VocabLayout, *, allow_eos: bool) -> torch.Tensor:
     """Only units (and eos when allowed) may be sampled: never bos, pad or alignment-padding ids."""
     from twist.lm import mask_invalid_logits
@@ -163,7 +182,7 @@ def sample_units(
     """
     layout = contract.layout
     if max_new_tokens is None:
-        max_new_tokens = max(1, math.ceil(cfg.max_seconds * contract.frame_rate))
+        max_new_tokens = max_tokens(cfg, contract)
     keys = [str(i) for i in range(len(prompts))] if keys is None else [str(k) for k in keys]
     if len(keys) != len(prompts):
         raise ValueError(f"sample_units: {len(keys)} keys for {len(prompts)} prompts")
@@ -174,6 +193,13 @@ def sample_units(
         gens = [prompt_generator(cfg.seed, k) for k in keys[start : start + cfg.batch_size]]
         results.extend(_sample_batch(model, layout, chunk, cfg, max_new_tokens, gens, device))
     return results
+
+
+def max_tokens(cfg: SamplingConfig, contract: UnitContract) -> int:
+    """The continuation's cap in tokens: ``max_new_tokens``, else ``max_seconds`` of frames."""
+    if cfg.max_new_tokens is not None:
+        return int(cfg.max_new_tokens)
+    return max(1, math.ceil(cfg.max_seconds * contract.frame_rate))
 
 
 def prompt_generator(seed: int, key: str) -> torch.Generator:
@@ -216,8 +242,13 @@ def _sample_batch(
     next_pos = pos[:, -1:] + 1
     done = torch.zeros(b, dtype=torch.bool, device=device)
     generated: list[torch.Tensor] = []
+    penalise = cfg.repetition_penalty != 1.0
+    seen = ids  # the sequence so far (left padding included: pad is never sampled, penalised or not)
     for _ in range(max_new_tokens):
-        lg = mask_for_sampling(logits.float(), layout, allow_eos=cfg.stop_at_eos)
+        lg = logits.float()
+        if penalise:  # first, as in transformers' generate: before masking, temperature, top-k, top-p
+            lg = apply_repetition_penalty(lg, seen, cfg.repetition_penalty)
+        lg = mask_for_sampling(lg, layout, allow_eos=cfg.stop_at_eos)
         if cfg.temperature == 0:
             tok = lg.argmax(-1)
         else:
@@ -227,6 +258,8 @@ def _sample_batch(
             tok = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(gens)]).to(device)
         tok = torch.where(done, torch.full_like(tok, layout.eos_id), tok)
         generated.append(tok)
+        if penalise:
+            seen = torch.cat([seen, tok[:, None]], dim=1)
         done |= tok == layout.eos_id
         if bool(done.all()):
             break
@@ -341,9 +374,10 @@ def generate_continuations(
     for (pid, _), (pu, pd), gu in zip(todo, parsed, cont):
         if gu.size:
             _, gd = vocoder.frame_units(gu, None, predict_durations=lm_contract.dedup)
-            # cap the continuation at max_seconds of audio (dedup tokens are >= 1 frame each)
-            keep = int(np.searchsorted(np.cumsum(gd), max_frames, side="right"))
-            gu, gd = gu[:keep], gd[:keep]
+            if sampling.max_new_tokens is None:
+                # cap the continuation at max_seconds of audio (dedup tokens are >= 1 frame each)
+                keep = int(np.searchsorted(np.cumsum(gd), max_frames, side="right"))
+                gu, gd = gu[:keep], gd[:keep]
         else:
             gd = np.zeros(0, dtype=np.int64)
         units = np.concatenate([pu, gu])

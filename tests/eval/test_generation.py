@@ -327,3 +327,131 @@ def test_the_default_text_lm_smollm2_prefers_english():
     assert "SmolLM2" in scorer.name
     sensible, scrambled = scorer.nll(["The cat sat on the mat.", "Mat the on sat cat the."])
     assert sensible[1] == scrambled[1] and gen_ppl([sensible]) < gen_ppl([scrambled]) / 5
+
+
+# ---------------------------------------------------------------------------------------
+# prompts from a StoryCloze set, and the slam preset (Slam's GenPPL protocol)
+# ---------------------------------------------------------------------------------------
+def write_released_storycloze(root: Path, n: int = 3, seconds: float = 6.5) -> dict[str, Path]:
+    """A released-layout sSC dir: ``<2k>_<story>_correct.wav`` and ``<2k+1>_<story>_incorrect.wav``."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True, exist_ok=True)
+    correct = {}
+    for k in range(n):
+        for j, kind in enumerate(("correct", "incorrect")):
+            f = root / f"{2 * k + j}_story{k}_{kind}.wav"
+            sf.write(str(f), (rng.normal(size=int(seconds * 16000)) * 0.1).astype(np.float32), 16000)
+            if kind == "correct":
+                correct[f"story{k}"] = f
+    return correct
+
+
+def test_prompts_from_a_storycloze_set_are_its_true_stories(tmp_path):
+    from twist.contract import sha256_file
+
+    correct = write_released_storycloze(tmp_path / "sSC")
+    ps = load_prompt_set(f"storycloze:{tmp_path / 'sSC'}", seeds=[0])
+    assert [p["id"] for p in ps.prompts] == ["story0", "story1", "story2"]
+    assert [ps.root / p["audio"] for p in ps.prompts] == [correct[k] for k in ("story0", "story1", "story2")]
+    assert [p["sha256"] for p in ps.prompts] == [sha256_file(correct[k]) for k in ("story0", "story1", "story2")]
+    assert ps.prompt_seconds == 3.0 and ps.name.startswith("storycloze:")
+    two = load_prompt_set(f"storycloze:{tmp_path / 'sSC'}", n_prompts=2)  # evenly spaced, as for a dir
+    assert [p["id"] for p in two.prompts] == ["story0", "story1"] and two.seeds == [0, 1, 2]
+    # a pairs.jsonl manifest (what twist-bench writes): the positive side, paths relative to it
+    (tmp_path / "bench" / "sSC").mkdir(parents=True)
+    rows = [{"id": f"s{k}", "positive": f"../../sSC/{2 * k}_story{k}_correct.wav",
+             "negative": f"../../sSC/{2 * k + 1}_story{k}_incorrect.wav"} for k in range(3)]
+    (tmp_path / "bench" / "sSC" / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    man = load_prompt_set(f"storycloze:{tmp_path / 'bench' / 'sSC'}")
+    assert [p["id"] for p in man.prompts] == ["s0", "s1", "s2"]
+    assert [p["sha256"] for p in man.prompts] == [p["sha256"] for p in ps.prompts]
+    path = tmp_path / "set.json"  # it publishes like any other set
+    path.write_text(json.dumps(man.to_dict()))
+    assert load_prompt_set(path).fingerprint == man.fingerprint
+    (tmp_path / "units").mkdir()
+    (tmp_path / "units" / "pairs.jsonl").write_text(json.dumps({"id": "u", "positive_units": [1, 2],
+                                                                "negative_units": [3]}))
+    with pytest.raises(InputError, match="pair 'u' gives units, not audio"):
+        load_prompt_set(f"storycloze:{tmp_path / 'units'}")
+    with pytest.raises(MissingInputError, match="storycloze"):
+        load_prompt_set(f"storycloze:{tmp_path / 'none'}")
+
+
+def test_bigram_auto_bleu_is_reported_when_the_lowest_order_is_two():
+    by_seed = {0: [{"id": "p0", "transcript_continuation": "the cat sat the cat"}]}
+    summary, rows = score_transcripts(by_seed, bigram_scorer(), auto_bleu_n=2, auto_bleu_min_n=2)
+    assert summary["auto-BLEU"] == pytest.approx(0.5) and rows[0]["auto_bleu"] == pytest.approx(0.5)
+    assert (summary["auto_bleu_min_n"], summary["auto_bleu_n"]) == (2, 2)
+    default, _ = score_transcripts(by_seed, bigram_scorer(), auto_bleu_n=2)
+    assert default["auto-BLEU"] == pytest.approx(0.65) and default["auto_bleu_min_n"] == 1
+
+
+def compose_eval(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    import twist
+
+    with initialize_config_dir(config_dir=str(Path(twist.__file__).parent / "configs"), version_base="1.3"):
+        return compose(config_name="eval", overrides=overrides)
+
+
+def test_the_slam_preset_sampling_reaches_the_sampler(artefacts, monkeypatch):
+    """``+genppl=slam``: the true stories of the run's sSC set, cut to 3 s, continued with
+    temperature 0.8, top-k 25, repetition penalty 1.1 and 150 new tokens; the transcript of
+    prompt + continuation is scored; auto-BLEU is bigram auto-BLEU."""
+    import twist.generate as gen
+    from twist.eval.config import EvalRunConfig
+    from twist.eval.evaluate import plan_tasks
+    from twist.eval.generation import run_generation
+    from twist.lm import load_speech_lm
+    from twist.schema import to_typed
+
+    root, tok = artefacts
+    correct = write_released_storycloze(root / "sSC", n=2)
+    cfg = compose_eval(["+genppl=slam", f"model_path={root / 'lm'}", f"tokenizer_dir={root / 'tokenizer'}",
+                        f"out_dir={root / 'eval'}", f"benchmarks.ssc.path={root / 'sSC'}",
+                        f"benchmarks.generation.vocoder={root / 'vocoder'}", "benchmarks.generation.seeds=[0]"])
+    c = to_typed(EvalRunConfig, cfg)
+    lm, contract = load_speech_lm(root / "lm")
+    task = next(t for t in plan_tasks(c, contract) if t.name == "generation").data
+    assert [task.prompt_set.root / p["audio"] for p in task.prompt_set.prompts] == list(correct.values())
+    assert task.prompt_set.prompt_seconds == 3.0
+    seen = []
+    real = gen._sample_batch
+
+    def spy(model, layout, chunk, cfg, max_new_tokens, gens, device):
+        seen.append((cfg, max_new_tokens, len(chunk)))
+        return real(model, layout, chunk, cfg, max_new_tokens, gens, device)
+
+    monkeypatch.setattr(gen, "_sample_batch", spy)
+    summary, rows = run_generation(task, lm=lm, contract=contract, tokenizer=tok, out_dir=root / "eval",
+                                   model_key="lm", asr=CountingASR(), text_scorer=bigram_scorer(), progress=False)
+    assert sum(n for _, _, n in seen) == 2
+    for sampling, max_new_tokens, _ in seen:
+        assert (sampling.temperature, sampling.top_k, sampling.top_p) == (0.8, 25, 1.0)
+        assert sampling.repetition_penalty == 1.1 and max_new_tokens == 150
+    assert summary["text"] == "full" and (summary["auto_bleu_min_n"], summary["auto_bleu_n"]) == (2, 2)
+    assert summary["sampling"]["max_new_tokens"] == 150 and summary["prompt_set"].startswith("storycloze:")
+    assert [r["id"] for r in rows] == ["story0", "story1"]
+
+
+def test_the_slam_preset_needs_an_ssc_set_and_is_a_known_eval_group(artefacts, capsys):
+    from twist.cli.common import check_command_line
+    from twist.eval.config import EvalRunConfig
+    from twist.eval.evaluate import plan_tasks
+    from twist.lm import load_speech_lm
+    from twist.schema import to_typed
+
+    root, _ = artefacts
+    base = [f"model_path={root / 'lm'}", f"tokenizer_dir={root / 'tokenizer'}", f"out_dir={root / 'eval'}",
+            f"benchmarks.generation.vocoder={root / 'vocoder'}"]
+    c = to_typed(EvalRunConfig, compose_eval(["+genppl=slam", *base]))
+    _, contract = load_speech_lm(root / "lm")
+    with pytest.raises(ConfigError, match="prompt_set=ssc.*benchmarks.ssc.path or bench_root"):
+        plan_tasks(c, contract)
+    check_command_line("twist-eval", "eval", EvalRunConfig, ["+genppl=slam", *base])  # accepted
+    with pytest.raises(SystemExit):
+        check_command_line("twist-eval", "eval", EvalRunConfig, ["+genppl=slamm", *base])
+    assert "slamm" in capsys.readouterr().err

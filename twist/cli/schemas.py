@@ -39,7 +39,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "asr_run": ("asr",),
     "bench": ("tts",),
     "demo": (),
-    "eval": (),
+    "eval": ("genppl",),
     "generate": ("asr",),
     "mos_build": (),
     "mos_score": (),

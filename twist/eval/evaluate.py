@@ -52,7 +52,8 @@ def plan_tasks(cfg: EvalRunConfig | Mapping[str, Any], contract: UnitContract) -
         raise MissingInputError(f"bench_root {bench_root} does not exist")
     tasks: list[Task] = []
     for b in BENCHMARKS:
-        ctx = PlanContext(b, contract, Path(c.zr2021_root) if c.zr2021_root else None, bench_root, c.tokenizer_dir)
+        ctx = PlanContext(b, contract, Path(c.zr2021_root) if c.zr2021_root else None, bench_root, c.tokenizer_dir,
+                          planned=list(tasks))
         tasks += b.plan_fn()(getattr(c.benchmarks, b.key), ctx)
     if bench_root is not None and not any(t.from_root for t in tasks):
         raise MissingInputError(_nothing_under(bench_root))

@@ -17,8 +17,11 @@ the ASR text as it comes (cased, punctuated), since text LMs are trained on such
 
 The protocol (``benchmarks.generation`` in ``configs/eval.yaml``): a fixed, versioned prompt
 set (a JSON file naming each prompt's audio and its SHA-256, the prompt length and the seeds;
-``librivox-v1`` ships with twist), each prompt cut to ``prompt_seconds`` and continued once per
-seed with the sampling settings, vocoded, transcribed. Every metric is computed per seed and
+``librivox-v1`` ships with twist; or derived by a fixed rule from a dir of audio or from the true
+stories of a spoken StoryCloze set), each prompt cut to ``prompt_seconds`` and continued once per
+seed with the sampling settings, vocoded, transcribed. The ``genppl/slam`` preset
+(``twist-eval +genppl=slam``) is Slam's protocol (Maimon et al. 2025, slamkit's
+``config/metric/asr_perplexity.yaml``) with offline stand-ins for its ASR and text LM (docs/mos.md). Every metric is computed per seed and
 reported as the mean over seeds with its standard deviation, minimum and maximum: the paper
 warns these numbers are noisy, and the spread says how noisy. The continuations are kept as
 ``twist-generate`` directories (``generation/seed<k>/``), so a listening test
@@ -223,6 +226,47 @@ class PromptSet:
 
 
 
+STORYCLOZE_PREFIX = "storycloze:"
+RUN_SSC = "ssc"  # prompt_set: the true stories of the sSC set the same twist-eval run scores
+DERIVED_SEEDS = (0, 1, 2)
+
+
+def _evenly_spaced(items: Sequence[Any], n_prompts: int | None) -> list[Any]:
+    """``n_prompts`` of ``items`` evenly spaced, first one first (all when null)."""
+    n = len(items) if n_prompts is None else min(int(n_prompts), len(items))
+    return [items[(i * len(items)) // n] for i in range(n)]
+
+
+def storycloze_prompt_set(
+    pairs: Any,
+    *,
+    name: str,
+    n_prompts: int | None = None,
+    prompt_seconds: float = GenerationSettings.prompt_seconds,
+    seeds: Sequence[int] | None = None,
+) -> PromptSet:
+    """The true stories of a spoken StoryCloze set (a :class:`twist.eval.storycloze.PairSet`)
+    as a prompt set: each pair's positive (correct-ending) audio, in the set's pair order,
+    ``n_prompts`` of them evenly spaced; a prompt's id is its pair's (``/`` -> ``__``).
+
+    Slam's GenPPL protocol prompts with the first seconds of these stories; the wrong endings
+    are never used. Every file's SHA-256 is recorded, as for a directory.
+    """
+    prompts = []
+    for pair in pairs.pairs:
+        if pair.positive in pairs.inline:
+            raise InputError(f"{name}: pair {pair.id!r} gives units, not audio, for its true story; "
+                             "prompts are audio (the set's correct-ending wavs)")
+        f = pairs.paths[pair.positive]
+        prompts.append({"id": pair.id.replace("/", "__"), "audio": os.path.relpath(f, pairs.root),
+                        "sha256": sha256_file(f)})
+    if not prompts:
+        raise InputError(f"{name}: the StoryCloze set lists no pairs")
+    return PromptSet(name=name, version=1, root=Path(pairs.root), prompt_seconds=float(prompt_seconds),
+                     seeds=[int(x) for x in (seeds if seeds is not None else DERIVED_SEEDS)],
+                     prompts=_evenly_spaced(prompts, n_prompts))
+
+
 def load_prompt_set(
     spec: str | Path,
     *,
@@ -232,16 +276,31 @@ def load_prompt_set(
     prompt_seconds: float = GenerationSettings.prompt_seconds,
     seeds: Sequence[int] | None = None,
 ) -> PromptSet:
-    """A built-in set's name, a prompt-set JSON file, or a directory of audio to derive one from.
+    """A built-in set's name, a prompt-set JSON file, a directory of audio to derive one from,
+    or ``storycloze:<path>``: the true stories of a spoken StoryCloze set.
 
     A directory gives a set by a fixed rule anyone can rerun: its audio files sorted by path,
     those of at least ``min_seconds``, ``n_prompts`` of them evenly spaced (so a corpus sorted
-    by speaker yields many speakers). Every file's SHA-256 is checked (JSON) or recorded
-    (directory); ``seeds`` overrides the set's seeds, ``root`` its audio root.
+    by speaker yields many speakers). A StoryCloze set (a released sSC/tSC dir, a pairs.jsonl or
+    a dir holding one) gives its correct-ending stories by the rule of
+    :func:`storycloze_prompt_set`. Every file's SHA-256 is checked (JSON) or recorded
+    (directory, StoryCloze set); ``seeds`` overrides the set's seeds, ``root`` its audio root.
     """
     from twist.audio import audio_info, find_audio, output_name
 
     spec_s = str(spec)
+    if spec_s == RUN_SSC:
+        raise ConfigError(_ssc_needed())
+    if spec_s.startswith(STORYCLOZE_PREFIX):
+        from twist.eval.storycloze import load_pairs
+
+        where = Path(spec_s[len(STORYCLOZE_PREFIX):]).expanduser()
+        if not where.exists():
+            raise MissingInputError(f"benchmarks.generation.prompt_set={spec_s}: no such StoryCloze set (a released "
+                                    "sSC/tSC dir, a pairs.jsonl, or a dir holding one)")
+        name = f"{STORYCLOZE_PREFIX}{where.name}"
+        return storycloze_prompt_set(load_pairs(where, name=name), name=name, n_prompts=n_prompts,
+                                     prompt_seconds=prompt_seconds, seeds=seeds)
     path = BUILTIN_PROMPT_SETS.get(spec_s, Path(spec_s).expanduser())
     if path.is_dir():
         files = []
@@ -251,10 +310,9 @@ def load_prompt_set(
                 files.append(f)
         if not files:
             raise InputError(f"benchmarks.generation.prompt_set: no audio of >= {min_seconds:g} s under {path}")
-        n = len(files) if n_prompts is None else min(int(n_prompts), len(files))
-        picked = [files[(i * len(files)) // n] for i in range(n)]
+        picked = _evenly_spaced(files, n_prompts)
         ps = PromptSet(name=f"dir:{path.name}", version=1, root=path, prompt_seconds=float(prompt_seconds),
-                       seeds=[int(s) for s in (seeds if seeds is not None else [0, 1, 2])],
+                       seeds=[int(s) for s in (seeds if seeds is not None else DERIVED_SEEDS)],
                        prompts=[{"id": output_name(f.relative_to(path)),
                                  "audio": str(f.relative_to(path)), "sha256": sha256_file(f)} for f in picked])
         return ps
@@ -304,10 +362,20 @@ class GenerationTask:
     text: str
     auto_bleu_n: int
     batch_size: int
+    auto_bleu_min_n: int = GenerationSettings.auto_bleu_min_n
 
 
-def plan_generation(spec: GenerationSettings | Mapping[str, Any]) -> GenerationTask:
-    """Check a ``benchmarks.generation`` node before any model is loaded."""
+def _ssc_needed() -> str:
+    return (f"benchmarks.generation.prompt_set={RUN_SSC} takes its prompts from the true stories of the sSC set this "
+            "run scores: set benchmarks.ssc.path or bench_root (or prompt_set=storycloze:<sSC dir>)")
+
+
+def plan_generation(spec: GenerationSettings | Mapping[str, Any], *, ssc: Any = None) -> GenerationTask:
+    """Check a ``benchmarks.generation`` node before any model is loaded.
+
+    ``ssc``: the sSC set this run scores (a :class:`twist.eval.storycloze.PairSet`), which
+    ``prompt_set=ssc`` takes its prompts from.
+    """
     from twist.lm.sources import resolve_source
 
     s = to_typed(GenerationSettings, spec, where="benchmarks.generation")
@@ -316,10 +384,17 @@ def plan_generation(spec: GenerationSettings | Mapping[str, Any]) -> GenerationT
     if not voc or not Path(str(voc)).expanduser().exists():
         raise MissingInputError(f"benchmarks.generation.vocoder={voc!r} does not exist (a twist-vocoder run or vocoder dir)")
     resolve_source(s.text_lm.source, s.text_lm.gguf_file)  # a missing text LM fails now, not after sampling
-    ps = load_prompt_set(s.prompt_set, root=s.prompt_root, n_prompts=s.n_prompts, min_seconds=s.min_seconds,
-                         prompt_seconds=s.prompt_seconds, seeds=s.seeds)
+    if s.prompt_set == RUN_SSC:
+        if ssc is None:
+            raise ConfigError(_ssc_needed())
+        ps = storycloze_prompt_set(ssc, name=f"{STORYCLOZE_PREFIX}{Path(ssc.root).name}", n_prompts=s.n_prompts,
+                                   prompt_seconds=s.prompt_seconds, seeds=s.seeds)
+    else:
+        ps = load_prompt_set(s.prompt_set, root=s.prompt_root, n_prompts=s.n_prompts, min_seconds=s.min_seconds,
+                             prompt_seconds=s.prompt_seconds, seeds=s.seeds)
     return GenerationTask(prompt_set=ps, vocoder=str(voc), sampling=dataclasses.asdict(s.sampling), asr=s.asr,
-                          text_lm=s.text_lm, text=s.text, auto_bleu_n=s.auto_bleu_n, batch_size=s.batch_size)
+                          text_lm=s.text_lm, text=s.text, auto_bleu_n=s.auto_bleu_n, batch_size=s.batch_size,
+                          auto_bleu_min_n=s.auto_bleu_min_n)
 
 
 def _spread(values: Sequence[float]) -> dict[str, float]:
@@ -336,8 +411,11 @@ def score_transcripts(
     *,
     text: str = GenerationSettings.text,
     auto_bleu_n: int = GenerationSettings.auto_bleu_n,
+    auto_bleu_min_n: int = GenerationSettings.auto_bleu_min_n,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Metrics per seed and their spread over seeds, from ``{seed: [{"id", "transcript", ...}]}``.
+
+    auto-BLEU averages the n-gram orders ``auto_bleu_min_n..auto_bleu_n`` (2..2: bigram auto-BLEU).
 
     Returns:
         ``(summary, rows)``: the summary holds each metric's mean over seeds (as ``GenPPL``,
@@ -351,7 +429,7 @@ def score_transcripts(
         texts = [str(r.get(field) or "").strip() for r in recs]
         words = [words_of(t) for t in texts]
         nlls = scorer.nll(texts)
-        bleus = [auto_bleu(w, auto_bleu_n) for w in words]
+        bleus = [auto_bleu(w, auto_bleu_n, min_n=auto_bleu_min_n) for w in words]
         per_seed.append({"seed": seed, "GenPPL": gen_ppl(nlls), "auto-BLEU": float(np.mean(bleus)) if bleus else math.nan,
                          "distinct-2": distinct_n(words, 2), "n_prompts": len(recs),
                          "n_empty": sum(not w for w in words), "n_words": sum(len(w) for w in words),
@@ -360,6 +438,7 @@ def score_transcripts(
             rows.append({"seed": seed, "id": r["id"], "text": t, "nll": s, "n_tokens": n,
                          "ppl": math.exp(s / n) if n else None, "auto_bleu": b})
     summary: dict[str, Any] = {"seeds": sorted(by_seed), "text": text, "auto_bleu_n": auto_bleu_n,
+                               "auto_bleu_min_n": auto_bleu_min_n,
                                "text_lm": scorer.name, "n_empty_transcripts": sum(s["n_empty"] for s in per_seed)}
     for m in METRICS:
         spread = _spread([s[m] for s in per_seed])
@@ -436,7 +515,8 @@ def run_generation(
     if text_scorer is None:
         text_scorer = load_text_scorer(task.text_lm, device=device, batch_size=task.batch_size)
     with torch.inference_mode():
-        summary, rows = score_transcripts(by_seed, text_scorer, text=task.text, auto_bleu_n=task.auto_bleu_n)
+        summary, rows = score_transcripts(by_seed, text_scorer, text=task.text, auto_bleu_n=task.auto_bleu_n,
+                                          auto_bleu_min_n=task.auto_bleu_min_n)
     summary.update({"prompt_set": ps.name, "prompt_set_version": ps.version, "prompt_set_fingerprint": ps.fingerprint,
                     "n_prompts": len(ps.prompts), "prompt_seconds": ps.prompt_seconds, "sampling": task.sampling,
                     "asr": task.asr.backend, "generation_dir": str(gen_root)})
@@ -452,7 +532,8 @@ def plan(settings: Any, ctx: Any) -> list[Any]:
         return []
     if not ctx.tokenizer_dir:
         raise ConfigError("benchmarks.generation turns prompt audio into units: set tokenizer_dir")
-    return [Task("generation", "GenPPL", ctx.benchmark, data=plan_generation(settings))]
+    ssc = next((t.pairs for t in ctx.planned if t.name == "sSC"), None)
+    return [Task("generation", "GenPPL", ctx.benchmark, data=plan_generation(settings, ssc=ssc))]
 
 
 def run(task: Any, ctx: Any) -> Any:

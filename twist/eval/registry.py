@@ -108,21 +108,23 @@ class GenerationSettings:
     vocoder: str | None = None
     """twist-vocoder run or vocoder dir for the model's units; null = skip this benchmark."""
     prompt_set: str = "librivox-v1"
-    """A built-in set name | a prompt-set JSON (ids, audio, SHA-256, seeds) | a dir of audio to derive one from."""
+    """A built-in set name | a prompt-set JSON (ids, audio, SHA-256, seeds) | a dir of audio to derive one from | storycloze:<sSC/tSC set>: its true stories | ssc: the true stories of the sSC set this run scores (benchmarks.ssc.path or bench_root)."""
     prompt_root: str | None = None
     """Where the set's audio lives (null = the root the set names)."""
     n_prompts: int | None = None
-    """For a dir: this many prompts, evenly spaced over its sorted files (null = all)."""
+    """For a dir or a StoryCloze set: this many prompts, evenly spaced over its sorted files or its stories (null = all)."""
     min_seconds: float = 6.0
     """For a dir: only files at least this long (room for a true continuation)."""
     prompt_seconds: float = GenerateRunConfig.prompt_seconds
-    """For a dir: prompt length in seconds (twist-generate's prompt_seconds); a JSON set carries its own."""
+    """For a dir or a StoryCloze set: prompt length in seconds (twist-generate's prompt_seconds); a JSON set carries its own."""
     seeds: list[int] | None = None
     """Continue every prompt once per seed (null = the set's seeds; librivox-v1: [0, 1, 2])."""
     text: str = "continuation"
     """continuation: score the transcript of the continuation alone | full: of prompt + continuation."""
     auto_bleu_n: int = 2
-    """auto-BLEU averages n-gram orders 1..N (GSLM's auto-BLEU-2)."""
+    """auto-BLEU averages n-gram orders auto_bleu_min_n..N (GSLM's auto-BLEU-2: 1..2)."""
+    auto_bleu_min_n: int = 1
+    """auto-BLEU's lowest n-gram order: 1 (GSLM) | 2 with auto_bleu_n 2 = bigram auto-BLEU (Slam's; the genppl/slam preset)."""
     batch_size: int = 16
     """Transcripts per text-LM forward pass."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -134,6 +136,9 @@ class GenerationSettings:
     def __post_init__(self) -> None:
         check_choice("benchmarks.generation.text", self.text, ("continuation", "full"))
         check_positive("benchmarks.generation.auto_bleu_n", self.auto_bleu_n)
+        if not 1 <= self.auto_bleu_min_n <= self.auto_bleu_n:
+            raise ConfigError(f"benchmarks.generation.auto_bleu_min_n: must be in [1, auto_bleu_n={self.auto_bleu_n}], "
+                              f"got {self.auto_bleu_min_n}")
         check_positive("benchmarks.generation.batch_size", self.batch_size)
 
 
@@ -165,6 +170,8 @@ class PlanContext:
     zr2021_root: Path | None
     bench_root: Path | None
     tokenizer_dir: str | None
+    planned: list[Task] = field(default_factory=list)
+    """The tasks of the rows planned before this one (generation's prompt_set=ssc reads the sSC set's)."""
 
 
 @dataclass

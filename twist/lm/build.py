@@ -88,7 +88,8 @@ def build_speech_lm(
             ``config``, ``num_layers``, ``dtype``; see ``twist/configs/model/*.yaml``).
         init: ``"warm"`` (TWIST) or ``"cold"`` (COLD-INIT), or the ``init/`` node.
         contract: the unit contract of the data the model will be trained on.
-        embed_init: ``"random"`` (the paper's) or ``"mean"``; warm start only.
+        embed_init: ``"random"`` (the paper's), ``"mean"``, ``"text_rows"`` (Slam's) or
+            ``"mean_cov"`` (see :func:`twist.lm.surgery.warm_start`); warm start only.
         seed: seeds every freshly initialised weight.
         verbose: print the parameter-count comparison (rank 0 only).
 

@@ -14,7 +14,7 @@ from typing import Any
 from twist.schema import check_choice
 
 DTYPE_NAMES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "auto")
-EMBED_INITS = ("random", "mean")
+EMBED_INITS = ("random", "mean", "text_rows", "mean_cov")
 
 
 @dataclass
@@ -53,7 +53,7 @@ class InitConfig:
     name: str = "warm"
     """warm: the text LM's body is loaded (its weights are read), new unit embeddings (TWIST) | cold: the same architecture, every weight fresh (only the text LM's config is read)."""
     embed_init: str = "random"
-    """New embedding rows: random (the paper's; the family's own init) | mean (random + mean of the text embeddings). Warm only."""
+    """New embedding (and untied head) rows: random (the paper's; the family's own init) | mean (random + the text rows' mean) | text_rows (Slam's: id i starts as text row i) | mean_cov (drawn from a normal with the text rows' mean and covariance). Warm only; docs/lm.md."""
     lr_max: float = 4.0e-4
     """Peak learning rate (paper A.1: 4e-4 with a pretrained LM, 8e-5 without)."""
     lr_final: float = 8.0e-5

@@ -5,9 +5,18 @@ text vocabulary by the speech units of a :class:`~twist.contract.UnitContract` p
 ``<bos>/<eos>/<pad>``, with a fresh, randomly initialised embedding table (and head):
 
 * :func:`warm_start` (the paper's TWIST): every tensor except the token embedding and the
-  output head is copied bit for bit from the text LM; the new rows are initialised by the
-  model family's own ``_init_weights`` (``embed_init="random"``, the paper's choice) or, as an
-  ablation, shifted to the mean of the text embeddings (``embed_init="mean"``).
+  output head is copied bit for bit from the text LM; the new rows (``embed_init``) are
+
+  - ``random``: the model family's own ``_init_weights`` under the seed (the paper's choice);
+  - ``mean``: that random init shifted by the mean text embedding row (an ablation);
+  - ``text_rows``: row i is a copy of the text LM's row i (Slam, Maimon et al. 2025: slamkit
+    keeps the pretrained LM and calls ``resize_token_embeddings(vocab_size)``, so unit i
+    keeps text row i; bos, eos and pad keep the text rows of their ids too);
+  - ``mean_cov``: drawn from a normal with the text rows' mean and covariance (what
+    transformers' ``resize_token_embeddings(mean_resizing=True)`` names, there with the
+    covariance scaled by 1e-9; here the covariance itself).
+
+  An untied head gets the same treatment from the text LM's head; a tied one is the embedding.
 * :func:`cold_start` (the paper's COLD-INIT): the same architecture, every weight fresh.
 
 The vocabulary follows :class:`~twist.contract.VocabLayout`: units ``0..K-1``, then bos, eos,
@@ -150,9 +159,10 @@ def warm_start(
     Args:
         text_lm: a pretrained ``transformers`` causal LM (from :func:`twist.lm.sources.load_text_lm`).
         contract: the unit contract; its K fixes the vocabulary (see :class:`VocabLayout`).
-        embed_init: ``"random"`` (the paper's: the family's own init) or ``"mean"`` (the family's
-            random init shifted by the mean of the text LM's embedding rows; the same for an
-            untied head).
+        embed_init: ``"random"`` (the paper's: the family's own init), ``"mean"`` (that init
+            shifted by the mean of the text LM's embedding rows), ``"text_rows"`` (row i of the
+            text LM's table, Slam's) or ``"mean_cov"`` (a normal with the text rows' mean and
+            covariance); an untied head likewise from the text LM's head (module doc).
         seed: seeds the new rows.
         text_label: provenance stored in the config (defaults to the text LM's name or path).
         share_body: ``False``: the body is copied and ``text_lm`` is left untouched. ``True``:
@@ -175,6 +185,10 @@ def warm_start(
     _allocate_new_vocab(model, seed=seed, dtype=first.dtype, device=first.device)
     if embed_init == "mean":
         _shift_by_text_mean(model, text_lm)
+    elif embed_init == "text_rows":
+        _copy_text_rows(model, text_lm, contract.layout)
+    elif embed_init == "mean_cov":
+        _draw_from_text_mean_cov(model, text_lm, seed=seed)
     model.tie_weights()
     return model.eval()
 
@@ -224,13 +238,68 @@ def _allocate_new_vocab(model: Any, *, seed: int, dtype: torch.dtype, device: to
 @torch.no_grad()
 def _shift_by_text_mean(model: Any, text_lm: Any) -> None:
     """``embed_init=mean``: add the mean text embedding row to every new row (and to an untied head)."""
-    pairs = [(model.get_input_embeddings(), text_lm.get_input_embeddings())]
-    if not getattr(model.config, "tie_word_embeddings", False):
-        pairs.append((model.get_output_embeddings(), text_lm.get_output_embeddings()))
-    for new, old in pairs:
-        if new is None or old is None:
-            continue
+    for new, old in _vocab_pairs(model, text_lm):
         new.weight.add_(old.weight.float().mean(0).to(new.weight.dtype))
+        pad = getattr(new, "padding_idx", None)
+        if pad is not None:  # keep the family's convention: the padding row is zero
+            new.weight[pad].zero_()
+
+
+def _vocab_pairs(model: Any, text_lm: Any) -> list[tuple[Any, Any]]:
+    """``(new, text)`` modules whose rows the embed_init fills: the embedding, and an untied head."""
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    pairs = [(emb, text_lm.get_input_embeddings())]
+    if head is not None and head.weight is not emb.weight:  # a tied head is the embedding
+        pairs.append((head, text_lm.get_output_embeddings()))
+    return [(new, old) for new, old in pairs if old is not None]
+
+
+@torch.no_grad()
+def _copy_text_rows(model: Any, text_lm: Any, layout: VocabLayout) -> None:
+    """``embed_init=text_rows``: id i (unit, bos, eos, pad) starts as the text LM's row i.
+
+    The rows of the alignment padding past the text vocabulary (ids that never receive
+    probability mass) have no text row and keep the family's init.
+    """
+    for new, old in _vocab_pairs(model, text_lm):
+        n_text = old.weight.shape[0]
+        if n_text < layout.n_real:
+            raise ConfigError(
+                f"init.embed_init=text_rows copies text row i to id i, but the text LM's "
+                f"{'embedding' if new is model.get_input_embeddings() else 'head'} has {n_text} rows for "
+                f"{layout.n_real} unit and special ids; choose embed_init=random, mean or mean_cov")
+        n = min(n_text, new.weight.shape[0])
+        new.weight[:n].copy_(old.weight[:n])
+
+
+def sample_mean_cov(weight: torch.Tensor, n_rows: int, generator: torch.Generator) -> torch.Tensor:
+    """``n_rows`` rows drawn from a normal with the mean and covariance of ``weight``'s rows.
+
+    The covariance is the population one (divided by the number of rows), as transformers'
+    ``mean_resizing`` computes it; the arithmetic is float64 on the CPU and the result has
+    ``weight``'s dtype. A singular covariance (fewer rows than dimensions, repeated rows)
+    is sampled through its eigen-decomposition, so the draw stays in the rows' span.
+    """
+    w = weight.detach().to("cpu", torch.float64)
+    mean = w.mean(0)
+    centred = w - mean
+    cov = centred.T @ centred / w.shape[0]
+    factor, info = torch.linalg.cholesky_ex(cov)
+    if int(info) != 0:
+        vals, vecs = torch.linalg.eigh(cov)
+        factor = vecs * vals.clamp(min=0).sqrt()
+    z = torch.randn(n_rows, w.shape[1], generator=generator, dtype=torch.float64)
+    return (mean + z @ factor.T).to(weight.dtype)
+
+
+@torch.no_grad()
+def _draw_from_text_mean_cov(model: Any, text_lm: Any, *, seed: int) -> None:
+    """``embed_init=mean_cov``: every new row from the text rows' normal, the embedding first,
+    then an untied head, from one generator seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    for new, old in _vocab_pairs(model, text_lm):
+        rows = sample_mean_cov(old.weight, new.weight.shape[0], generator)
+        new.weight.copy_(rows.to(new.weight.device))
         pad = getattr(new, "padding_idx", None)
         if pad is not None:  # keep the family's convention: the padding row is zero
             new.weight[pad].zero_()
