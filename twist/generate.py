@@ -287,10 +287,10 @@ def check_pipeline_contracts(
 ) -> None:
     """Refuse artefacts made with different unit vocabularies, naming both sides."""
     ignore = ("dedup",) if vocoder_has_duration_predictor else ()
-    vocoder_contract.check_compatible(lm_contract, mine=vocoder_name, theirs=lm_name, ignore=ignore)
+    vocoder_contract.check_same_units(lm_contract, mine=vocoder_name, theirs=lm_name, ignore=ignore)
     if tokenizer_contract is not None:
         # the tokenizer emits frame-level units; dedup is applied here as the LM's contract says
-        tokenizer_contract.check_compatible(lm_contract, mine=tokenizer_name, theirs=lm_name, ignore=("dedup",))
+        tokenizer_contract.check_same_units(lm_contract, mine=tokenizer_name, theirs=lm_name, ignore=("dedup",))
     if lm_contract.dedup and not vocoder_has_duration_predictor:
         raise ContractMismatch(
             f"{lm_name} works on deduplicated units but {vocoder_name} has no duration predictor; "

@@ -237,7 +237,7 @@ def load_speech_lm(
     path = Path(path)
     contract = read_contract(path)
     if expected is not None:
-        contract.check_compatible(expected, mine=f"speech LM {path}", theirs=expected_name)
+        contract.check_same_units(expected, mine=f"speech LM {path}", theirs=expected_name)
     config = AutoConfig.from_pretrained(path)
     exported = _check_vocab(config, contract, f"speech LM {path}", exported_ok=True)
     if isinstance(dtype, str) and dtype != "auto":
