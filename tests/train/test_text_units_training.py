@@ -84,3 +84,42 @@ def test_preference_pairs_of_a_text_units_policy_put_units_at_their_offset():
     units_first = VocabLayout(20)
     p, c, _, _ = pair_sequences(np.arange(3), np.array([4, 5]), np.array([6]), units_first, max_tokens=32)
     assert p.tolist() == [20, 0, 1, 2] and c.tolist() == [4, 5, 21]
+
+
+@pytest.mark.slow
+def test_dpo_on_a_text_units_policy_keeps_its_layout_and_ships_its_tokenizer(contract, tmp_path):
+    """Units-first pairs fit a text+units policy of the same units; the aligned export keeps the
+    policy's layout and carries its tokenizer on."""
+    from omegaconf import OmegaConf
+
+    from twist.lm import build_speech_lm, save_speech_lm, speech_tokenizer_for
+    from twist.pairs import PreferencePair, write_pair_dataset
+    from twist.train.config import (
+        DataConfig,
+        DPOConfig,
+        LoggerConfig,
+        OptimConfig,
+        ScheduleConfig,
+        TrainLoopConfig,
+        TrainRunConfig,
+    )
+
+    node = {**tiny_node("llama", vocab_size=300, tie_word_embeddings=True),
+            "tokenizer": str(save_tiny_text_tokenizer(tmp_path / "tok"))}
+    model = build_speech_lm(node, {"name": "warm", "vocab": "text+units"}, contract, verbose=False)
+    mine = contract_of(model)
+    policy = save_speech_lm(model, tmp_path / "policy", tokenizer=speech_tokenizer_for(node, mine))
+    rng = np.random.default_rng(0)
+    pairs = [PreferencePair(id=f"p{i}", split="valid" if i >= 6 else "train", voice="v",
+                            prompt=rng.integers(0, 20, 5), chosen=rng.integers(0, 20, 3), rejected=rng.integers(0, 20, 4),
+                            prompt_text="p", chosen_text="c", rejected_text="r") for i in range(8)]
+    write_pair_dataset(tmp_path / "pairs", pairs, contract, made_by={"source": "test"}, split={"seed": 0, "valid": 0.2})
+    cfg = OmegaConf.structured(TrainRunConfig(
+        out_dir=str(tmp_path / "run"), objective="dpo", dpo=DPOConfig(policy=str(policy)),
+        data=DataConfig(path=str(tmp_path / "pairs"), max_tokens=64), optim=OptimConfig(lr_max=3e-3),
+        schedule=ScheduleConfig(name="constant", warmup_steps=0), logger=LoggerConfig(tensorboard=False),
+        train=TrainLoopConfig(device="cpu", global_batch=2, micro_batch=2, max_steps=2, valid_every=2, save_every=0,
+                              progress=False, num_threads=1)))
+    out = Trainer(cfg).fit().export_dir
+    assert contract_of(load_speech_lm(out)[0]) == mine
+    assert (out / "tokenizer.json").read_text() == (policy / "tokenizer.json").read_text()
