@@ -174,6 +174,10 @@ def test_what_cannot_have_a_text_units_vocabulary_is_refused(make_node, tu_node,
     big = save_tiny_text_tokenizer(tmp_path / "big", size=400)
     with pytest.raises(ConfigError, match="400 ids but the text LM only 300 embedding rows"):
         build_speech_lm(make_node("llama", tokenizer=str(big)), WARM_INTERLEAVED, contract, verbose=False)
+    from twist.lm import import_textlesslib_lm
+
+    with pytest.raises(ConfigError, match="published TWIST LMs are unit-only"):
+        import_textlesslib_lm(tmp_path, speech_contract(tu_node("llama"), contract, "text+units"))
 
 
 def _text_heavy(model, lay):

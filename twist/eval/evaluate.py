@@ -162,6 +162,9 @@ def _results_header(c: EvalRunConfig, model: torch.nn.Module, contract: UnitCont
         "ci95": {},
         "rules": {},
         "benchmarks": {},
+        # a text+units model is scored on speech alone (twist.eval.likelihood): say so beside the numbers
+        **({"scored_over": "units and <eos> (text logits masked; sequences open <bos> <speech>)"}
+           if contract.layout.has_text else {}),
     }
 
 
