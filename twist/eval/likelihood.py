@@ -136,6 +136,7 @@ class LikelihoodScorer:
         self.contract = contract
         self.layout: VocabLayout = contract.layout
         self._support = self.layout.speech_support()  # the ids the softmax runs over
+        self._allowed_on: dict[tuple[int, str], torch.Tensor] = {}
         self.batch_size = int(batch_size)
         self.max_batch_tokens = int(max_batch_tokens) if max_batch_tokens else None
         self.score_eos = bool(score_eos)
@@ -275,6 +276,17 @@ class LikelihoodScorer:
                     else f"K={lay.n_units} units + bos/eos/pad")
             raise InputError(f"model has {v} output rows but its contract needs {lay.n_real} ({what})")
 
+    def _allowed(self, width: int, device: torch.device) -> torch.Tensor:
+        """The support as a mask over ``width`` logit columns, made once per device (a copy to the
+        device per batch could wait on it)."""
+        key = (width, str(device))
+        if key not in self._allowed_on:
+            allowed = torch.zeros(width, dtype=torch.bool)
+            n = min(width, self._support.shape[0])
+            allowed[:n] = self._support[:n]
+            self._allowed_on[key] = allowed.to(device)
+        return self._allowed_on[key]
+
     def _token_logprobs(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """``log p(target)`` per position, fp32, over the speech support (the other rows masked)."""
         logits = logits.float()
@@ -282,10 +294,7 @@ class LikelihoodScorer:
         self._check_vocab(V)
         # Alignment-padding rows (and any extra rows an HF model carries) never hold mass; in
         # the text+units layout neither do the text ids and markers.
-        allowed = torch.zeros(V, dtype=torch.bool)
-        n = min(V, self._support.shape[0])
-        allowed[:n] = self._support[:n]
-        logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+        logits = logits.masked_fill(~self._allowed(V, logits.device), float("-inf"))
         return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
     def _batch(self, rows: list[list[int]], seqs: list[np.ndarray]) -> Batch:
