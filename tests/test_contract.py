@@ -12,7 +12,7 @@ from twist.contract import (
     VocabLayout,
     fingerprint_state_dict,
 )
-from twist.errors import InputError, MissingInputError
+from twist.errors import ConfigError, InputError, MissingInputError
 
 
 def test_the_unit_range_check_names_the_bad_id_negative_or_too_large_and_where_it_is():
@@ -149,6 +149,10 @@ def test_text_units_layout_keeps_text_ids_and_puts_units_at_their_offset():
     s = lay.valid_mask(allow_specials=False)  # sampling speech: units and eos only
     assert s.nonzero().flatten().tolist() == [2, *range(50, 60)]
     assert torch.equal(lay.speech_support(), s)
+    assert torch.equal(lay.unit_mask(), s)  # units (+ eos, + the markers asked for): what later stages sample
+    assert lay.unit_mask(eos=False, markers=(lay.text_id,)).nonzero().flatten().tolist() == [*range(50, 60), 61]
+    with pytest.raises(ConfigError, match="not a marker id"):
+        lay.unit_mask(markers=(2,))
 
 
 def test_the_units_first_layout_is_unchanged_through_the_new_api():
@@ -161,8 +165,6 @@ def test_the_units_first_layout_is_unchanged_through_the_new_api():
 
 
 def test_a_text_units_layout_needs_a_sane_text_vocabulary():
-    from twist.errors import ConfigError
-
     with pytest.raises(ConfigError, match="eos"):
         VocabLayout(10, text_vocab=50)
     with pytest.raises(ConfigError, match=r"bos_id=50 is not a text id"):

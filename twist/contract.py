@@ -65,14 +65,14 @@ IDENTITY_FIELDS = (
     "layout",
 )
 
-# The fields that say how units become token ids in a model (beyond ``layout``'s name): set for
-# the text+units layout only. ``text_tokenizer`` (a label) is recorded but not compared: the
-# same tokenizer read from another path is the same tokenizer; its fingerprint decides.
+# The fields that say how units become token ids in a model beyond ``layout``'s name: set for
+# the text+units layout only (a contract file then also records the unit offset and marker ids
+# they give, for readers, checked on load).
 TEXT_LAYOUT_FIELDS = ("text_vocab", "text_bos_id", "text_eos_id", "text_pad_id", "text_tokenizer",
                       "text_tokenizer_fingerprint")
+# What check_compatible compares about the layout and check_same_units leaves out. ``text_tokenizer``
+# (a label) is not compared: the same tokenizer read from another path is the same tokenizer.
 LAYOUT_FIELDS = ("layout", "text_vocab", "text_bos_id", "text_eos_id", "text_pad_id", "text_tokenizer_fingerprint")
-# what a text+units contract file also records, derived from the fields (for readers; checked on load)
-DERIVED_LAYOUT_KEYS = ("unit_offset", "speech_id", "text_id")
 
 
 # the name every stage has imported; one class, so catching either catches both
@@ -410,12 +410,19 @@ class VocabLayout:
         return 3 if self.has_text else 2
 
     # ---- masks -----------------------------------------------------------------------------
-    def _units_and_eos(self):
+    def unit_mask(self, *, eos: bool = True, markers: Iterable[int] = ()):
+        """A bool tensor over ``vocab_size``: True at the units, at eos (``eos``), and at the
+        given marker ids (e.g. ``(layout.text_id,)``: speech that may switch to text)."""
         import torch
 
         m = torch.zeros(self.vocab_size, dtype=torch.bool)
         m[self.unit_offset : self.unit_offset + self.n_units] = True
-        m[self.eos_id] = True
+        if eos:
+            m[self.eos_id] = True
+        for i in markers:
+            if i not in self.marker_ids:
+                raise ConfigError(f"unit_mask: {i} is not a marker id of this layout (markers: {self.marker_ids})")
+            m[i] = True
         return m
 
     def valid_mask(self, *, allow_specials: bool = True):
@@ -428,7 +435,7 @@ class VocabLayout:
         import torch
 
         if not allow_specials:
-            return self._units_and_eos()
+            return self.unit_mask()
         m = torch.zeros(self.vocab_size, dtype=torch.bool)
         m[: self.n_real] = True
         return m
@@ -441,7 +448,7 @@ class VocabLayout:
         what speech can continue with (Slam, Maimon et al. 2025, masks text tokens out of
         speech-only benchmarks the same way).
         """
-        return self._units_and_eos() if self.has_text else self.valid_mask()
+        return self.unit_mask() if self.has_text else self.valid_mask()
 
     # ---- units <-> ids ---------------------------------------------------------------------
     def unit_ids(self, units: np.ndarray) -> np.ndarray:
