@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from twist.contract import ContractMismatchError, UnitContract, VocabLayout, fingerprint_state_dict
-from twist.errors import InputError, MissingInputError
+from twist.contract import (
+    LAYOUT_NAME,
+    TEXT_UNITS_LAYOUT,
+    ContractMismatchError,
+    UnitContract,
+    VocabLayout,
+    fingerprint_state_dict,
+)
+from twist.errors import ConfigError, InputError, MissingInputError
 
 
 def test_the_unit_range_check_names_the_bad_id_negative_or_too_large_and_where_it_is():
@@ -113,3 +120,89 @@ def test_a_malformed_contract_file_is_refused_naming_it(tmp_path, text, why):
     assert str(path) in str(err.value)
     with pytest.raises(MissingInputError, match="unit contract file not found"):
         UnitContract.load(tmp_path / "absent.json")
+
+
+# ---- the text+units layout ----------------------------------------------------------------
+def _text_units(contract, **kw):
+    fields = {"layout_name": TEXT_UNITS_LAYOUT, "text_vocab": 50, "text_bos_id": 1, "text_eos_id": 2,
+              "text_pad_id": 2, "text_tokenizer": "tiny-words", "text_tokenizer_fingerprint": "abc123"}
+    return dataclasses.replace(contract, **{**fields, **kw})
+
+
+def test_text_units_layout_keeps_text_ids_and_puts_units_at_their_offset():
+    """Text ids [0, V_text) are the text tokenizer's (bos/eos/pad too), unit u is V_text + u,
+    then <speech> and <text>; a speech sequence opens with <bos> <speech>."""
+    lay = VocabLayout.text_units(10, text_vocab=50, bos_id=1, eos_id=2)  # no pad in the tokenizer: eos pads
+    assert lay.has_text and lay.name == TEXT_UNITS_LAYOUT
+    assert (lay.unit_offset, lay.bos_id, lay.eos_id, lay.pad_id) == (50, 1, 2, 2)
+    assert (lay.speech_id, lay.text_id, lay.marker_ids) == (60, 61, (60, 61))
+    assert (lay.n_real, lay.vocab_size, lay.framing_tokens) == (62, 64, 3)
+    ids = lay.encode(np.array([3, 4, 9]))
+    assert ids.tolist() == [1, 60, 53, 54, 59, 2]
+    assert lay.encode(np.array([3]), bos=False).tolist() == [53, 2]  # a continuation: no opening marker
+    assert lay.decode([7, 60, 53, 61, 54, 2, 55]).tolist() == [3, 4]  # text ids and markers dropped, stops at eos
+    assert lay.unit_ids(np.array([0, 9])).tolist() == [50, 59]
+    with pytest.raises(InputError, match="unit id 10"):
+        lay.encode(np.array([1, 10]))
+    m = lay.valid_mask()
+    assert m[:62].all() and not m[62:].any()
+    s = lay.valid_mask(allow_specials=False)  # sampling speech: units and eos only
+    assert s.nonzero().flatten().tolist() == [2, *range(50, 60)]
+    assert torch.equal(lay.speech_support(), s)
+    assert torch.equal(lay.unit_mask(), s)  # units (+ eos, + the markers asked for): what later stages sample
+    assert lay.unit_mask(eos=False, markers=(lay.text_id,)).nonzero().flatten().tolist() == [*range(50, 60), 61]
+    with pytest.raises(ConfigError, match="not a marker id"):
+        lay.unit_mask(markers=(2,))
+
+
+def test_the_units_first_layout_is_unchanged_through_the_new_api():
+    lay = VocabLayout(100)
+    assert not lay.has_text and lay.name == LAYOUT_NAME
+    assert (lay.unit_offset, lay.speech_id, lay.text_id, lay.marker_ids, lay.framing_tokens) == (0, None, None, (), 2)
+    assert torch.equal(lay.speech_support(), lay.valid_mask())  # scoring keeps every real id, as ever
+    assert lay.describe() == {"name": LAYOUT_NAME, "n_units": 100, "bos_id": 100, "eos_id": 101, "pad_id": 102,
+                              "vocab_size": 128}
+
+
+def test_a_text_units_layout_needs_a_sane_text_vocabulary():
+    with pytest.raises(ConfigError, match="eos"):
+        VocabLayout(10, text_vocab=50)
+    with pytest.raises(ConfigError, match=r"bos_id=50 is not a text id"):
+        VocabLayout.text_units(10, text_vocab=50, bos_id=50, eos_id=2)
+
+
+def test_a_text_units_contract_records_its_layout_and_reads_back(contract):
+    tu = _text_units(contract)
+    assert tu.layout == VocabLayout.text_units(20, text_vocab=50, bos_id=1, eos_id=2, pad_id=2)
+    d = tu.to_dict()
+    assert d["layout"] == TEXT_UNITS_LAYOUT
+    assert (d["text_vocab"], d["unit_offset"], d["speech_id"], d["text_id"]) == (50, 50, 70, 71)
+    assert (d["text_bos_id"], d["text_eos_id"], d["text_pad_id"]) == (1, 2, 2)
+    assert (d["text_tokenizer"], d["text_tokenizer_fingerprint"]) == ("tiny-words", "abc123")
+    assert UnitContract.from_dict(d) == tu
+    # a units-first contract writes exactly the keys it always wrote
+    assert not {"text_vocab", "unit_offset", "speech_id"} & set(contract.to_dict())
+    with pytest.raises(InputError, match="speech_id"):  # a recorded id that the fields do not give
+        UnitContract.from_dict({**d, "speech_id": 3}, source="m/config.json")
+    with pytest.raises(InputError, match="text_vocab"):
+        UnitContract.from_dict({**contract.to_dict(), "layout": TEXT_UNITS_LAYOUT})
+    with pytest.raises(InputError, match="unknown token-id layout"):
+        UnitContract.from_dict({**contract.to_dict(), "layout": "ids-after-text/v2"}).layout  # noqa: B018
+
+
+def test_unit_artefacts_fit_a_text_units_model_but_two_layouts_are_told_apart(contract):
+    """A unit dataset, tokenizer or vocoder is units-first by nature: it fits any model of the
+    same units. Two models with different layouts (or text tokenizers) do not fit each other."""
+    tu = _text_units(contract)
+    tu.check_same_units(contract, mine="speech LM /m", theirs="dataset /d")
+    contract.check_same_units(tu, mine="vocoder /v", theirs="speech LM /m")
+    with pytest.raises(ContractMismatchError, match="n_units: speech LM /m has 20, dataset /d has 50"):
+        tu.check_same_units(dataclasses.replace(contract, n_units=50), mine="speech LM /m", theirs="dataset /d")
+    with pytest.raises(ContractMismatchError) as e:
+        tu.check_compatible(contract, mine="speech LM /a", theirs="speech LM /b")
+    assert f"layout: speech LM /a has '{TEXT_UNITS_LAYOUT}', speech LM /b has '{LAYOUT_NAME}'" in str(e.value)
+    assert "text_vocab: speech LM /a has 50, speech LM /b has None" in str(e.value)
+    with pytest.raises(ContractMismatchError, match="text_tokenizer_fingerprint: speech LM /a has 'abc123'"):
+        tu.check_compatible(_text_units(contract, text_tokenizer_fingerprint="other"), mine="speech LM /a",
+                            theirs="speech LM /b")
+    tu.check_compatible(_text_units(contract, text_tokenizer="renamed"))  # the label alone is not identity

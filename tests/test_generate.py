@@ -350,3 +350,51 @@ def test_a_continuation_capped_by_tokens_is_not_cut_to_max_seconds():
     rec = generate_continuations(lm=lm, lm_contract=c, tokenizer=tok, vocoder=voc, prompts=prompts(1), sampling=s)[0]
     assert len(rec["generated_units"]) == 12 and rec["continuation_seconds"] > 0.1
     assert rec["sampling"]["max_new_tokens"] == 12 and rec["sampling"]["repetition_penalty"] == 1.0
+
+
+def _text_units_contract() -> UnitContract:
+    return contract(layout_name="text+units/speech-text-markers/v1", text_vocab=40, text_bos_id=1, text_eos_id=2,
+                    text_pad_id=0, text_tokenizer="words", text_tokenizer_fingerprint="f")
+
+
+class _LoudText(torch.nn.Module):
+    """Wraps an LM: text ids (eos aside) and the markers far likelier than any unit; records prompts."""
+
+    def __init__(self, lm: torch.nn.Module, layout: VocabLayout) -> None:
+        super().__init__()
+        self.lm, self.prompts = lm, []
+        self.bonus = torch.zeros(layout.vocab_size)
+        self.bonus[: layout.text_vocab] = 1e4
+        self.bonus[layout.eos_id] = 0.0
+        self.bonus[list(layout.marker_ids)] = 1e4
+        self.bonus[layout.n_real :] = 1e4
+
+    def forward(self, **kw):
+        if "cache" not in kw and "past_key_values" not in kw:
+            self.prompts.append(kw["input_ids"].tolist())
+        out = self.lm(**kw)
+        out.logits = out.logits + self.bonus
+        return out
+
+
+def test_a_text_units_lm_continues_a_speech_prompt_with_units_only_and_the_vocoder_gets_units():
+    """The prompt is <bos> <speech> units (at their offset); text, markers and padding are never
+    sampled; decoding gives units back (offset removed) for a units-first tokenizer and vocoder."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    c = _text_units_contract()
+    layout = c.layout
+    torch.manual_seed(0)
+    lm = _LoudText(LlamaForCausalLM(LlamaConfig(vocab_size=layout.vocab_size, **tiny_config(
+        "llama", max_position_embeddings=1024))).eval(), layout)
+    units = [np.array([1, 2, 3]), np.array([4, 5])]
+    for temp in (0.0, 1.0):
+        out = sample_units(lm, c, units, SamplingConfig(temperature=temp, max_seconds=0.4, stop_at_eos=False, seed=1))
+        for u in out:
+            assert len(u) == 20 and u.min() >= 0 and u.max() < K
+    assert lm.prompts[0][0] == [1, layout.speech_id, 41, 42, 43]  # left-padded batch: the longest row
+    assert lm.prompts[0][1][-4:] == [1, layout.speech_id, 44, 45]
+    unit_c = contract()  # the tokenizer and the vocoder are units-first by nature: same units, they fit
+    recs = generate_continuations(lm=lm, lm_contract=c, tokenizer=FakeTokenizer(unit_c), vocoder=tiny_vocoder(unit_c),
+                                  prompts=prompts(1), sampling=SamplingConfig(max_seconds=0.2, stop_at_eos=False))
+    assert recs[0]["generated_units"] and max(recs[0]["generated_units"]) < K

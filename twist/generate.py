@@ -12,6 +12,11 @@ each other before anything runs (``dedup`` is ignored for a vocoder with a durat
 predictor, which accepts either form); sampling never emits bos, pad or alignment-padding
 ids; a prompt shorter than one unit frame is refused with its name in the error.
 
+The token ids are the LM's layout's (twist.contract.VocabLayout): for an LM with the
+text+units vocabulary (speech-text interleaving) the prompt is ``<bos> <speech> units`` with
+the units at their offset, only units and ``<eos>`` are sampled (no text id, no marker), and
+the offset is removed before the vocoder, whose contract, like the tokenizer's, is units-first.
+
 Outputs per prompt, under ``out_dir``: ``<id>.wav`` (prompt + continuation),
 ``<id>.continuation.wav``, and ``<id>.json`` (units, durations, sampling settings, contract
 and, with an ASR configured, the transcript), written last so a rerun skips finished prompts.
@@ -147,7 +152,8 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
 
 
 def mask_for_sampling(logits: torch.Tensor, layout: VocabLayout, *, allow_eos: bool) -> torch.Tensor:
-    """Only units (and eos when allowed) may be sampled: never bos, pad or alignment-padding ids."""
+    """Only units (and eos when allowed) may be sampled: never bos, pad, alignment-padding ids
+    or, in the text+units layout, text ids and markers."""
     from twist.lm import mask_invalid_logits
 
     logits = mask_invalid_logits(logits, layout, allow_specials=False)
@@ -287,10 +293,10 @@ def check_pipeline_contracts(
 ) -> None:
     """Refuse artefacts made with different unit vocabularies, naming both sides."""
     ignore = ("dedup",) if vocoder_has_duration_predictor else ()
-    vocoder_contract.check_compatible(lm_contract, mine=vocoder_name, theirs=lm_name, ignore=ignore)
+    vocoder_contract.check_same_units(lm_contract, mine=vocoder_name, theirs=lm_name, ignore=ignore)
     if tokenizer_contract is not None:
         # the tokenizer emits frame-level units; dedup is applied here as the LM's contract says
-        tokenizer_contract.check_compatible(lm_contract, mine=tokenizer_name, theirs=lm_name, ignore=("dedup",))
+        tokenizer_contract.check_same_units(lm_contract, mine=tokenizer_name, theirs=lm_name, ignore=("dedup",))
     if lm_contract.dedup and not vocoder_has_duration_predictor:
         raise ContractMismatch(
             f"{lm_name} works on deduplicated units but {vocoder_name} has no duration predictor; "

@@ -152,7 +152,7 @@ class PairDataset:
                              f"{FORMAT_VERSION} and older")
         self.contract = UnitContract.from_dict(self.meta.get("contract") or {}, source=str(meta_path))
         if expected is not None:
-            expected.check_compatible(self.contract, mine=expected_name, theirs=f"pair dataset {self.root}")
+            expected.check_same_units(self.contract, mine=expected_name, theirs=f"pair dataset {self.root}")
         self.pairs = self._read_pairs()
         counts = {s: sum(p.split == s for p in self.pairs) for s in SPLITS}
         if self.meta.get("counts") != counts:

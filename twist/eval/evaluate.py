@@ -99,7 +99,7 @@ def evaluate_model(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if tokenizer is not None:
-        contract.check_compatible(tokenizer.contract, mine="model", theirs="tokenizer")
+        contract.check_same_units(tokenizer.contract, mine="model", theirs="tokenizer")
     if tasks is None:
         tasks = plan_tasks(c, contract)
     scorer = LikelihoodScorer(model, contract, batch_size=c.batch_size, max_batch_tokens=c.max_batch_tokens,
@@ -162,6 +162,9 @@ def _results_header(c: EvalRunConfig, model: torch.nn.Module, contract: UnitCont
         "ci95": {},
         "rules": {},
         "benchmarks": {},
+        # a text+units model is scored on speech alone (twist.eval.likelihood): say so beside the numbers
+        **({"scored_over": "units and <eos> (text logits masked; sequences open <bos> <speech>)"}
+           if contract.layout.has_text else {}),
     }
 
 
@@ -187,7 +190,7 @@ def evaluate_run(c: EvalRunConfig, *, on_start: Any = None) -> dict[str, Any]:
 
         spec = UnitTokenizer.read_spec(c.tokenizer_dir)
         tok_contract = UnitContract.from_dict(spec["contract"], source=str(c.tokenizer_dir))
-        contract.check_compatible(tok_contract, mine=f"speech LM {c.model_path}", theirs=f"tokenizer {c.tokenizer_dir}")
+        contract.check_same_units(tok_contract, mine=f"speech LM {c.model_path}", theirs=f"tokenizer {c.tokenizer_dir}")
     tasks = plan_tasks(c, contract)
     if c.tokenizer_dir:
         tokenizer = UnitTokenizer.load(c.tokenizer_dir, device=c.tokenizer_device)

@@ -162,29 +162,9 @@ def gen_ppl(nlls: Sequence[tuple[float, int]]) -> float:
 # ---------------------------------------------------------------------------------------
 def _text_tokenizer(model_cfg: TextLMConfig) -> Any:
     """The text LM's tokenizer; a GGUF's is converted once and cached (conversion takes ~20 s)."""
-    import transformers
-    from transformers import AutoTokenizer
+    from twist.lm.sources import load_text_tokenizer
 
-    from twist.atomic import atomic_replace_dir
-    from twist.lm.sources import cache_root, resolve_source
-
-    where, gguf = resolve_source(model_cfg.source, model_cfg.gguf_file)
-    if not gguf:
-        return AutoTokenizer.from_pretrained(where)
-    f = Path(where, gguf).resolve()
-    st = f.stat()
-    tag = f"twist-text-tokenizer-v1|{f}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__.split('.')[0]}"
-    cached = cache_root(model_cfg) / "text_tokenizer" / hashlib.sha256(tag.encode()).hexdigest()[:20]
-    if not (cached / "tokenizer_config.json").is_file():
-        tok = AutoTokenizer.from_pretrained(where, gguf_file=gguf)
-        tmp = cached.with_name(f".{cached.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            tok.save_pretrained(tmp)
-            atomic_replace_dir(tmp, cached)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return AutoTokenizer.from_pretrained(cached)
+    return load_text_tokenizer(model_cfg)
 
 
 def load_text_scorer(model_cfg: TextLMConfig | Mapping[str, Any] | None, *, device: Any = "cpu",

@@ -239,7 +239,7 @@ class PretokenizedUnits:
             from twist.units import UnitDataset
 
             ds = UnitDataset(self.source)
-            contract.check_compatible(ds.contract, mine="model", theirs=f"pre-tokenized units {self.source}")
+            contract.check_same_units(ds.contract, mine="model", theirs=f"pre-tokenized units {self.source}")
             self._ds = ds
             self._table = {uid: i for i, uid in enumerate(ds.ids)}
         elif self.source.is_file():

@@ -15,6 +15,14 @@ of the score (``score_eos=False``). Logits of the alignment-padding rows of the 
 are set to ``-inf`` before the softmax, so they never take probability mass, exactly as in
 training.
 
+A model whose contract is in the text+units layout (speech-text interleaving) is scored on
+speech alone, as Slam (Maimon et al. 2025) scores its interleaved models: a sequence is
+``<bos> <speech> u1 .. un <eos>`` (the marker opens it, and is context, not a target), and the
+softmax runs over the units and ``<eos>`` only (``VocabLayout.speech_support``): the text
+logits are masked, and a unit's log-probability is renormalised over what speech can continue
+with. The support does not change with ``score_eos``, as for a unit-only model. Nothing is
+set: the layout comes from the contract.
+
 Sequences are sorted by length before batching (little padding) and right-padded; with a
 causal model and explicit ``position_ids`` a real token never sees a pad, so a sequence's
 score does not depend on the batch it lands in (up to float rounding; tests pin this to
@@ -87,7 +95,8 @@ class LikelihoodScorer:
         model: an HF causal LM (or any module whose ``forward(input_ids=, attention_mask=,
             position_ids=)`` returns an object with ``.logits`` or a tuple whose first item
             is the logits), already on its device and in its dtype.
-        contract: the model's unit contract; fixes bos/eos/pad ids and the valid vocabulary.
+        contract: the model's unit contract; fixes bos/eos/pad ids and the valid vocabulary
+            (text+units: the text logits are masked, module doc).
         batch_size: sequences per forward pass.
         max_batch_tokens: optional cap on ``batch * padded length`` per pass.
         score_eos: include ``log p(<eos> | ...)`` in each score.
@@ -126,6 +135,8 @@ class LikelihoodScorer:
         self.model = model
         self.contract = contract
         self.layout: VocabLayout = contract.layout
+        self._support = self.layout.speech_support()  # the ids the softmax runs over
+        self._allowed_on: dict[tuple[int, str], torch.Tensor] = {}
         self.batch_size = int(batch_size)
         self.max_batch_tokens = int(max_batch_tokens) if max_batch_tokens else None
         self.score_eos = bool(score_eos)
@@ -141,7 +152,8 @@ class LikelihoodScorer:
 
     # ---- inputs ----------------------------------------------------------------------------
     def token_ids(self, units: np.ndarray) -> np.ndarray:
-        """Final-form units -> ``<bos> units <eos>`` token ids."""
+        """Final-form units -> ``<bos> units <eos>`` token ids (``<bos> <speech> units <eos>``
+        in the text+units layout)."""
         return self.layout.encode(np.asarray(units, dtype=np.int64), bos=True, eos=True)
 
     def score_units(self, units: Sequence[np.ndarray], names: Sequence[str] | None = None,
@@ -197,7 +209,8 @@ class LikelihoodScorer:
     @torch.inference_mode()
     def score_token_ids(self, seqs: Sequence[np.ndarray], names: Sequence[str] | None = None,
                         desc: str = "scoring") -> Scores:
-        """Score token-id sequences, each starting with ``<bos>``."""
+        """Score token-id sequences, each starting with ``<bos>`` (modality markers are context,
+        never scored)."""
         n = len(seqs)
         out_sum = np.zeros(n, dtype=np.float64)
         out_n = np.zeros(n, dtype=np.int64)
@@ -221,9 +234,13 @@ class LikelihoodScorer:
         lengths = np.asarray([s.size for s in seqs])
         device = _model_device(self.model)
         layout = self.layout
-        # scored tokens per sequence, known on the host: every target, less eos when not scored
+        # scored tokens per sequence, known on the host: every target, less the modality markers
+        # (text+units), less eos when not scored
         for i, s in enumerate(seqs):
-            out_n[i] = s.size - 1 if self.score_eos else int((s[1:] != layout.eos_id).sum())
+            scored = ~np.isin(s[1:], layout.marker_ids)
+            if not self.score_eos:
+                scored &= s[1:] != layout.eos_id
+            out_n[i] = int(scored.sum())
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -254,19 +271,30 @@ class LikelihoodScorer:
 
     def _check_vocab(self, v: int) -> None:
         if v < self.layout.n_real:
-            raise InputError(
-                f"model has {v} output rows but its contract needs {self.layout.n_real} "
-                f"(K={self.layout.n_units} units + bos/eos/pad)"
-            )
+            lay = self.layout
+            what = (f"V_text={lay.text_vocab} text ids + K={lay.n_units} units + <speech>/<text>" if lay.has_text
+                    else f"K={lay.n_units} units + bos/eos/pad")
+            raise InputError(f"model has {v} output rows but its contract needs {lay.n_real} ({what})")
+
+    def _allowed(self, width: int, device: torch.device) -> torch.Tensor:
+        """The support as a mask over ``width`` logit columns, made once per device (a copy to the
+        device per batch could wait on it)."""
+        key = (width, str(device))
+        if key not in self._allowed_on:
+            allowed = torch.zeros(width, dtype=torch.bool)
+            n = min(width, self._support.shape[0])
+            allowed[:n] = self._support[:n]
+            self._allowed_on[key] = allowed.to(device)
+        return self._allowed_on[key]
 
     def _token_logprobs(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """``log p(target)`` per position, fp32, with the invalid vocabulary rows masked."""
+        """``log p(target)`` per position, fp32, over the speech support (the other rows masked)."""
         logits = logits.float()
         V = logits.shape[-1]
         self._check_vocab(V)
-        # Alignment-padding rows (and any extra rows an HF model carries) never hold mass.
-        invalid = torch.arange(V, device=logits.device) >= self.layout.n_real
-        logits = logits.masked_fill(invalid, float("-inf"))
+        # Alignment-padding rows (and any extra rows an HF model carries) never hold mass; in
+        # the text+units layout neither do the text ids and markers.
+        logits = logits.masked_fill(~self._allowed(V, logits.device), float("-inf"))
         return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
     def _batch(self, rows: list[list[int]], seqs: list[np.ndarray]) -> Batch:
@@ -293,6 +321,8 @@ class LikelihoodScorer:
         logits = out.logits if hasattr(out, "logits") else out[0]
         targets = batch.targets
         keep = targets != IGNORE_INDEX  # a target inside its own sequence
+        for marker in self.layout.marker_ids:  # text+units: <speech> opens a sequence; context, not a target
+            keep &= targets != marker
         if not self.score_eos:
             keep &= targets != self.layout.eos_id
         lp = self._token_logprobs(logits, targets.masked_fill(~keep, 0)).masked_fill(~keep, 0.0)

@@ -24,7 +24,7 @@ from twist.units import UnitDataset
 def load_split(dataset: str | Path, split: str, contract: UnitContract, *, max_utterances: int | None = None) -> UnitDataset:
     """Open a unit dataset split and check it against the model's contract."""
     ds = UnitDataset(dataset)
-    contract.check_compatible(ds.contract, mine="model", theirs=f"unit dataset {dataset}")
+    contract.check_same_units(ds.contract, mine="model", theirs=f"unit dataset {dataset}")
     view = ds.split(split) if split not in (None, "all") else ds
     if len(view) == 0:
         raise InputError(f"unit dataset {dataset}: split {split!r} holds no utterances")

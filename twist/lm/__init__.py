@@ -3,8 +3,12 @@
 * :func:`build_speech_lm` - ``model/`` + ``init/`` config -> speech LM (warm or cold start);
 * :func:`warm_start` / :func:`cold_start` - the surgery itself (:mod:`twist.lm.surgery`);
 * :func:`load_text_lm` - text LMs from HF dirs, GGUF files, packages or hub ids (:mod:`twist.lm.sources`);
-* :func:`save_speech_lm` / :func:`load_speech_lm` / :func:`contract_of` /
-  :func:`mask_invalid_logits` - the speech LM on disk and its vocabulary (:mod:`twist.lm.speech_lm`);
+* :func:`save_speech_lm` / :func:`load_speech_lm` / :func:`load_speech_tokenizer` /
+  :func:`contract_of` / :func:`mask_invalid_logits` - the speech LM on disk and its vocabulary
+  (:mod:`twist.lm.speech_lm`);
+* :mod:`twist.lm.text_units` - the text+units vocabulary (interleaving): its layout from a text
+  tokenizer, the tokenizer a model ships, the generation configs;
+  :func:`speech_contract` / :func:`speech_tokenizer_for` build them from a ``model/`` node;
 * :func:`import_textlesslib_lm` - published TWIST LMs into twist's id layout (:mod:`twist.lm.textlesslib`).
 
 The model at run time, used by training and evaluation alike (imported on use):
@@ -16,11 +20,12 @@ The model at run time, used by training and evaluation alike (imported on use):
   flex BlockMasks, the document ALiBi.
 """
 
-from twist.lm.build import ParamReport, build_speech_lm, param_report
-from twist.lm.sources import load_text_config, load_text_lm, resolve_source
+from twist.lm.build import ParamReport, build_speech_lm, param_report, speech_contract, speech_tokenizer_for
+from twist.lm.sources import load_text_config, load_text_lm, load_text_tokenizer, resolve_source
 from twist.lm.speech_lm import (
     contract_of,
     load_speech_lm,
+    load_speech_tokenizer,
     logits_width,
     mask_invalid_logits,
     read_contract,
@@ -37,13 +42,17 @@ __all__ = [
     "contract_of",
     "import_textlesslib_lm",
     "load_speech_lm",
+    "load_speech_tokenizer",
     "load_text_config",
     "load_text_lm",
+    "load_text_tokenizer",
     "logits_width",
     "mask_invalid_logits",
     "param_report",
     "read_contract",
     "resolve_source",
     "save_speech_lm",
+    "speech_contract",
+    "speech_tokenizer_for",
     "warm_start",
 ]

@@ -6,6 +6,11 @@ Follows TWIST (Hassid et al., 2023, §2.2): ``init=warm`` loads the text LM name
 paper's COLD-INIT; no text-LM weights are read). It prints the speech LM's parameter count
 against the text LM's: replacing a 50k-250k text vocabulary by a few hundred units removes
 parameters (the paper reports 10-25% fewer).
+
+``init.vocab=text+units`` (``+init=warm_interleaved``) keeps the text vocabulary and appends
+the units (twist.lm.text_units): :func:`speech_contract` gives the contract such a model
+carries (the data's units, in the layout of the text LM's tokenizer), and
+:func:`speech_tokenizer_for` the tokenizer its directory ships.
 """
 
 from __future__ import annotations
@@ -17,8 +22,15 @@ from typing import Any
 
 from twist.contract import UnitContract
 from twist.errors import ConfigError
-from twist.lm.config import InitConfig
-from twist.lm.sources import _get, load_text_config, load_text_lm, resolve_dtype
+from twist.lm.config import VOCABS, InitConfig
+from twist.lm.sources import (
+    _get,
+    load_text_config,
+    load_text_lm,
+    load_text_tokenizer,
+    resolve_dtype,
+    tokenizer_source,
+)
 from twist.lm.surgery import (
     EMBED_INITS,
     META_KEY,
@@ -64,12 +76,44 @@ def param_report(model: Any, name: str = "speech LM") -> ParamReport:
     )
 
 
-def _init_fields(init: str | Mapping[str, Any] | InitConfig, embed_init: str) -> tuple[str, str]:
+def _init_fields(init: str | Mapping[str, Any] | InitConfig, embed_init: str,
+                 vocab: str | None) -> tuple[str, str, str | None]:
     """Accept ``"warm"``/``"cold"`` or the whole ``init/`` node (its unset keys take InitConfig's defaults)."""
     if isinstance(init, str):
-        return init, embed_init
+        return init, embed_init, vocab
     typed = to_typed(InitConfig, init, where="init")
-    return typed.name, typed.embed_init
+    return typed.name, typed.embed_init, vocab or typed.vocab
+
+
+def speech_contract(model_cfg: Mapping[str, Any], contract: UnitContract, vocab: str = "units") -> UnitContract:
+    """The contract a speech LM built from ``model_cfg`` for ``contract``'s units carries.
+
+    ``vocab="units"``: the units' own (units-first). ``"text+units"``: the same units in the
+    text+units layout of the text LM's tokenizer (``model.tokenizer``, else ``model.source``'s),
+    which is read here; a contract already in that layout is returned as it is.
+    """
+    if vocab not in VOCABS:
+        raise ConfigError(f"init.vocab={vocab!r} must be one of {VOCABS}")
+    if contract.layout.has_text:
+        if vocab != "text+units":
+            raise ConfigError(f"init.vocab={vocab}, but the contract is in the {contract.layout_name} layout")
+        return contract
+    if vocab == "units":
+        return contract
+    from twist.lm.text_units import text_units_contract
+
+    return text_units_contract(contract, load_text_tokenizer(model_cfg), label=tokenizer_source(model_cfg)[2])
+
+
+def speech_tokenizer_for(model_cfg: Mapping[str, Any], contract: UnitContract) -> Any:
+    """The tokenizer a text+units speech LM ships: the text LM's, read again from ``model_cfg``,
+    checked against the contract's fingerprint, with the units and markers added. ``None`` for
+    a units-first contract (its ids are units; twist.tokenizer makes them from audio)."""
+    if not contract.layout.has_text:
+        return None
+    from twist.lm.text_units import speech_tokenizer
+
+    return speech_tokenizer(load_text_tokenizer(model_cfg), contract)
 
 
 def build_speech_lm(
@@ -78,6 +122,7 @@ def build_speech_lm(
     contract: UnitContract,
     *,
     embed_init: str = InitConfig.embed_init,
+    vocab: str | None = None,
     seed: int = 0,
     verbose: bool = True,
 ) -> Any:
@@ -85,23 +130,28 @@ def build_speech_lm(
 
     Args:
         model_cfg: the ``model/`` node (``name``, ``family``, ``source``, ``gguf_file``,
-            ``config``, ``num_layers``, ``dtype``; see ``twist/configs/model/*.yaml``).
+            ``config``, ``num_layers``, ``dtype``, ``tokenizer``; see ``twist/configs/model/*.yaml``).
         init: ``"warm"`` (TWIST) or ``"cold"`` (COLD-INIT), or the ``init/`` node.
-        contract: the unit contract of the data the model will be trained on.
+        contract: the unit contract of the data the model will be trained on (or the
+            model's own, from :func:`speech_contract`).
         embed_init: ``"random"`` (the paper's), ``"mean"``, ``"text_rows"`` (Slam's) or
             ``"mean_cov"`` (see :func:`twist.lm.surgery.warm_start`); warm start only.
+        vocab: ``"units"`` (TWIST) or ``"text+units"`` (the text vocabulary kept, the units
+            appended; the text tokenizer is read); ``None``: the ``init/`` node's, else the
+            contract's layout.
         seed: seeds every freshly initialised weight.
         verbose: print the parameter-count comparison (rank 0 only).
 
     Returns:
         A ``transformers.PreTrainedModel`` (eval mode) whose logits have
-        ``contract.layout.vocab_size`` columns.
+        ``layout.vocab_size`` columns, ``layout`` being its contract's (``contract_of(model)``).
     """
-    init_name, embed_init = _init_fields(init, embed_init)
+    init_name, embed_init, vocab = _init_fields(init, embed_init, vocab)
     if init_name not in ("warm", "cold"):
         raise ConfigError(f"init={init_name!r} must be 'warm' or 'cold'")
     if embed_init not in EMBED_INITS:
         raise ConfigError(f"init.embed_init={embed_init!r} must be one of {EMBED_INITS}")
+    contract = speech_contract(model_cfg, contract, vocab or ("text+units" if contract.layout.has_text else "units"))
     name = str(_get(model_cfg, "name") or _get(model_cfg, "family") or "model")
     label = str(_get(model_cfg, "source") or f"{_get(model_cfg, 'family')} (random, from config class)")
     if _get(model_cfg, "gguf_file"):

@@ -5,6 +5,8 @@ TWIST (Hassid et al. 2023, §3.2 and appendix A.1) trains on unit sequences of u
 
     <bos> u_1 ... u_n <eos>          (ids from twist.contract.VocabLayout)
 
+(``<bos> <speech> u_1 ... u_n <eos>``, units at their offset, in the text+units layout.)
+
 A document longer than ``max_tokens`` is cut into ``max_tokens`` pieces, like the paper's
 25 s chunks; each piece is its own document.
 
@@ -86,14 +88,18 @@ def packing_mode(model_type: str, requested: str = "auto", attn_implementation: 
 # ---------------------------------------------------------------------------------------
 # documents
 # ---------------------------------------------------------------------------------------
-def document_lengths(n_units: int, max_tokens: int) -> list[int]:
-    """Token lengths of the documents one utterance of ``n_units`` units becomes."""
-    total = n_units + 2  # bos + units + eos
+def document_lengths(n_units: int, max_tokens: int, framing: int = 2) -> list[int]:
+    """Token lengths of the documents one utterance of ``n_units`` units becomes.
+
+    ``framing``: the tokens the layout adds around the units (``VocabLayout.framing_tokens``:
+    bos + eos, and ``<speech>`` in the text+units layout).
+    """
+    total = n_units + framing
     return [min(max_tokens, total - s) for s in range(0, total, max_tokens)]
 
 
 def utterance_documents(units: np.ndarray, layout: VocabLayout, max_tokens: int) -> list[np.ndarray]:
-    """``<bos> units <eos>`` cut into pieces of at most ``max_tokens`` ids."""
+    """``<bos> units <eos>`` (as ``layout`` encodes them) cut into pieces of at most ``max_tokens`` ids."""
     if max_tokens < 2:
         raise ValueError(f"max_tokens must be at least 2, got {max_tokens}")
     ids = layout.encode(np.asarray(units, dtype=np.int64))
@@ -109,17 +115,18 @@ class Piece:
     stop: int
 
 
-def plan_windows(lengths: Iterable[tuple[int, int]], max_tokens: int) -> Iterator[list[Piece]]:
+def plan_windows(lengths: Iterable[tuple[int, int]], max_tokens: int, framing: int = 2) -> Iterator[list[Piece]]:
     """Greedy packing plan from ``(utterance index, n_units)`` pairs, without reading units.
 
     The plan depends only on the lengths and their order, so a resumed run rebuilds the
-    same windows from the manifest and skips to where it stopped.
+    same windows from the manifest and skips to where it stopped. ``framing``: as for
+    :func:`document_lengths` (the layout's ``framing_tokens``).
     """
     window: list[Piece] = []
     used = 0
     for index, n_units in lengths:
         start = 0
-        for n in document_lengths(int(n_units), max_tokens):
+        for n in document_lengths(int(n_units), max_tokens, framing):
             if used + n > max_tokens:
                 yield window
                 window, used = [], 0

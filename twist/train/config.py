@@ -226,7 +226,7 @@ class TrainRunConfig:
     model: ModelConfig | None = None
     """The text LM (+model=<file in configs/model>; no default on purpose; objective=dpo takes dpo.policy instead)."""
     init: InitConfig | None = None
-    """Warm or cold start (+init=warm|cold; no default on purpose; not with objective=dpo)."""
+    """Warm or cold start, and the vocabulary (+init=warm|cold|warm_interleaved; no default on purpose; not with objective=dpo)."""
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

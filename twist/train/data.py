@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from twist.contract import VocabLayout
 from twist.errors import ConfigError, InputError, MissingInputError
 from twist.lm.packing import Batch, Piece, pack_sequences, pad_documents, plan_windows, utterance_documents
 from twist.units import UnitDataset
@@ -75,6 +76,9 @@ class TrainStream:
         rank, world_size: this process and the number of processes.
         seed: the shuffling seed.
         packing: ``packed`` (document-masked windows) or ``padded`` (one document per row).
+        layout: the model's token-id layout (its contract's); default the dataset's own,
+            units-first. A text+units model reads the same units at its offset, each
+            utterance opened by ``<speech>``.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class TrainStream:
         world_size: int = 1,
         seed: int = 0,
         packing: str = "packed",
+        layout: VocabLayout | None = None,
     ) -> None:
         if global_batch % (micro_batch * world_size):
             raise ConfigError(
@@ -95,7 +100,7 @@ class TrainStream:
                 f"{world_size}; pick micro_batch so that it divides {global_batch // world_size if global_batch % world_size == 0 else global_batch}"
             )
         self.ds = dataset
-        self.layout = dataset.contract.layout
+        self.layout = layout if layout is not None else dataset.contract.layout
         self.max_tokens = max_tokens
         self.global_batch = global_batch
         self.micro_batch = micro_batch
@@ -112,10 +117,11 @@ class TrainStream:
     def _epoch_plan(self, epoch: int) -> Iterator[list[Piece]]:
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self._lengths))
         pairs = ((int(i), int(self._lengths[i])) for i in order)
+        framing = self.layout.framing_tokens
         if self.packing == "packed":
-            return plan_windows(pairs, self.max_tokens)
+            return plan_windows(pairs, self.max_tokens, framing)
         # padded: every document is its own row
-        return ([p] for w in plan_windows(pairs, self.max_tokens) for p in w)
+        return ([p] for w in plan_windows(pairs, self.max_tokens, framing) for p in w)
 
     def _next_window(self) -> list[Piece]:
         while True:
@@ -170,6 +176,7 @@ def valid_batches(
     world_size: int = 1,
     packing: str = "packed",
     max_windows: int | None = None,
+    layout: VocabLayout | None = None,
 ) -> Iterator[tuple[Batch, bool]]:
     """Validation windows in manifest order (no shuffle), this rank's share only.
 
@@ -185,9 +192,10 @@ def valid_batches(
         rank=rank,
         world_size=world_size,
         packing=packing,
+        layout=layout,
     )
     pairs = ((i, int(n)) for i, n in enumerate(stream._lengths))
-    windows = list(plan_windows(pairs, max_tokens))
+    windows = list(plan_windows(pairs, max_tokens, stream.layout.framing_tokens))
     if packing == "padded":
         windows = [[p] for w in windows for p in w]
     if max_windows:

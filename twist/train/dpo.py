@@ -3,6 +3,8 @@
 A pair (prompt, chosen, rejected; unit ids from a pair dataset, twist.pairs) is laid out as
 TRL lays a pair out: the prompt gets ``<bos>``, each continuation ends with ``<eos>``, and
 a pair's score is the summed log-probability of a continuation's tokens given the prompt.
+The ids are the policy's layout's (twist.contract.VocabLayout): in the text+units layout the
+prompt opens ``<bos> <speech>`` and units sit at their offset.
 
 Two layouts give the same numbers (tested):
 
@@ -61,17 +63,21 @@ class PairRows:
 
 def pair_sequences(prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, layout: VocabLayout,
                    max_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-    """``(<bos> prompt, chosen <eos>, rejected <eos>)`` cut to fit ``max_tokens``; and whether cut."""
-    p = np.concatenate([[layout.bos_id], np.asarray(prompt, dtype=np.int64)])
-    c = np.concatenate([np.asarray(chosen, dtype=np.int64), [layout.eos_id]])
-    r = np.concatenate([np.asarray(rejected, dtype=np.int64), [layout.eos_id]])
+    """``(<bos> prompt, chosen <eos>, rejected <eos>)`` cut to fit ``max_tokens``; and whether cut.
+
+    ``<bos>`` is the layout's opening (``<bos> <speech>`` in the text+units layout), kept by a cut.
+    """
+    p = layout.encode(prompt, bos=True, eos=False)
+    c = layout.encode(chosen, bos=False, eos=True)
+    r = layout.encode(rejected, bos=False, eos=True)
+    head = layout.framing_tokens - 1  # <bos> (and <speech>)
     cut = False
-    room = max(1, max_tokens - 1)  # at least <bos> and one continuation token
+    room = max(1, max_tokens - head)  # at least the opening and one continuation token
     if len(c) > room or len(r) > room:
         c, r, cut = c[:room], r[:room], True
-    keep = max_tokens - max(len(c), len(r))  # prompt tokens that fit, <bos> included
+    keep = max_tokens - max(len(c), len(r))  # prompt tokens that fit, the opening included
     if len(p) > keep:
-        p, cut = np.concatenate([p[:1], p[len(p) - keep + 1:]]) if keep > 1 else p[:1], True
+        p, cut = np.concatenate([p[:head], p[len(p) - keep + head:]]) if keep > head else p[:head], True
     return p, c, r, cut
 
 

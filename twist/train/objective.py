@@ -4,7 +4,9 @@ The trainer (twist.train.trainer) runs the same loop, checkpoints, schedule, str
 loggers for both; an objective supplies what differs:
 
 * its data: the unit dataset's splits, or a pair dataset's (twist.pairs); opened before any
-  model is built, so bad input fails first, and giving the unit contract the model must fit;
+  model is built, so bad input fails first; and ``contract``, the unit contract the model
+  carries: the data's, or (``init.vocab=text+units``; a text+units DPO policy) the same units
+  in the text+units layout, whose ``tokenizer`` the export ships;
 * its stream of micro-batches, resumable (``state_dict``) and rank-sharded so that one and N
   processes see the same global batch;
 * ``counts(batches)``: what a step's loss is averaged over (target tokens; pairs) and the
@@ -52,11 +54,16 @@ class LMObjective:
     metric = "valid_ppl"
 
     def __init__(self, cfg: TrainRunConfig, info: DistInfo) -> None:
+        from twist.lm.build import speech_contract, speech_tokenizer_for
+
         d = cfg.data
         self.cfg, self.info = cfg, info
         self.train_ds = open_split(d.path, "train", fraction=d.fraction, fraction_seed=d.fraction_seed)
-        self.contract = self.train_ds.contract
-        self.valid_sets = open_valid_sets(d.path, d.valid_paths, self.contract)
+        self.valid_sets = open_valid_sets(d.path, d.valid_paths, self.train_ds.contract)
+        # the model's contract: the data's units, in the layout init.vocab asks for (text+units:
+        # the text tokenizer is read here, before any model, and its extension kept for the export)
+        self.contract = speech_contract(cfg.model, self.train_ds.contract, cfg.init.vocab)
+        self.tokenizer = speech_tokenizer_for(cfg.model, self.contract)
 
     def bind(self, model: torch.nn.Module, built: Any, *, compile: bool) -> None:
         """Attach the built model: forward + loss (compiled once per kind of batch with
@@ -67,7 +74,7 @@ class LMObjective:
                                         compile=compile, backend=t.compile_backend)
         self.stream = TrainStream(self.train_ds, max_tokens=c.data.max_tokens, global_batch=t.global_batch,
                                   micro_batch=t.micro_batch, rank=self.info.rank, world_size=self.info.world_size,
-                                  seed=c.seed, packing=self.packing)
+                                  seed=c.seed, packing=self.packing, layout=self.contract.layout)
 
     def prepare(self, out_dir: Path) -> None:
         """Nothing to compute before the first step."""
@@ -86,7 +93,7 @@ class LMObjective:
         for name, ds in self.valid_sets.items():
             batches = valid_batches(ds, max_tokens=d.max_tokens, micro_batch=t.valid_micro_batch or t.micro_batch,
                                     rank=info.rank, world_size=info.world_size, packing=self.packing,
-                                    max_windows=d.valid_max_windows)
+                                    max_windows=d.valid_max_windows, layout=self.contract.layout)
             out[f"valid_ppl/{name}"] = perplexity(self.forward_loss, batches, info.device)
         if out:
             out["valid_ppl"] = sum(out.values()) / len(out)
@@ -175,7 +182,13 @@ class DPOObjective:
 
         policy_contract = read_contract(cfg.dpo.policy)
         self.pairs = PairDataset(cfg.data.path, expected=policy_contract, expected_name=f"speech LM {cfg.dpo.policy}")
-        self.contract = self.pairs.contract
+        # the pairs' units, read in the policy's layout (a text+units policy ships its tokenizer on)
+        self.contract = policy_contract
+        self.tokenizer = None
+        if policy_contract.layout.has_text:
+            from twist.lm import load_speech_tokenizer
+
+            self.tokenizer = load_speech_tokenizer(cfg.dpo.policy)
         self.train_pairs, self.valid_pairs = self.pairs.split("train"), self.pairs.split("valid")
         if not self.train_pairs:
             raise InputError(f"pair dataset {cfg.data.path} has no train pairs ({self.pairs.counts})")

@@ -310,7 +310,8 @@ def build_model(
 
     Args:
         cfg: the run's config.
-        contract: the training data's unit contract (the model must match it).
+        contract: the run's unit contract: the training data's units in the model's layout
+            (the model must match it).
         strategy: the run's strategy.
         resume: the checkpoint the run continues from (twist.train.checkpointer), if any. When
             the model is built on the meta device, rank 0 sends the others its weights (or, from
@@ -355,8 +356,8 @@ def speech_lm_for_run(cfg: TrainRunConfig, contract: UnitContract, *, resuming: 
     if cfg.objective == "dpo":
         return dpo_policy(cfg, contract)
     init = "cold" if resuming else cfg.init.name
-    model = build_speech_lm(cfg.model, init, contract, embed_init=cfg.init.embed_init, seed=cfg.seed,
-                            verbose=verbose)
+    model = build_speech_lm(cfg.model, init, contract, embed_init=cfg.init.embed_init, vocab=cfg.init.vocab,
+                            seed=cfg.seed, verbose=verbose)
     if resuming and cfg.init.name != init:
         meta = dict(getattr(model.config, META_KEY))
         meta.update(init=cfg.init.name, embed_init=cfg.init.embed_init if cfg.init.name == "warm" else None)
@@ -401,7 +402,8 @@ def _full_weights_on_rank0(cfg: TrainRunConfig, contract: UnitContract,
 
 
 def check_model_fits(model: torch.nn.Module, contract: UnitContract, cfg: TrainRunConfig) -> None:
-    """The model's unit contract (when it carries one) and vocabulary must fit the data's."""
+    """The model's unit contract (when it carries one) and vocabulary must fit the run's (the
+    data's units in the model's layout: init.vocab, or the DPO policy's)."""
     from twist.lm import contract_of
 
     try:

@@ -93,7 +93,7 @@ class Trainer:
         self.contract: UnitContract = self.objective.contract
         # one process, DDP or FSDP2: wrapping, compile, gradient sync and state dicts
         self.strategy = build_strategy(c.train, self.info)
-        self.checkpointer = Checkpointer(c, self.contract, self.strategy)
+        self.checkpointer = Checkpointer(c, self.contract, self.strategy, tokenizer=self.objective.tokenizer)
         # the checkpoint to continue from; when FSDP2 builds the model, only rank 0 reads full weights
         resume = self.checkpointer.resume_point(rank0_reads=self.strategy.builds_on_meta(model))
         built = build_model(c, self.contract, self.strategy, resume, model=model)
