@@ -18,6 +18,8 @@ TINY_SHAPES: dict[str, dict[str, Any]] = {
             "num_attention_heads": 2, "max_position_embeddings": 160, "dropout": 0.0, "attention_dropout": 0.0},
     "llama": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
               "num_key_value_heads": 2, "max_position_embeddings": 160},
+    "qwen2": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "max_position_embeddings": 160},
     "gpt_neox": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                  "max_position_embeddings": 160},
     "bloom": {"hidden_size": 32, "n_layer": 2, "n_head": 4},

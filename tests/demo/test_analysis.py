@@ -19,6 +19,7 @@ from twist.demo.analysis import (
     write_warm_vs_cold,
 )
 from twist.errors import ConfigError
+from twist.eval.stats import wilson_interval
 
 
 def _curve(run: Path, points: dict[int, float]) -> Path:
@@ -109,3 +110,100 @@ def test_seeds_repeat_every_training_run_with_its_own_seed(tmp_path):
     assert three["train_warm"].argv == one["train_warm"].argv
     with pytest.raises(ConfigError, match="seeds: must be > 0, got 0"):
         _demo_cfg(tmp_path, "seeds=0")  # refused by the schema, before any step is built
+
+
+def test_dpo_is_opt_in_and_only_adds_steps(tmp_path):
+    """dpo=true keeps every default step as it is (so it reuses a default run's outputs) and adds
+    pairs -> DPO from warm -> eval like the others -> the before/after report."""
+    from twist.demo.pipeline import build_steps
+
+    out = tmp_path / "demo"
+    default = {s.name: s for s in build_steps(_demo_cfg(tmp_path))}
+    steps = build_steps(_demo_cfg(tmp_path, "dpo=true"))
+    named = {s.name: s for s in steps}
+    added = [s.name for s in steps if s.name not in default]
+    assert not {"prefs", "train_dpo", "eval_dpo", "eval_warm_prefs", "dpo"} & set(default)
+    assert added == ["prefs", "train_dpo", "eval_dpo", "eval_warm_prefs", "dpo"]
+    for name, s in default.items():  # same commands, configs and inputs: the same cache keys
+        assert (named[name].argv, named[name].config, list(named[name].depends)) == (s.argv, s.config, list(s.depends))
+
+    prefs = named["prefs"].argv
+    assert {"task=prefs", f"out_dir={out / 'prefs'}", f"tokenizer_dir={out / 'units' / 'tokenizer'}",
+            "prefs.builtin_pairs=600", "prefs.valid=0.2"} <= set(prefs)
+    train = named["train_dpo"].argv
+    assert {"+objective=dpo", f"dpo.policy={out / 'train' / 'warm' / 'speech_lm'}",
+            f"data.path={out / 'prefs' / 'prefs'}", f"out_dir={out / 'train' / 'dpo'}", "logger=jsonl",
+            "train.max_steps=60", "train.valid_every=0", "schedule.warmup_steps=5", "seed=0"} <= set(train)
+    assert not [a for a in train if a.startswith(("+model", "+init"))]  # the policy dir is the model
+    assert set(named["train_dpo"].depends) == {"train_warm", "prefs"}
+    # the DPO model is evaluated exactly as the others, plus its preference on the held-out pairs
+    swap = {f"model_path={out / 'train' / 'warm' / 'speech_lm'}": f"model_path={out / 'train' / 'dpo' / 'speech_lm'}",
+            "model_name=warm": "model_name=dpo", f"out_dir={out / 'eval' / 'warm'}": f"out_dir={out / 'eval' / 'dpo'}"}
+    pairs_arg = f"benchmarks.prefs.path={out / 'prefs' / 'prefs'}"
+    assert [a for a in named["eval_dpo"].argv if a != pairs_arg] == [swap.get(a, a) for a in default["eval_warm"].argv]
+    assert pairs_arg in named["eval_dpo"].argv and pairs_arg in named["eval_warm_prefs"].argv
+    assert f"model_path={out / 'train' / 'warm' / 'speech_lm'}" in named["eval_warm_prefs"].argv
+    assert set(named["dpo"].depends) == {"eval_warm", "eval_warm_prefs", "eval_dpo", "train_text"}
+    # the DPO stage's overrides are checked against twist-train's schema like every other stage's
+    with pytest.raises(ConfigError, match="dpo_train.*max_stepz"):
+        _demo_cfg(tmp_path, "dpo=true", "dpo_train.train.max_stepz=3")
+
+
+def _eval_run(run: Path, metrics: dict, items: dict) -> Path:
+    from twist.eval.report import write_item_scores
+    from twist.eval.stats import mean_with_interval
+
+    run.mkdir(parents=True)
+    ci = {m: mean_with_interval(list(items[m].values()))["ci95"] for m in items}
+    (run / "results.json").write_text(json.dumps({"model_name": run.name, "metrics": metrics, "ci95": ci}))
+    write_item_scores(run, "sum", items)
+    return run
+
+
+def test_dpo_report_compares_before_and_after_with_intervals_paired_tests_and_time(tmp_path, contract):
+    from twist.demo.analysis import write_dpo_report
+    from twist.demo.steps import STAMP
+    from twist.pairs import PreferencePair, write_pair_dataset
+
+    ssc_before = {f"s{i}": float(i % 2) for i in range(40)}
+    ssc_after = {f"s{i}": 1.0 for i in range(40)}  # 20 stories won, none lost: p = 2 * 0.5^20
+    prefs_before = {f"p{i}": float(i < 5) for i in range(10)}
+    prefs_after = {f"p{i}": float(i < 6) for i in range(10)}
+    warm = _eval_run(tmp_path / "eval" / "warm", {"PPL": 5.0, "sSC": 0.5}, {"sSC": ssc_before})
+    warm_prefs = _eval_run(tmp_path / "eval" / "warm_prefs", {"prefs (valid)": 0.5}, {"prefs (valid)": prefs_before})
+    dpo = _eval_run(tmp_path / "eval" / "dpo", {"PPL": 5.1, "sSC": 1.0, "prefs (valid)": 0.6},
+                    {"sSC": ssc_after, "prefs (valid)": prefs_after})
+    run = tmp_path / "train" / "dpo"
+    run.mkdir(parents=True)
+    recs = [{"step": 10, "loss": 0.69}, {"step": 10, "eval_loss": 0.6, "eval_rewards/accuracies": 0.7,
+                                         "eval_rewards/margins": 0.25},
+            {"step": 10, "event": "end", "best_step": 10, "best_eval_loss": 0.6}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    u = np.array([1, 2, 3])
+    pairs = [PreferencePair(f"p{i}", "valid", "v", u, u, u, f"prompt {i}", "is here", "is not") for i in range(10)]
+    pairs.append(PreferencePair("t0", "train", "v", u, u, u, "a", "b", "c"))
+    write_pair_dataset(tmp_path / "pairs", pairs, contract, made_by={}, split={"seed": 0, "valid": 0.5})
+    (tmp_path / "train.txt").write_text("Prompt 0 is here.\nprompt 3, is here!\nsomething else\n")
+    for d, s in ((tmp_path / "pairs", 30.0), (run, 100.0), (dpo, 60.0), (warm_prefs, 10.0)):
+        (d / STAMP).write_text(json.dumps({"key": "k", "status": "done", "seconds": s}))
+
+    md = write_dpo_report(tmp_path / "report", before=[warm, warm_prefs], after=dpo, dpo_run=run,
+                          pairs=tmp_path / "pairs", labels=("warm", "warm + DPO"), train_text=tmp_path / "train.txt",
+                          step_dirs={"prefs": tmp_path / "pairs", "train_dpo": run, "eval_dpo": dpo,
+                                     "eval_warm_prefs": warm_prefs})
+    data = json.loads((tmp_path / "report" / "dpo.json").read_text())
+    assert md == (tmp_path / "report" / "dpo.md").read_text()
+    rows = {r["model"]: r for r in data["table"]["rows"]}
+    assert rows["warm"]["prefs (valid)"] == 0.5 and rows["warm + DPO"]["prefs (valid)"] == 0.6  # merged before-row
+    tests = {t["metric"]: t for t in data["table"]["paired_tests"]}
+    assert (tests["sSC"]["a_better"], tests["sSC"]["b_better"]) == (0, 20)
+    assert tests["sSC"]["p_value"] == pytest.approx(2 * 0.5**20)
+    assert (tests["prefs (valid)"]["n"], tests["prefs (valid)"]["b_better"]) == (10, 1)
+    assert "| warm + DPO |" in md and "A higher" in md
+    ev = data["dpo_eval"]
+    assert ev["n_pairs"] == 10 and ev["eval_rewards/accuracies"] == 0.7
+    assert ev["ci95"] == pytest.approx(list(wilson_interval(0.7, 10)))
+    assert "eval_rewards/accuracies 70.0 [" in md
+    assert data["heard_in_training"] == 2 and "2 of 10" in md  # "prompt 0 is here", "prompt 3 is here"
+    assert data["seconds"] == {"prefs": 30.0, "train_dpo": 100.0, "eval_dpo": 60.0, "eval_warm_prefs": 10.0}
+    assert "Time the DPO steps took when built: 200 s" in md

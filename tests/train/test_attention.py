@@ -98,7 +98,7 @@ def test_block_mask_is_the_dense_document_mask():
     assert torch.equal(causal.to_dense(), document_block_mask(ones, block_size=block).to_dense())
 
 
-@pytest.mark.parametrize("family", ["opt", "llama", "gpt_neox", "bloom"])
+@pytest.mark.parametrize("family", ["opt", "llama", "gpt_neox", "bloom", "qwen2"])
 def test_every_mask_form_gives_the_padded_loss_and_gradients(family, contract):
     """fp32: flex-masked packed loss == dense-mask packed loss == padded loss within 1e-5, and
     the dense packed gradients equal the padded ones (flex: no CPU backward, see module doc)."""

@@ -8,6 +8,10 @@
   ``results.json`` (sample sd, n - 1), as a markdown table and a dict.
 * :func:`write_train_text`: the transcripts of the training split, one per line, so the
   sWUGGY word list can count how often the model heard each word (its "in-vocab" words).
+* :func:`dpo_report` (``dpo=true``): the warm model before and after Slam's DPO stage, side by
+  side with twist-eval's intervals and paired tests (twist.eval.report.compare_table), DPO's own
+  held-out pair accuracy with its interval, how many held-out pairs the LM heard whole in
+  training, and the time the DPO steps took.
 """
 
 from __future__ import annotations
@@ -152,3 +156,92 @@ def write_train_text(units_dir: str | Path, transcripts: str | Path, out: str | 
         raise InputError(f"no training utterance of {units_dir} has a transcript in {transcripts}")
     atomic_write_text(out, "".join(t + "\n" for t in texts))
     return len(texts)
+
+
+def _merged_results(runs: Sequence[str | Path]) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """Several eval runs of one model (different benchmarks) as one row: metrics, intervals, item scores."""
+    from twist.eval.report import load_item_scores, load_results
+
+    merged: dict[str, Any] = {"metrics": {}, "ci95": {}}
+    items: dict[str, dict[str, float]] = {}
+    for run in runs:
+        r = load_results(run)
+        merged.setdefault("model_name", r.get("model_name"))
+        merged["metrics"].update(r.get("metrics") or {})
+        merged["ci95"].update(r.get("ci95") or {})
+        items.update(load_item_scores(run) or {})
+    return merged, items
+
+
+def dpo_report(before: Sequence[str | Path], after: str | Path, dpo_run: str | Path, pairs: str | Path,
+               step_dirs: Mapping[str, str | Path], labels: Sequence[str] = ("warm", "warm + DPO"),
+               train_text: str | Path | None = None) -> tuple[str, dict[str, Any]]:
+    """The warm model before and after DPO, as markdown and a dict.
+
+    Args:
+        before: the eval runs of the starting model (the demo's eval of warm, and its eval on the
+            held-out pairs), merged into one row.
+        after: the eval run of the DPO model.
+        dpo_run: the DPO training run (its ``metrics.jsonl``: TRL's ``eval_*`` names).
+        pairs: the pair dataset DPO trained on (its ``valid`` split is the held-out one).
+        step_dirs: step name -> output dir of each DPO step; their stamps give the time taken.
+        train_text: the LM's training transcripts, one per line (counts held-out pairs heard whole).
+
+    Returns:
+        (markdown, ``{"table", "dpo_eval", "heard_in_training", "seconds"}``).
+    """
+    from twist.bench.storycloze import normalize_text
+    from twist.demo.steps import read_stamp
+    from twist.eval.report import compare_table
+    from twist.eval.stats import wilson_interval
+    from twist.pairs import PairDataset
+    from twist.train.loggers import read_metrics
+
+    rows = [_merged_results(before), _merged_results([after])]
+    md, table = compare_table([r for r, _ in rows], list(labels), [i for _, i in rows])
+
+    # DPO's own validation at the exported (best) checkpoint
+    records = read_metrics(dpo_run)
+    end = next((r for r in reversed(records) if "best_step" in r), None)
+    if end is None:
+        raise InputError(f"{dpo_run}: metrics.jsonl has no end record (did DPO finish?)")
+    evals = [r for r in records if "eval_rewards/accuracies" in r]
+    at = next((r for r in evals if r.get("step") == end["best_step"]), evals[-1] if evals else None)
+    ds = PairDataset(pairs)
+    valid = ds.split("valid")
+    dpo_eval: dict[str, Any] = {"step": end.get("step"), "best_step": end["best_step"], "n_pairs": len(valid)}
+    lines = [md.rstrip(), ""]
+    if at is not None:
+        acc = float(at["eval_rewards/accuracies"])
+        dpo_eval.update({k: at[k] for k in at if k.startswith("eval_")},
+                        ci95=list(wilson_interval(acc, len(valid))), at_step=at.get("step"))
+        lines.append(
+            f"DPO's own held-out numbers (twist-train's validation on the {len(valid)} valid pairs, step "
+            f"{at.get('step')} of {end.get('step')}, the exported one): eval_rewards/accuracies "
+            f"{100 * acc:.1f} [{100 * dpo_eval['ci95'][0]:.1f}, {100 * dpo_eval['ci95'][1]:.1f}] % (0 before DPO by "
+            f"construction: the policy starts equal to its reference, so every reward is 0), eval_loss "
+            f"{at['eval_loss']:.4f} (ln 2 = {math.log(2):.4f} before), eval_rewards/margins "
+            f"{at['eval_rewards/margins']:+.4f}.")
+
+    heard = None
+    if train_text is not None and Path(train_text).is_file():
+        seen = {normalize_text(t) for t in Path(train_text).read_text(encoding="utf-8").splitlines()}
+        heard = sum(normalize_text(f"{p.prompt_text} {p.chosen_text}") in seen for p in valid)
+        lines.append(f"Held-out pairs whose whole sentence (prompt + chosen) is in the LM's training transcripts: "
+                     f"{heard} of {len(valid)}.")
+
+    seconds = {name: (read_stamp(Path(d)) or {}).get("seconds") for name, d in step_dirs.items()}
+    known = [v for v in seconds.values() if isinstance(v, (int, float))]
+    parts = ", ".join(f"{n} {v:.0f} s" for n, v in seconds.items() if isinstance(v, (int, float)))
+    lines.append(f"Time the DPO steps took when built: {sum(known):.0f} s ({parts}).")
+    return "\n".join(lines) + "\n", {"table": table, "dpo_eval": dpo_eval, "heard_in_training": heard,
+                                      "seconds": seconds}
+
+
+def write_dpo_report(out_dir: str | Path, **kwargs: Any) -> str:
+    """:func:`dpo_report`, written to ``out_dir/dpo.{md,json}``; returns the markdown."""
+    md, data = dpo_report(**kwargs)
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / "dpo.json", data)
+    atomic_write_text(out_dir / "dpo.md", md)
+    return md

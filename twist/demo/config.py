@@ -1,13 +1,14 @@
 """``twist-demo``'s settings: the TWIST experiment in miniature (warm vs cold), sized for 2 CPU cores.
 
 The demo runs the stage CLIs, so its settings are overrides of the stages' own schemas, not a
-second copy of them: ``tokenize``, ``bench``, ``train``, ``eval``, ``vocoder``, ``resynth`` and
-``generate`` each hold what the demo sets on that stage's command line, nested as in the stage's
-config (``train.train.max_steps`` is twist-train's ``train.max_steps``); a string under a key
-that is one of the stage's config groups chooses that group's file (``tokenize.tokenizer``).
-Everything else keeps the stage's default, which is written in the stage's schema only. Every
-override is checked against the stage's schema when the demo's config is, before any step
-runs: a mistyped key stops ``twist-demo`` naming the key and the closest valid one.
+second copy of them: ``tokenize``, ``bench``, ``train``, ``eval``, ``vocoder``, ``resynth``,
+``generate`` (and, with ``dpo=true``, ``prefs`` and ``dpo_train``) each hold what the demo sets
+on that stage's command line, nested as in the stage's config (``train.train.max_steps`` is
+twist-train's ``train.max_steps``); a string under a key that is one of the stage's config
+groups chooses that group's file (``tokenize.tokenizer``). Everything else keeps the stage's
+default, which is written in the stage's schema only. Every override is checked against the
+stage's schema when the demo's config is, before any step runs: a mistyped key stops
+``twist-demo`` naming the key and the closest valid one.
 
 Every shrink of the paper's recipe (corpus size, depth, sequence length, batch, steps) is an
 override below, with its reason, so nothing is hidden; the corpus (not a stage) has its own fields.
@@ -136,6 +137,26 @@ class DemoConfig:
         "sampling": {"max_seconds": 4.0, "temperature": 0.8, "top_k": 50},
     })
     """6. twist-generate overrides: continuations of a held-out prompt, by the warm and the cold model."""
+    dpo: bool = False
+    """7. Opt-in: Slam's second stage after train_warm: the built-in preference pairs with the demo's tokenizer, DPO from the warm model, its evaluation, and warm vs warm + DPO with intervals and paired tests."""
+    prefs: dict[str, Any] = _stage("bench", {
+        # 600 of the 696 packaged sentences that qualify; a fifth held out, so the held-out pair
+        # accuracy rests on about 120 pairs (the default 5 % would leave about 30)
+        "prefs": {"builtin_pairs": 600, "valid": 0.2},
+    })
+    """twist-bench task=prefs overrides (dpo=true): the built-in spoken preference pairs."""
+    dpo_train: dict[str, Any] = _stage("train", {
+        "logger": "jsonl",
+        "train": {
+            # about one epoch of the ~480 training pairs at Slam's 8 pairs per step (Slam: one epoch)
+            "max_steps": 60,
+            # validate once, at the end: the exported model is then not picked on the held-out
+            # pairs it is scored on afterwards
+            "valid_every": 0,
+        },
+        "schedule": {"warmup_steps": 5},  # Slam: 100 warmup steps, for thousands of steps
+    })
+    """twist-train +objective=dpo overrides (dpo=true): Slam's learning rate, beta and batch (configs/objective/dpo.yaml), a CPU-sized run."""
 
     def __post_init__(self) -> None:
         check_positive("seeds", self.seeds)
@@ -147,7 +168,7 @@ class DemoConfig:
         check_choice("corpus.tts", self.corpus.tts, TTS.options)
         if "warm" not in self.runs:
             raise ConfigError(f"runs must include warm (generation continues with it); got {list(self.runs)}")
-        for name in ("tokenize", "bench", "train", "eval", "vocoder", "resynth", "generate"):
+        for name in ("tokenize", "bench", "train", "eval", "vocoder", "resynth", "generate", "prefs", "dpo_train"):
             stage = DemoConfig.__dataclass_fields__[name].metadata["stage"]
             check_overrides(stage, getattr(self, name), name)
         for name, run in self.runs.items():

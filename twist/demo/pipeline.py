@@ -21,6 +21,15 @@ Steps, each cached (see :mod:`twist.demo.steps`)::
     generate    twist-generate: a 3 s prompt continued by the warm model, vocoded
     generate_cold the same prompt and seed continued by the cold model
     mos         the MMOS listening-test page (twist-mos build) for the warm and cold continuations
+
+With ``dpo=true`` (opt-in), Slam's second stage (Maimon et al. 2025) after ``train_warm``::
+
+    prefs       twist-bench task=prefs: the built-in spoken preference pairs, with the demo's tokenizer
+    train_dpo   twist-train +objective=dpo from the warm model's speech LM
+    eval_dpo    twist-eval of the DPO model, as eval_<run>, plus its preference on the held-out pairs
+    eval_warm_prefs  twist-eval of the warm model on the held-out pairs
+    dpo         warm vs warm + DPO: intervals and paired tests, DPO's own held-out pair accuracy,
+                and the time the DPO steps added
 """
 
 from __future__ import annotations
@@ -58,7 +67,7 @@ def build_steps(cfg: DemoConfig) -> list[Step]:
     out = Path(cfg.out_dir).resolve()
     runs = dict(cfg.runs)
     return [*_data_steps(cfg, out), *_train_eval_steps(cfg, out, runs), *_report_steps(cfg, out, runs),
-            *_audio_steps(cfg, out, runs)]
+            *_audio_steps(cfg, out, runs), *(_dpo_steps(cfg, out, runs) if cfg.dpo else [])]
 
 
 def _corpus_voices(c: Any) -> list[str]:
@@ -288,6 +297,83 @@ def _audio_steps(cfg: DemoConfig, out: Path, runs: dict[str, Any]) -> list[Step]
     return steps
 
 
+DPO_LABEL = "warm + DPO"
+
+
+def _dpo_steps(cfg: DemoConfig, out: Path, runs: dict[str, Any]) -> list[Step]:
+    """Slam's second stage on the warm model: pairs, DPO, its evaluation, and the before/after report."""
+    from twist.demo.analysis import write_dpo_report
+
+    units, bench, pairs = out / "units", out / "bench", out / "prefs" / "prefs"
+    warm_lm = out / "train" / "warm" / "speech_lm"
+    steps: list[Step] = []
+    steps.append(
+        Step(
+            "prefs",
+            out / "prefs",
+            argv=cli("bench") + [
+                "task=prefs", f"out_dir={out / 'prefs'}", f"tokenizer_dir={units / 'tokenizer'}",
+                f"workers={cfg.workers}", "progress=false", *stage_overrides("bench", cfg.prefs),
+            ],
+            depends=["tokenize"],
+        )
+    )  # fmt: skip
+    steps.append(
+        Step(
+            "train_dpo",
+            out / "train" / "dpo",
+            argv=cli("train") + [
+                "+objective=dpo", f"dpo.policy={warm_lm}", f"data.path={pairs}", f"out_dir={out / 'train' / 'dpo'}",
+                *stage_overrides("train", cfg.dpo_train), f"train.num_threads={cfg.threads}", "train.progress=false",
+                "seed=0",
+            ],
+            depends=["train_warm", "prefs"],
+        )
+    )  # fmt: skip
+    steps.append(
+        Step(
+            "eval_dpo",
+            out / "eval" / "dpo",
+            argv=cli("eval") + [
+                f"model_path={out / 'train' / 'dpo' / 'speech_lm'}", "model_name=dpo",
+                f"tokenizer_dir={units / 'tokenizer'}", f"bench_root={bench}",
+                f"benchmarks.ppl.dataset={units}", *stage_overrides("eval", cfg.eval),
+                f"benchmarks.prefs.path={pairs}",
+                f"out_dir={out / 'eval' / 'dpo'}", f"cache_dir={out / 'eval' / 'unit_cache'}", "progress=false",
+            ],
+            depends=["train_dpo", "bench", "prefs"],
+        )
+    )  # fmt: skip
+    steps.append(
+        Step(
+            "eval_warm_prefs",
+            out / "eval" / "warm_prefs",
+            argv=cli("eval") + [
+                f"model_path={warm_lm}", "model_name=warm", *stage_overrides("eval", cfg.eval),
+                f"benchmarks.prefs.path={pairs}", f"out_dir={out / 'eval' / 'warm_prefs'}", "progress=false",
+            ],
+            depends=["train_warm", "prefs"],
+        )
+    )  # fmt: skip
+    step_dirs = {n: out / d for n, d in (("prefs", "prefs"), ("train_dpo", "train/dpo"), ("eval_dpo", "eval/dpo"),
+                                         ("eval_warm_prefs", "eval/warm_prefs"))}
+    warm_label = str(runs["warm"].label)
+    steps.append(
+        Step(
+            "dpo",
+            out / "dpo",
+            fn=lambda: write_dpo_report(
+                out / "dpo", before=[out / "eval" / "warm", out / "eval" / "warm_prefs"], after=out / "eval" / "dpo",
+                dpo_run=out / "train" / "dpo", pairs=pairs, step_dirs=step_dirs, labels=(warm_label, DPO_LABEL),
+                train_text=out / "train_text" / "train.txt"),
+            config={"labels": [warm_label, DPO_LABEL]},
+            depends=["eval_warm", "eval_warm_prefs", "eval_dpo", "train_text"],
+            rerun=f"twist-demo out_dir={out} dpo=true only=dpo",
+        )
+    )
+    return steps
+
+
 def _listening_test(gen_dirs: dict[str, Path], prompt: Path, out_dir: Path) -> None:
     from twist.mos.build import listening_test_page
 
@@ -332,6 +418,9 @@ def summarize(out_dir: str | Path) -> str:
             if b.get("pairs"):
                 lines.append(f"{task} length bias: the true story is {b['mean_seconds']:+.2f} s (sd {b['sd_seconds']:.2f}) "
                              f"longer than the false one on average, longer in {b['positive_longer']} of {b['pairs']} pairs.")
+    dpo = out / "dpo" / "dpo.md"
+    if dpo.exists():
+        lines += ["", "DPO on the built-in preference pairs (dpo=true), warm before and after:", "", dpo.read_text().strip()]
     corpus = out / "corpus" / "summary.json"
     if corpus.exists():
         s = json.loads(corpus.read_text())
@@ -349,6 +438,8 @@ def summarize(out_dir: str | Path) -> str:
         ("resynthesised audio", out / "resynth"),
         ("generated continuation", out / "generate"),
         ("listening-test page", out / "mos" / "page" / "index.html"),
+        *((name, path) for name, path in (("preference pairs", out / "prefs" / "prefs"), ("DPO report", dpo))
+          if (out / "dpo").exists()),
     ]
     lines += ["", "Outputs:"]
     for name, path in outputs:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from twist.contract import check_unit_range
 from twist.errors import ConfigError
 from twist.eval import zr2021
 from twist.eval.inputs import PretokenizedUnits, final_units
@@ -27,7 +28,12 @@ from twist.eval.stats import wilson_interval
 def resolve_units(task: Task, ctx: RunContext) -> dict[str, np.ndarray]:
     """Every item's final units: inline ones, pre-tokenized ones, or the tokenizer's (cached)."""
     ps = task.pairs
-    out = {k: final_units(u, ctx.contract, name=f"{task.name}: {k}") for k, u in ps.inline.items()}
+    if ps.units_final:
+        for k, u in ps.inline.items():
+            check_unit_range(u, ctx.contract.n_units, where=f"{task.name}: {k}")
+        out = dict(ps.inline)
+    else:
+        out = {k: final_units(u, ctx.contract, name=f"{task.name}: {k}") for k, u in ps.inline.items()}
     paths = list(ps.paths.values())
     if not paths:
         return out

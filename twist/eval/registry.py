@@ -2,7 +2,9 @@
 
 TWIST's zero-shot suite (Hassid et al. 2023, §3.3) is speech-token PPL, sWUGGY and sBLIMP
 (ZeroSpeech 2021), spoken and topic StoryCloze; the multi-speaker StoryCloze sets of SIMS
-(Maimon et al. 2025) and the generative metrics of the continuations come on top. Each benchmark is a :class:`Benchmark` row below:
+(Maimon et al. 2025), the model's preference on held-out spoken preference pairs (Slam's DPO
+data, twist.eval.prefs) and the generative metrics of the continuations come on top. Each
+benchmark is a :class:`Benchmark` row below:
 
 * ``settings``: the dataclass of ``benchmarks.<key>`` in ``configs/eval.yaml`` (its defaults and
   the meaning of each field); twist.eval.config builds the ``benchmarks`` schema from the rows;
@@ -64,6 +66,19 @@ class MultiSpeakerStoryClozeSettings:
     """A pairs.jsonl or a dir holding one (twist-bench storycloze.voices writes storycloze/sSC_ms, tSC_ms); null = skip (or bench_root)."""
     units: str | None = None
     """Pre-tokenized units for these wavs (as for sWUGGY); null = tokenize the audio."""
+
+
+@dataclass
+class PrefsSettings:
+    """Spoken preference pairs (a twist-bench task=prefs pair dataset): how often the model prefers the chosen continuation."""
+
+    path: str | None = None
+    """A pair dataset dir (twist-bench task=prefs writes <out_dir>/prefs); null = skip."""
+    split: str = "valid"
+    """valid (the pairs DPO holds out) | train | all."""
+
+    def __post_init__(self) -> None:
+        check_choice("benchmarks.prefs.split", self.split, ("valid", "train", "all"))
 
 
 @dataclass
@@ -247,6 +262,9 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               ("tSC",)),
     Benchmark("tsc_ms", "tSC_ms", MultiSpeakerStoryClozeSettings, "twist.eval.storycloze:plan_tsc_ms",
               "twist.eval.pair_scoring:run_pairs", ("tSC_ms",)),
+    # preference pairs (Slam's DPO data): the model's own preference, before and after DPO
+    Benchmark("prefs", "prefs", PrefsSettings, "twist.eval.prefs:plan", "twist.eval.pair_scoring:run_pairs",
+              ("prefs",)),
     Benchmark("generation", "GenPPL", GenerationSettings, "twist.eval.generation:plan",
               "twist.eval.generation:run", ("GenPPL", "auto-BLEU", "distinct-2"), ("GenPPL", "auto-BLEU")),
 )

@@ -59,6 +59,9 @@ class PairSet:
     paths: dict[str, Path] = field(default_factory=dict)
     inline: dict[str, np.ndarray] = field(default_factory=dict)
     layout: str = ""
+    units_final: bool = False
+    """The inline units are already in the contract's final form (a pair dataset's, each segment
+    deduplicated on its own): range-checked, not deduplicated again."""
 
 
 def load_pairs(path: str | Path, name: str = "pairs") -> PairSet:
