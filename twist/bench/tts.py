@@ -663,7 +663,13 @@ def trim_silence(wav: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
     Engines pad each utterance with their own silence; it is removed before sentences
     are joined so the pause between them is exactly what the builder inserts.
     """
+    i0, i1 = trim_bounds(wav, threshold)
+    return wav[i0:i1]
+
+
+def trim_bounds(wav: np.ndarray, threshold: float = 1e-3) -> tuple[int, int]:
+    """``(first, end)``: the samples :func:`trim_silence` keeps are ``wav[first:end]`` (``(0, 0)`` if none)."""
     idx = np.flatnonzero(np.abs(wav) > threshold)
     if idx.size == 0:
-        return wav[:0]
-    return wav[idx[0] : idx[-1] + 1]
+        return 0, 0
+    return int(idx[0]), int(idx[-1]) + 1
