@@ -67,7 +67,7 @@ def test_engine_words_map_to_transcript_tokens_by_character_position():
     assert [(w["word"], w["start"], w["end"], w["how"]) for w in words] == [
         ("sss.", 0.0, 0.5, "timed"), ("shoe.", 0.5, 0.7, "timed"), ("3:45", 0.9, 1.3, "timed"),
         ("mama.", 1.3, 1.6, "timed")]
-    assert counts == {"timed": 4, "substituted": 0, "interpolated": 0}
+    assert counts == {"timed": 4, "substituted": 0, "split": 0, "interpolated": 0}
 
 
 def test_untimed_words_are_interpolated_between_their_neighbours():
@@ -80,9 +80,29 @@ def test_untimed_words_are_interpolated_between_their_neighbours():
     got = [(w["word"], w["start"], w["end"], w["how"]) for w in words]
     assert got == [("one", 0.1, 0.3, "timed"), ("two", 0.3, 0.6, "interpolated"), ("three", 0.6, 0.9, "interpolated"),
                    ("four", 0.9, 1.1, "timed"), ("five", 1.1, 2.0, "interpolated")]
-    assert counts == {"timed": 2, "substituted": 0, "interpolated": 3}
+    assert counts == {"timed": 2, "substituted": 0, "split": 0, "interpolated": 3}
     with pytest.raises(A.AlignmentRejected, match="no word"):
         A.time_tokens_from_engine(text, [], duration=2.0)
+
+
+def test_words_the_engine_spoke_as_one_share_its_phonemes_by_letters():
+    # espeak-ng speaks "on the" as one word, reported at "on", with the phonemes of both
+    text = "sat on the mat"
+    ph = [["O2", 0.70, 0.76], ["n", 0.76, 0.82], ["D", 0.82, 0.87], ["@2", 0.87, 0.93]]
+    engine = [
+        {"word": "sat", "char_start": 0, "char_end": 3, "start": 0.4, "end": 0.7},
+        {"word": "on", "char_start": 4, "char_end": 6, "start": 0.7, "end": 0.93, "phonemes": ph},
+        {"word": "mat", "char_start": 11, "char_end": 14, "start": 0.93, "end": 1.27},
+    ]
+    words, counts = A.time_tokens_from_engine(text, engine, duration=1.5)
+    # 4 phonemes for 2 + 3 letters: round(4 * 2/5) = 2 for "on", the other 2 for "the"
+    assert [(w["word"], w["start"], w["end"], w["how"]) for w in words] == [
+        ("sat", 0.4, 0.7, "timed"), ("on", 0.7, 0.82, "timed"), ("the", 0.82, 0.93, "split"), ("mat", 0.93, 1.27, "timed")]
+    assert counts == {"timed": 3, "substituted": 0, "split": 1, "interpolated": 0}
+    # without phonemes there is nothing to share: the word is interpolated where it falls
+    bare = [{k: v for k, v in w.items() if k != "phonemes"} for w in engine]
+    words, counts = A.time_tokens_from_engine(text, bare, duration=1.5)
+    assert (words[2]["start"], words[2]["end"], words[2]["how"]) == (0.93, 0.93, "interpolated")
 
 
 def test_recognised_words_matched_to_the_transcript_by_edit_distance():
@@ -101,7 +121,7 @@ def test_recognised_words_matched_to_the_transcript_by_edit_distance():
         ("down.", 1.8, 2.1, "timed"),
     ]
     assert stats["edits"] == {"substituted": 1, "deleted": 1, "inserted": 1}
-    assert stats["mismatches"] == 3 and stats["counts"] == {"timed": 5, "substituted": 1, "interpolated": 1}
+    assert stats["mismatches"] == 3 and stats["counts"] == {"timed": 5, "substituted": 1, "split": 0, "interpolated": 1}
     assert stats["recognised"] == "the gray cat well-known sat down. um"  # "um": an insertion, dropped
     with pytest.raises(A.AlignmentRejected, match="none of the 3 transcript words"):
         A.match_transcript("alpha beta gamma", heard, duration=2.5)

@@ -37,7 +37,7 @@ from twist.errors import InputError
 WORD_TIMES_FORMAT = "twist-word-times"
 WORD_TIMES_VERSION = 1
 WORD_TIMES_SUFFIX = ".words.json"
-HOW = ("timed", "substituted", "interpolated")
+HOW = ("timed", "substituted", "split", "interpolated")
 _DECIMALS = 5  # 10 microseconds: below a sample at 22.05 kHz, far below a unit frame
 
 
@@ -106,26 +106,72 @@ def time_tokens_from_engine(
     An engine word belongs to the first transcript word that ends after its ``char_start`` (the
     engine's words are in text order, so the assignment never goes back): espeak-ng reports a
     word at the space before it at times, and one written word can be several spoken ones
-    (``3:45``). A transcript word spans its engine words (the first start to the last end);
-    one with none is interpolated.
+    (``3:45``). A transcript word spans its engine words (the first start to the last end).
+
+    espeak-ng speaks some pairs as one word ("of the", "to be", "in a": its multi-word entries)
+    and reports only the first. The words it folded into the word before are ``split``: that
+    engine word's phonemes are shared among the words it spoke, in proportion to their letters
+    (at least one phoneme each), the first keeping its start. Any other word without an engine
+    word is interpolated.
 
     Returns:
         ``(words, counts)``: ``{"word", "start", "end", "how"}`` per transcript word, and how
-        many words are ``timed`` / ``substituted`` (always 0 here) / ``interpolated``.
+        many words are ``timed`` / ``substituted`` (always 0 here) / ``split`` / ``interpolated``.
 
     Raises:
         AlignmentRejected: no word got a time.
     """
     tokens = transcript_tokens(text)
-    parts: list[list[tuple[float, float, str]]] = [[] for _ in tokens]
+    spoken: list[list[Mapping[str, Any]]] = [[] for _ in tokens]
     k = 0
     for w in engine_words:
         c = int(w["char_start"])
         while k < len(tokens) - 1 and tokens[k][2] <= c:
             k += 1
         if tokens:
-            parts[k].append((float(w["start"]), float(w["end"]), "timed"))
+            spoken[k].append(w)
+    parts: list[list[tuple[float, float, str]]] = [
+        [(float(w["start"]), float(w["end"]), "timed") for w in ws] for ws in spoken]
+    k = 1
+    while k < len(tokens):
+        if spoken[k] or not spoken[k - 1]:
+            k += 1
+            continue
+        j = k
+        while j < len(tokens) and not spoken[j]:
+            j += 1
+        _split_folded(tokens, spoken[k - 1][-1], k - 1, range(k, j), parts)
+        k = j
     return _finish(tokens, parts, duration, what="the engine reported")
+
+
+def _letters(word: str) -> int:
+    return sum(ch.isalnum() for ch in word)
+
+
+def _split_folded(tokens: Sequence[tuple[str, int, int]], engine_word: Mapping[str, Any], owner: int,
+                  run: range, parts: list[list[tuple[float, float, str]]]) -> None:
+    """Share ``engine_word``'s phonemes between its transcript word ``owner`` and the words of
+    ``run`` it also spoke (those with letters), by letters; nothing without enough phonemes."""
+    phonemes = list(engine_word.get("phonemes") or [])
+    takers = [owner] + [t for t in run if _letters(tokens[t][0])]
+    if len(takers) < 2 or len(phonemes) < len(takers):
+        return
+    letters = [max(1, _letters(tokens[t][0])) for t in takers]
+    total, n = sum(letters), len(phonemes)
+    cuts, acc = [0], 0
+    for i, m in enumerate(letters[:-1]):
+        acc += m
+        cut = max(round(n * acc / total), cuts[-1] + 1)
+        cuts.append(min(cut, n - (len(letters) - 1 - i)))
+    cuts.append(n)
+    for i, t in enumerate(takers):
+        start, end = float(phonemes[cuts[i]][1]), float(phonemes[cuts[i + 1] - 1][2])
+        if i == 0:
+            first, _, how = parts[owner][-1]
+            parts[owner][-1] = (first, end, how)
+        else:
+            parts[t] = [(start, end, "split")]
 
 
 def match_transcript(
@@ -207,7 +253,8 @@ def _finish(tokens: Sequence[tuple[str, int, int]], parts: Sequence[Sequence[tup
     words: list[dict[str, Any]] = []
     for (tok, _, _), ps in zip(tokens, parts):
         if ps:
-            how = "timed" if all(h == "timed" for _, _, h in ps) else "substituted"
+            hows = {h for _, _, h in ps}
+            how = hows.pop() if len(hows) == 1 else "substituted"
             start = min(max(0.0, min(s for s, _, _ in ps)), duration)
             end = min(max(start, max(e for _, e, _ in ps)), duration)
             words.append({"word": tok, "start": start, "end": end, "how": how})
@@ -264,7 +311,8 @@ def write_word_times(
 
     Args:
         text: the text the engine spoke (character offsets in ``words`` index it).
-        words: ``{"word", "char_start", "char_end", "start", "end"}`` per engine word, in seconds.
+        words: ``{"word", "char_start", "char_end", "start", "end"}`` per engine word, in seconds,
+            optionally with ``phonemes``: ``[name, start, end]`` of its sounding phonemes.
         engine: what spoke: engine name and version, voice(s), settings (free form).
     """
     from twist.atomic import atomic_write_json
@@ -280,14 +328,40 @@ def write_word_times(
         "sample_rate": int(sample_rate),
         "engine": dict(engine),
         "text": text,
-        "words": [{"word": str(w["word"]), "char_start": int(w["char_start"]), "char_end": int(w["char_end"]),
-                   "start": round(float(w["start"]), _DECIMALS), "end": round(float(w["end"]), _DECIMALS)}
-                  for w in words],
+        "words": [_engine_word(w) for w in words],
     }
     _check_word_times(rec, str(word_times_path(audio)))
     path = word_times_path(audio)
     atomic_write_json(path, rec, indent=None)
     return path
+
+
+def moved_words(words: Sequence[Mapping[str, Any]], *, by: float = 0.0, chars: int = 0,
+                clip: tuple[float, float] | None = None) -> list[dict[str, Any]]:
+    """Engine words (with their phonemes) as they lie in other audio and text: times clipped to
+    ``clip`` (the part of the audio kept), then moved by ``by`` seconds; characters by ``chars``."""
+
+    def move(t: float) -> float:
+        if clip is not None:
+            t = min(max(float(t), clip[0]), clip[1])
+        return float(t) + by
+
+    out = []
+    for w in words:
+        m = {**w, "char_start": int(w["char_start"]) + chars, "char_end": int(w["char_end"]) + chars,
+             "start": move(w["start"]), "end": move(w["end"])}
+        if w.get("phonemes") is not None:
+            m["phonemes"] = [[n, move(a), move(b)] for n, a, b in w["phonemes"]]
+        out.append(m)
+    return out
+
+
+def _engine_word(w: Mapping[str, Any]) -> dict[str, Any]:
+    out = {"word": str(w["word"]), "char_start": int(w["char_start"]), "char_end": int(w["char_end"]),
+           "start": round(float(w["start"]), _DECIMALS), "end": round(float(w["end"]), _DECIMALS)}
+    if w.get("phonemes") is not None:
+        out["phonemes"] = [[str(n), round(float(a), _DECIMALS), round(float(b), _DECIMALS)] for n, a, b in w["phonemes"]]
+    return out
 
 
 def read_word_times(path: str | Path) -> dict[str, Any]:

@@ -298,12 +298,15 @@ class EspeakEvents:
 
 
 def engine_words(text: str, events: list[list[Any]], n_samples: int, sample_rate: int) -> list[dict[str, Any]]:
-    """The spoken words of one synthesis: ``{"word", "char_start", "char_end", "start", "end"}``
-    (characters of ``text``, seconds), in order.
+    """The spoken words of one synthesis: ``{"word", "char_start", "char_end", "start", "end",
+    "phonemes"}`` (characters of ``text``, seconds; ``phonemes``: ``[name, start, end]`` of its
+    sounding phonemes), in order.
 
     A phoneme lasts from its event to the next phoneme event (the last one to the end of the
     audio); a word spans its phonemes other than pauses (named ``_...``). Word events of length 0
     (espeak-ng emits them inside pauses) and words with no sounding phoneme are left out.
+    espeak-ng speaks some pairs as one word (its multi-word entries: "of the", "to be"); the word
+    event names the first, and the phonemes are those of both.
     """
     words: list[tuple[int, int]] = []
     phones: list[tuple[int, str, int | None]] = []
@@ -318,22 +321,21 @@ def engine_words(text: str, events: list[list[Any]], n_samples: int, sample_rate
                 current = None
         elif ev[0] == "phoneme":
             phones.append((int(ev[1]), str(ev[2]), current))
-    spans: dict[int, tuple[int, int]] = {}
+    sounds: dict[int, list[list[Any]]] = {}
     for k, (sample, name, w) in enumerate(phones):
         if w is None or name.startswith("_"):
             continue
         end = phones[k + 1][0] if k + 1 < len(phones) else n_samples
-        lo, hi = spans.get(w, (sample, end))
-        spans[w] = (min(lo, sample), max(hi, end))
+        sounds.setdefault(w, []).append([name, min(sample, n_samples) / sample_rate, min(end, n_samples) / sample_rate])
     out = []
     for w, (c, length) in enumerate(words):
-        if w not in spans:
+        if w not in sounds:
             continue
-        s, e = spans[w]
         c0 = max(0, min(c, len(text)))
         c1 = min(len(text), c0 + length)
-        out.append({"word": text[c0:c1], "char_start": c0, "char_end": c1,
-                    "start": min(s, n_samples) / sample_rate, "end": min(e, n_samples) / sample_rate})
+        ph = sounds[w]
+        out.append({"word": text[c0:c1], "char_start": c0, "char_end": c1, "start": min(p[1] for p in ph),
+                    "end": max(p[2] for p in ph), "phonemes": ph})
     return out
 
 

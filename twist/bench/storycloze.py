@@ -59,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twist.alignment import WORD_TIMES_SUFFIX, read_word_times, word_times_path, write_word_times
+from twist.alignment import WORD_TIMES_SUFFIX, moved_words, read_word_times, word_times_path, write_word_times
 from twist.atomic import atomic_write_text
 from twist.audio import BadAudioError, load_audio, save_audio
 from twist.bench.layout import read_pairs_jsonl, slug, write_pairs_jsonl
@@ -375,12 +375,7 @@ class _Segments:
             return None
         wav, i0 = self._load(text, voice)
         rec = read_word_times(path)
-        end = wav.size / 16000
-
-        def move(t: float) -> float:
-            return min(max(t - i0 / 16000, 0.0), end)
-
-        rec["words"] = [{**w, "start": move(w["start"]), "end": move(w["end"])} for w in rec["words"]]
+        rec["words"] = moved_words(rec["words"], by=-i0 / 16000, clip=(i0 / 16000, (i0 + wav.size) / 16000))
         return rec
 
 
@@ -424,8 +419,7 @@ def _write_joined_word_times(path: Path, sentences: list[dict | None], sizes: li
     words, texts, at, char_at = [], [], 0, 0
     for rec, size in zip(sentences, sizes):
         assert rec is not None
-        words += [{**w, "char_start": w["char_start"] + char_at, "char_end": w["char_end"] + char_at,
-                   "start": w["start"] + at / 16000, "end": w["end"] + at / 16000} for w in rec["words"]]
+        words += moved_words(rec["words"], by=at / 16000, chars=char_at)
         texts.append(rec["text"])
         at += size + gap
         char_at += len(rec["text"]) + 1
