@@ -540,12 +540,14 @@ def run_tokenize(s: TokenizeRunConfig, *, mode: str = "fit+apply",
             "this_rank": stats,
             "wall_s": round(time.time() - t_start, 2),
             "contract": tok.contract.to_dict(),
+            **({"alignment": meta["alignment"]} if "alignment" in meta else {}),
         }
         atomic_write_json(out_dir / "summary.json", summary)
         el = max(stats["elapsed_s"], 1e-9)
         say(
             f"[twist-tokenize] done: {meta['n_utterances']} utterances ({meta['hours']:.4f} h), "
-            f"{meta['n_rejected']} rejected (see {out_dir / REJECTS}), {meta['n_units_total']} units; "
+            f"{meta['n_rejected']} rejected (see {out_dir / REJECTS}), {meta['n_units_total']} units"
+            + (f", word-aligned by {meta['alignment']['aligner']}" if "alignment" in meta else "") + "; "
             f"this rank {stats['ok']} files at {stats['audio_seconds'] / el:.1f} audio-s/s -> {out_dir}"
         )
         return summary
