@@ -7,6 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from twist.errors import InputError
 from twist.units import (
     UnitDataset,
     UnitShardWriter,
@@ -156,3 +157,61 @@ def test_empty_utterances_read_back_even_when_their_shard_file_is_empty(tmp_path
     ds = import_lines(tmp_path / "in.txt", tmp_path / "out", contract, fmt="ids")
     assert len(ds) == 2 and ds[0].size == 0 and ds.get(1).units.size == 0
     assert ds.get(0).durations is None or ds.get(0).durations.size == 0
+
+
+# ---------------------------------------------------------------------------------------
+# word alignments kept with the units
+# ---------------------------------------------------------------------------------------
+ALIGNER = {"aligner": "tts", "fingerprint": "tts-test"}
+
+
+def _record(uid, n_words=2):
+    return {"id": uid, "aligner": "tts", "transcript": " ".join(f"w{k}" for k in range(n_words)),
+            "words": [{"word": f"w{k}", "start": 0.1 * k, "end": 0.1 * (k + 1), "how": "timed"} for k in range(n_words)]}
+
+
+def test_alignments_are_committed_with_their_shard_and_resume_like_the_units(tmp_path, contract):
+    w = UnitShardWriter(tmp_path, contract, shard_items=3, alignment=ALIGNER)
+    for i in range(7):  # two shards committed, one utterance buffered (lost by the "kill")
+        w.add(f"u{i}", np.arange(5 + i) % contract.n_units, alignment=_record(f"u{i}", 1 + i % 3))
+    # a torn shard of a killed run: its alignments landed, its commit marker never did
+    (tmp_path / "shards" / "r0000-000002.units.u16").write_bytes(b"\x00\x01")
+    (tmp_path / "shards" / "r0000-000002.align.jsonl").write_text(json.dumps(_record("u6")) + "\n")
+    w2 = UnitShardWriter(tmp_path, contract, shard_items=3, alignment=ALIGNER)
+    assert w2.done_ids == {f"u{i}" for i in range(6)}
+    assert sorted(p.name for p in (tmp_path / "shards").glob("r0000-000002*")) == []
+    for i in range(9):
+        w2.add(f"u{i}", np.arange(5 + i) % contract.n_units, alignment=_record(f"u{i}", 1 + i % 3))
+    w2.close()
+    meta = merge_shards(tmp_path)
+    assert meta["alignment"] == {**ALIGNER, "n_aligned": 9} and meta["has_alignments"] is True
+    ds = UnitDataset(tmp_path)
+    assert ds.ids == [f"u{i}" for i in range(9)]
+    for i in range(9):
+        assert ds.alignment(i) == _record(f"u{i}", 1 + i % 3)
+    # the merge is idempotent with alignments too
+    first = (tmp_path / "manifest.jsonl").read_bytes(), (tmp_path / "meta.json").read_bytes()
+    merge_shards(tmp_path)
+    assert ((tmp_path / "manifest.jsonl").read_bytes(), (tmp_path / "meta.json").read_bytes()) == first
+    assert UnitDataset(tmp_path).split("train").alignment(0)["id"] == UnitDataset(tmp_path).split("train").ids[0]
+
+
+def test_an_aligned_dataset_refuses_an_utterance_without_its_alignment_or_another_aligner(tmp_path, contract):
+    w = UnitShardWriter(tmp_path, contract, alignment=ALIGNER)
+    with pytest.raises(InputError, match="u0.*no alignment"):
+        w.add("u0", np.arange(5) % contract.n_units)
+    with pytest.raises(InputError, match="u0.*alignment of 'other'"):
+        w.add("u0", np.arange(5) % contract.n_units, alignment=_record("other"))
+    w.add("u0", np.arange(5) % contract.n_units, alignment=_record("u0"))
+    w.close()
+    with pytest.raises(InputError, match="alignments.*tts-test.*whisper-x"):
+        UnitShardWriter(tmp_path, contract, alignment={"aligner": "whisper", "fingerprint": "whisper-x"})
+    # without alignments the dataset is as it always was
+    plain = tmp_path / "plain"
+    _make(plain, contract, n=5)
+    meta = json.loads((plain / "meta.json").read_text())
+    assert "alignment" not in meta and "has_alignments" not in meta
+    assert not list(plain.rglob("*.align.jsonl")) and not (plain / "alignment.json").exists()
+    assert all("align_offset" not in r for r in UnitDataset(plain).rows)
+    with pytest.raises(InputError, match="no word alignments"):
+        UnitDataset(plain).alignment(0)

@@ -7,12 +7,14 @@ Layout of a unit dataset directory::
                        {"id", "source", "duration", "n_frames", "n_units", "shard", "offset"}
     shards/            r{rank}-{seq}.units.u16   uint16 units, utterances back to back
                        r{rank}-{seq}.durs.u16    run lengths when dedup is on (same offsets)
+                       r{rank}-{seq}.align.jsonl word alignments, one record per utterance (when aligned)
                        r{rank}-{seq}.jsonl       the shard's manifest rows: its commit marker
+    alignment.json     which aligner made the alignments (when aligned)
 
 A writer (:class:`UnitShardWriter`) buffers utterances and commits a shard at a time: the
-binary files are renamed into place first, the shard's ``.jsonl`` last. A shard without its
-``.jsonl`` is garbage from a killed run and is removed on restart; a shard with one is
-complete. Resuming skips every id already committed, so a killed run loses at most one
+binary files (and the alignments) are renamed into place first, the shard's ``.jsonl`` last. A
+shard without its ``.jsonl`` is garbage from a killed run and is removed on restart; a shard
+with one is complete. Resuming skips every id already committed, so a killed run loses at most one
 shard's worth of work and never duplicates an utterance. Each rank writes its own shards
 (the ``r{rank}`` prefix), so ranks never touch each other's files. :func:`merge_shards`
 gathers the shard manifests into ``manifest.jsonl`` and ``meta.json``; running it twice
@@ -22,6 +24,12 @@ Splits and data fractions are functions of ``(seed, utterance id)`` through a ha
 are reproducible, stable when data is added, and nested (the 1% subset lies inside the 10%
 one), as the data-scaling ablations need (paper Table 6). The default split is 2% valid,
 2% test, as in the paper.
+
+Word alignments (``twist-tokenize align=tts|whisper``, :mod:`twist.tokenizer.aligners`) are kept
+beside the units with the same guarantees: one JSON record per utterance in its shard's
+``.align.jsonl``, committed with the shard; each manifest row then has ``align_offset``, the
+record's byte offset in that file (:meth:`UnitDataset.alignment` seeks to it). A dataset is
+aligned throughout or not at all.
 
 Other toolkits' one-utterance-per-line formats are read and written by
 :func:`import_lines` and :func:`export_lines`.
@@ -39,7 +47,13 @@ from typing import Any
 
 import numpy as np
 
-from twist.atomic import atomic_path, atomic_write_json, atomic_write_text, read_json_object
+from twist.atomic import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json_object,
+)
 from twist.contract import UnitContract, check_unit_range
 from twist.errors import ConfigError, InputError, MissingInputError
 
@@ -48,6 +62,8 @@ FORMAT_VERSION = 1
 META = "meta.json"
 MANIFEST = "manifest.jsonl"
 SHARDS = "shards"
+ALIGNMENT = "alignment.json"
+ALIGN_SUFFIX = ".align.jsonl"
 SPLITS = ("train", "valid", "test")
 DEFAULT_SPLIT = {"seed": 0, "valid": 0.02, "test": 0.02}
 _SHARD_RE = re.compile(r"^r(\d{4,})-(\d{6,})\.jsonl$")
@@ -110,6 +126,9 @@ class UnitShardWriter:
         rank: this writer's rank; its shards are named ``r{rank}-*``.
         shard_units: commit a shard once it holds this many units ...
         shard_items: ... or this many utterances, whichever comes first.
+        alignment: the aligner that makes this dataset's word alignments (a description with a
+            ``fingerprint``, kept as ``alignment.json``); every utterance then comes with its
+            alignment record. ``None``: no alignments.
     """
 
     def __init__(
@@ -120,18 +139,24 @@ class UnitShardWriter:
         rank: int = 0,
         shard_units: int = 2_000_000,
         shard_items: int = 2000,
+        alignment: dict[str, Any] | None = None,
     ) -> None:
         self.root = Path(root)
         self.contract = contract
         self.rank = rank
         self.shard_units = shard_units
         self.shard_items = shard_items
+        self.alignment = alignment
         self.shard_dir = self.root / SHARDS
+        self._check_alignment()
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         self._check_or_write_contract()
+        if alignment is not None and not (self.root / ALIGNMENT).exists():
+            atomic_write_json(self.root / ALIGNMENT, alignment)
         self._buf_rows: list[dict[str, Any]] = []
         self._buf_units: list[np.ndarray] = []
         self._buf_durs: list[np.ndarray | None] = []
+        self._buf_align: list[bytes] = []
         self._buf_n = 0
         self._done: set[str] = set()
         self._seq = 0
@@ -148,6 +173,23 @@ class UnitShardWriter:
         else:
             self.contract.save(path)
 
+    def _check_alignment(self) -> None:
+        """One aligner per dataset, and alignments for all of its utterances or for none."""
+        path = self.root / ALIGNMENT
+        if path.exists():
+            old = read_json_object(path)
+            if self.alignment is None:
+                raise InputError(f"{self.root} holds word alignments (made by {old.get('aligner')!r}); this run "
+                                 "makes none: tokenize with the same align= setting, or into a new out_dir")
+            if old.get("fingerprint") != self.alignment.get("fingerprint"):
+                raise InputError(
+                    f"the alignments in {self.root} were made by {old.get('aligner')!r} (fingerprint "
+                    f"{old.get('fingerprint')}); this run aligns with {self.alignment.get('aligner')!r} (fingerprint "
+                    f"{self.alignment.get('fingerprint')}): tokenize into a new out_dir")
+        elif self.alignment is not None and any(True for _ in committed_rows(self.root)):
+            raise InputError(f"{self.root} holds utterances without word alignments; tokenize with "
+                             f"align={self.alignment.get('aligner')} into a new out_dir")
+
     def _recover(self) -> None:
         prefix = f"r{self.rank:04d}-"
         committed = set()
@@ -161,8 +203,8 @@ class UnitShardWriter:
                 self._done.add(row["id"])
         for p in self.shard_dir.glob(prefix + "*"):
             stem = p.name.split(".")[0]
-            if stem not in committed and not p.name.endswith(".jsonl"):
-                p.unlink(missing_ok=True)  # binaries of a shard whose commit marker never landed
+            if stem not in committed:
+                p.unlink(missing_ok=True)  # binaries and alignments of a shard whose commit marker never landed
         for p in self.shard_dir.glob("." + prefix + "*.tmp"):
             p.unlink(missing_ok=True)  # half-written temporaries of a killed atomic write
         # all ranks' done ids count, so a rerun with a different world size still skips them
@@ -187,6 +229,7 @@ class UnitShardWriter:
         durations: np.ndarray | None = None,
         raw: bool = True,
         extra: dict[str, Any] | None = None,
+        alignment: dict[str, Any] | None = None,
     ) -> None:
         """Add one utterance.
 
@@ -197,9 +240,19 @@ class UnitShardWriter:
                 already in their final form (``durations`` may accompany them).
             extra: more fields for the utterance's manifest row (e.g. what the source
                 file was when it was read).
+            alignment: its word-alignment record (``{"id": utt_id, ...}``), required when the
+                writer has an aligner.
         """
         if utt_id in self._done:
             return
+        if self.alignment is not None:
+            if alignment is None:
+                raise InputError(f"utterance {utt_id!r} has no alignment (the dataset is aligned by "
+                                 f"{self.alignment.get('aligner')!r})")
+            if alignment.get("id") != utt_id:
+                raise InputError(f"utterance {utt_id!r} was given the alignment of {alignment.get('id')!r}")
+        elif alignment is not None:
+            raise InputError(f"utterance {utt_id!r} comes with an alignment, but the writer has no aligner")
         units = np.asarray(units)
         check_unit_range(units, self.contract.n_units, where=f"utterance {utt_id!r}")
         n_frames = int(units.size)
@@ -226,6 +279,10 @@ class UnitShardWriter:
         )
         self._buf_units.append(units.astype(np.uint16))
         self._buf_durs.append(None if durations is None else np.minimum(durations, 65535).astype(np.uint16))
+        if alignment is not None:
+            from twist.alignment import dumps_record
+
+            self._buf_align.append((dumps_record(alignment) + "\n").encode("utf-8"))
         self._buf_n += int(units.size)
         self._done.add(utt_id)
         if self._buf_n >= self.shard_units or len(self._buf_rows) >= self.shard_items:
@@ -247,10 +304,16 @@ class UnitShardWriter:
         if has_durs:
             with atomic_path(self.shard_dir / f"{name}.durs.u16") as tmp:
                 _write_u16(tmp, np.concatenate(self._buf_durs))
+        if self._buf_align:
+            at = 0
+            for row, line in zip(self._buf_rows, self._buf_align):
+                row["align_offset"] = at
+                at += len(line)
+            atomic_write_bytes(self.shard_dir / f"{name}{ALIGN_SUFFIX}", b"".join(self._buf_align))
         # the shard's manifest is written last: it is the commit marker
         atomic_write_text(self.shard_dir / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in self._buf_rows))
         self._seq += 1
-        self._buf_rows, self._buf_units, self._buf_durs, self._buf_n = [], [], [], 0
+        self._buf_rows, self._buf_units, self._buf_durs, self._buf_align, self._buf_n = [], [], [], [], 0
 
     def close(self) -> None:
         self.flush()
@@ -323,6 +386,10 @@ def merge_shards(
         "split": split_cfg,
         **(extra_meta or {}),
     }
+    if (root / ALIGNMENT).exists():  # an aligned dataset says by what, and whether every utterance is
+        n_aligned = sum("align_offset" in r for r in ordered)
+        meta["alignment"] = {**read_json_object(root / ALIGNMENT), "n_aligned": n_aligned}
+        meta["has_alignments"] = bool(ordered) and n_aligned == len(ordered)
     atomic_write_json(root / META, meta)
     return meta
 
@@ -376,6 +443,28 @@ class UnitDataset(Sequence):
         durs = self._slice(row, "durs") if self.has_durations else None
         return Utterance(row["id"], self._slice(row, "units"), durs, row.get("source", ""), row["duration"])
 
+    def alignment(self, i: int) -> dict[str, Any]:
+        """The word-alignment record of utterance ``i`` (docs/contracts.md#word-alignments)."""
+        row = self._rows[i]
+        off = row.get("align_offset")
+        if off is None:
+            raise InputError(f"unit dataset {self.root}: utterance {row['id']!r} has no word alignments "
+                             "(tokenize with align=tts or align=whisper)")
+        path = self.root / SHARDS / f"{row['shard']}{ALIGN_SUFFIX}"
+        try:
+            with open(path, "rb") as f:
+                f.seek(int(off))
+                line = f.readline()
+        except FileNotFoundError:
+            raise MissingInputError(f"unit dataset {self.root}: alignment file {path.name} is missing") from None
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}: bad alignment record at byte {off}: {e}") from None
+        if not isinstance(rec, dict) or rec.get("id") != row["id"]:
+            raise InputError(f"{path}: the record at byte {off} is not utterance {row['id']!r}'s")
+        return rec
+
     def durations(self, i: int) -> np.ndarray:
         if not self.has_durations:
             raise InputError(f"unit dataset {self.root} has no durations (it was made without dedup)")
@@ -408,6 +497,11 @@ class UnitDataset(Sequence):
     @property
     def has_durations(self) -> bool:
         return bool(self.meta.get("has_durations"))
+
+    @property
+    def has_alignments(self) -> bool:
+        """Every utterance has its word alignments."""
+        return bool(self.meta.get("has_alignments"))
 
     @property
     def n_units_total(self) -> int:

@@ -44,7 +44,7 @@ def test_layout_shares_each_recording_and_eval_reads_it(espeak, stories_csv, tmp
         # the sSC and the tSC positive are one file, named by both manifests
         assert rows["sSC"][sid]["positive"] == rows["tSC"][sid]["positive"]
         assert rows["sSC"][sid]["negative"] != rows["tSC"][sid]["negative"]
-    wavs = sorted((out / "wav").iterdir())
+    wavs = sorted((out / "wav").glob("*.wav"))  # each beside its word times
     assert len(wavs) == 9 == rep["recordings"]  # 3 stories x (positive, sSC negative, tSC negative)
     assert len({w.read_bytes() for w in wavs}) == 9
     assert not (out / "sSC" / "wav").exists() and not (out / "tSC" / "wav").exists()
@@ -269,3 +269,42 @@ def test_a_multi_speaker_set_needs_two_different_voices(espeak, stories_csv, tmp
     with pytest.raises(ConfigError, match=r"storycloze\.voices"):
         BenchRunConfig(out_dir=str(tmp_path), storycloze=StoryClozeBuild(voices=["en-us"]))
     assert not (tmp_path / "sc").exists()
+
+
+def test_recordings_carry_the_word_times_of_their_sentences(espeak, stories_csv, tmp_path, helpers):
+    """Each recording's <wav>.words.json holds its sentences' words (the engine's, as it spoke each
+    sentence) moved to where the trimmed sentence lies in the joined audio."""
+    from twist.alignment import read_word_times, word_times_path
+    from twist.bench.tts import trim_bounds
+    from twist.contract import sha256_file
+
+    out = tmp_path / "sc"
+    build_storycloze(stories_csv, out, espeak, voices=MS_VOICES, seed=1, progress=False)
+    for task in ("sSC", "sSC_ms"):
+        texts = {json.loads(x)["id"]: json.loads(x) for x in (out / task / "texts.jsonl").read_text().splitlines()}
+        for r in read_pairs_jsonl(out / task / "pairs.jsonl"):
+            t = texts[r["id"]]
+            voices = t.get("voices") or [espeak.voices[0]] * 5
+            for side in ("positive", "negative"):
+                wav_path = (out / task / r[side]).resolve()
+                rec = read_word_times(word_times_path(wav_path))
+                sentences = [*t["context"], t[side]]
+                assert rec["text"] == " ".join(sentences) and rec["audio_sha256"] == sha256_file(wav_path)
+                assert rec["engine"]["voice"] == (voices[0] if task == "sSC" else voices)
+                at, char_at, expected = 0, 0, []
+                for text, voice in zip(sentences, voices):
+                    seg_path = segment_path(out / "_segments", text, voice)
+                    seg = read_word_times(word_times_path(seg_path))
+                    i0, i1 = trim_bounds(load_audio(seg_path))
+                    lo, hi, shift = i0 / 16000, (i1 - i0) / 16000, at / 16000
+                    for w in seg["words"]:
+                        start, end = (min(max(x - lo, 0.0), hi) + shift for x in (w["start"], w["end"]))
+                        expected.append((w["word"], w["char_start"] + char_at, start, end))
+                    at += (i1 - i0) + 1600
+                    char_at += len(text) + 1
+                got = [(w["word"], w["char_start"], w["start"], w["end"]) for w in rec["words"]]
+                assert [g[:2] for g in got] == [e[:2] for e in expected], (task, r["id"], side)
+                assert np.allclose([g[2:] for g in got], [e[2:] for e in expected], atol=2e-5), (task, r["id"], side)
+    # every word file beside a recording belongs to a recording (stale ones are removed with theirs)
+    wavs = {p.name for p in (out / "wav").glob("*.wav")}
+    assert {p.name.removesuffix(".words.json") for p in (out / "wav").glob("*.words.json")} == wavs

@@ -117,3 +117,104 @@ def test_trim_silence():
     x = np.concatenate([np.zeros(50), [0.5, -0.2, 0.0, 0.3], np.zeros(70)]).astype(np.float32)
     assert T.trim_silence(x).tolist() == pytest.approx([0.5, -0.2, 0.0, 0.3])
     assert T.trim_silence(np.zeros(10, np.float32)).size == 0
+
+
+# ---------------------------------------------------------------------------------------
+# word timings from the engine
+# ---------------------------------------------------------------------------------------
+def test_espeak_word_times_come_with_the_very_audio_the_program_writes(espeak):
+    """Same voice, same text, same samples: the audio that comes with the word times is the
+    espeak-ng program's, bit for bit, whatever was synthesised before it in this process."""
+    texts = ["The quick brown fox jumps over the lazy dog, twice.", "She sells sea shells. Hush!", "-dash first"]
+    for voice in espeak.voices[:4]:
+        for text in texts:
+            wav, words = espeak.synthesize_words(text, voice)
+            assert np.array_equal(wav, espeak.synthesize(text, voice)), (voice, text)
+            assert words and all(0 <= w["start"] < w["end"] <= len(wav) / 16000 + 1e-6 for w in words)
+    slow = T.get_backend("espeak", speed=120, pitch=30)
+    wav, _ = slow.synthesize_words(texts[0])
+    assert np.array_equal(wav, slow.synthesize(texts[0]))
+    with pytest.raises(ValueError, match="nosuchvoice"):
+        espeak.synthesize_words("hello", "nosuchvoice")
+
+
+def _loud_runs(wav, sr=16000, threshold=0.01, min_gap_s=0.1):
+    """(start, end) in seconds of the stretches of sound, gaps shorter than ``min_gap_s`` bridged."""
+    env = np.convolve(np.abs(wav), np.ones(80) / 80, mode="same")  # 5 ms
+    loud = np.flatnonzero(env > threshold)
+    runs = [[loud[0], loud[0]]]
+    for i in loud[1:]:
+        if i - runs[-1][1] > min_gap_s * sr:
+            runs.append([i, i])
+        runs[-1][1] = i
+    return [(a / sr, b / sr) for a, b in runs]
+
+
+def test_espeak_word_times_fall_on_the_spoken_words(espeak):
+    # a pause after every word: each word's sound is one stretch, which its times must frame
+    text = "Tea. Sun. Moon. Fish."
+    wav, words = espeak.synthesize_words(text)
+    assert [w["word"] for w in words] == ["Tea", "Sun", "Moon", "Fish"]
+    assert [text[w["char_start"]:w["char_end"]] for w in words] == ["Tea", "Sun", "Moon", "Fish"]
+    runs = _loud_runs(wav)
+    assert len(runs) == 4
+    for w, (a, b) in zip(words, runs):
+        assert abs(w["start"] - a) < 0.015 and abs(w["end"] - b) < 0.015, (w, a, b)
+    # connected speech: the words follow each other in order, each a plausible length
+    wav, words = espeak.synthesize_words("You're growing out of some of your problems, but there are others.")
+    assert [w["word"] for w in words][:3] == ["You", "growing", "out"]  # espeak names "You're" by its first part
+    assert all(a["end"] <= b["start"] for a, b in zip(words, words[1:]))
+    assert all(0.03 < w["end"] - w["start"] < 0.8 for w in words)
+
+
+def test_synthesize_many_records_word_times_beside_each_wav(espeak, tmp_path):
+    from twist.alignment import read_word_times, word_times_path
+    from twist.contract import sha256_file
+
+    texts = ["one small step", "a giant leap for mankind"]
+    jobs = [(t, espeak.voices[i], tmp_path / f"{i}.wav") for i, t in enumerate(texts)]
+    phoneme_job = [(["K", "AE1", "T"], None, tmp_path / "cat.wav")]
+    r = T.synthesize_many(espeak, jobs + phoneme_job, workers=2, progress=False, word_times=True)
+    assert r.n_done == 3 and r.n_failed == 0
+    assert not word_times_path(tmp_path / "cat.wav").exists()  # phonemes have no words to time
+    for (text, voice, path) in jobs:
+        rec = read_word_times(word_times_path(path))
+        assert rec["text"] == text and rec["audio_sha256"] == sha256_file(path)
+        assert rec["engine"]["name"] == "espeak-ng" and rec["engine"]["voice"] == voice
+        assert [w["word"] for w in rec["words"]] == text.split()
+        n = len(T.read_wav_bytes(path.read_bytes())[0])
+        assert rec["sample_rate"] == 16000 and rec["duration"] == pytest.approx(n / 16000, abs=1e-5)
+        # the same file as without word times
+        assert path.read_bytes() == _saved(espeak.synthesize(text, voice), tmp_path)
+    # a wav whose word times are missing (a build from before they were recorded) gets them on a
+    # rerun, with the same bytes; complete pairs are skipped
+    word_times_path(jobs[0][2]).unlink()
+    before = jobs[0][2].read_bytes()
+    r = T.synthesize_many(espeak, jobs + phoneme_job, workers=2, progress=False, word_times=True)
+    assert (r.n_done, r.n_skipped) == (1, 2)
+    assert jobs[0][2].read_bytes() == before and word_times_path(jobs[0][2]).exists()
+
+
+def _saved(wav, tmp_path):
+    from twist.audio import save_audio
+
+    save_audio(tmp_path / "ref.wav", wav, 16000)
+    return (tmp_path / "ref.wav").read_bytes()
+
+
+def test_engines_without_word_times_say_so(tmp_path):
+    class Fake(T.TTSBackend):
+        name = "fake"
+
+        def synthesize(self, text, voice=None):
+            return np.zeros(1600, np.float32) + 0.1
+
+        def synthesize_phonemes(self, phonemes, voice=None):
+            raise NotImplementedError
+
+    fake = Fake(["v"])
+    assert not fake.word_times  # of the engines, only espeak-ng reports its words
+    with pytest.raises(ValueError, match="fake.*word timings"):
+        fake.synthesize_words("hello")
+    r = T.synthesize_many(fake, [("hello", None, tmp_path / "a.wav")], workers=1, progress=False, word_times=True)
+    assert r.n_done == 1 and not (tmp_path / "a.wav.words.json").exists()

@@ -27,13 +27,20 @@ silence. Each distinct recording (a context plus one ending) is written once, un
 ``wav/``; an sSC positive and the tSC positive of the same story are the same file, which
 both manifests name.
 
+With an engine that reports word timings (espeak-ng), each sentence's timings are kept beside
+its cached recording and each recording gets ``<wav>.words.json``: the words of its sentences,
+moved to where each trimmed sentence lies in the joined audio (:mod:`twist.alignment`; what
+``twist-tokenize align=tts`` reads).
+
 Output (``out_dir``)::
 
     wav/<id>_pos_<h>.wav  wav/<id>_neg_<h>.wav      each recording once (<h>: what it was made from)
+    wav/<name>.wav.words.json                       its word timings (engines that report them)
     sSC/pairs.jsonl  sSC/texts.jsonl                paths in pairs.jsonl are ../wav/...
     tSC/pairs.jsonl  tSC/texts.jsonl
     sSC_ms/  tSC_ms/                                with voices: the same, texts.jsonl rows name the voices
-    _segments/<voice>/<hash>.wav                    one per distinct (sentence, voice) (a cache)
+    _segments/<voice>/<hash>.wav                    one per distinct (sentence, voice) (a cache),
+                                                    with <hash>.wav.words.json
 """
 
 from __future__ import annotations
@@ -52,10 +59,11 @@ from pathlib import Path
 
 import numpy as np
 
+from twist.alignment import WORD_TIMES_SUFFIX, moved_words, read_word_times, word_times_path, write_word_times
 from twist.atomic import atomic_write_text
 from twist.audio import BadAudioError, load_audio, save_audio
 from twist.bench.layout import read_pairs_jsonl, slug, write_pairs_jsonl
-from twist.bench.tts import TTSBackend, synthesize_many, trim_silence
+from twist.bench.tts import TTSBackend, synthesize_many, trim_bounds
 from twist.errors import ConfigError, InputError, MissingInputError
 from twist.rejects import RejectsLog
 
@@ -307,7 +315,7 @@ def build_storycloze(
                     {(neg, vs[4]) for rows in variants.values() for s, neg, vs in rows})
     segments = _Segments(out_dir / "_segments", trim_threshold)
     report = synthesize_many(backend, [(t, v, segments.path(t, v)) for t, v in spoken], workers=workers,
-                             progress=progress)
+                             progress=progress, word_times=True)
     for path, why in report.failures:
         segments.failed.add(path)
         if rejects is not None:
@@ -339,21 +347,36 @@ class _Segments:
     def __init__(self, root: Path, trim_threshold: float) -> None:
         self.root, self.trim_threshold = root, trim_threshold
         self.failed: set[str] = set()
-        self._cache: dict[tuple[str, str], np.ndarray] = {}
+        self._cache: dict[tuple[str, str], tuple[np.ndarray, int]] = {}
 
     def path(self, text: str, voice: str) -> Path:
         return segment_path(self.root, text, voice)
 
-    def __call__(self, text: str, voice: str) -> np.ndarray:
+    def _load(self, text: str, voice: str) -> tuple[np.ndarray, int]:
         if (text, voice) not in self._cache:
             path = self.path(text, voice)
             if str(path) in self.failed:
                 raise BadAudioError(path, "synthesis failed")
-            wav = trim_silence(load_audio(path, 16000), self.trim_threshold)
-            if wav.size == 0:
+            wav = load_audio(path, 16000)
+            i0, i1 = trim_bounds(wav, self.trim_threshold)
+            if i1 == i0:
                 raise BadAudioError(path, f"silent synthesis of {text[:60]!r}")
-            self._cache[(text, voice)] = wav
+            self._cache[(text, voice)] = (wav[i0:i1], i0)
         return self._cache[(text, voice)]
+
+    def __call__(self, text: str, voice: str) -> np.ndarray:
+        return self._load(text, voice)[0]
+
+    def words(self, text: str, voice: str) -> dict | None:
+        """The engine's word timings of the trimmed sentence (times from its first kept sample), or
+        ``None`` when the engine recorded none."""
+        path = word_times_path(self.path(text, voice))
+        if not path.is_file():
+            return None
+        wav, i0 = self._load(text, voice)
+        rec = read_word_times(path)
+        rec["words"] = moved_words(rec["words"], by=-i0 / 16000, clip=(i0 / 16000, (i0 + wav.size) / 16000))
+        return rec
 
 
 def _write_recordings(recordings: dict[str, tuple[Story, str, tuple[str, ...]]], wav_dir: Path, segments: _Segments,
@@ -370,16 +393,41 @@ def _write_recordings(recordings: dict[str, tuple[Story, str, tuple[str, ...]]],
     def write(name: str) -> str | None:
         s, ending, vs = recordings[name]
         path = wav_dir / name
+        parts = list(zip((*s.context, ending), vs))
         try:
             if not path.exists():
-                joined = join_with_silence([segments(t, v) for t, v in zip((*s.context, ending), vs)], silence_ms)
+                joined = join_with_silence([segments(t, v) for t, v in parts], silence_ms)
                 save_audio(path, joined, 16000)
+                word_times_path(path).unlink(missing_ok=True)  # they were another file's
+            if not word_times_path(path).exists():
+                _write_joined_word_times(path, [segments.words(t, v) for t, v in parts],
+                                         [segments(t, v).size for t, v in parts], silence_ms)
         except BadAudioError as e:
             return f"{s.id}: {e}"
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, workers or 2)) as pool:
         return dict(zip(recordings, pool.map(write, recordings)))
+
+
+def _write_joined_word_times(path: Path, sentences: list[dict | None], sizes: list[int], silence_ms: float) -> None:
+    """``<recording>.words.json``: each sentence's words moved by where it starts in the joined audio
+    (what :func:`join_with_silence` did to the samples). Nothing when a sentence has no timings."""
+    if not sentences or any(rec is None for rec in sentences):
+        return
+    gap = int(round(16000 * silence_ms / 1000.0))
+    words, texts, at, char_at = [], [], 0, 0
+    for rec, size in zip(sentences, sizes):
+        assert rec is not None
+        words += moved_words(rec["words"], by=at / 16000, chars=char_at)
+        texts.append(rec["text"])
+        at += size + gap
+        char_at += len(rec["text"]) + 1
+    voices = [rec["engine"].get("voice") for rec in sentences if rec is not None]
+    engine = {**sentences[0]["engine"], "voice": voices[0] if len(set(voices)) == 1 else voices,  # type: ignore[index]
+              "joined": {"silence_ms": float(silence_ms), "sentences": len(sentences)}}
+    write_word_times(path, text=" ".join(texts), words=words, duration=(at - gap) / 16000, sample_rate=16000,
+                     engine=engine)
 
 
 def _write_variant(task_dir: Path, rows: list[tuple[Story, str, str, str, tuple[str, ...]]],
@@ -429,6 +477,6 @@ def _remove_unreferenced(out_dir: Path, built: set[str], rebuilt: set[str]) -> i
     if not wav_dir.is_dir():
         return 0
     for f in wav_dir.iterdir():
-        if f.is_file() and f.name not in keep:
+        if f.is_file() and f.name.removesuffix(WORD_TIMES_SUFFIX) not in keep:  # a recording, with its word times
             f.unlink()
-    return sum(1 for f in wav_dir.iterdir() if f.is_file())
+    return sum(1 for f in wav_dir.iterdir() if f.is_file() and not f.name.endswith(WORD_TIMES_SUFFIX))

@@ -19,6 +19,11 @@ Every backend returns float32 mono audio at 16 kHz (resampled with soxr through
 :func:`twist.audio.prepare_waveform` when the engine produces 22.05 kHz). A backend whose
 program is missing raises :class:`TTSNotInstalledError` naming the package to install.
 
+espeak-ng also reports **when each word is spoken** (:meth:`TTSBackend.synthesize_words`, through
+its C library: :mod:`twist.bench.espeak_events`), for the very samples its program writes;
+:func:`synthesize_many` with ``word_times=True`` records them beside each wav
+(``<wav>.words.json``, :mod:`twist.alignment`) so that ``twist-tokenize align=tts`` can read them.
+
 :func:`synthesize_many` runs many jobs across cores: the engines are separate programs, so
 a thread pool that keeps ``workers`` engine processes busy uses ``workers`` cores without
 pickling audio between Python processes. Finished files are written atomically and skipped
@@ -42,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from twist.alignment import word_times_path, write_word_times
 from twist.audio import prepare_waveform, save_audio
 from twist.bench.config import TTS, EspeakSettings, FestivalSettings, PiperSettings
 from twist.errors import ConfigError, InputError, MissingDependencyError, MissingInputError
@@ -185,6 +191,8 @@ class TTSBackend(ABC):
     batch_size: int = 8
     #: cap on parallel engine processes (None: no cap)
     max_workers: int | None = None
+    #: whether :meth:`synthesize_words` reports the words' times (espeak-ng only)
+    word_times: bool = False
 
     def __init__(self, voices: Sequence[str]) -> None:
         if not voices:
@@ -201,6 +209,24 @@ class TTSBackend(ABC):
     @abstractmethod
     def synthesize_phonemes(self, phonemes: Sequence[str], voice: str | None = None) -> np.ndarray:
         """Speak a list of ARPAbet phonemes (``["K", "AE1", "T"]``); float32 mono at 16 kHz."""
+
+    def synthesize_words(self, text: str, voice: str | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Speak ``text`` and say when each word is spoken: ``(wav, words)``, the audio as
+        :meth:`synthesize` makes it and ``{"word", "char_start", "char_end", "start", "end"}`` per
+        spoken word (characters of :meth:`spoken_text`, seconds).
+
+        Raises:
+            ConfigError: the engine reports no word timings (only espeak-ng does).
+        """
+        raise ConfigError(f"TTS engine {self.name!r} reports no word timings (of the engines, only espeak-ng does)")
+
+    def spoken_text(self, text: str) -> str:
+        """The text as the engine is given it (what word character positions index)."""
+        return _clean_text(text)
+
+    def describe(self, voice: str | None = None) -> dict[str, Any]:
+        """What speaks: the engine, its voice and settings (recorded with word timings)."""
+        return {"name": self.name, "voice": self.voice_or_default(voice)}
 
     def synthesize_item(self, item: Item, voice: str | None = None) -> np.ndarray:
         """Text (``str``) or phonemes (a list of ARPAbet strings)."""
@@ -248,11 +274,13 @@ class EspeakBackend(TTSBackend):
 
     name = "espeak"
     batch_size = 16
+    word_times = True
 
     def __init__(self, settings: EspeakSettings) -> None:
         super().__init__(list(settings.voices or []))
         self.executable = _require_executable(settings.executable, "espeak-ng", "apt-get install espeak-ng")
         self.speed, self.pitch, self.timeout_s = settings.speed, settings.pitch, settings.timeout_s
+        self._events: Any = None  # the libespeak-ng servers, started on first use
 
     def _run(self, line: str, voice: str | None) -> np.ndarray:
         voice = self.voice_or_default(voice)
@@ -275,6 +303,27 @@ class EspeakBackend(TTSBackend):
 
     def synthesize_phonemes(self, phonemes: Sequence[str], voice: str | None = None) -> np.ndarray:
         return self._run(arpabet_to_espeak(phonemes), voice)
+
+    def synthesize_words(self, text: str, voice: str | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The program's audio, bit for bit, with the words' times from libespeak-ng's events
+        (:mod:`twist.bench.espeak_events`: same text on the same input path, same voice and settings)."""
+        from twist.bench.espeak_events import EspeakEvents, engine_words
+
+        line = _clean_text(text)
+        voice = self.voice_or_default(voice)
+        if self._events is None:
+            self._events = EspeakEvents(self.timeout_s)
+        pcm, sr, events = self._events.speak(line + "\n", voice, speed=self.speed, pitch=self.pitch)
+        # as the program's output is read in _run: 16-bit samples / 32768, shape (n, 1)
+        wav = np.frombuffer(pcm, dtype="<i2").reshape(-1, 1).astype(np.float32) / 32768.0
+        if wav.shape[0] == 0 or not np.any(wav):
+            raise InputError(f"espeak-ng produced no audio for {line[:60]!r} (voice {voice!r})")
+        return self._to_16k(wav, sr, line), engine_words(line, events, wav.shape[0], sr)
+
+    def describe(self, voice: str | None = None) -> dict[str, Any]:
+        version = self._events.version if self._events is not None else None
+        return {"name": "espeak-ng", "version": version, "voice": self.voice_or_default(voice),
+                "speed": self.speed, "pitch": self.pitch}
 
 
 class PiperBackend(TTSBackend):
@@ -510,6 +559,7 @@ def synthesize_many(
     batch_size: int | None = None,
     progress: bool = True,
     rejects: Any = None,
+    word_times: bool = False,
 ) -> SynthesisReport:
     """Synthesise ``(text_or_phonemes, voice, out_path)`` jobs into 16 kHz wav files.
 
@@ -522,6 +572,12 @@ def synthesize_many(
         backend_name: a backend name for :func:`get_backend`, or a built backend.
         workers: engine processes run at once (default: the cores available).
         batch_size: items per worker task (default: the backend's ``batch_size``).
+        word_times: also write each text job's word timings beside its wav
+            (``<wav>.words.json``, :func:`twist.alignment.write_word_times`), when the engine
+            reports them (:attr:`TTSBackend.word_times`; phoneme jobs have no words). The wav is
+            the same file as without them. A wav without its word timings is made again (same
+            bytes) with them; the timings are written after the wav, so a kill between the two
+            leaves a job that a rerun redoes.
     """
     backend = backend_name if isinstance(backend_name, TTSBackend) else get_backend(backend_name, **(backend_kwargs or {}))
     workers = max(1, int(workers or default_workers()))
@@ -529,10 +585,16 @@ def synthesize_many(
         workers = min(workers, backend.max_workers)
     report = SynthesisReport(n_jobs=len(jobs), workers=workers)
     t0 = time.perf_counter()
+    timed = bool(word_times and backend.word_times)
+
+    def wants_words(item: Item) -> bool:
+        return timed and isinstance(item, str)
+
     pending, seen = [], set()
     for item, voice, out_path in jobs:
         out_path = Path(out_path)
-        if out_path.exists() or out_path in seen:
+        done = out_path.exists() and not (wants_words(item) and not word_times_path(out_path).exists())
+        if done or out_path in seen:
             report.n_skipped += 1
             continue
         seen.add(out_path)
@@ -546,13 +608,28 @@ def synthesize_many(
     chunks = [pending[i : i + bs] for i in range(0, len(pending), bs)]
 
     def run_chunk(chunk: list[tuple[Item, str | None, Path]]) -> list[tuple[Path, float | Exception]]:
-        wavs = backend.synthesize_batch([(item, voice) for item, voice, _ in chunk])
+        plain = [(item, voice) for item, voice, _ in chunk if not wants_words(item)]
+        wavs = iter(backend.synthesize_batch(plain) if plain else [])
         done: list[tuple[Path, float | Exception]] = []
-        for (_, _, path), wav in zip(chunk, wavs):
+        for item, voice, path in chunk:
+            words = None
+            if wants_words(item):
+                try:
+                    wav, words = backend.synthesize_words(str(item), voice)
+                except (ValueError, RuntimeError, OSError) as e:
+                    if isinstance(e, TTSNotInstalledError):
+                        raise
+                    wav = e
+            else:
+                wav = next(wavs)
             if isinstance(wav, Exception):
                 done.append((path, wav))
                 continue
             save_audio(path, wav, backend.sample_rate)
+            if words is not None:
+                write_word_times(path, text=backend.spoken_text(str(item)), words=words,
+                                 duration=wav.shape[0] / backend.sample_rate, sample_rate=backend.sample_rate,
+                                 engine=backend.describe(voice))
             done.append((path, wav.shape[0] / backend.sample_rate))
         return done
 
@@ -586,7 +663,13 @@ def trim_silence(wav: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
     Engines pad each utterance with their own silence; it is removed before sentences
     are joined so the pause between them is exactly what the builder inserts.
     """
+    i0, i1 = trim_bounds(wav, threshold)
+    return wav[i0:i1]
+
+
+def trim_bounds(wav: np.ndarray, threshold: float = 1e-3) -> tuple[int, int]:
+    """``(first, end)``: the samples :func:`trim_silence` keeps are ``wav[first:end]`` (``(0, 0)`` if none)."""
     idx = np.flatnonzero(np.abs(wav) > threshold)
     if idx.size == 0:
-        return wav[:0]
-    return wav[idx[0] : idx[-1] + 1]
+        return 0, 0
+    return int(idx[0]), int(idx[-1]) + 1

@@ -44,7 +44,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "mos_build": (),
     "mos_score": (),
     "plot": (),
-    "tokenize": ("tokenizer",),
+    "tokenize": ("tokenizer", "align"),
     "train": ("model", "init", "objective", "data", "optim", "schedule", "logger", "experiment"),
     "vocoder": ("vocoder_model", "asr"),
 }

@@ -39,6 +39,8 @@ class CorpusSettings:
     """The TTS engine (a tts/ name of twist-bench: espeak | piper | festival)."""
     seed: int = 0
     """Seeds the sentence draw."""
+    word_times: bool = True
+    """Record the engine's word timings beside each wav (<wav>.words.json; espeak only), for twist-tokenize align=tts."""
 
 
 def _stage(name: str, default: dict[str, Any]) -> Any:

@@ -31,14 +31,16 @@ def build_corpus(
     tts: str,
     workers: int,
     seed: int,
+    word_times: bool = True,
 ) -> dict:
     """Synthesise ``n_sentences`` sentences, each with ``voices_per_sentence`` voices (the demo's
     ``corpus`` settings, twist.demo.config.CorpusSettings; ``voices=None``: the engine's own).
 
     Writes ``out_dir/audio/<voice>/<voice>-s<n>.wav`` and ``out_dir/transcripts.jsonl``
     (``{"id": <wav stem>, "text", "voice", ...}``, the reference format of twist-vocoder's
-    resynthesis WER). Files that
-    already exist are kept (a rerun finishes an interrupted build).
+    resynthesis WER); with ``word_times`` (and an engine that reports them: espeak-ng), the
+    engine's word timings beside each wav (``<wav>.words.json``, read by ``twist-tokenize
+    align=tts``). Files that already exist are kept (a rerun finishes an interrupted build).
 
     Returns:
         a summary dict (utterance count, hours, voices).
@@ -64,7 +66,7 @@ def build_corpus(
             rel = f"audio/{vname}/{stem}.wav"
             jobs.append((text, voice, out_dir / rel))
             rows.append({"id": stem, "path": rel, "text": text, "voice": voice, "sentence": i})
-    synthesize_many(tts, jobs, workers=workers)
+    synthesize_many(tts, jobs, workers=workers, word_times=word_times)
     atomic_write_text(out_dir / "transcripts.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     from twist.audio import audio_seconds
 

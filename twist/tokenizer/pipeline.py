@@ -17,6 +17,10 @@ Steps (each rank does its own share; see ``docs/tokenize.md``):
    the shards into ``manifest.jsonl``/``meta.json`` and the per-rank rejects into
    ``rejects.jsonl``. Merging again gives the same files.
 
+With ``align=tts|whisper`` each utterance is also word-aligned in step 3
+(:mod:`twist.tokenizer.aligners`) and its record committed with its units in the same shard
+(:class:`twist.units.UnitShardWriter`); an utterance that cannot be aligned is a reject.
+
 Bad inputs (unreadable, empty, too short, NaN) go to the rejects log with their reason;
 ``strict=true`` fails on the first one instead.
 """
@@ -68,6 +72,7 @@ class AudioItem:
     path: str
     n_samples: int | None = None  # from a manifest; None = read the header
     sample_rate: int | None = None
+    text: str | None = None  # its known transcript (a JSONL manifest's "text", or input.transcripts)
 
 
 def _id_for(rel: Path) -> str:
@@ -105,7 +110,9 @@ def list_inputs(
                 p = Path(rel) if Path(rel).is_absolute() else mpath.parent / rel
                 uid = str(rec.get("id") or _id_for(Path(rel)))
                 ns = rec.get("num_samples")
-                items.append(AudioItem(uid, str(p), int(ns) if ns is not None else None))
+                text = rec.get("text")
+                items.append(AudioItem(uid, str(p), int(ns) if ns is not None else None,
+                                       text=str(text) if text is not None else None))
         else:  # fairseq TSV: root line, then relpath \t num_samples
             if not lines:
                 raise InputError(f"{mpath}: empty manifest (a fairseq TSV starts with the root directory)")
@@ -249,7 +256,14 @@ def refuse_changed_inputs(out_dir: Path, items: Sequence[AudioItem]) -> None:
 # the run
 # ---------------------------------------------------------------------------------------
 def _inputs(s: TokenizeRunConfig) -> list[AudioItem]:
-    return list_inputs(audio_dir=s.input.audio_dir, manifest=s.input.manifest, extensions=s.input.extensions)
+    items = list_inputs(audio_dir=s.input.audio_dir, manifest=s.input.manifest, extensions=s.input.extensions)
+    if s.input.transcripts:
+        from twist.tokenizer.aligners import read_transcripts, transcript_for
+
+        by_id, by_path = read_transcripts(s.input.transcripts)
+        items = [it if it.text is not None else dataclasses.replace(it, text=transcript_for(it.id, it.path, by_id, by_path))
+                 for it in items]
+    return items
 
 
 def _log(msg: str, rank: int = 0) -> None:
@@ -359,10 +373,17 @@ def apply_tokenizer(s: TokenizeRunConfig, tok: UnitTokenizer, items: Sequence[Au
     """Tokenize this rank's share of ``items`` into ``out_dir`` shards (resumable)."""
     from tqdm import tqdm
 
+    from twist.alignment import AlignmentRejected
+    from twist.tokenizer.aligners import build_aligner
+
     rank, world = rank_and_world()
     out_dir = Path(s.out_dir)
     mine = list(items)[rank::world]
-    writer = UnitShardWriter(out_dir, tok.contract, rank=rank, shard_items=s.shard_items)
+    aligner = build_aligner(s.align, transcripts=s.input.transcripts)
+    # with known transcripts (some or all items), each utterance is matched to its own
+    with_text = aligner is not None and aligner.name == "whisper" and any(it.text is not None for it in items)
+    writer = UnitShardWriter(out_dir, tok.contract, rank=rank, shard_items=s.shard_items,
+                             alignment=aligner.info if aligner is not None else None)
     rejected_before = _read_rejected_ids(out_dir)
     todo = [it for it in mine if it.id not in writer.done_ids and it.id not in rejected_before]
     stats = {"rank": rank, "world": world, "assigned": len(mine), "skipped_done": len(mine) - len(todo),
@@ -412,7 +433,19 @@ def apply_tokenizer(s: TokenizeRunConfig, tok: UnitTokenizer, items: Sequence[Au
                     stats["rejected"] += 1
                     continue
                 sec = w.size / tok.sample_rate
-                writer.add(it.id, u.cpu().numpy(), source=it.path, duration=sec, extra=seen)
+                record = None
+                if aligner is not None:
+                    try:
+                        if with_text and it.text is None:
+                            raise AlignmentRejected("no transcript for this utterance (input.transcripts or the "
+                                                    "manifest's text) to match Whisper's words to")
+                        record = aligner.align(it.id, it.path, w, tok.sample_rate, text=it.text,
+                                               source_sha256=seen.get("source_sha256"))
+                    except AlignmentRejected as e:
+                        rejects.add(it.path, f"align={aligner.name}: {e}", id=it.id, **seen)
+                        stats["rejected"] += 1
+                        continue
+                writer.add(it.id, u.cpu().numpy(), source=it.path, duration=sec, extra=seen, alignment=record)
                 stats["ok"] += 1
                 stats["audio_seconds"] += sec
             bar.update(len(batch))
@@ -507,12 +540,14 @@ def run_tokenize(s: TokenizeRunConfig, *, mode: str = "fit+apply",
             "this_rank": stats,
             "wall_s": round(time.time() - t_start, 2),
             "contract": tok.contract.to_dict(),
+            **({"alignment": meta["alignment"]} if "alignment" in meta else {}),
         }
         atomic_write_json(out_dir / "summary.json", summary)
         el = max(stats["elapsed_s"], 1e-9)
         say(
             f"[twist-tokenize] done: {meta['n_utterances']} utterances ({meta['hours']:.4f} h), "
-            f"{meta['n_rejected']} rejected (see {out_dir / REJECTS}), {meta['n_units_total']} units; "
+            f"{meta['n_rejected']} rejected (see {out_dir / REJECTS}), {meta['n_units_total']} units"
+            + (f", word-aligned by {meta['alignment']['aligner']}" if "alignment" in meta else "") + "; "
             f"this rank {stats['ok']} files at {stats['audio_seconds'] / el:.1f} audio-s/s -> {out_dir}"
         )
         return summary
