@@ -155,6 +155,19 @@ def test_text_units_layout_keeps_text_ids_and_puts_units_at_their_offset():
         lay.unit_mask(markers=(2,))
 
 
+def test_the_text_support_is_every_text_id_and_text_sampling_leaves_out_bos_and_pad():
+    """Cross-modal scoring of a text ending normalises over the text ids (eos among them), as speech
+    is over the units and eos; sampling text never emits the tokenizer's bos or pad (unless it is eos)."""
+    lay = VocabLayout.text_units(10, text_vocab=50, bos_id=1, eos_id=2, pad_id=0)
+    assert lay.text_mask().nonzero().flatten().tolist() == list(range(50))
+    assert torch.equal(lay.text_support(), lay.text_mask())
+    assert lay.text_mask(bos_pad=False, markers=(lay.speech_id,)).nonzero().flatten().tolist() == [*range(2, 50), 60]
+    no_pad = VocabLayout.text_units(10, text_vocab=50, bos_id=None, eos_id=2)  # bos and pad are eos: it stays
+    assert no_pad.text_mask(bos_pad=False).nonzero().flatten().tolist() == list(range(50))
+    with pytest.raises(ConfigError, match="units-first.*has no text ids"):
+        VocabLayout(10).text_mask()
+
+
 def test_the_units_first_layout_is_unchanged_through_the_new_api():
     lay = VocabLayout(100)
     assert not lay.has_text and lay.name == LAYOUT_NAME

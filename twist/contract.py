@@ -450,6 +450,29 @@ class VocabLayout:
         """
         return self.unit_mask() if self.has_text else self.valid_mask()
 
+    def text_mask(self, *, bos_pad: bool = True, markers: Iterable[int] = ()):
+        """A bool tensor over ``vocab_size``: True at the text ids (text+units only) and at the
+        given marker ids (e.g. ``(layout.speech_id,)``: text that may switch to speech).
+
+        Args:
+            bos_pad: keep the text tokenizer's bos and pad (scoring keeps every text id); false
+                leaves them out, as sampling does, unless one of them is also its eos.
+        """
+        if not self.has_text:
+            raise ConfigError(f"text_mask: the {self.name} layout has no text ids (its ids are units)")
+        m = self.unit_mask(eos=False, markers=markers)
+        m[self.unit_offset : self.unit_offset + self.n_units] = False
+        m[: self.text_vocab] = True
+        if not bos_pad:
+            m[[i for i in (self.bos_id, self.pad_id) if i != self.eos_id]] = False
+        return m
+
+    def text_support(self):
+        """A bool tensor over ``vocab_size``: the ids a text span is scored over (cross-modal
+        StoryCloze's text endings): every text id, eos among them, and no unit or marker; the
+        text counterpart of :meth:`speech_support`."""
+        return self.text_mask()
+
     # ---- units <-> ids ---------------------------------------------------------------------
     def unit_ids(self, units: np.ndarray) -> np.ndarray:
         """Units -> their token ids (int64), range-checked."""

@@ -64,6 +64,7 @@ def test_joins_are_exact_silence_at_their_sample_offsets(espeak, stories_csv, tm
     build_storycloze(stories_csv, out, espeak, tasks=("sSC",), silence_ms=silence_ms, limit=limit, progress=False)
     gap = round(16000 * silence_ms / 1000)
     voice = espeak.voices[0]
+    texts = {json.loads(x)["id"]: json.loads(x) for x in (out / "sSC" / "texts.jsonl").read_text().splitlines()}
     for r in read_pairs_jsonl(out / "sSC" / "pairs.jsonl"):
         sid, *sentences = next(s for s in helpers.STORIES if s[0] == r["id"])
         right, wrong = (sentences[4], sentences[5]) if sentences[6] == "1" else (sentences[5], sentences[4])
@@ -78,6 +79,11 @@ def test_joins_are_exact_silence_at_their_sample_offsets(espeak, stories_csv, tm
                 if i < 4:  # a join: the sentence ends on sound, then exactly `gap` zeros, then sound
                     assert wav[at - 1] != 0 and not wav[at : at + gap].any() and wav[at + gap] != 0, (sid, side, i, at)
                     at += gap
+            # where cross-modal StoryCloze cuts both recordings: the spoken context, and the ending alone
+            context = sum(seg.size for seg in segs[:4]) + 3 * gap
+            assert round(texts[sid]["context_end"] * 16000) == context
+            assert round(texts[sid]["ending_start"] * 16000) == context + gap
+            assert np.array_equal(wav[context + gap :], segs[4]) and wav[context - 1] != 0
             assert at == wav.size
 
 

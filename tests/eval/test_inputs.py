@@ -100,3 +100,21 @@ def test_identical_audio_is_encoded_once_whatever_its_path(tmp_path, ev, fake_to
     again = AudioUnits(fake_tokenizer, cache_dir=tmp_path / "cache")
     assert again.units([moved])[str(moved)].tolist() == [4, 5]
     assert len(fake_tokenizer.calls) == 4 and again.n_cache_hits == 1 and again.n_encoded == 0
+
+
+def test_a_clip_of_a_file_is_the_units_of_that_part_of_its_audio_and_is_cached(tmp_path, ev, fake_tokenizer):
+    """Cross-modal StoryCloze reads a story's spoken context and its spoken ending apart: clips
+    ``(path, start, end)`` in seconds (end None = to the end), cached by content and bounds."""
+    k = fake_tokenizer.contract.n_units
+    a = ev.write_units_wav(tmp_path / "a.wav", [1, 2, 3, 3, 4, 5, 6], k)  # one frame = 0.02 s
+    src = AudioUnits(fake_tokenizer, cache_dir=tmp_path / "cache")
+    got = src.clip_units([(a, 0.0, 0.04), (a, 0.06, None), (a, 0.04, 0.1)])
+    assert {c: u.tolist() for c, u in got.items()} == {(str(a), 0.0, 0.04): [1, 2], (str(a), 0.06, None): [3, 4, 5, 6],
+                                                       (str(a), 0.04, 0.1): [3, 4]}  # deduplicated
+    assert len(fake_tokenizer.calls) == 3 and src.n_encoded == 3
+    again = AudioUnits(fake_tokenizer, cache_dir=tmp_path / "cache")
+    assert again.clip_units([(a, 0.06, None)])[(str(a), 0.06, None)].tolist() == [3, 4, 5, 6]
+    assert len(fake_tokenizer.calls) == 3 and again.n_cache_hits == 1  # no new encoder call
+    with RejectsLog(tmp_path / "rej.jsonl", stage="eval") as rej:
+        assert again.clip_units([(a, 0.2, None)], rej) == {}  # past the end: nothing to encode
+    assert "empty" in RejectsLog.read(tmp_path / "rej.jsonl")[0]["reason"]

@@ -121,3 +121,62 @@ def test_ppl_of_a_text_units_model_on_a_units_first_dataset(tmp_path, ev):
     manual = scorer.score_units([np.asarray(view[i]) for i in range(len(view))])
     assert summary["n_tokens"] == int(manual.n_tokens.sum()) == sum(len(view[i]) + 1 for i in range(len(view)))
     assert summary["ppl"] == pytest.approx(math.exp(-manual.sum.sum() / manual.n_tokens.sum()), rel=1e-9)
+
+
+def test_a_context_is_not_scored_and_an_ending_is_scored_over_its_own_modality(ev):
+    """Cross-modal StoryCloze's two layouts, hand-computed: only the tokens from ``score_from`` on
+    are targets; a spoken ending is renormalised over the units and eos, a text ending over the
+    text ids. The markers and the context are context."""
+    lay = TU2.layout
+    t = _fixed_table()
+    w3, text, speech, eos, u0, u1 = 3, lay.text_id, lay.speech_id, lay.eos_id, lay.unit_offset, lay.unit_offset + 1
+    # after <text>: over the text ids {pad, bos, eos, w3} = (1, 1, 1, 3)  -> p(w3) = 3/6
+    t[text, w3], t[text, u0], t[text, speech] = math.log(3), math.log(50), math.log(40)
+    # after w3: (1, 1, 4, 1) -> p(eos) = 4/7; a unit is by far likelier, but not a text id
+    t[w3, eos], t[w3, u1] = math.log(4), math.log(60)
+    scorer = LikelihoodScorer(ev.FixedLogitsLM(t), TU2, batch_size=2)
+    s2t = [1, speech, u0, u1, text, w3, eos]  # spoken context, then the text ending "w3"
+    t2s = [1, text, w3, speech, u0, u1, eos]  # text context, then the spoken ending u0 u1
+    text_end = scorer.score_token_ids([np.array(s2t)], score_from=[5], support="text")
+    np.testing.assert_allclose(text_end.sum, [math.log(3 / 6) + math.log(4 / 7)], rtol=0, atol=1e-5)
+    assert text_end.n_tokens.tolist() == [2]
+    speech_end = scorer.score_token_ids([np.array(t2s), np.array(t2s[:-2] + [eos])], score_from=[4, 4])
+    np.testing.assert_allclose(speech_end.sum, [math.log(3 / 5) + math.log(2 / 7) + math.log(2 / 9),
+                                                math.log(3 / 5) + math.log(4 / 7)], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(speech_end.n_tokens, [3, 2])
+    np.testing.assert_allclose(speech_end.mean, speech_end.sum / [3, 2])
+    no_eos = LikelihoodScorer(ev.FixedLogitsLM(t), TU2, score_eos=False)
+    np.testing.assert_allclose(no_eos.score_token_ids([np.array(s2t)], score_from=[5], support="text").sum,
+                               [math.log(3 / 6)], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="support must be one of"):
+        scorer.score_token_ids([np.array(s2t)], support="words")
+
+
+@pytest.mark.parametrize("support", ["speech", "text"])
+def test_scoring_from_a_position_is_the_same_packed_or_padded_and_equals_the_logits(support, ev):
+    """A random tiny Llama: each sequence's score from its own start position, over one support,
+    equals its logits' log-softmax over that support summed from there, packed or padded."""
+    tu = dataclasses.replace(TU2, n_units=20, text_vocab=40)
+    lay = tu.layout
+    model = ev.tiny_llama(tu, seed=5)
+    rng = np.random.default_rng(2)
+    seqs, starts = [], []
+    for n in rng.integers(2, 12, size=7):
+        ctx = rng.integers(lay.unit_offset, lay.unit_offset + 20, size=int(rng.integers(1, 6)))
+        end = rng.integers(3, 40, size=int(n)) if support == "text" else rng.integers(lay.unit_offset, lay.unit_offset + 20, size=int(n))
+        marker = lay.text_id if support == "text" else lay.speech_id
+        seqs.append(np.array([lay.bos_id, lay.speech_id, *ctx, marker, *end, lay.eos_id]))
+        starts.append(len(ctx) + 3)
+    mask = lay.text_support() if support == "text" else lay.speech_support()
+    want = []
+    for s, at in zip(seqs, starts):
+        ids = torch.from_numpy(s)[None]
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, :-1].double()
+        lp = logits.masked_fill(~mask, -math.inf).log_softmax(-1).gather(1, ids[0, 1:, None])[:, 0]
+        want.append(float(lp[at - 1 :].sum()))
+    for pack in (None, 48):
+        got = LikelihoodScorer(model, tu, batch_size=3, pack_tokens=pack).score_token_ids(seqs, score_from=starts,
+                                                                                        support=support)
+        np.testing.assert_allclose(got.sum, want, rtol=0, atol=1e-4)
+        np.testing.assert_array_equal(got.n_tokens, [len(s) - at for s, at in zip(seqs, starts)])

@@ -33,7 +33,9 @@ from twist.lm.surgery import sample_mean_cov, vocab_param_names
 from twist.lm.text_units import (
     SPEECH_GENERATION_CONFIG,
     TEXT_GENERATION_CONFIG,
+    interleave,
     speech_tokenizer,
+    text_span_ids,
     text_units_contract,
     tokenizer_fingerprint,
     unit_token,
@@ -302,3 +304,21 @@ def test_smollm2_keeps_its_tokenizer_and_rows_and_speaks_units_in_plain_transfor
             if t in (lay.eos_id, lay.text_id):
                 break
             assert lay.unit_offset <= t < lay.unit_offset + lay.n_units
+
+
+def test_spans_open_with_a_marker_at_every_switch_as_the_tokenizer_reads_them(contract):
+    """Cross-modal StoryCloze and twist-generate's mixed prompts lay out text and speech spans;
+    the ids are those the exported tokenizer gives the spelled-out sequence, and a text span
+    carries no bos of its own."""
+    text_tok = tiny_text_tokenizer()
+    tu = text_units_contract(contract, text_tok, "tiny-words")
+    tok, lay = speech_tokenizer(text_tok, tu), tu.layout
+    assert text_span_ids(tok, "w1 w2", lay) == [5, 6] and text_span_ids(tok, "w5", lay) == [9]
+    ids, starts = interleave(lay, [("text", [5, 6]), ("speech", [3, 7]), ("speech", [1]), ("text", [9])], eos=True)
+    assert ids.tolist() == [1, 321, 5, 6, 320, 303, 307, 301, 321, 9, 2] and starts == [2, 5, 7, 9]
+    assert tok("<text>w1 w2<speech><unit_3><unit_7><unit_1><text>w5").input_ids == ids[:-1].tolist()
+    assert interleave(lay, [("speech", [4])], bos=False)[0].tolist() == [320, 304]
+    with pytest.raises(InputError, match="spells a unit or marker token"):
+        text_span_ids(tok, "w1 <speech>", lay)
+    with pytest.raises(ConfigError, match="no text ids or markers"):
+        interleave(contract.layout, [("speech", [1])])

@@ -35,8 +35,10 @@ moved to where each trimmed sentence lies in the joined audio (:mod:`twist.align
 Output (``out_dir``)::
 
     wav/<id>_pos_<h>.wav  wav/<id>_neg_<h>.wav      each recording once (<h>: what it was made from)
+    wav/<id>_pos_<h>.wav  wav/<id>_neg_<h>.wav      each recording once (<h>: what it was made from)
     wav/<name>.wav.words.json                       its word timings (engines that report them)
-    sSC/pairs.jsonl  sSC/texts.jsonl                paths in pairs.jsonl are ../wav/...
+    sSC/pairs.jsonl  sSC/texts.jsonl                paths in pairs.jsonl are ../wav/...; a texts row holds
+                                                    the sentences and where the ending begins (seconds)
     tSC/pairs.jsonl  tSC/texts.jsonl
     sSC_ms/  tSC_ms/                                with voices: the same, texts.jsonl rows name the voices
     _segments/<voice>/<hash>.wav                    one per distinct (sentence, voice) (a cache),
@@ -52,7 +54,7 @@ import random
 import re
 import shutil
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,8 +335,11 @@ def build_storycloze(
             recordings.setdefault(neg_name, (s, neg, vs))
             names[task].append((s, neg, pos_name, neg_name, vs))
     errors = _write_recordings(recordings, out_dir / WAV_DIR, segments, float(silence_ms), workers)
-    counts = {task: _write_variant(out_dir / task, rows, errors, rejects, multi_speaker=task.endswith(MULTI_SPEAKER))
-              for task, rows in names.items()}
+    def bounds(s: Story, vs: tuple[str, ...]) -> dict[str, float]:
+        return _ending_bounds([segments(t, v).size for t, v in zip(s.context, vs)], float(silence_ms))
+
+    counts = {task: _write_variant(out_dir / task, rows, errors, rejects, bounds,
+                                   multi_speaker=task.endswith(MULTI_SPEAKER)) for task, rows in names.items()}
     kept = _remove_unreferenced(out_dir, {n for n, e in errors.items() if e is None}, rebuilt=set(names))
     return {"stories": len(stories), "stories_in_file": len(every_story), "pairs": counts,
             "sentences": len(spoken), "recordings": kept, "voice": voice, **({"voices": list(voices)} if voices else {}),
@@ -430,11 +435,23 @@ def _write_joined_word_times(path: Path, sentences: list[dict | None], sizes: li
                      engine=engine)
 
 
+def _ending_bounds(context_sizes: Sequence[int], silence_ms: float, sample_rate: int = 16000) -> dict[str, float]:
+    """Where the spoken context ends and the ending begins, in seconds, in both recordings of a pair
+    (they share the context and its gaps, as :func:`join_with_silence` laid them): cross-modal
+    StoryCloze (twist.eval.cross_modal) cuts the recordings there."""
+    gap = int(round(sample_rate * silence_ms / 1000.0))
+    context = sum(int(n) for n in context_sizes) + (len(context_sizes) - 1) * gap
+    return {"context_end": context / sample_rate, "ending_start": (context + gap) / sample_rate}
+
+
 def _write_variant(task_dir: Path, rows: list[tuple[Story, str, str, str, tuple[str, ...]]],
-                   errors: dict[str, str | None], rejects: RejectsLog | None, *, multi_speaker: bool = False) -> int:
+                   errors: dict[str, str | None], rejects: RejectsLog | None,
+                   bounds: Callable[[Story, tuple[str, ...]], dict[str, float]], *, multi_speaker: bool = False) -> int:
     """``pairs.jsonl`` and ``texts.jsonl`` of one variant (sSC, tSC or their multi-speaker sets); returns
-    its pair count. A multi-speaker variant's text rows name the voice of each sentence (``voices``:
-    the four sentences', then the one of both endings)."""
+    its pair count. Each text row says where, in both recordings, the spoken context ends and the
+    ending begins (``context_end``, ``ending_start``, seconds: :func:`_ending_bounds`). A
+    multi-speaker variant's text rows name the voice of each sentence (``voices``: the four
+    sentences', then the one of both endings)."""
     _drop_legacy_layout(task_dir)
     pairs, texts = [], []
     for s, neg, pos_name, neg_name, vs in rows:
@@ -445,7 +462,7 @@ def _write_variant(task_dir: Path, rows: list[tuple[Story, str, str, str, tuple[
             continue
         pairs.append({"id": s.id, "positive": f"../{WAV_DIR}/{pos_name}", "negative": f"../{WAV_DIR}/{neg_name}"})
         texts.append({"id": s.id, "context": list(s.context), "positive": s.right, "negative": neg,
-                      **({"voices": list(vs)} if multi_speaker else {})})
+                      **bounds(s, vs), **({"voices": list(vs)} if multi_speaker else {})})
     write_pairs_jsonl(task_dir / "pairs.jsonl", pairs)
     lines = [json.dumps(t) for t in sorted(texts, key=lambda t: t["id"])]
     atomic_write_text(task_dir / "texts.jsonl", "".join(line + "\n" for line in lines))

@@ -12,7 +12,12 @@ from typing import Any, ClassVar
 from omegaconf import MISSING
 
 from twist.errors import ConfigError
-from twist.eval.registry import BENCHMARKS, check_generation_asr
+from twist.eval.registry import (
+    BENCHMARKS,
+    CrossModalStoryClozeSettings,
+    check_cross_modal_directions,
+    check_generation_asr,
+)
 from twist.lm.families import ATTN_IMPLEMENTATIONS
 from twist.schema import check_choice, type_choices
 
@@ -105,6 +110,9 @@ class EvalRunConfig:
     def __post_init__(self) -> None:
         type_choices(self)
         check_generation_asr(self.benchmarks.generation.asr)
+        for b in BENCHMARKS:
+            if b.settings is CrossModalStoryClozeSettings:
+                check_cross_modal_directions(b.key, getattr(self.benchmarks, b.key).directions)
         check_choice("mode", self.mode, ("eval", "compare"))
         check_choice("decide_by", self.decide_by, ("sum", "mean"))
         check_choice("too_long", self.too_long, ("error", "truncate"))

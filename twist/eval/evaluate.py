@@ -7,7 +7,7 @@ length-only rules, aggregates, 95 % intervals; :mod:`twist.eval.pair_scoring`), 
 ``results.json``/``results.md``/``items/``/``item_scores.json``/``submission/`` (see
 :mod:`twist.eval.report`). Benchmarks follow the TWIST paper's zero-shot suite (§3.3): sWUGGY
 and sBLIMP (ZeroSpeech 2021), sStoryCloze and tStoryCloze, and PPL; the generative metrics
-come on top.
+come on top, and for a text+units model cross-modal StoryCloze (:mod:`twist.eval.cross_modal`).
 
 :func:`evaluate_run` is what ``twist-eval`` runs; :func:`evaluate_model` scores a model
 already in memory.
@@ -83,6 +83,7 @@ def evaluate_model(
     *,
     tokenizer: Any = None,
     tasks: list[Task] | None = None,
+    text_tokenizer: Any = None,
 ) -> dict[str, Any]:
     """Score ``model`` on the benchmarks in ``cfg``; write and return the results dict.
 
@@ -94,6 +95,8 @@ def evaluate_model(
         tokenizer: a ``UnitTokenizer`` (``.contract``, ``.encode_file``) for audio inputs.
         tasks: benchmarks already read by :func:`plan_tasks` (the CLI validates them before
             it spends time loading the model); read from ``cfg`` when omitted.
+        text_tokenizer: a text+units model's own tokenizer (:func:`twist.lm.load_speech_tokenizer`
+            of its directory), which cross-modal StoryCloze encodes the story texts with.
     """
     c = _typed(cfg, out_dir)
     out_dir = Path(out_dir)
@@ -116,7 +119,7 @@ def evaluate_model(
     atomic_write_text(out_dir / "rejects.jsonl", "")
     with RejectsLog(out_dir / "rejects.jsonl", stage="eval", strict=c.strict) as rejects:
         ctx = RunContext(model, contract, scorer, audio, tokenizer, rejects, c.decide_by, out_dir,
-                         model_key=str(c.model_path), progress=c.progress)
+                         model_key=str(c.model_path), progress=c.progress, text_tokenizer=text_tokenizer)
         for task in tasks:
             res = task.benchmark.run_fn()(task, ctx)
             results["benchmarks"][task.name] = res.summary
@@ -192,13 +195,19 @@ def evaluate_run(c: EvalRunConfig, *, on_start: Any = None) -> dict[str, Any]:
         tok_contract = UnitContract.from_dict(spec["contract"], source=str(c.tokenizer_dir))
         contract.check_same_units(tok_contract, mine=f"speech LM {c.model_path}", theirs=f"tokenizer {c.tokenizer_dir}")
     tasks = plan_tasks(c, contract)
+    text_tokenizer = None
+    if contract.layout.has_text:  # checked against the contract now, before the weights load
+        from twist.lm import load_speech_tokenizer
+
+        text_tokenizer = load_speech_tokenizer(c.model_path)
     if c.tokenizer_dir:
         tokenizer = UnitTokenizer.load(c.tokenizer_dir, device=c.tokenizer_device)
     model, contract = load_speech_lm(c.model_path, expected=tokenizer.contract if tokenizer is not None else None,
                                      expected_name=f"tokenizer {c.tokenizer_dir}", device=device, dtype=dtype)
     if on_start is not None:
         on_start()
-    results = evaluate_model(c, model, contract, c.out_dir, tokenizer=tokenizer, tasks=tasks)
+    results = evaluate_model(c, model, contract, c.out_dir, tokenizer=tokenizer, tasks=tasks,
+                             text_tokenizer=text_tokenizer)
     from twist.eval.zr2021 import require_complete
 
     require_complete(results, allow=c.allow_incomplete)

@@ -8,7 +8,8 @@ Identical audio is encoded once, whatever its path: the sSC and tSC positives of
 are the same recording, and a copied or moved benchmark still hits the cache. A second run
 of any benchmark, or of another model with the same tokenizer, reads the cache and skips
 the encoder entirely; a killed run keeps every file it finished (each cache entry is
-written atomically).
+written atomically). :meth:`AudioUnits.clip_units` does the same for parts of files (a story's
+spoken context, its spoken ending), keyed by the content and the clip's bounds.
 
 :class:`PretokenizedUnits` reads units made elsewhere: a twist unit dataset directory (its
 contract is checked against the model's) or a ``<id>\\t<u1 u2 ...>`` line file. An audio path
@@ -42,6 +43,8 @@ class Tokenizer(Protocol):
     contract: UnitContract
 
     def encode_file(self, path: str | Path) -> np.ndarray: ...
+
+    # clips (AudioUnits.clip_units) also need ``sample_rate`` and ``encode(wav)`` or ``encode_batch(wavs)``
 
 
 def final_units(units: np.ndarray, contract: UnitContract, *, name: str = "units") -> np.ndarray:
@@ -220,6 +223,101 @@ class AudioUnits:
                 bar.update(len(chunk))
         if bar is not None:
             bar.close()
+        return out
+
+    def clip_units(self, clips: Iterable[tuple[str | Path, float, float | None]], rejects: RejectsLog | None = None,
+                   desc: str = "tokenizing") -> dict[tuple[str, float, float | None], np.ndarray]:
+        """Final-form units of parts of files, keyed by ``(str(path), start, end)``.
+
+        A clip is ``(path, start, end)`` in seconds from the file's start (``end`` None: to its
+        end), cut from the audio as :func:`twist.audio.load_audio` reads it at the tokenizer's
+        sample rate and encoded on its own (cross-modal StoryCloze reads a story's spoken context
+        and its spoken ending apart). Clips are cached as files are, keyed by the file's content
+        and the clip's bounds in samples. An unreadable file, or a clip with no audio in it, is
+        logged to ``rejects`` and left out; a missing file raises ``MissingInputError``.
+        """
+        import hashlib
+
+        from twist.audio import BadAudioError, check_audio_file, load_audio
+
+        sr = int(self.tokenizer.sample_rate)
+        out: dict[tuple[str, float, float | None], np.ndarray] = {}
+        todo: dict[Path, list[tuple[tuple[str, float, float | None], int, int | None, str]]] = {}
+        digests: dict[Path, str | None] = {}
+        for path, start, end in clips:
+            p = Path(path)
+            clip = (str(p), start, end)
+            if clip in out:
+                continue
+            if p not in digests:
+                if not p.exists():
+                    raise MissingInputError(f"audio file not found: {p}")
+                try:
+                    check_audio_file(p)
+                    digests[p] = content_key(p)
+                except BadAudioError as e:
+                    digests[p] = None
+                    if rejects is not None:
+                        rejects.add(p, e.reason)
+            if digests[p] is None:
+                continue
+            s0, s1 = int(round(start * sr)), None if end is None else int(round(end * sr))
+            key = hashlib.sha256(f"{digests[p]}|{s0}|{s1}".encode()).hexdigest()
+            frames = self._frames.get(key)
+            cache = self._cache_path(key)
+            if frames is None and cache is not None and cache.is_file():
+                try:
+                    frames = self._frames[key] = np.load(cache)
+                    self.n_cache_hits += 1
+                except (ValueError, OSError):
+                    frames = None  # a torn or stale entry: re-encode it
+            if frames is not None:
+                out[clip] = final_units(frames, self.contract, name=f"{p} [{start}, {end}) s")
+                continue
+            todo.setdefault(p, []).append((clip, s0, s1, key))
+        bar = None
+        if self.progress and todo:
+            from tqdm import tqdm
+
+            bar = tqdm(total=sum(len(v) for v in todo.values()), desc=desc, unit="clip", leave=False)
+        for p, wanted in todo.items():
+            try:
+                wav = load_audio(p, sr)
+            except BadAudioError as e:
+                if rejects is not None:
+                    rejects.add(p, e.reason)
+                continue
+            cut = []
+            for clip, s0, s1, key in wanted:
+                w = wav[s0:s1]
+                if w.size == 0:
+                    if rejects is not None:
+                        rejects.add(f"{p} [{clip[1]}, {clip[2]}) s", f"the clip is empty: the file is {wav.size / sr:.3f} s")
+                    continue
+                cut.append((clip, key, w))
+            for (clip, key, _), f in zip(cut, self._encode_waveforms([w for *_, w in cut])):
+                f = np.asarray(f)
+                if f.size == 0:
+                    if rejects is not None:
+                        rejects.add(f"{p} [{clip[1]}, {clip[2]}) s", "tokenizer returned no units (clip too short?)")
+                    continue
+                self._store(self._cache_path(key), f)
+                self._frames[key] = f
+                out[clip] = final_units(f, self.contract, name=f"{p} [{clip[1]}, {clip[2]}) s")
+                self.n_encoded += 1
+            if bar is not None:
+                bar.update(len(wanted))
+        if bar is not None:
+            bar.close()
+        return out
+
+    def _encode_waveforms(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
+        """Frame-level units of waveforms at the tokenizer's sample rate, ``batch_size`` at a time."""
+        if not hasattr(self.tokenizer, "encode_batch"):
+            return [self.tokenizer.encode(w) for w in wavs]
+        out: list[np.ndarray] = []
+        for start in range(0, len(wavs), self.batch_size):
+            out += list(self.tokenizer.encode_batch(wavs[start : start + self.batch_size]))
         return out
 
 

@@ -23,6 +23,12 @@ logits are masked, and a unit's log-probability is renormalised over what speech
 with. The support does not change with ``score_eos``, as for a unit-only model. Nothing is
 set: the layout comes from the contract.
 
+Cross-modal StoryCloze (twist.eval.cross_modal) scores an ending given a context in the other
+modality: :meth:`LikelihoodScorer.score_token_ids` takes, per sequence, the position its score
+starts from (the tokens before it are context), and the support the softmax runs over:
+``speech`` (the units and eos, as above) or ``text`` (the text ids, eos among them;
+:meth:`twist.contract.VocabLayout.text_support`).
+
 Sequences are sorted by length before batching (little padding) and right-padded; with a
 causal model and explicit ``position_ids`` a real token never sees a pad, so a sequence's
 score does not depend on the batch it lands in (up to float rounding; tests pin this to
@@ -54,6 +60,7 @@ from twist.lm.attention import AttentionPlan, plan_attention
 from twist.lm.packing import EVAL_SETTINGS, IGNORE_INDEX, Batch, pack_sequences, pad_documents
 
 SCORE_KINDS = ("sum", "mean")
+SUPPORTS = ("speech", "text")
 
 
 @dataclass
@@ -135,8 +142,7 @@ class LikelihoodScorer:
         self.model = model
         self.contract = contract
         self.layout: VocabLayout = contract.layout
-        self._support = self.layout.speech_support()  # the ids the softmax runs over
-        self._allowed_on: dict[tuple[int, str], torch.Tensor] = {}
+        self._allowed_on: dict[tuple[int, str, str], torch.Tensor] = {}
         self.batch_size = int(batch_size)
         self.max_batch_tokens = int(max_batch_tokens) if max_batch_tokens else None
         self.score_eos = bool(score_eos)
@@ -208,15 +214,34 @@ class LikelihoodScorer:
 
     @torch.inference_mode()
     def score_token_ids(self, seqs: Sequence[np.ndarray], names: Sequence[str] | None = None,
-                        desc: str = "scoring") -> Scores:
+                        desc: str = "scoring", *, score_from: Sequence[int] | None = None,
+                        support: str = "speech") -> Scores:
         """Score token-id sequences, each starting with ``<bos>`` (modality markers are context,
-        never scored)."""
+        never scored).
+
+        Args:
+            score_from: per sequence, the index of its first scored token; the tokens before it
+                are context (cross-modal StoryCloze scores an ending given its story). Default:
+                every token after ``<bos>``.
+            support: the ids the softmax runs over: ``speech`` (the units and eos of a text+units
+                model; every real id of a units-first one) or ``text`` (the text ids, eos among
+                them: :meth:`~twist.contract.VocabLayout.text_support`; text+units only).
+        """
+        if support not in SUPPORTS:
+            raise ConfigError(f"support must be one of {SUPPORTS}, got {support!r}")
+        if support == "text" and not self.layout.has_text:
+            raise ConfigError(f"support=text: the model's {self.layout.name} layout has no text ids")
         n = len(seqs)
         out_sum = np.zeros(n, dtype=np.float64)
         out_n = np.zeros(n, dtype=np.int64)
         if n == 0:
             return Scores(out_sum, out_sum.copy(), out_n)
         seqs = [np.asarray(s, dtype=np.int64) for s in seqs]
+        starts = None
+        if score_from is not None:
+            starts = np.asarray(score_from, dtype=np.int64).reshape(-1)
+            if starts.size != n or (starts < 1).any():
+                raise ValueError(f"score_from: one position >= 1 per sequence, got {starts.tolist()} for {n} sequences")
         n_truncated = 0
         for i, s in enumerate(seqs):
             if s.size < 2:
@@ -240,6 +265,8 @@ class LikelihoodScorer:
             scored = ~np.isin(s[1:], layout.marker_ids)
             if not self.score_eos:
                 scored &= s[1:] != layout.eos_id
+            if starts is not None:
+                scored[: starts[i] - 1] = False  # target t is token t + 1
             out_n[i] = int(scored.sum())
         bar = None
         if self.progress:
@@ -254,7 +281,7 @@ class LikelihoodScorer:
             batches = [[[int(j)] for j in idx] for idx in self._batches(lengths)]
         for rows in batches:
             idx = np.asarray([j for row in rows for j in row])
-            done.append((idx, self._forward(rows, seqs, device)))
+            done.append((idx, self._forward(rows, seqs, device, starts, support)))
             if bar is not None:
                 bar.update(len(idx))
         if done:  # one device-to-host copy for the whole run
@@ -276,25 +303,27 @@ class LikelihoodScorer:
                     else f"K={lay.n_units} units + bos/eos/pad")
             raise InputError(f"model has {v} output rows but its contract needs {lay.n_real} ({what})")
 
-    def _allowed(self, width: int, device: torch.device) -> torch.Tensor:
+    def _allowed(self, width: int, device: torch.device, support: str = "speech") -> torch.Tensor:
         """The support as a mask over ``width`` logit columns, made once per device (a copy to the
         device per batch could wait on it)."""
-        key = (width, str(device))
+        key = (width, str(device), support)
         if key not in self._allowed_on:
+            ids = self.layout.text_support() if support == "text" else self.layout.speech_support()
             allowed = torch.zeros(width, dtype=torch.bool)
-            n = min(width, self._support.shape[0])
-            allowed[:n] = self._support[:n]
+            n = min(width, ids.shape[0])
+            allowed[:n] = ids[:n]
             self._allowed_on[key] = allowed.to(device)
         return self._allowed_on[key]
 
-    def _token_logprobs(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """``log p(target)`` per position, fp32, over the speech support (the other rows masked)."""
+    def _token_logprobs(self, logits: torch.Tensor, targets: torch.Tensor, support: str = "speech") -> torch.Tensor:
+        """``log p(target)`` per position, fp32, over the support (the other rows masked)."""
         logits = logits.float()
         V = logits.shape[-1]
         self._check_vocab(V)
         # Alignment-padding rows (and any extra rows an HF model carries) never hold mass; in
-        # the text+units layout neither do the text ids and markers.
-        logits = logits.masked_fill(~self._allowed(V, logits.device), float("-inf"))
+        # the text+units layout neither do the text ids and markers (speech) or the units and
+        # markers (text).
+        logits = logits.masked_fill(~self._allowed(V, logits.device, support), float("-inf"))
         return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
     def _batch(self, rows: list[list[int]], seqs: list[np.ndarray]) -> Batch:
@@ -304,18 +333,25 @@ class LikelihoodScorer:
             return pack_sequences([[seqs[j] for j in row] for row in rows], self.layout, max_tokens=self.pack_tokens)
         return pad_documents([seqs[row[0]] for row in rows], self.layout)
 
-    def _forward(self, rows: list[list[int]], seqs: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    def _forward(self, rows: list[list[int]], seqs: list[np.ndarray], device: torch.device,
+                 starts: np.ndarray | None = None, support: str = "speech") -> torch.Tensor:
         """Sums for the sequences of ``rows``, in row order (a row: one padded sequence, or a
-        packed window of several)."""
+        packed window of several); ``starts``: each sequence's first scored token."""
         batch = self._batch(rows, seqs)
         owner = None
+        from_token = None  # per token: the position its sequence is scored from
         if batch.segments is not None:
             # which sequence of this batch each target belongs to (k: none): the row's document
             # d (1, 2, ...; 0 = padding) is the row's d-th sequence
             first = np.cumsum([0] + [len(row) for row in rows[:-1]])
             k = int(first[-1]) + len(rows[-1])
             seg = batch.segments.numpy()
-            owner = torch.from_numpy(np.where(seg > 0, first[:, None] + seg - 1, k)).to(device)
+            local = np.where(seg > 0, first[:, None] + seg - 1, k)
+            owner = torch.from_numpy(local).to(device)
+            if starts is not None:
+                from_token = torch.from_numpy(np.append(starts[[j for row in rows for j in row]], 0)[local])
+        elif starts is not None:
+            from_token = torch.from_numpy(starts[[row[0] for row in rows]])[:, None]
         batch = batch.to(device)
         out = self.model(**self.attention.model_inputs(batch), use_cache=False)
         logits = out.logits if hasattr(out, "logits") else out[0]
@@ -325,7 +361,9 @@ class LikelihoodScorer:
             keep &= targets != marker
         if not self.score_eos:
             keep &= targets != self.layout.eos_id
-        lp = self._token_logprobs(logits, targets.masked_fill(~keep, 0)).masked_fill(~keep, 0.0)
+        if from_token is not None:  # the context before a sequence's start is not scored
+            keep &= batch.position_ids + 1 >= from_token.to(device)
+        lp = self._token_logprobs(logits, targets.masked_fill(~keep, 0), support).masked_fill(~keep, 0.0)
         if owner is None:
             return lp.sum(1)  # one sequence per row
         sums = torch.zeros(k + 1, dtype=torch.float32, device=device)

@@ -19,6 +19,7 @@ from twist.contract import check_unit_range
 from twist.errors import ConfigError
 from twist.eval import zr2021
 from twist.eval.inputs import PretokenizedUnits, final_units
+from twist.eval.likelihood import Scores
 from twist.eval.pairs import accuracy, decide
 from twist.eval.registry import RunContext, Task, TaskResult
 from twist.eval.rules import RULES, agreement, pair_items, rule_values, zr2021_items
@@ -56,8 +57,22 @@ def run_pairs(task: Task, ctx: RunContext) -> TaskResult:
     keys = list(units)
     scores = ctx.scorer.score_units([units[k] for k in keys], names=[f"{task.name}: {k}" for k in keys],
                                     desc=f"{task.name}: scoring")
-    values = rule_values(keys, scores, units)
-    detail = {k: (s, m, n, units[k].size) for k, s, m, n in zip(keys, scores.sum, scores.mean, scores.n_tokens)}
+    return decide_pairs(task, ctx, keys, scores, units, t_units)
+
+
+def decide_pairs(task: Task, ctx: RunContext, keys: list[str], scores: Scores, lengths: dict[str, np.ndarray],
+                 t_units: float) -> TaskResult:
+    """Decide every pair of ``task`` from its scored items, under every rule, and aggregate them with
+    their intervals: what every pair benchmark's runner ends with (cross-modal StoryCloze scores its
+    items its own way, twist.eval.cross_modal).
+
+    Args:
+        keys: the item keys, in the order of ``scores``.
+        lengths: per key, the tokens the length-only rule counts (the units; an ending's tokens).
+        t_units: seconds spent turning inputs into tokens.
+    """
+    values = rule_values(keys, scores, lengths)
+    detail = {k: (s, m, n, lengths[k].size) for k, s, m, n in zip(keys, scores.sum, scores.mean, scores.n_tokens)}
     if task.gold is not None:
         summary, rows, items, decisions = _zr2021_split(task, ctx, values, detail)
     else:

@@ -3,8 +3,9 @@
 TWIST's zero-shot suite (Hassid et al. 2023, §3.3) is speech-token PPL, sWUGGY and sBLIMP
 (ZeroSpeech 2021), spoken and topic StoryCloze; the multi-speaker StoryCloze sets of SIMS
 (Maimon et al. 2025), the model's preference on held-out spoken preference pairs (Slam's DPO
-data, twist.eval.prefs) and the generative metrics of the continuations come on top. Each
-benchmark is a :class:`Benchmark` row below:
+data, twist.eval.prefs), cross-modal StoryCloze of a text+units model (SIMS: a text context with
+spoken endings, a spoken context with text endings) and the generative metrics of the
+continuations come on top. Each benchmark is a :class:`Benchmark` row below:
 
 * ``settings``: the dataclass of ``benchmarks.<key>`` in ``configs/eval.yaml`` (its defaults and
   the meaning of each field); twist.eval.config builds the ``benchmarks`` schema from the rows;
@@ -66,6 +67,27 @@ class MultiSpeakerStoryClozeSettings:
     """A pairs.jsonl or a dir holding one (twist-bench storycloze.voices writes storycloze/sSC_ms, tSC_ms); null = skip (or bench_root)."""
     units: str | None = None
     """Pre-tokenized units for these wavs (as for sWUGGY); null = tokenize the audio."""
+
+
+CROSS_MODAL_DIRECTIONS = ("t2s", "s2t")
+
+
+@dataclass
+class CrossModalStoryClozeSettings:
+    """Cross-modal StoryCloze of a text+units speech LM (SIMS): the story in one modality, its ending in the other."""
+
+    path: str | None = None
+    """A twist-bench StoryCloze set (a dir holding pairs.jsonl and texts.jsonl, or its pairs.jsonl); null = the set this run scores speech→speech (benchmarks.ssc.path / tsc.path or bench_root), when the model is text+units."""
+    directions: list[str] = field(default_factory=lambda: list(CROSS_MODAL_DIRECTIONS))
+    """t2s: text context, spoken endings (scored over the units and eos) | s2t: spoken context, text endings (scored over the text ids); [] = neither."""
+
+
+def check_cross_modal_directions(key: str, directions: list[str]) -> None:
+    """``benchmarks.<key>.directions``: each of t2s, s2t at most once."""
+    for d in directions:
+        check_choice(f"benchmarks.{key}.directions", d, CROSS_MODAL_DIRECTIONS)
+    if len(set(directions)) != len(directions):
+        raise ConfigError(f"benchmarks.{key}.directions: {directions} names a direction twice")
 
 
 @dataclass
@@ -203,6 +225,7 @@ class RunContext:
     out_dir: Path
     model_key: str
     progress: bool
+    text_tokenizer: Any = None  # a text+units model's tokenizer (twist.lm.load_speech_tokenizer), for text inputs
 
 
 @dataclass
@@ -265,6 +288,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     # preference pairs (Slam's DPO data): the model's own preference, before and after DPO
     Benchmark("prefs", "prefs", PrefsSettings, "twist.eval.prefs:plan", "twist.eval.pair_scoring:run_pairs",
               ("prefs",)),
+    # cross-modal StoryCloze of a text+units model, on the sets the sSC and tSC rows read (planned after
+    # them); its metrics, "sSC (T→S)" and the like, sort right after their set's in every table
+    Benchmark("ssc_cross", "sSC", CrossModalStoryClozeSettings, "twist.eval.cross_modal:plan_ssc",
+              "twist.eval.cross_modal:run", ("sSC (T→S)", "sSC (S→T)")),
+    Benchmark("tsc_cross", "tSC", CrossModalStoryClozeSettings, "twist.eval.cross_modal:plan_tsc",
+              "twist.eval.cross_modal:run", ("tSC (T→S)", "tSC (S→T)")),
     Benchmark("generation", "GenPPL", GenerationSettings, "twist.eval.generation:plan",
               "twist.eval.generation:run", ("GenPPL", "auto-BLEU", "distinct-2"), ("GenPPL", "auto-BLEU")),
 )

@@ -11,9 +11,11 @@ does the same). The ids are :class:`twist.contract.VocabLayout`'s text+units lay
 
 This module makes that layout from a text tokenizer (:func:`text_units_contract`), extends
 the tokenizer with the tokens at exactly those ids (:func:`speech_tokenizer`), checks a
-tokenizer against a contract (:func:`check_speech_tokenizer`), and writes the generation
-configs an exported model carries (:func:`generation_configs`): the default one, and one per
-modality, so that plain ``transformers`` continues a ``<speech>`` prompt with units only::
+tokenizer against a contract (:func:`check_speech_tokenizer`), lays out spans of text and
+speech with their markers (:func:`interleave`, :func:`text_span_ids`: cross-modal StoryCloze,
+twist-generate's mixed prompts), and writes the generation configs an exported model carries
+(:func:`generation_configs`): the default one, and one per modality, so that plain
+``transformers`` continues a ``<speech>`` prompt with units only::
 
     gen = GenerationConfig.from_pretrained(model_dir, "speech_generation_config.json")
     model.generate(ids, generation_config=gen, do_sample=True, max_new_tokens=150)
@@ -30,6 +32,8 @@ import dataclasses
 import hashlib
 import json
 from typing import Any
+
+import numpy as np
 
 from twist.contract import TEXT_UNITS_LAYOUT, UnitContract, VocabLayout
 from twist.errors import ConfigError, ContractMismatch, InputError
@@ -163,15 +167,69 @@ def generation_configs(layout: VocabLayout, base: Any = None) -> dict[str, Any]:
     return {"generation_config.json": g, SPEECH_GENERATION_CONFIG: speech, TEXT_GENERATION_CONFIG: text_only}
 
 
+MODALITIES = ("text", "speech")
+
+
+def text_span_ids(tokenizer: Any, text: str, layout: VocabLayout, *, where: str = "text") -> list[int]:
+    """The text ids of one text span: ``text`` as the tokenizer encodes it, without the specials it
+    adds around a whole sequence (its bos), so the span can sit after a marker.
+
+    Raises:
+        InputError: the text spells a unit or a marker token (``<speech>`` in a story), which the
+            extended tokenizer would read as that token rather than as text.
+    """
+    ids = [int(i) for i in tokenizer(text, add_special_tokens=False).input_ids]
+    bad = [i for i in ids if not 0 <= i < layout.text_vocab]
+    if bad:
+        raise InputError(f"{where}: {text[:60]!r} encodes to id(s) {bad[:3]} outside the text ids [0, "
+                         f"{layout.text_vocab}): it spells a unit or marker token")
+    return ids
+
+
+def interleave(layout: VocabLayout, spans: Any, *, bos: bool = True, eos: bool = False) -> tuple[np.ndarray, list[int]]:
+    """Token ids of modality spans in the text+units layout, and where each span's tokens start.
+
+    Args:
+        spans: ``("text", text ids)`` or ``("speech", units)`` pairs, in order (units, not ids:
+            they are put at their offset). A marker (``<text>`` / ``<speech>``) opens the first
+            span and every switch of modality, as in the interleaved sequences a text+units model
+            is trained on; two spans of one modality in a row share theirs.
+        bos: begin with ``<bos>``.
+        eos: end with ``<eos>``.
+
+    Returns:
+        ``(ids, starts)``: ``starts[i]`` is the index in ``ids`` of span ``i``'s first token
+        (after its marker), e.g. where cross-modal StoryCloze scores an ending from.
+    """
+    if not layout.has_text:
+        raise ConfigError(f"interleave: the {layout.name} layout has no text ids or markers")
+    out: list[int] = [layout.bos_id] if bos else []
+    starts, previous = [], None
+    for modality, tokens in spans:
+        if modality not in MODALITIES:
+            raise ConfigError(f"interleave: a span's modality is one of {MODALITIES}, got {modality!r}")
+        if modality != previous:
+            out.append(layout.text_id if modality == "text" else layout.speech_id)
+        starts.append(len(out))
+        out += [int(i) for i in tokens] if modality == "text" else layout.unit_ids(np.asarray(tokens)).tolist()
+        previous = modality
+    if eos:
+        out.append(layout.eos_id)
+    return np.asarray(out, dtype=np.int64), starts
+
+
 __all__ = [
+    "MODALITIES",
     "SPEECH_GENERATION_CONFIG",
     "SPEECH_TOKEN",
     "TEXT_GENERATION_CONFIG",
     "TEXT_TOKEN",
     "check_speech_tokenizer",
     "generation_configs",
+    "interleave",
     "speech_tokenizer",
     "text_units_contract",
+    "text_span_ids",
     "text_units_layout",
     "tokenizer_fingerprint",
     "unit_token",
