@@ -398,3 +398,172 @@ def test_a_text_units_lm_continues_a_speech_prompt_with_units_only_and_the_vocod
     recs = generate_continuations(lm=lm, lm_contract=c, tokenizer=FakeTokenizer(unit_c), vocoder=tiny_vocoder(unit_c),
                                   prompts=prompts(1), sampling=SamplingConfig(max_seconds=0.2, stop_at_eos=False))
     assert recs[0]["generated_units"] and max(recs[0]["generated_units"]) < K
+
+
+# ---------------------------------------------------------------------------------------
+# text+units LMs: text and/or speech prompts, continued in a chosen modality
+# ---------------------------------------------------------------------------------------
+OLD_RECORD = {"id", "prompt_units", "prompt_durations", "generated_units", "generated_durations", "prompt_seconds",
+              "continuation_seconds", "sampling", "contract", "made_by", "wav"}
+
+
+def test_a_units_first_lm_is_continued_exactly_as_before_text_prompts_existed():
+    """Units and wavs this pipeline made before text prompts and continue_in existed (tiny_lm(0),
+    one CPU thread): the same again, and records with the same fields."""
+    import hashlib
+
+    c = contract()
+    s = SamplingConfig(temperature=1.0, top_k=10, top_p=0.9, max_seconds=0.4, seed=7, batch_size=2)
+    recs = generate_continuations(lm=tiny_lm(), lm_contract=c, tokenizer=FakeTokenizer(c), vocoder=tiny_vocoder(c),
+                                  prompts=prompts(2), sampling=s)
+    got = {r["id"]: (r["generated_units"], r["generated_durations"],
+                     hashlib.sha256(np.ascontiguousarray(r["wav"], dtype=np.float32).tobytes()).hexdigest()[:16])
+           for r in recs}
+    assert got == {"p0": ([12, 4, 18, 16, 1, 6, 19, 10, 6, 19, 5, 11, 8, 10, 6, 2, 6, 6],
+                          [1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2], "333886481b2602bd"),
+                   "p1": ([], [], "2d6bd9021a783a3f")}
+    assert all(set(r) == OLD_RECORD for r in recs)
+
+
+def _loud_text_lm(layout: VocabLayout, seed: int = 0) -> _LoudText:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return _LoudText(LlamaForCausalLM(LlamaConfig(vocab_size=layout.vocab_size, **tiny_config(
+        "llama", max_position_embeddings=1024))).eval(), layout)
+
+
+def test_a_text_prompt_continued_in_speech_gives_units_only_after_the_speech_marker_and_a_wav(tmp_path):
+    """<bos> <text> w1 w2 <speech>, then only units are sampled (text is far likelier: masked),
+    and they are vocoded; the JSON holds the prompt's text and the sampled ids."""
+    from tests.text_tokenizers import tiny_text_tokenizer
+    from twist.generate import Prompt
+
+    c = _text_units_contract()
+    layout = c.layout
+    lm = _loud_text_lm(layout)
+    voc = tiny_vocoder(contract())
+    s = SamplingConfig(max_seconds=0.2, stop_at_eos=False, seed=3)
+    rec = generate_continuations(lm=lm, lm_contract=c, tokenizer=None, vocoder=voc, prompts=[Prompt("t0", text="w1 w2")],
+                                 sampling=s, out_dir=tmp_path, text_tokenizer=tiny_text_tokenizer(40),
+                                 continue_in="speech")[0]
+    assert lm.prompts[0] == [[1, layout.text_id, 5, 6, layout.speech_id]]
+    assert len(rec["generated_ids"]) == 10 and all(40 <= i < 40 + K for i in rec["generated_ids"])
+    assert rec["generated_units"] == [i - 40 for i in rec["generated_ids"]] and rec["ended_by"] == "length"
+    assert rec["prompt_units"] == [] and rec["prompt_seconds"] == 0.0
+    assert len(rec["wav"]) == sum(rec["generated_durations"]) * voc.hop
+    saved = json.loads((tmp_path / "t0.json").read_text())
+    assert saved["prompt_text"] == "w1 w2" and saved["continue_in"] == "speech" and "generated_text" not in saved
+    assert (tmp_path / "t0.wav").exists() and (tmp_path / "t0.continuation.wav").exists()
+    # eos and <text> may end a continuation: a model that prefers <text> switches at once
+    stop = generate_continuations(lm=lm, lm_contract=c, tokenizer=None, vocoder=voc, prompts=[Prompt("t0", text="w1")],
+                                  sampling=SamplingConfig(max_seconds=0.2, seed=3), text_tokenizer=tiny_text_tokenizer(40),
+                                  continue_in="speech")[0]
+    assert stop["generated_ids"] == [] and stop["ended_by"] == "<text>"
+
+
+def test_continued_in_text_a_speech_prompt_gives_text_and_no_wav(tmp_path):
+    from tests.text_tokenizers import tiny_text_tokenizer
+
+    c, unit_c = _text_units_contract(), contract()
+    layout = c.layout
+    lm = _loud_text_lm(layout)
+    tok = tiny_text_tokenizer(40)
+    s = SamplingConfig(max_new_tokens=6, stop_at_eos=False, seed=1)
+    rec = generate_continuations(lm=lm, lm_contract=c, tokenizer=FakeTokenizer(unit_c), vocoder=None, prompts=prompts(1),
+                                 sampling=s, out_dir=tmp_path, text_tokenizer=tok, continue_in="text")[0]
+    sent = lm.prompts[0][0]
+    assert sent[:2] == [1, layout.speech_id] and sent[-1] == layout.text_id
+    assert all(40 <= i < 40 + K for i in sent[2:-1]) and [i - 40 for i in sent[2:-1]] == rec["prompt_units"]
+    ids = rec["generated_ids"]
+    assert len(ids) == 6 and all(3 <= i < 40 for i in ids)  # text ids, never <pad> 0, <s> 1, or </s> 2 here
+    assert rec["generated_text"] == tok.decode(ids) and rec["generated_units"] == [] and rec["ended_by"] == "length"
+    assert "wav" not in rec and not list(tmp_path.glob("*.wav"))
+    assert json.loads((tmp_path / "p0.json").read_text())["generated_text"] == rec["generated_text"]
+
+
+def test_both_prompts_are_laid_out_in_the_chosen_order_and_the_prompt_speech_is_vocoded(tmp_path):
+    from tests.text_tokenizers import tiny_text_tokenizer
+    from twist.generate import Prompt
+
+    c, unit_c = _text_units_contract(), contract()
+    layout = c.layout
+    lm = _loud_text_lm(layout)
+    wav = prompts(1)[0][1]
+    s = SamplingConfig(max_seconds=0.1, stop_at_eos=False, seed=1)
+    kw = dict(lm=lm, lm_contract=c, tokenizer=FakeTokenizer(unit_c), vocoder=tiny_vocoder(unit_c), sampling=s,
+              text_tokenizer=tiny_text_tokenizer(40))
+    text_first = generate_continuations(prompts=[Prompt("a", wav=wav, text="w3", text_first=True)], **kw)[0]
+    units = [40 + u for u in text_first["prompt_units"]]
+    assert lm.prompts[-1] == [[1, layout.text_id, 7, layout.speech_id, *units]]  # the speech span goes on
+    assert text_first["ended_by"] == "length" and len(text_first["generated_units"]) == 5
+    assert len(text_first["wav"]) == (sum(text_first["prompt_durations"]) + sum(text_first["generated_durations"])) * 320
+    speech_first = generate_continuations(prompts=[Prompt("b", wav=wav, text="w3", text_first=False)], **kw)[0]
+    assert lm.prompts[-1] == [[1, layout.speech_id, *units, layout.text_id, 7, layout.speech_id]]
+    assert speech_first["prompt_order"] == "speech_first"
+
+
+def test_text_prompts_and_text_continuations_are_refused_for_a_units_first_lm_in_one_line():
+    from tests.text_tokenizers import tiny_text_tokenizer
+    from twist.errors import ConfigError
+    from twist.generate import Prompt
+
+    c = contract()
+    for kw in ({"prompts": [Prompt("t", text="w1")]}, {"prompts": prompts(1), "continue_in": "text"}):
+        with pytest.raises(ConfigError) as e:
+            generate_continuations(lm=tiny_lm(), lm_contract=c, tokenizer=FakeTokenizer(c), vocoder=tiny_vocoder(c),
+                                   sampling=SamplingConfig(), text_tokenizer=tiny_text_tokenizer(40), **kw)
+        assert len(str(e.value).splitlines()) == 1 and "units-first" in str(e.value)
+
+
+def _compose_generate(overrides: list[str]):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    import twist
+
+    with initialize_config_dir(config_dir=str(Path(twist.__file__).parent / "configs"), version_base="1.3"):
+        return compose(config_name="generate", overrides=overrides)
+
+
+def test_twist_generate_with_a_text_prompt_continues_a_text_units_lm_in_speech_or_in_text(tmp_path, capsys):
+    """The command on a text+units model dir (its own tokenizer encodes the text): continue_in=speech
+    writes units after the <speech> marker and a wav; continue_in=text writes text and no wav; a
+    units-first LM is refused a text prompt in one line, before anything is written."""
+    from tests.text_units_lm import save_tiny_text_units_lm
+    from twist.cli.generate import main
+    from twist.lm import read_contract, save_speech_lm
+    from twist.vocoder import save_vocoder
+
+    c = contract()
+    voc = save_vocoder(tiny_vocoder(c).generator, c, tmp_path / "voc")
+    lm = save_tiny_text_units_lm(tmp_path / "lm", c)
+    layout = read_contract(lm).layout
+    common = [f"lm={lm}", "text_prompts=['w1 w2 w3']", "sampling.max_seconds=0.2", "sampling.stop_at_eos=false"]
+    main.run(_compose_generate([*common, f"vocoder={voc}", f"out_dir={tmp_path / 'speech'}"]))
+    rec = json.loads((tmp_path / "speech" / "text0000.json").read_text())
+    assert rec["prompt_ids"] == [1, layout.text_id, 5, 6, 7, layout.speech_id] and rec["prompt_text"] == "w1 w2 w3"
+    assert rec["generated_ids"] and all(layout.unit_offset <= i < layout.unit_offset + K for i in rec["generated_ids"])
+    assert (tmp_path / "speech" / "text0000.wav").exists()
+    assert json.loads((tmp_path / "speech" / "texts.jsonl").read_text()) == {
+        "id": "text0000", "prompt_text": "w1 w2 w3", "continuation_text": None}
+    assert rec["made_by"]["continue_in"] == "speech" and rec["made_by"]["prompt_text"] == "w1 w2 w3"
+
+    main.run(_compose_generate([*common, "continue_in=text", f"out_dir={tmp_path / 'text'}"]))
+    rec = json.loads((tmp_path / "text" / "text0000.json").read_text())
+    assert rec["generated_ids"] and all(i < layout.text_vocab for i in rec["generated_ids"])
+    assert rec["prompt_ids"] == [1, layout.text_id, 5, 6, 7] and "generated_text" in rec  # text goes on: no marker
+    assert not list((tmp_path / "text").glob("*.wav"))
+    row = json.loads((tmp_path / "text" / "texts.jsonl").read_text())
+    assert row["continuation_text"] == rec["generated_text"]
+
+    units_first = tmp_path / "units_first"
+    save_speech_lm(tiny_lm(), units_first, c)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main.run(_compose_generate([f"lm={units_first}", "text_prompts=[w1]", f"vocoder={voc}",
+                                    f"out_dir={tmp_path / 'refused'}"]))
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "units-first" in err and "text_prompts" in err
+    assert not (tmp_path / "refused").exists()
