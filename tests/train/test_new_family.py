@@ -53,7 +53,7 @@ def _cfg(make_cfg, unit_data, out):
 def _packed_and_padded_loss(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
     """The same windows of the run's stream, packed and one utterance per padded row."""
     trainer.model.eval()
-    windows = [trainer.stream._next_window() for _ in range(3)]
+    windows = [trainer.stream._next_window()[1] for _ in range(3)]
     assert sum(len(w) for w in windows) > len(windows)  # documents share windows
     packed = trainer.stream.make_batch(windows)
     padded = pad_documents([trainer.stream._read(p) for w in windows for p in w], trainer.contract.layout)

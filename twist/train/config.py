@@ -22,6 +22,61 @@ from twist.schema import check_choice, check_positive
 
 
 @dataclass
+class MixRatios:
+    """How many documents of each stream an epoch holds, relative to each other (data.interleave)."""
+
+    text: float = 0.0
+    """Text-only documents (from data.interleave.text), per unit of the other two."""
+    interleaved: float = 0.0
+    """Utterances laid out as interleaved text and speech (data.interleave.mode; needs word alignments)."""
+    speech: float = 1.0
+    """Utterances as speech only: <bos> <speech> units <eos>."""
+
+
+@dataclass
+class InterleaveConfig:
+    """Speech-text interleaving for a text+units LM (+init=warm_interleaved; docs/interleave.md): a mixture of
+    text-only, interleaved and speech-only documents, packed like every dataset. The default is speech only."""
+
+    ratios: MixRatios = field(default_factory=MixRatios)
+    """Each epoch: every train utterance once, interleaved or speech-only in the ratio interleaved:speech (seeded), plus text documents in the ratio text:(interleaved + speech)."""
+    text: list[str] = field(default_factory=list)
+    """Text files, or dirs of *.txt, for the text-only stream: one document per non-empty line (UTF-8)."""
+    mode: str = "poisson"
+    """poisson: speech spans of Poisson(span) words until fraction of the words are speech | speech: every word spoken | text: none."""
+    span: float = 10.0
+    """Mean words per speech span (Slam's SIMS: lambda = 10)."""
+    fraction: float = 0.3
+    """Share of an interleaved utterance's words that are spoken (SIMS: 0.3)."""
+    loss: str = "all"
+    """all: every next token is a target | units: only units (and an eos after a unit), text and markers are context."""
+
+    def __post_init__(self) -> None:
+        from twist.interleave import MODES
+
+        check_choice("data.interleave.mode", self.mode, MODES)
+        check_choice("data.interleave.loss", self.loss, ("all", "units"))
+        check_positive("data.interleave.span", self.span)
+        if not 0.0 < self.fraction <= 1.0:
+            raise ConfigError(f"data.interleave.fraction: must be in (0, 1], got {self.fraction}")
+        r = self.ratios
+        for key in ("text", "interleaved", "speech"):
+            if getattr(r, key) < 0:
+                raise ConfigError(f"data.interleave.ratios.{key}: must be >= 0, got {getattr(r, key)}")
+        if r.interleaved + r.speech <= 0:
+            raise ConfigError("data.interleave.ratios: interleaved + speech must be > 0 (an epoch is built around "
+                              "the unit dataset's utterances)")
+        if r.text > 0 and not self.text:
+            raise ConfigError(f"data.interleave.text: ratios.text is {r.text}: give text files or dirs of *.txt "
+                              "(data.interleave.text=[/data/text])")
+
+    @property
+    def active(self) -> bool:
+        """Anything but TWIST's speech-only stream."""
+        return self.ratios.text > 0 or self.ratios.interleaved > 0 or self.loss != "all"
+
+
+@dataclass
 class DataConfig:
     """The unit dataset trained on (written by twist-tokenize) and how it becomes sequences."""
 
@@ -39,6 +94,7 @@ class DataConfig:
     """Extra unit datasets whose valid split is also scored; valid_ppl is the mean over all sets."""
     valid_max_windows: int | None = None
     """Score at most this many validation sequences per set (null = all)."""
+    interleave: InterleaveConfig = field(default_factory=InterleaveConfig)
 
     def __post_init__(self) -> None:
         check_choice("data.packing", self.packing, ("auto", "packed", "padded"))
@@ -259,6 +315,8 @@ class TrainRunConfig:
         from pathlib import Path
 
         inputs = {"data": str(Path(self.data.path) / "meta.json")}
+        if self.data.interleave.ratios.text > 0:
+            inputs.update({f"data.interleave.text[{i}]": p for i, p in enumerate(self.data.interleave.text)})
         if self.objective == "dpo":
             inputs["dpo.policy"] = self.dpo.policy
         elif self.model is not None and self.init is not None:

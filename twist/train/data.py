@@ -24,7 +24,8 @@ import numpy as np
 
 from twist.contract import VocabLayout
 from twist.errors import ConfigError, InputError, MissingInputError
-from twist.lm.packing import Batch, Piece, pack_sequences, pad_documents, plan_windows, utterance_documents
+from twist.lm.packing import Batch, Piece, pack_sequences, pad_documents, plan_windows
+from twist.train.mixture import UnitDocuments, unit_targets
 from twist.units import UnitDataset
 
 
@@ -79,6 +80,9 @@ class TrainStream:
         layout: the model's token-id layout (its contract's); default the dataset's own,
             units-first. A text+units model reads the same units at its offset, each
             utterance opened by ``<speech>``.
+        source: the epoch's documents (twist.train.mixture); default each utterance of
+            ``dataset`` as ``layout`` frames it. A mixture of text, interleaved and speech
+            documents (``data.interleave``) is a :class:`twist.train.mixture.MixedDocuments`.
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class TrainStream:
         seed: int = 0,
         packing: str = "packed",
         layout: VocabLayout | None = None,
+        source: Any = None,
     ) -> None:
         if global_batch % (micro_batch * world_size):
             raise ConfigError(
@@ -109,21 +114,21 @@ class TrainStream:
         self.seed = seed
         self.packing = packing
         self.position = DataPosition()
-        self._lengths = np.asarray([r["n_units"] for r in dataset.rows], dtype=np.int64)
+        self.source = source if source is not None else UnitDocuments(dataset, self.layout)
         self._plan: Iterator[list[Piece]] | None = None
         self._plan_epoch = -1
 
     # -- plan -----------------------------------------------------------------------------
     def _epoch_plan(self, epoch: int) -> Iterator[list[Piece]]:
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self._lengths))
-        pairs = ((int(i), int(self._lengths[i])) for i in order)
-        framing = self.layout.framing_tokens
+        lengths = self.source.lengths(epoch)  # framing included
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(lengths))
+        pairs = ((int(i), int(lengths[i])) for i in order)
         if self.packing == "packed":
-            return plan_windows(pairs, self.max_tokens, framing)
+            return plan_windows(pairs, self.max_tokens, 0)
         # padded: every document is its own row
-        return ([p] for w in plan_windows(pairs, self.max_tokens, framing) for p in w)
+        return ([p] for w in plan_windows(pairs, self.max_tokens, 0) for p in w)
 
-    def _next_window(self) -> list[Piece]:
+    def _next_window(self) -> tuple[int, list[Piece]]:
         while True:
             if self._plan is None or self._plan_epoch != self.position.epoch:
                 self._plan = self._epoch_plan(self.position.epoch)
@@ -133,7 +138,7 @@ class TrainStream:
             w = next(self._plan, None)
             if w is not None:
                 self.position.window += 1
-                return w
+                return self.position.epoch, w
             self.position = DataPosition(self.position.epoch + 1, 0)
             self._plan = None
 
@@ -147,24 +152,28 @@ class TrainStream:
 
     def next_step(self) -> list[Batch]:
         """This rank's micro-batches for the next optimiser step."""
-        mine: list[list[Piece]] = []
+        mine: list[tuple[int, list[Piece]]] = []
         for j in range(self.global_batch):
             w = self._next_window()
             if j % self.world_size == self.rank:
                 mine.append(w)
         return [
-            self.make_batch(mine[i : i + self.micro_batch]) for i in range(0, len(mine), self.micro_batch)
+            self.make_batch([w for _, w in mine[i : i + self.micro_batch]], [e for e, _ in mine[i : i + self.micro_batch]])
+            for i in range(0, len(mine), self.micro_batch)
         ]
 
-    def make_batch(self, windows: Sequence[list[Piece]]) -> Batch:
-        docs = [[self._read(p) for p in w] for w in windows]
+    def make_batch(self, windows: Sequence[list[Piece]], epochs: Sequence[int] | None = None) -> Batch:
+        """The batch of ``windows`` (each window's pieces from the epoch in ``epochs``; default 0)."""
+        epochs = epochs if epochs is not None else [0] * len(windows)
+        docs = [[self._read(p, e) for p in w] for w, e in zip(windows, epochs)]
         if self.packing == "packed":
-            return pack_sequences(docs, self.layout, self.max_tokens)
-        return pad_documents([d[0] for d in docs], self.layout)
+            batch = pack_sequences(docs, self.layout, self.max_tokens)
+        else:
+            batch = pad_documents([d[0] for d in docs], self.layout)
+        return unit_targets(batch, self.layout) if self.source.loss_units else batch
 
-    def _read(self, p: Piece) -> np.ndarray:
-        full = utterance_documents(self.ds[p.index], self.layout, 1 << 30)[0]
-        return full[p.start : p.stop]
+    def _read(self, p: Piece, epoch: int = 0) -> np.ndarray:
+        return self.source.document(p.index, epoch)[p.start : p.stop]
 
 
 def valid_batches(
@@ -194,8 +203,8 @@ def valid_batches(
         packing=packing,
         layout=layout,
     )
-    pairs = ((i, int(n)) for i, n in enumerate(stream._lengths))
-    windows = list(plan_windows(pairs, max_tokens, stream.layout.framing_tokens))
+    pairs = ((i, int(n)) for i, n in enumerate(stream.source.lengths(0)))
+    windows = list(plan_windows(pairs, max_tokens, 0))
     if packing == "padded":
         windows = [[p] for w in windows for p in w]
     if max_windows:

@@ -64,6 +64,19 @@ class LMObjective:
         # the text tokenizer is read here, before any model, and its extension kept for the export)
         self.contract = speech_contract(cfg.model, self.train_ds.contract, cfg.init.vocab)
         self.tokenizer = speech_tokenizer_for(cfg.model, self.contract)
+        # data.interleave: text, interleaved and speech documents (twist.train.mixture), built and
+        # checked here, before any model; otherwise each utterance as the layout frames it
+        self.source = None
+        if d.interleave.active:
+            from twist.train.mixture import MixedDocuments
+
+            self.source = MixedDocuments(self.train_ds, self.contract.layout, d.interleave, self.tokenizer,
+                                         seed=cfg.seed, progress=cfg.train.progress and info.rank == 0)
+            if info.rank == 0:
+                import logging
+
+                logging.getLogger("twist.train").info("data.interleave: epoch 0 holds %s documents", ", ".join(
+                    f"{n} {k}" for k, n in self.source.kinds_of(0).items()))
 
     def bind(self, model: torch.nn.Module, built: Any, *, compile: bool) -> None:
         """Attach the built model: forward + loss (compiled once per kind of batch with
@@ -74,7 +87,7 @@ class LMObjective:
                                         compile=compile, backend=t.compile_backend)
         self.stream = TrainStream(self.train_ds, max_tokens=c.data.max_tokens, global_batch=t.global_batch,
                                   micro_batch=t.micro_batch, rank=self.info.rank, world_size=self.info.world_size,
-                                  seed=c.seed, packing=self.packing, layout=self.contract.layout)
+                                  seed=c.seed, packing=self.packing, layout=self.contract.layout, source=self.source)
 
     def prepare(self, out_dir: Path) -> None:
         """Nothing to compute before the first step."""

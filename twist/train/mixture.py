@@ -1,0 +1,215 @@
+"""The documents a training epoch is made of: a unit dataset's utterances, or a mixture of text,
+interleaved and speech documents for a text+units LM (``data.interleave``; docs/interleave.md).
+
+A *document source* tells the training stream (twist.train.data.TrainStream) two things, both
+pure functions of the run's seed and the epoch, so a resumed run and every rank rebuild exactly
+the same epoch:
+
+* ``lengths(epoch)``: each document's length in tokens, framing included, from which the stream
+  plans its packed windows (twist.lm.packing.plan_windows);
+* ``document(index, epoch)``: the document's token ids.
+
+``loss_units``: only unit targets (and an eos after a unit) count in the loss
+(:func:`unit_targets`).
+
+:class:`UnitDocuments` is TWIST's stream: each utterance as the layout frames it, every epoch.
+:class:`MixedDocuments` is the interleaving recipe (SIMS, Maimon et al. 2025). Each epoch holds
+every train utterance once, as an interleaved sequence (twist.interleave) or as speech only, drawn
+in the ratio ``interleaved : speech``, plus ``text : (interleaved + speech)`` text documents per
+utterance, taken in a seeded order from the text corpus (one document per non-empty line) and
+continued across epochs. The ratios count documents, not tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from twist.contract import VocabLayout
+from twist.errors import ConfigError, InputError, MissingInputError
+from twist.lm.packing import IGNORE_INDEX, Batch
+from twist.units import UnitDataset
+
+log = logging.getLogger("twist.train")
+
+TEXT, INTERLEAVED, SPEECH = 0, 1, 2
+KINDS = ("text", "interleaved", "speech")
+
+
+class UnitDocuments:
+    """Each utterance of a unit dataset as ``layout`` frames it: ``<bos> [<speech>] units <eos>``."""
+
+    loss_units = False
+
+    def __init__(self, dataset: UnitDataset, layout: VocabLayout) -> None:
+        self.ds, self.layout = dataset, layout
+        self._lengths = np.asarray([r["n_units"] for r in dataset.rows], dtype=np.int64) + layout.framing_tokens
+
+    def lengths(self, epoch: int) -> np.ndarray:
+        return self._lengths
+
+    def document(self, index: int, epoch: int) -> np.ndarray:
+        return self.layout.encode(np.asarray(self.ds[index], dtype=np.int64))
+
+
+def read_text_documents(paths: Sequence[str | Path]) -> list[tuple[str, str]]:
+    """``(where, line)`` for each non-empty line of the text files (dirs: their ``*.txt``, sorted)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.rglob("*.txt"))
+            if not found:
+                raise InputError(f"data.interleave.text: {p} holds no *.txt file")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise MissingInputError(f"data.interleave.text: {p} does not exist")
+    docs = []
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"data.interleave.text: {f} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        docs += [(f"{f}:{n}", line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not docs:
+        raise InputError(f"data.interleave.text: {', '.join(map(str, paths))} hold no text (one document per line)")
+    return docs
+
+
+class MixedDocuments:
+    """Text, interleaved and speech documents in the ratios of ``data.interleave`` (module doc).
+
+    Args:
+        dataset: the training view; it must carry word alignments when ``ratios.interleaved > 0``.
+        layout: the model's text+units layout.
+        settings: ``data.interleave`` (twist.train.config.InterleaveConfig).
+        tokenizer: the model's tokenizer (the text LM's, extended).
+        seed: the run's seed.
+    """
+
+    def __init__(self, dataset: UnitDataset, layout: VocabLayout, settings: Any, tokenizer: Any, *, seed: int,
+                 progress: bool = False) -> None:
+        from twist.interleave import aligned_words
+        from twist.lm.text_units import text_span_ids
+
+        if not layout.has_text:
+            raise ConfigError("data.interleave: text and interleaved documents need a text+units LM "
+                              "(+init=warm_interleaved or init.vocab=text+units)")
+        r = settings.ratios
+        self.ds, self.layout, self.settings, self.seed = dataset, layout, settings, seed
+        self.loss_units = settings.loss == "units"
+        total = r.interleaved + r.speech
+        self.p_interleaved = r.interleaved / total
+        self.units = UnitDocuments(dataset, layout)
+        self.words: list[Any] = []
+        if r.interleaved > 0:
+            if not dataset.has_alignments:
+                raise InputError(f"data.interleave.ratios.interleaved: unit dataset {dataset.root} has no word "
+                                 "alignments; tokenize it with align=tts or align=whisper (docs/tokenize.md)")
+            c = dataset.contract
+            rows = _progress(range(len(dataset)), progress, "words")
+            for i in rows:
+                units = dataset[i]
+                self.words.append(aligned_words(
+                    dataset.alignment(i), durations=dataset.durations(i) if dataset.has_durations else None,
+                    n_units=len(units), frame_rate=c.frame_rate, tokenizer=tokenizer, layout=layout,
+                    where=f"unit dataset {dataset.root}: utterance {dataset.rows[i]['id']!r}"))
+            empty = sum(len(w) == 0 for w in self.words)
+            if empty:
+                log.warning("%d of %d utterances have no aligned words: they are always speech-only", empty,
+                            len(self.words))
+        self.text: list[np.ndarray] = []
+        self.n_text = 0
+        if r.text > 0:
+            lines = read_text_documents(settings.text)
+            for where, line in _progress(lines, progress, "text"):
+                ids = text_span_ids(tokenizer, line, layout, where=where)
+                self.text.append(np.asarray([layout.bos_id, layout.text_id, *ids, layout.eos_id], dtype=np.int64))
+            self.n_text = int(round(len(dataset) * r.text / total))
+        self._epoch: int | None = None
+
+    # -- one epoch --------------------------------------------------------------------------
+    def _plan(self, epoch: int) -> None:
+        """The epoch's documents: ``(kind, index)`` per document, and their lengths."""
+        if self._epoch == epoch:
+            return
+        n = len(self.ds)
+        draw = np.random.default_rng([self.seed, epoch, 1]).random(n)
+        kinds = np.where(draw < self.p_interleaved, INTERLEAVED, SPEECH)
+        if self.words:
+            kinds[[i for i, w in enumerate(self.words) if len(w) == 0]] = SPEECH
+        index = np.arange(n)
+        if self.n_text:
+            # the text corpus in seeded passes, continued across epochs
+            start, m, t = epoch * self.n_text, self.n_text, len(self.text)
+            passes: dict[int, np.ndarray] = {}
+            taken = []
+            for j in range(start, start + m):
+                p, k = divmod(j, t)
+                if p not in passes:
+                    passes[p] = np.random.default_rng([self.seed, p, 2]).permutation(t)
+                taken.append(passes[p][k])
+            kinds = np.concatenate([kinds, np.full(m, TEXT)])
+            index = np.concatenate([index, np.asarray(taken, dtype=np.int64)])
+        self.kinds, self.index = kinds, index
+        self._docs: dict[int, np.ndarray] = {}
+        lengths = np.empty(len(kinds), dtype=np.int64)
+        for j in range(len(kinds)):
+            lengths[j] = len(self._build(j, epoch))
+        self._lengths = lengths
+        self._epoch = epoch
+
+    def _spoken(self, i: int, epoch: int) -> np.ndarray:
+        from twist.interleave import spoken_words
+
+        s = self.settings
+        rng = np.random.default_rng([self.seed, epoch, 3, i])
+        return spoken_words(len(self.words[i]), s.mode, span=s.span, fraction=s.fraction, rng=rng)
+
+    def _build(self, j: int, epoch: int) -> np.ndarray:
+        from twist.interleave import sequence
+
+        kind, i = int(self.kinds[j]), int(self.index[j])
+        if kind == TEXT:
+            return self.text[i]
+        if kind == SPEECH:
+            return self.units.document(i, epoch)
+        return sequence(self.words[i], np.asarray(self.ds[i], dtype=np.int64), self._spoken(i, epoch), self.layout)
+
+    def lengths(self, epoch: int) -> np.ndarray:
+        self._plan(epoch)
+        return self._lengths
+
+    def document(self, index: int, epoch: int) -> np.ndarray:
+        self._plan(epoch)
+        return self._build(index, epoch)
+
+    def kinds_of(self, epoch: int) -> dict[str, int]:
+        """How many documents of each kind the epoch holds."""
+        self._plan(epoch)
+        return {k: int((self.kinds == n).sum()) for n, k in enumerate(KINDS)}
+
+
+def unit_targets(batch: Batch, layout: VocabLayout) -> Batch:
+    """``batch`` with only unit targets kept, and an eos target right after a unit: what
+    ``data.interleave.loss=units`` trains on (text ids and markers are context only)."""
+    t, x = batch.targets, batch.input_ids
+    lo, hi = layout.unit_offset, layout.unit_offset + layout.n_units
+    is_unit = (t >= lo) & (t < hi)
+    eos_after_unit = (t == layout.eos_id) & (x >= lo) & (x < hi)
+    batch.targets = torch.where(is_unit | eos_after_unit, t, torch.full_like(t, IGNORE_INDEX))
+    return batch
+
+
+def _progress(items: Any, on: bool, what: str) -> Any:
+    if not on:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=f"[twist-train] {what}", leave=False)
