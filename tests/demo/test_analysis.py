@@ -149,6 +149,85 @@ def test_dpo_is_opt_in_and_only_adds_steps(tmp_path):
         _demo_cfg(tmp_path, "dpo=true", "dpo_train.train.max_stepz=3")
 
 
+def test_interleave_is_opt_in_and_only_adds_steps(tmp_path):
+    """interleave=true keeps every default step as it is and adds aligned units -> the text stream ->
+    a warm text+units run with the warm run's budget -> eval like the others -> the comparison."""
+    from twist.demo.pipeline import build_steps
+
+    out = tmp_path / "demo"
+    default = {s.name: s for s in build_steps(_demo_cfg(tmp_path))}
+    steps = build_steps(_demo_cfg(tmp_path, "interleave=true"))
+    named = {s.name: s for s in steps}
+    added = [s.name for s in steps if s.name not in default]
+    assert added == ["tokenize_aligned", "interleave_text", "train_interleaved", "eval_interleaved", "interleave"]
+    for name, s in default.items():
+        assert (named[name].argv, named[name].config, list(named[name].depends)) == (s.argv, s.config, list(s.depends))
+    tok = named["tokenize_aligned"].argv
+    assert {"mode=apply", "align=tts", f"tokenizer_dir={out / 'units' / 'tokenizer'}",
+            f"out_dir={out / 'units_aligned'}"} <= set(tok)
+    train = named["train_interleaved"].argv
+    assert {"+init=warm_interleaved", f"data.path={out / 'units_aligned'}", "data.interleave.ratios.text=0.3",
+            "data.interleave.ratios.interleaved=0.5", f"data.interleave.text=['{out / 'interleave_text' / 'text.txt'}']",
+            "seed=0"} <= set(train)
+    # the warm run's budget and model, only the init and the data differ
+    same = {a for a in default["train_warm"].argv if not a.startswith(("+init", "data.path", "out_dir"))}
+    assert same <= set(train)
+    swap = {f"model_path={out / 'train' / 'warm' / 'speech_lm'}": f"model_path={out / 'train' / 'interleaved' / 'speech_lm'}",
+            "model_name=warm": "model_name=interleaved",
+            f"out_dir={out / 'eval' / 'warm'}": f"out_dir={out / 'eval' / 'interleaved'}"}
+    assert named["eval_interleaved"].argv == [swap.get(a, a) for a in default["eval_warm"].argv]
+    assert set(named["interleave"].depends) == {"eval_warm", "eval_interleaved"}
+
+
+def test_the_text_stream_leaves_out_the_held_out_sentences(tmp_path, contract):
+    from twist.bench.packaged_text import read_sentences
+    from twist.demo.analysis import write_interleave_text
+    from twist.units import UnitShardWriter, merge_shards
+
+    sentences = read_sentences()[:30]
+    rows = [{"id": f"s{i}", "path": f"audio/s{i}.wav", "text": s} for i, s in enumerate(sentences)]
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "transcripts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with UnitShardWriter(tmp_path / "units", contract) as w:
+        for r in rows:
+            w.add(f"v/{r['id']}", np.arange(5), raw=False, source=str(tmp_path / "corpus" / r["path"]))
+    merge_shards(tmp_path / "units", split={"seed": 0, "valid": 0.2, "test": 0.2})
+    from twist.units import UnitDataset
+
+    held = {rows[int(r["id"].split("s")[-1])]["text"] for s in ("valid", "test")
+            for r in UnitDataset(tmp_path / "units").split(s).rows}
+    assert held
+    n = write_interleave_text(tmp_path / "text.txt", tmp_path / "units", tmp_path / "corpus" / "transcripts.jsonl")
+    lines = (tmp_path / "text.txt").read_text().splitlines()
+    assert n == len(lines) == len(read_sentences()) - len(held) and not held & set(lines)
+
+
+def test_interleave_report_puts_the_models_side_by_side_with_tests_mixture_and_time(tmp_path):
+    from twist.demo.analysis import write_interleave_report
+    from twist.demo.steps import STAMP
+
+    warm = _eval_run(tmp_path / "eval" / "warm", {"PPL": 5.0, "sSC": 0.5}, {"sSC": {f"s{i}": float(i % 2) for i in range(40)}})
+    inter = _eval_run(tmp_path / "eval" / "interleaved", {"PPL": 6.0, "sSC": 0.55, "sSC (T→S)": 0.6},
+                      {"sSC": {f"s{i}": float(i % 2 or i < 8) for i in range(40)},
+                       "sSC (T→S)": {f"s{i}": float(i < 24) for i in range(40)}})
+    run = tmp_path / "train" / "interleaved"
+    run.mkdir(parents=True)
+    (run / "train.log").write_text("[x][twist.train][INFO] - data.interleave: epoch 0 holds 10 text, 20 interleaved, "
+                                   "15 speech documents\n")
+    for d, s in ((run, 100.0), (inter, 50.0)):
+        (d / STAMP).write_text(json.dumps({"key": "k", "status": "done", "seconds": s}))
+    md = write_interleave_report(tmp_path / "report", warm=warm, interleaved=inter, run=run,
+                                 step_dirs={"train_interleaved": run, "eval_interleaved": inter},
+                                 labels=("warm", "interleaved"))
+    data = json.loads((tmp_path / "report" / "interleave.json").read_text())
+    rows = {r["model"]: r for r in data["table"]["rows"]}
+    assert rows["interleaved"]["sSC (T→S)"] == 0.6 and rows["warm"].get("sSC (T→S)") is None
+    tests = {t["metric"]: t for t in data["table"]["paired_tests"]}
+    assert (tests["sSC"]["a_better"], tests["sSC"]["b_better"]) == (0, 4)
+    assert data["mixture"] == "epoch 0 holds 10 text, 20 interleaved, 15 speech documents"
+    assert "Time the interleaving steps took when built: 150 s" in md and "| interleaved |" in md
+
+
 def _eval_run(run: Path, metrics: dict, items: dict) -> Path:
     from twist.eval.report import write_item_scores
     from twist.eval.stats import mean_with_interval

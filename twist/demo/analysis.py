@@ -191,7 +191,6 @@ def dpo_report(before: Sequence[str | Path], after: str | Path, dpo_run: str | P
         (markdown, ``{"table", "dpo_eval", "heard_in_training", "seconds"}``).
     """
     from twist.bench.storycloze import normalize_text
-    from twist.demo.steps import read_stamp
     from twist.eval.report import compare_table
     from twist.eval.stats import wilson_interval
     from twist.pairs import PairDataset
@@ -230,12 +229,71 @@ def dpo_report(before: Sequence[str | Path], after: str | Path, dpo_run: str | P
         lines.append(f"Held-out pairs whose whole sentence (prompt + chosen) is in the LM's training transcripts: "
                      f"{heard} of {len(valid)}.")
 
+    seconds, line = _steps_time(step_dirs, "the DPO steps")
+    lines.append(line)
+    return "\n".join(lines) + "\n", {"table": table, "dpo_eval": dpo_eval, "heard_in_training": heard,
+                                      "seconds": seconds}
+
+
+def _steps_time(step_dirs: Mapping[str, str | Path], what: str) -> tuple[dict[str, Any], str]:
+    """Each step's build time from its stamp, and the sentence that sums them."""
+    from twist.demo.steps import read_stamp
+
     seconds = {name: (read_stamp(Path(d)) or {}).get("seconds") for name, d in step_dirs.items()}
     known = [v for v in seconds.values() if isinstance(v, (int, float))]
     parts = ", ".join(f"{n} {v:.0f} s" for n, v in seconds.items() if isinstance(v, (int, float)))
-    lines.append(f"Time the DPO steps took when built: {sum(known):.0f} s ({parts}).")
-    return "\n".join(lines) + "\n", {"table": table, "dpo_eval": dpo_eval, "heard_in_training": heard,
-                                      "seconds": seconds}
+    return seconds, f"Time {what} took when built: {sum(known):.0f} s ({parts})."
+
+
+def write_interleave_text(out: str | Path, units_dir: str | Path, transcripts: str | Path) -> int:
+    """The interleaved run's text stream: the packaged sentences the corpus draws from
+    (twist.bench.packaged_text), less those spoken in the valid or test split, one per line, so
+    no held-out sentence is read as text. Returns the number of lines."""
+    from twist.bench.packaged_text import read_sentences
+    from twist.units import UnitDataset
+
+    transcripts = Path(transcripts)
+    by_file: dict[str, str] = {}
+    for line in transcripts.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            by_file[str((transcripts.parent / row["path"]).resolve())] = str(row["text"])
+    ds = UnitDataset(units_dir)
+    held = {by_file.get(str(Path(r["source"]).resolve())) for s in ("valid", "test") for r in ds.split(s).rows}
+    texts = [s for s in read_sentences() if s not in held]
+    if not texts:
+        raise InputError("no packaged sentence is left for the text stream once the held-out ones are removed")
+    atomic_write_text(out, "".join(s + "\n" for s in texts))
+    return len(texts)
+
+
+def interleave_report(warm: str | Path, interleaved: str | Path, run: str | Path, step_dirs: Mapping[str, str | Path],
+                      labels: Sequence[str] = ("warm", "interleaved")) -> tuple[str, dict[str, Any]]:
+    """The unit-only warm model beside the interleaved one: every metric with its interval and
+    the paired tests (speech-only benchmarks of both; cross-modal StoryCloze of the interleaved
+    model), the mixture the run trained on, and the time the added steps took."""
+    from twist.eval.report import compare_table
+
+    rows = [_merged_results([warm]), _merged_results([interleaved])]
+    md, table = compare_table([r for r, _ in rows], list(labels), [i for _, i in rows])
+    lines = [md.rstrip(), ""]
+    log = Path(run) / "train.log"
+    mix = next((ln.split("data.interleave: ", 1)[1] for ln in (log.read_text().splitlines() if log.exists() else [])
+                if "data.interleave: " in ln), None)
+    if mix:
+        lines.append(f"The interleaved run's mixture: {mix}.")
+    seconds, line = _steps_time(step_dirs, "the interleaving steps")
+    lines.append(line)
+    return "\n".join(lines) + "\n", {"table": table, "mixture": mix, "seconds": seconds}
+
+
+def write_interleave_report(out_dir: str | Path, **kwargs: Any) -> str:
+    """:func:`interleave_report`, written to ``out_dir/interleave.{md,json}``; returns the markdown."""
+    md, data = interleave_report(**kwargs)
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / "interleave.json", data)
+    atomic_write_text(out_dir / "interleave.md", md)
+    return md
 
 
 def write_dpo_report(out_dir: str | Path, **kwargs: Any) -> str:

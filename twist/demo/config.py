@@ -160,6 +160,16 @@ class DemoConfig:
     })
     """twist-train +objective=dpo overrides (dpo=true): Slam's learning rate, beta and batch (configs/objective/dpo.yaml), a CPU-sized run."""
 
+    interleave: bool = False
+    """8. Opt-in: speech-text interleaving (SIMS): the corpus tokenized again with its word timings (align=tts), a warm text+units model trained on interleaved, speech-only and packaged-text documents with the warm run's budget, evaluated speech-only and cross-modally beside the warm model."""
+    interleave_train: dict[str, Any] = _stage("train", {
+        # per utterance of an epoch: interleaved or speech-only half and half, and 0.3 text
+        # documents (packaged sentences). twist's own choice for the demo: SIMS's mixture is for
+        # corpora of long utterances, here each utterance is one short sentence
+        "data": {"interleave": {"ratios": {"text": 0.3, "interleaved": 0.5, "speech": 0.5}}},
+    })
+    """twist-train overrides of the interleaved run (interleave=true), on top of the demo's train ones: the mixture (data.interleave)."""
+
     def __post_init__(self) -> None:
         check_positive("seeds", self.seeds)
         check_positive("workers", self.workers)

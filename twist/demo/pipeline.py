@@ -67,7 +67,8 @@ def build_steps(cfg: DemoConfig) -> list[Step]:
     out = Path(cfg.out_dir).resolve()
     runs = dict(cfg.runs)
     return [*_data_steps(cfg, out), *_train_eval_steps(cfg, out, runs), *_report_steps(cfg, out, runs),
-            *_audio_steps(cfg, out, runs), *(_dpo_steps(cfg, out, runs) if cfg.dpo else [])]
+            *_audio_steps(cfg, out, runs), *(_dpo_steps(cfg, out, runs) if cfg.dpo else []),
+            *(_interleave_steps(cfg, out, runs) if cfg.interleave else [])]
 
 
 def _corpus_voices(c: Any) -> list[str]:
@@ -375,6 +376,84 @@ def _dpo_steps(cfg: DemoConfig, out: Path, runs: dict[str, Any]) -> list[Step]:
     return steps
 
 
+INTERLEAVED_LABEL = "interleaved: SmolLM2-135M, text+units"
+
+
+def _interleave_steps(cfg: DemoConfig, out: Path, runs: dict[str, Any]) -> list[Step]:
+    """Speech-text interleaving: aligned units, the text stream, the interleaved warm model, its
+    evaluation (speech-only and cross-modal StoryCloze) and the comparison with the warm model."""
+    from twist.demo.analysis import write_interleave_report, write_interleave_text
+
+    corpus_dir, units, bench = out / "corpus", out / "units", out / "bench"
+    aligned, text = out / "units_aligned", out / "interleave_text" / "text.txt"
+    run = out / "train" / "interleaved"
+    steps: list[Step] = []
+    steps.append(
+        Step(
+            "tokenize_aligned",
+            aligned,
+            argv=cli("tokenize") + [
+                "mode=apply", f"tokenizer_dir={units / 'tokenizer'}", f"input.audio_dir={corpus_dir / 'audio'}",
+                f"out_dir={aligned}", *stage_overrides("tokenize", cfg.tokenize), "align=tts",
+                f"num_workers={cfg.workers}", "progress=false",
+            ],
+            depends=["tokenize"],
+        )
+    )  # fmt: skip
+    steps.append(
+        Step(
+            "interleave_text",
+            out / "interleave_text",
+            fn=lambda: write_interleave_text(text, units, corpus_dir / "transcripts.jsonl"),
+            config={"file": text.name},
+            depends=["corpus", "tokenize"],
+            rerun=f"twist-demo out_dir={out} interleave=true only=interleave_text",
+        )
+    )
+    steps.append(
+        Step(
+            "train_interleaved",
+            run,
+            argv=cli("train") + [
+                f"+model={cfg.model}", "+init=warm_interleaved", f"data.path={aligned}",
+                f"data.interleave.text={_list([text])}", f"out_dir={run}",
+                *stage_overrides("train", cfg.train, cfg.interleave_train), f"train.num_threads={cfg.threads}",
+                "train.progress=false", "seed=0",
+            ],
+            depends=["tokenize_aligned", "interleave_text"],
+        )
+    )  # fmt: skip
+    steps.append(
+        Step(
+            "eval_interleaved",
+            out / "eval" / "interleaved",
+            argv=cli("eval") + [
+                f"model_path={run / 'speech_lm'}", "model_name=interleaved",
+                f"tokenizer_dir={units / 'tokenizer'}", f"bench_root={bench}",
+                f"benchmarks.ppl.dataset={units}", *stage_overrides("eval", cfg.eval),
+                f"out_dir={out / 'eval' / 'interleaved'}", f"cache_dir={out / 'eval' / 'unit_cache'}", "progress=false",
+            ],
+            depends=["train_interleaved", "bench"],
+        )
+    )  # fmt: skip
+    warm_label = str(runs["warm"].label)
+    step_dirs = {"tokenize_aligned": aligned, "interleave_text": out / "interleave_text", "train_interleaved": run,
+                 "eval_interleaved": out / "eval" / "interleaved"}
+    steps.append(
+        Step(
+            "interleave",
+            out / "interleave",
+            fn=lambda: write_interleave_report(
+                out / "interleave", warm=out / "eval" / "warm", interleaved=out / "eval" / "interleaved",
+                run=run, step_dirs=step_dirs, labels=(warm_label, INTERLEAVED_LABEL)),
+            config={"labels": [warm_label, INTERLEAVED_LABEL]},
+            depends=["eval_warm", "eval_interleaved"],
+            rerun=f"twist-demo out_dir={out} interleave=true only=interleave",
+        )
+    )
+    return steps
+
+
 def _listening_test(gen_dirs: dict[str, Path], prompt: Path, out_dir: Path) -> None:
     from twist.mos.build import listening_test_page
 
@@ -422,6 +501,10 @@ def summarize(out_dir: str | Path) -> str:
     dpo = out / "dpo" / "dpo.md"
     if dpo.exists():
         lines += ["", "DPO on the built-in preference pairs (dpo=true), warm before and after:", "", dpo.read_text().strip()]
+    inter = out / "interleave" / "interleave.md"
+    if inter.exists():
+        lines += ["", "Speech-text interleaving (interleave=true), beside the unit-only warm model:", "",
+                  inter.read_text().strip()]
     corpus = out / "corpus" / "summary.json"
     if corpus.exists():
         s = json.loads(corpus.read_text())
