@@ -1,8 +1,8 @@
 """twist-train with ``+init=warm_interleaved`` on a (units-first) unit dataset: the batches are
 built in the model's text+units layout and the export is a text+units model dir with its tokenizer.
 
-The interleaved data stream (text, speech and mixed spans) comes later; this is the speech-only
-stream of such a model.
+This is the speech-only stream of such a model; the mixture of text, interleaved and speech
+documents (data.interleave) is tests/train/test_interleave.py's.
 """
 
 from __future__ import annotations
