@@ -212,8 +212,7 @@ def test_interleave_report_puts_the_models_side_by_side_with_tests_mixture_and_t
                        "sSC (T→S)": {f"s{i}": float(i < 24) for i in range(40)}})
     run = tmp_path / "train" / "interleaved"
     run.mkdir(parents=True)
-    (run / "train.log").write_text("[x][twist.train][INFO] - data.interleave: epoch 0 holds 10 text, 20 interleaved, "
-                                   "15 speech documents\n")
+    (run / "mixture.json").write_text(json.dumps({"epoch0_documents": {"text": 10, "interleaved": 20, "speech": 15}}))
     for d, s in ((run, 100.0), (inter, 50.0)):
         (d / STAMP).write_text(json.dumps({"key": "k", "status": "done", "seconds": s}))
     md = write_interleave_report(tmp_path / "report", warm=warm, interleaved=inter, run=run,

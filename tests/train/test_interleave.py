@@ -226,6 +226,8 @@ def test_packed_equals_padded_on_interleaved_data(make_cfg, aligned, text_corpus
     tok_dir = save_tiny_text_tokenizer(tmp_path / "tok")
     tr = Trainer(interleaved_cfg(make_cfg, aligned, tmp_path / "run", text_corpus, tok_dir, loss=loss))
     assert tr.objective.packing == "packed"
+    tr.objective.prepare(tmp_path)
+    assert json.loads((tmp_path / "mixture.json").read_text())["epoch0_documents"] == tr.stream.source.kinds_of(0)
     tr.model.eval()
     got = [tr.stream._next_window() for _ in range(4)]
     windows, epochs = [w for _, w in got], [e for e, _ in got]

@@ -253,13 +253,18 @@ def write_interleave_text(out: str | Path, units_dir: str | Path, transcripts: s
     from twist.units import UnitDataset
 
     transcripts = Path(transcripts)
-    by_file: dict[str, str] = {}
+    by_stem: dict[str, str] = {}  # the corpus's ids are its wav stems, unique across voices
     for line in transcripts.read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
-            by_file[str((transcripts.parent / row["path"]).resolve())] = str(row["text"])
+            by_stem[Path(row["path"]).stem] = str(row["text"])
     ds = UnitDataset(units_dir)
-    held = {by_file.get(str(Path(r["source"]).resolve())) for s in ("valid", "test") for r in ds.split(s).rows}
+    rows = [r for s in ("valid", "test") for r in ds.split(s).rows]
+    missing = [r["id"] for r in rows if Path(r["source"]).stem not in by_stem]
+    if missing:
+        raise InputError(f"{transcripts} has no transcript for held-out utterance {missing[0]!r} of {units_dir} "
+                         f"({len(missing)} missing): the text stream could not leave it out")
+    held = {by_stem[Path(r["source"]).stem] for r in rows}
     texts = [s for s in read_sentences() if s not in held]
     if not texts:
         raise InputError("no packaged sentence is left for the text stream once the held-out ones are removed")
@@ -277,10 +282,11 @@ def interleave_report(warm: str | Path, interleaved: str | Path, run: str | Path
     rows = [_merged_results([warm]), _merged_results([interleaved])]
     md, table = compare_table([r for r, _ in rows], list(labels), [i for _, i in rows])
     lines = [md.rstrip(), ""]
-    log = Path(run) / "train.log"
-    mix = next((ln.split("data.interleave: ", 1)[1] for ln in (log.read_text().splitlines() if log.exists() else [])
-                if "data.interleave: " in ln), None)
-    if mix:
+    path = Path(run) / "mixture.json"
+    counts = json.loads(path.read_text())["epoch0_documents"] if path.exists() else None
+    mix = None
+    if counts:
+        mix = f"epoch 0 holds {', '.join(f'{n} {k}' for k, n in counts.items())} documents"
         lines.append(f"The interleaved run's mixture: {mix}.")
     seconds, line = _steps_time(step_dirs, "the interleaving steps")
     lines.append(line)

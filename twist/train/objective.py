@@ -72,11 +72,6 @@ class LMObjective:
 
             self.source = MixedDocuments(self.train_ds, self.contract.layout, d.interleave, self.tokenizer,
                                          seed=cfg.seed, progress=cfg.train.progress and info.rank == 0)
-            if info.rank == 0:
-                import logging
-
-                logging.getLogger("twist.train").info("data.interleave: epoch 0 holds %s documents", ", ".join(
-                    f"{n} {k}" for k, n in self.source.kinds_of(0).items()))
 
     def bind(self, model: torch.nn.Module, built: Any, *, compile: bool) -> None:
         """Attach the built model: forward + loss (compiled once per kind of batch with
@@ -90,7 +85,15 @@ class LMObjective:
                                   seed=c.seed, packing=self.packing, layout=self.contract.layout, source=self.source)
 
     def prepare(self, out_dir: Path) -> None:
-        """Nothing to compute before the first step."""
+        """With ``data.interleave``: say what epoch 0 holds, in the log and ``<out_dir>/mixture.json``."""
+        if self.source is None or self.info.rank != 0:
+            return
+        import logging
+
+        counts = self.source.kinds_of(0)
+        logging.getLogger("twist.train").info("data.interleave: epoch 0 holds %s documents", ", ".join(
+            f"{n} {k}" for k, n in counts.items()))
+        atomic_write_json(out_dir / "mixture.json", {"epoch0_documents": counts})
 
     @staticmethod
     def counts(batches: Sequence[Any]) -> list[float]:
