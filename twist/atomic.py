@@ -221,3 +221,26 @@ def read_json_object(path: str | Path, *, what: str = "file") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def read_jsonl_objects(path: str | Path, *, what: str = "row", require: tuple[str, ...] = ()) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, row)`` for each non-blank line of a JSONL file, ``where`` being ``path:line``; a
+    line that is not a JSON object, or lacks a ``require``d key, is one
+    :class:`~twist.errors.InputError` line naming it."""
+    path = Path(path)
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{where}: bad JSON line: {e}") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: a {what} must be a JSON object")
+        for k in require:
+            if k not in row:
+                raise InputError(f"{where}: a {what} needs an {k!r} field" if k[0] in "aeiou" else
+                                 f"{where}: a {what} needs a {k!r} field")
+        yield where, row
+

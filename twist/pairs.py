@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from twist.atomic import atomic_write_json, atomic_write_text, read_json_object
+from twist.atomic import atomic_write_json, atomic_write_text, read_json_object, read_jsonl_objects
 from twist.contract import UnitContract, check_unit_range
 from twist.errors import InputError, MissingInputError
 from twist.units import assign_split
@@ -165,16 +165,7 @@ class PairDataset:
             raise MissingInputError(f"pair dataset {self.root}: {PAIRS} is missing")
         out: list[PreferencePair] = []
         seen: set[str] = set()
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{where}: bad JSON line: {e}") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{where}: a pair row must be a JSON object")
+        for where, row in read_jsonl_objects(path, what="pair row"):
             for k in ROW_KEYS:
                 if k not in row:
                     raise InputError(f"{where}: missing key {k!r} (a row has {', '.join(ROW_KEYS)})")

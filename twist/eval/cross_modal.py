@@ -45,7 +45,6 @@ tokens only.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from twist.atomic import read_jsonl_objects
 from twist.errors import ConfigError, InputError, MissingInputError
 from twist.eval.pair_scoring import decide_pairs
 from twist.eval.pairs import Pair
@@ -135,16 +135,7 @@ def read_stories(pairs: PairSet, key: str, label: str) -> tuple[ClozeStory, ...]
             f"{TEXTS} (twist-bench writes one beside pairs.jsonl): set benchmarks.{key}.path to a twist-bench set, "
             f"or benchmarks.{key}.directions=[] to score {label} speech→speech only")
     rows: dict[str, dict[str, Any]] = {}
-    for lineno, line in enumerate(texts.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{texts}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{where}: bad JSON line: {e}") from None
-        if not isinstance(row, dict) or "id" not in row:
-            raise InputError(f"{where}: a texts row needs an 'id' field")
+    for where, row in read_jsonl_objects(texts, what="texts row", require=("id",)):
         sid = str(row["id"])
         for field in ("context_end", "ending_start"):
             if not isinstance(row.get(field), (int, float)) or row[field] < 0:

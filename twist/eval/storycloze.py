@@ -30,7 +30,6 @@ replace a path with pre-tokenized units.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import defaultdict
@@ -40,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from twist.atomic import read_jsonl_objects
 from twist.audio import is_input_entry
 from twist.errors import InputError, MissingInputError
 from twist.eval.pairs import Pair
@@ -120,16 +120,7 @@ def read_manifest(path: str | Path, name: str = "pairs") -> PairSet:
     paths: dict[str, Path] = {}
     inline: dict[str, np.ndarray] = {}
     seen: set[str] = set()
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{where}: bad JSON line: {e}") from None
-        if not isinstance(row, dict) or "id" not in row:
-            raise InputError(f"{where}: a pairs row needs an 'id' field")
+    for where, row in read_jsonl_objects(path, what="pairs row", require=("id",)):
         pid = str(row["id"])
         if pid in seen:
             raise InputError(f"{where}: pair id {pid!r} is listed twice")
