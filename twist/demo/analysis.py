@@ -295,17 +295,17 @@ def interleave_report(warm: str | Path, interleaved: str | Path, run: str | Path
 
 def write_interleave_report(out_dir: str | Path, **kwargs: Any) -> str:
     """:func:`interleave_report`, written to ``out_dir/interleave.{md,json}``; returns the markdown."""
-    md, data = interleave_report(**kwargs)
-    out_dir = Path(out_dir)
-    atomic_write_json(out_dir / "interleave.json", data)
-    atomic_write_text(out_dir / "interleave.md", md)
-    return md
+    return _write_report(out_dir, "interleave", *interleave_report(**kwargs))
 
 
 def write_dpo_report(out_dir: str | Path, **kwargs: Any) -> str:
     """:func:`dpo_report`, written to ``out_dir/dpo.{md,json}``; returns the markdown."""
-    md, data = dpo_report(**kwargs)
+    return _write_report(out_dir, "dpo", *dpo_report(**kwargs))
+
+
+def _write_report(out_dir: str | Path, name: str, md: str, data: dict[str, Any]) -> str:
+    """``out_dir/<name>.json`` and ``out_dir/<name>.md``; returns the markdown."""
     out_dir = Path(out_dir)
-    atomic_write_json(out_dir / "dpo.json", data)
-    atomic_write_text(out_dir / "dpo.md", md)
+    atomic_write_json(out_dir / f"{name}.json", data)
+    atomic_write_text(out_dir / f"{name}.md", md)
     return md
