@@ -158,7 +158,6 @@ class MixedDocuments:
             kinds = np.concatenate([kinds, np.full(m, TEXT)])
             index = np.concatenate([index, np.asarray(taken, dtype=np.int64)])
         self.kinds, self.index = kinds, index
-        self._docs: dict[int, np.ndarray] = {}
         lengths = np.empty(len(kinds), dtype=np.int64)
         for j in range(len(kinds)):
             lengths[j] = len(self._build(j, epoch))
