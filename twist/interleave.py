@@ -47,17 +47,10 @@ def speech_spans(n_words: int, *, span: float, fraction: float, rng: np.random.G
     two runs are merged until they are not).
     """
     mask = np.zeros(n_words, dtype=bool)
-    target = int(np.ceil(n_words * fraction - 1e-9))
-    if n_words == 0 or target == 0:
+    lengths = span_lengths(n_words, span=span, fraction=fraction, rng=rng)
+    if not lengths:
         return mask
-    lengths: list[int] = []
-    while sum(lengths) < target:
-        lengths.append(max(1, int(rng.poisson(span))))
-    lengths[-1] -= sum(lengths) - target
-    k, text = len(lengths), n_words - target
-    while k > 1 and text < k - 1:
-        lengths[-2] += lengths.pop()
-        k -= 1
+    k, text = len(lengths), n_words - sum(lengths)
     free = text - (k - 1)  # text words left once every inner gap has its one
     cuts = np.sort(rng.integers(0, free + 1, size=k))
     gaps = np.diff(np.concatenate([[0], cuts, [free]]))
@@ -68,6 +61,24 @@ def speech_spans(n_words: int, *, span: float, fraction: float, rng: np.random.G
         mask[at : at + n] = True
         at += n
     return mask
+
+
+def span_lengths(n_words: int, *, span: float, fraction: float, rng: np.random.Generator) -> list[int]:
+    """The lengths of the spoken runs :func:`speech_spans` lays out, in order (its first draws):
+    Poisson(``span``) words each, at least one, until ``ceil(n_words * fraction)`` words; the last
+    run cut to land on it, and the last two merged while the text words are too few to keep every
+    run apart."""
+    target = int(np.ceil(n_words * fraction - 1e-9))
+    if n_words == 0 or target == 0:
+        return []
+    lengths: list[int] = []
+    while sum(lengths) < target:
+        lengths.append(max(1, int(rng.poisson(span))))
+    lengths[-1] -= sum(lengths) - target
+    text = n_words - target
+    while len(lengths) > 1 and text < len(lengths) - 1:
+        lengths[-2] += lengths.pop()
+    return lengths
 
 
 def spoken_words(n_words: int, mode: str, *, span: float, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -128,9 +139,26 @@ def runs(words: AlignedWords, units: np.ndarray, spoken: np.ndarray) -> list[tup
     return out
 
 
+def sequence_length(words: AlignedWords, spoken: np.ndarray) -> int:
+    """``len(sequence(words, units, spoken, layout))`` without reading the units: ``<bos>``,
+    ``<eos>``, and per run its marker and its text ids or unit span."""
+    n, i, total = len(words), 0, 2
+    while i < n:
+        j = i
+        while j < n and spoken[j] == spoken[i]:
+            j += 1
+        if spoken[i]:
+            total += 1 + max(0, int(words.spans[j - 1, 1]) - int(words.spans[i, 0]))
+        else:
+            total += 1 + sum(len(w) for w in words.text_ids[i:j])
+        i = j
+    return total
+
+
 def sequence(words: AlignedWords, units: np.ndarray, spoken: np.ndarray, layout: VocabLayout) -> np.ndarray:
     """``<bos>`` the runs, each switch opened by its marker, ``<eos>``: one interleaved document."""
     return interleave(layout, runs(words, units, spoken), bos=True, eos=True)[0]
 
 
-__all__ = ["MODES", "AlignedWords", "aligned_words", "runs", "sequence", "speech_spans", "spoken_words"]
+__all__ = ["MODES", "AlignedWords", "aligned_words", "runs", "sequence", "sequence_length", "span_lengths", "speech_spans",
+           "spoken_words"]

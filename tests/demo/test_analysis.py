@@ -177,6 +177,8 @@ def test_interleave_is_opt_in_and_only_adds_steps(tmp_path):
             f"out_dir={out / 'eval' / 'warm'}": f"out_dir={out / 'eval' / 'interleaved'}"}
     assert named["eval_interleaved"].argv == [swap.get(a, a) for a in default["eval_warm"].argv]
     assert set(named["interleave"].depends) == {"eval_warm", "eval_interleaved"}
+    with pytest.raises(ConfigError, match="interleave_train.*ratioz"):
+        _demo_cfg(tmp_path, "interleave=true", "interleave_train.data.interleave.ratioz.text=1")
 
 
 def test_the_text_stream_leaves_out_the_held_out_sentences(tmp_path, contract):

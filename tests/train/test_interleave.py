@@ -18,7 +18,15 @@ from tests.text_tokenizers import save_tiny_text_tokenizer, tiny_text_tokenizer
 from twist.checkpoint import load_checkpoint, read_checkpoint_meta
 from twist.contract import VocabLayout
 from twist.errors import ConfigError, InputError
-from twist.interleave import aligned_words, runs, sequence, speech_spans, spoken_words
+from twist.interleave import (
+    aligned_words,
+    runs,
+    sequence,
+    sequence_length,
+    span_lengths,
+    speech_spans,
+    spoken_words,
+)
 from twist.lm.config import ModelConfig
 from twist.lm.packing import IGNORE_INDEX, pad_documents
 from twist.train.config import InterleaveConfig, MixRatios
@@ -46,7 +54,8 @@ def test_span_selection_over_10000_words_keeps_the_fraction_and_the_mean_span(sp
         starts, ends, lengths = _run_lengths(mask)
         assert abs(mask.mean() - fraction) <= 0.02, mask.mean()
         assert abs(lengths.mean() - span) <= 0.1 * span, lengths.mean()
-        assert (starts[1:] > ends[:-1]).all()  # runs never touch: every run is a switch
+        # runs never touch, so every run is a switch: read back, they are exactly the runs drawn
+        assert lengths.tolist() == span_lengths(10_000, span=span, fraction=fraction, rng=np.random.default_rng(seed))
         again = speech_spans(10_000, span=span, fraction=fraction, rng=np.random.default_rng(seed))
         assert np.array_equal(mask, again)
     other = speech_spans(10_000, span=span, fraction=fraction, rng=np.random.default_rng(99))
@@ -56,8 +65,10 @@ def test_span_selection_over_10000_words_keeps_the_fraction_and_the_mean_span(sp
 def test_short_utterances_get_the_fraction_of_their_words_and_modes_speech_and_text_are_whole():
     rng = np.random.default_rng(0)
     for n in range(1, 30):
-        m = speech_spans(n, span=10, fraction=0.3, rng=rng)
-        assert m.sum() == int(np.ceil(n * 0.3)) and len(_run_lengths(m)[2]) >= 1
+        for seed in range(20):
+            m = speech_spans(n, span=10, fraction=0.3, rng=np.random.default_rng(seed))
+            drawn = span_lengths(n, span=10, fraction=0.3, rng=np.random.default_rng(seed))
+            assert m.sum() == int(np.ceil(n * 0.3)) and _run_lengths(m)[2].tolist() == drawn
     assert spoken_words(7, "speech", span=10, fraction=0.3, rng=rng).all()
     assert not spoken_words(7, "text", span=10, fraction=0.3, rng=rng).any()
     assert speech_spans(0, span=10, fraction=0.3, rng=rng).size == 0
@@ -87,6 +98,9 @@ def test_word_boundaries_become_unit_positions_and_the_sequence_switches_with_ma
     # all spoken: the word span's units; all text: the transcript's ids
     assert sequence(words, units, np.ones(3, bool), lay).tolist() == [1, lay.speech_id, 307, 308, 309, 310, 2]
     assert sequence(words, units, np.zeros(3, bool), lay).tolist() == [1, lay.text_id, *w, 2]
+    for spoken in ([False, True, False], [True, True, False], [True, False, True], [True] * 3, [False] * 3):
+        s = np.array(spoken)
+        assert sequence_length(words, s) == len(sequence(words, units, s, lay))
 
 
 # ---------------------------------------------------------------------------------------
@@ -153,13 +167,16 @@ def test_the_mixture_holds_every_utterance_once_and_text_in_its_ratio_determinis
     assert [len(d) for d in docs0] == mix.lengths(0).tolist()
     # another epoch draws other spans and kinds; every document is framed and its ids legal
     docs1 = [mix.document(j, 1) for j in range(len(mix.lengths(1)))]
-    assert any(not np.array_equal(a, b) for a, b in zip(docs0, docs1))
+    assert [len(d) for d in docs1] == mix.lengths(1).tolist()
+    n = len(ds)
+    assert not np.array_equal(mix.kinds(0)[:n], mix.kinds(1)[:n])  # each utterance's kind is drawn per epoch
+    assert any(not np.array_equal(mix._spoken(i, 0), mix._spoken(i, 1)) for i in range(n))  # and its spans
     for d in docs0 + docs1:
         assert d[0] == lay.bos_id and d[-1] == lay.eos_id and d[1] in lay.marker_ids
         assert ((d < lay.n_real) & (d >= 0)).all()
     # an interleaved utterance holds exactly its words' text or units, in order
-    j = int(np.flatnonzero(mix.kinds == 1)[0])
-    i = int(mix.index[j])
+    j = int(np.flatnonzero(mix.kinds(0) == 1)[0])
+    i = int(mix.indices(0)[j])
     spoken = mix._spoken(i, 0)
     assert abs(spoken.sum() - np.ceil(len(spoken) * 0.3)) < 1
     assert np.array_equal(mix.document(j, 0), sequence(mix.words[i], np.asarray(ds[i], np.int64), spoken, lay))
@@ -170,8 +187,10 @@ def test_the_mixture_refuses_missing_alignments_text_and_a_units_first_layout(tm
     tok = tiny_text_tokenizer()
     with pytest.raises(InputError, match="no word alignments.*align=tts"):
         MixedDocuments(ds, _layout(ds), _settings(interleaved=1.0), tok, seed=0)
-    with pytest.raises(ConfigError, match="text\\+units"):
+    with pytest.raises(ConfigError, match="data.interleave.loss=units.*text\\+units"):
         MixedDocuments(ds, ds.contract.layout, _settings(speech=1.0, loss="units"), tok, seed=0)
+    with pytest.raises(ConfigError, match="data.interleave.ratios.text / ratios.interleaved"):
+        MixedDocuments(ds, ds.contract.layout, _settings(interleaved=1.0), tok, seed=0)
     with pytest.raises(ConfigError, match="data.interleave.text"):
         _settings(text=0.2, interleaved=1.0)
     with pytest.raises(ConfigError, match="interleaved \\+ speech"):
@@ -191,19 +210,48 @@ def test_loss_on_units_keeps_unit_targets_and_eos_after_a_unit_only(aligned):
     mix = MixedDocuments(ds, lay, _settings(interleaved=1.0, loss="units"), tok, seed=0)
     stream = TrainStream(ds, max_tokens=64, global_batch=4, micro_batch=4, layout=lay, source=mix)
     b = stream.next_step()[0]
-    kept = b.targets[b.targets != IGNORE_INDEX]
-    assert kept.numel() > 0
-    is_unit = (kept >= lay.unit_offset) & (kept < lay.unit_offset + lay.n_units)
-    assert (is_unit | (kept == lay.eos_id)).all()
-    x, t = b.input_ids, b.targets
-    eos = (t == lay.eos_id)
-    assert ((x[eos] >= lay.unit_offset) & (x[eos] < lay.unit_offset + lay.n_units)).all()
     full = TrainStream(ds, max_tokens=64, global_batch=4, micro_batch=4, layout=lay,
                        source=MixedDocuments(ds, lay, _settings(interleaved=1.0), tok, seed=0)).next_step()[0]
     assert torch.equal(full.input_ids, b.input_ids)
-    assert (full.targets != IGNORE_INDEX).sum() > (b.targets != IGNORE_INDEX).sum()
+
+    def is_unit(x):
+        return (x >= lay.unit_offset) & (x < lay.unit_offset + lay.n_units)
+
+    # exactly: every unit target, and an eos target right after a unit; nothing else
+    keep = is_unit(full.targets) | ((full.targets == lay.eos_id) & is_unit(full.input_ids))
+    assert torch.equal(b.targets, torch.where(keep, full.targets, torch.full_like(full.targets, IGNORE_INDEX)))
+    assert is_unit(b.targets).any() and (b.targets == lay.eos_id).any()
     text_targets = (full.targets >= 4) & (full.targets < 300)
     assert text_targets.any() and (b.targets[text_targets] == IGNORE_INDEX).all()
+
+
+def test_a_step_across_an_epoch_boundary_reads_each_window_in_its_own_epoch(aligned, text_corpus):
+    """Windows of one step may come from two epochs; each is read from its own epoch's documents,
+    as a fresh mixture builds them."""
+    from twist.lm.packing import pack_sequences
+
+    ds = open_split(aligned, "train")
+    lay, tok = _layout(ds), tiny_text_tokenizer()
+    s = _settings(text_corpus, text=0.5, interleaved=0.6, speech=0.4)
+    kw = {"max_tokens": 64, "global_batch": 8, "micro_batch": 8, "layout": lay, "seed": 5}
+    stream = TrainStream(ds, source=MixedDocuments(ds, lay, s, tok, seed=5), **kw)
+    planner = TrainStream(ds, source=MixedDocuments(ds, lay, s, tok, seed=5), **kw)
+    fresh = MixedDocuments(ds, lay, s, tok, seed=5)
+    crossed = False
+    for _ in range(40):
+        got = stream.next_step()[0]
+        windows = [planner._next_window() for _ in range(8)]
+        epochs = {e for e, _ in windows}
+        crossed |= len(epochs) == 2
+        docs = []
+        for e, w in windows:
+            docs.append([fresh.document(p.index, e)[p.start : p.stop] for p in w])
+            assert all(len(fresh.document(p.index, e)) >= p.stop for p in w)
+        want = pack_sequences(docs, lay, 64)
+        assert torch.equal(got.input_ids, want.input_ids) and torch.equal(got.targets, want.targets)
+        if crossed and stream.position.epoch >= 2:
+            break
+    assert crossed
 
 
 # ---------------------------------------------------------------------------------------
@@ -233,7 +281,7 @@ def test_packed_equals_padded_on_interleaved_data(make_cfg, aligned, text_corpus
     windows, epochs = [w for _, w in got], [e for e, _ in got]
     assert sum(len(w) for w in windows) > len(windows)  # documents share windows
     packed = tr.stream.make_batch(windows, epochs)
-    kinds = {int(tr.stream.source.kinds[p.index]) for w in windows for p in w}
+    kinds = {int(tr.stream.source.kinds(e)[p.index]) for w, e in zip(windows, epochs) for p in w}
     assert len(kinds) >= 2  # the windows mix streams
     docs = [tr.stream._read(p, e) for w, e in zip(windows, epochs) for p in w]
     padded = pad_documents(docs, tr.contract.layout)

@@ -180,7 +180,8 @@ class DemoConfig:
         check_choice("corpus.tts", self.corpus.tts, TTS.options)
         if "warm" not in self.runs:
             raise ConfigError(f"runs must include warm (generation continues with it); got {list(self.runs)}")
-        for name in ("tokenize", "bench", "train", "eval", "vocoder", "resynth", "generate", "prefs", "dpo_train"):
+        for name in ("tokenize", "bench", "train", "eval", "vocoder", "resynth", "generate", "prefs", "dpo_train",
+                     "interleave_train"):
             stage = DemoConfig.__dataclass_fields__[name].metadata["stage"]
             check_overrides(stage, getattr(self, name), name)
         for name, run in self.runs.items():

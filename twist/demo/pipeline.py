@@ -417,7 +417,8 @@ def _interleave_steps(cfg: DemoConfig, out: Path, runs: dict[str, Any]) -> list[
             argv=cli("train") + [
                 f"+model={cfg.model}", "+init=warm_interleaved", f"data.path={aligned}",
                 f"data.interleave.text={_list([text])}", f"out_dir={run}",
-                *stage_overrides("train", cfg.train, cfg.interleave_train), f"train.num_threads={cfg.threads}",
+                *stage_overrides("train", cfg.train, runs["warm"].train, cfg.interleave_train),
+                f"train.num_threads={cfg.threads}",
                 "train.progress=false", "seed=0",
             ],
             depends=["tokenize_aligned", "interleave_text"],

@@ -4,9 +4,11 @@ The training stream follows the TWIST recipe's data side (paper §3.2, Table 6):
 
 * the ``train`` split of a unit dataset, optionally reduced to a nested data ``fraction``
   (1 / 10 / 100 %), both fixed functions of the utterance ids (twist.units);
-* every epoch, a seeded permutation of the utterances, then greedy packing into windows of
-  ``max_tokens`` (twist.lm.packing). The plan is computed from the manifest's lengths
-  alone; units are read from the memory-mapped shards only for the windows this rank uses;
+* every epoch, a seeded permutation of the utterances (or of a mixture's documents,
+  twist.train.mixture), then greedy packing into windows of ``max_tokens`` (twist.lm.packing).
+  The plan is computed from the documents' lengths alone (the manifest's; a mixture's from its
+  alignments and text too); units are read from the memory-mapped shards only for the windows this
+  rank uses;
 * window ``j`` of a step's global batch goes to rank ``j % world_size``, so the union of
   what all ranks see in a step is the same global batch whatever the number of processes;
 * the data position is ``(epoch, windows consumed in the epoch)``. A resumed run rebuilds
@@ -164,7 +166,10 @@ class TrainStream:
 
     def make_batch(self, windows: Sequence[list[Piece]], epochs: Sequence[int] | None = None) -> Batch:
         """The batch of ``windows`` (each window's pieces from the epoch in ``epochs``; default 0)."""
-        epochs = epochs if epochs is not None else [0] * len(windows)
+        if epochs is None:
+            if not isinstance(self.source, UnitDocuments):
+                raise ValueError("make_batch: a mixture's documents depend on the epoch: pass each window's epoch")
+            epochs = [0] * len(windows)
         docs = [[self._read(p, e) for p in w] for w, e in zip(windows, epochs)]
         if self.packing == "packed":
             batch = pack_sequences(docs, self.layout, self.max_tokens)

@@ -6,7 +6,8 @@ pure functions of the run's seed and the epoch, so a resumed run and every rank 
 the same epoch:
 
 * ``lengths(epoch)``: each document's length in tokens, framing included, from which the stream
-  plans its packed windows (twist.lm.packing.plan_windows);
+  plans its packed windows (twist.lm.packing.plan_windows); computed without reading units (the
+  manifest's unit counts, the alignments' unit spans, the text's ids);
 * ``document(index, epoch)``: the document's token ids.
 
 ``loss_units``: only unit targets (and an eos after a unit) count in the loss
@@ -76,7 +77,10 @@ def read_text_documents(paths: Sequence[str | Path]) -> list[tuple[str, str]]:
             text = f.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise InputError(f"data.interleave.text: {f} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-        docs += [(f"{f}:{n}", line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        lines = [(f"{f}:{n}", line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        if not lines:
+            log.warning("data.interleave.text: %s holds no text; skipped", f)
+        docs += lines
     if not docs:
         raise InputError(f"data.interleave.text: {', '.join(map(str, paths))} hold no text (one document per line)")
     return docs
@@ -98,10 +102,12 @@ class MixedDocuments:
         from twist.interleave import aligned_words
         from twist.lm.text_units import text_span_ids
 
-        if not layout.has_text:
-            raise ConfigError("data.interleave: text and interleaved documents need a text+units LM "
-                              "(+init=warm_interleaved or init.vocab=text+units)")
         r = settings.ratios
+        if not layout.has_text:
+            what = ("ratios.text / ratios.interleaved: text and interleaved documents" if r.text or r.interleaved
+                    else "loss=units: telling units from text")
+            raise ConfigError(f"data.interleave.{what} need a text+units LM (+init=warm_interleaved or "
+                              "init.vocab=text+units); this model's ids are all units")
         self.ds, self.layout, self.settings, self.seed = dataset, layout, settings, seed
         self.loss_units = settings.loss == "units"
         total = r.interleaved + r.speech
@@ -132,13 +138,16 @@ class MixedDocuments:
                 ids = text_span_ids(tokenizer, line, layout, where=where)
                 self.text.append(np.asarray([layout.bos_id, layout.text_id, *ids, layout.eos_id], dtype=np.int64))
             self.n_text = int(round(len(dataset) * r.text / total))
-        self._epoch: int | None = None
+        self._epochs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     # -- one epoch --------------------------------------------------------------------------
-    def _plan(self, epoch: int) -> None:
-        """The epoch's documents: ``(kind, index)`` per document, and their lengths."""
-        if self._epoch == epoch:
-            return
+    def _plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The epoch's documents, ``(kinds, indices, lengths)``, from the lengths the manifest and the
+        alignments give (no unit is read); the last two epochs are kept, as a step may span both."""
+        if epoch in self._epochs:
+            return self._epochs[epoch]
+        from twist.interleave import sequence_length
+
         n = len(self.ds)
         draw = np.random.default_rng([self.seed, epoch, 1]).random(n)
         kinds = np.where(draw < self.p_interleaved, INTERLEAVED, SPEECH)
@@ -157,12 +166,18 @@ class MixedDocuments:
                 taken.append(passes[p][k])
             kinds = np.concatenate([kinds, np.full(m, TEXT)])
             index = np.concatenate([index, np.asarray(taken, dtype=np.int64)])
-        self.kinds, self.index = kinds, index
+        unit_lengths = self.units.lengths(epoch)
         lengths = np.empty(len(kinds), dtype=np.int64)
-        for j in range(len(kinds)):
-            lengths[j] = len(self._build(j, epoch))
-        self._lengths = lengths
-        self._epoch = epoch
+        for j, (kind, i) in enumerate(zip(kinds.tolist(), index.tolist())):
+            if kind == TEXT:
+                lengths[j] = len(self.text[i])
+            elif kind == SPEECH:
+                lengths[j] = unit_lengths[i]
+            else:
+                lengths[j] = sequence_length(self.words[i], self._spoken(i, epoch))
+        self._epochs = {e: v for e, v in self._epochs.items() if e == epoch - 1}
+        self._epochs[epoch] = (kinds, index, lengths)
+        return self._epochs[epoch]
 
     def _spoken(self, i: int, epoch: int) -> np.ndarray:
         from twist.interleave import spoken_words
@@ -174,7 +189,8 @@ class MixedDocuments:
     def _build(self, j: int, epoch: int) -> np.ndarray:
         from twist.interleave import sequence
 
-        kind, i = int(self.kinds[j]), int(self.index[j])
+        kinds, index, _ = self._plan(epoch)
+        kind, i = int(kinds[j]), int(index[j])
         if kind == TEXT:
             return self.text[i]
         if kind == SPEECH:
@@ -182,17 +198,23 @@ class MixedDocuments:
         return sequence(self.words[i], np.asarray(self.ds[i], dtype=np.int64), self._spoken(i, epoch), self.layout)
 
     def lengths(self, epoch: int) -> np.ndarray:
-        self._plan(epoch)
-        return self._lengths
+        return self._plan(epoch)[2]
 
     def document(self, index: int, epoch: int) -> np.ndarray:
-        self._plan(epoch)
         return self._build(index, epoch)
+
+    def kinds(self, epoch: int) -> np.ndarray:
+        """Each document's kind (``TEXT``, ``INTERLEAVED``, ``SPEECH``) in the epoch."""
+        return self._plan(epoch)[0]
+
+    def indices(self, epoch: int) -> np.ndarray:
+        """Each document's utterance (or text line) index in the epoch."""
+        return self._plan(epoch)[1]
 
     def kinds_of(self, epoch: int) -> dict[str, int]:
         """How many documents of each kind the epoch holds."""
-        self._plan(epoch)
-        return {k: int((self.kinds == n).sum()) for n, k in enumerate(KINDS)}
+        kinds = self.kinds(epoch)
+        return {k: int((kinds == n).sum()) for n, k in enumerate(KINDS)}
 
 
 def unit_targets(batch: Batch, layout: VocabLayout) -> Batch:
