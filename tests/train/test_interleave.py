@@ -185,7 +185,7 @@ def test_the_mixture_holds_every_utterance_once_and_text_in_its_ratio_determinis
 def test_the_mixture_refuses_missing_alignments_text_and_a_units_first_layout(tmp_path, contract, unit_data, aligned):
     ds = open_split(unit_data, "train")
     tok = tiny_text_tokenizer()
-    with pytest.raises(InputError, match="no word alignments.*align=tts"):
+    with pytest.raises(InputError, match="no word alignments.*align set to tts"):
         MixedDocuments(ds, _layout(ds), _settings(interleaved=1.0), tok, seed=0)
     with pytest.raises(ConfigError, match="data.interleave.loss=units.*text\\+units"):
         MixedDocuments(ds, ds.contract.layout, _settings(speech=1.0, loss="units"), tok, seed=0)

@@ -117,7 +117,8 @@ class MixedDocuments:
         if r.interleaved > 0:
             if not dataset.has_alignments:
                 raise InputError(f"data.interleave.ratios.interleaved: unit dataset {dataset.root} has no word "
-                                 "alignments; tokenize it with align=tts or align=whisper (docs/tokenize.md)")
+                                 "alignments; run twist-tokenize on its audio with align set to tts or whisper "
+                                 "(docs/tokenize.md#word-alignments)")
             c = dataset.contract
             rows = _progress(range(len(dataset)), progress, "words")
             for i in rows:
