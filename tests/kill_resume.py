@@ -50,3 +50,30 @@ def run_kill_script(script: Path, kill_at: int = 0, timeout: float = 120) -> sub
     """Run ``script``, killed at step ``kill_at`` (0: run to the end)."""
     return subprocess.run([sys.executable, str(script)], env={**os.environ, "KILL_AT": str(kill_at)},
                           capture_output=True, text=True, timeout=timeout)
+
+
+def kill_then_resume(script: Path, *, kill_at: int, saved_step: int, run_dir: Path) -> None:
+    """Kill ``script``'s run with SIGKILL at step ``kill_at`` (its last checkpoint must be
+    ``saved_step``), then rerun it to the end."""
+    from twist.checkpoint import read_checkpoint_meta
+
+    p = run_kill_script(script, kill_at=kill_at)
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert read_checkpoint_meta(run_dir / "checkpoints" / "last")["step"] == saved_step
+    p = run_kill_script(script)
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
+def assert_bit_identical_runs(ref: Path, run: Path, steps: int) -> None:
+    """Both runs logged the same loss at every step 1..``steps`` and end with the same weights, bit for bit."""
+    import torch
+
+    from twist.checkpoint import load_checkpoint
+    from twist.train.loggers import read_metrics
+
+    la = {r["step"]: r["loss"] for r in read_metrics(ref) if "loss" in r}
+    lb = {r["step"]: r["loss"] for r in read_metrics(run) if "loss" in r}
+    assert sorted(lb) == list(range(1, steps + 1)) and la == lb
+    wa, wb = (load_checkpoint(d / "checkpoints" / "last")["model"] for d in (ref, run))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+

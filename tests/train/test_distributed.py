@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,6 +43,16 @@ from twist.dist import shutdown_distributed
 Trainer(json.loads(open(sys.argv[1]).read())).fit()
 shutdown_distributed()
 """
+
+def run_on_two_gloo(cfg, tmp_path: Path, timeout: float = 300) -> None:
+    """Train ``cfg`` (a train config) on 2 gloo processes under torchrun, in ``tmp_path``."""
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg, default=OmegaConf.to_container))
+    (tmp_path / "run.py").write_text(SCRIPT)
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                        str(tmp_path / "run.py"), str(tmp_path / "cfg.json")], capture_output=True, text=True,
+                       timeout=timeout, env={**_clean_env(), "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+
 
 # SCRIPT, recording on each rank whether the speech LMs it built held real weights or were
 # laid out on the meta device

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.kill_resume import run_kill_script, write_kill_script
-from twist.checkpoint import load_checkpoint, read_checkpoint_meta
+from tests.kill_resume import assert_bit_identical_runs, kill_then_resume, write_kill_script
+from twist.checkpoint import load_checkpoint
 from twist.train.config import (
     DataConfig,
     DPOConfig,
@@ -118,30 +114,16 @@ def test_dpo_kill_and_resume_is_bit_identical(dpo_inputs, tmp_path):
     Trainer(dpo_cfg(dpo_inputs, ref, **common)).fit()
     run = tmp_path / "run"
     script = write_kill_script(tmp_path / "kill.py", dpo_cfg(dpo_inputs, run, **common))
-    p = run_kill_script(script, kill_at=5)
-    assert p.returncode == -9, p.stderr[-2000:]
-    assert read_checkpoint_meta(run / "checkpoints" / "last")["step"] == 3
-    p = run_kill_script(script)
-    assert p.returncode == 0, p.stderr[-2000:]
-    la = {r["step"]: r["loss"] for r in read_metrics(ref) if "loss" in r}
-    lb = {r["step"]: r["loss"] for r in read_metrics(run) if "loss" in r}
-    assert sorted(lb) == list(range(1, 9)) and la == lb
-    wa, wb = (load_checkpoint(d / "checkpoints" / "last")["model"] for d in (ref, run))
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    kill_then_resume(script, kill_at=5, saved_step=3, run_dir=run)
+    assert_bit_identical_runs(ref, run, steps=8)
 
 
 @pytest.mark.slow
 def test_dpo_on_two_gloo_processes_equals_one(dpo_inputs, tmp_path):
-    from tests.train.test_distributed import SCRIPT, _clean_env
+    from tests.train.test_distributed import run_on_two_gloo
 
     Trainer(dpo_cfg(dpo_inputs, tmp_path / "one", micro_batch=2, max_steps=4)).fit()
-    cfg = dpo_cfg(dpo_inputs, tmp_path / "two", micro_batch=1, max_steps=4, strategy="ddp")
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg, default=OmegaConf.to_container))
-    (tmp_path / "run.py").write_text(SCRIPT)
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                        str(tmp_path / "run.py"), str(tmp_path / "cfg.json")], capture_output=True, text=True,
-                       timeout=300, env={**_clean_env(), "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    run_on_two_gloo(dpo_cfg(dpo_inputs, tmp_path / "two", micro_batch=1, max_steps=4, strategy="ddp"), tmp_path)
     one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     for key in ("loss", "rewards/margins", "eval_loss", "eval_rewards/accuracies"):
         a = {r["step"]: r[key] for r in one if key in r}

@@ -4,18 +4,15 @@ trainer's equivalences on interleaved data (packed = padded, resumed = uninterru
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from tests.kill_resume import run_kill_script, write_kill_script
+from tests.kill_resume import assert_bit_identical_runs, kill_then_resume, write_kill_script
 from tests.model_shapes import tiny_node
 from tests.text_tokenizers import save_tiny_text_tokenizer, tiny_text_tokenizer
-from twist.checkpoint import load_checkpoint, read_checkpoint_meta
+from twist.checkpoint import load_checkpoint
 from twist.contract import VocabLayout
 from twist.errors import ConfigError, InputError
 from twist.interleave import (
@@ -298,8 +295,6 @@ def test_packed_equals_padded_on_interleaved_data(make_cfg, aligned, text_corpus
 
 @pytest.mark.slow
 def test_interleaved_training_killed_and_resumed_is_bit_identical(make_cfg, aligned, text_corpus, tmp_path):
-    from twist.train.loggers import read_metrics
-
     tok_dir = save_tiny_text_tokenizer(tmp_path / "tok")
     common = {"max_steps": 8, "valid_every": 0, "save_every": 3}
     ref = tmp_path / "ref"
@@ -307,34 +302,20 @@ def test_interleaved_training_killed_and_resumed_is_bit_identical(make_cfg, alig
     run = tmp_path / "run"
     script = write_kill_script(tmp_path / "kill.py", interleaved_cfg(make_cfg, aligned, run, text_corpus, tok_dir,
                                                                       **common))
-    p = run_kill_script(script, kill_at=5)
-    assert p.returncode == -9, p.stderr[-2000:]
-    assert read_checkpoint_meta(run / "checkpoints" / "last")["step"] == 3
-    p = run_kill_script(script)
-    assert p.returncode == 0, p.stderr[-2000:]
-    la = {r["step"]: r["loss"] for r in read_metrics(ref) if "loss" in r}
-    lb = {r["step"]: r["loss"] for r in read_metrics(run) if "loss" in r}
-    assert sorted(lb) == list(range(1, 9)) and la == lb
-    wa, wb = (load_checkpoint(d / "checkpoints" / "last")["model"] for d in (ref, run))
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    kill_then_resume(script, kill_at=5, saved_step=3, run_dir=run)
+    assert_bit_identical_runs(ref, run, steps=8)
 
 
 @pytest.mark.slow
 def test_interleaved_training_on_two_gloo_processes_equals_one(make_cfg, aligned, text_corpus, tmp_path):
-    from tests.train.test_distributed import SCRIPT, _clean_env
+    from tests.train.test_distributed import run_on_two_gloo
     from twist.train.loggers import read_metrics
 
     tok_dir = save_tiny_text_tokenizer(tmp_path / "tok")
     Trainer(interleaved_cfg(make_cfg, aligned, tmp_path / "one", text_corpus, tok_dir, micro_batch=2,
                             max_steps=4)).fit()
-    cfg = interleaved_cfg(make_cfg, aligned, tmp_path / "two", text_corpus, tok_dir, micro_batch=1, max_steps=4,
-                          strategy="ddp")
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg, default=OmegaConf.to_container))
-    (tmp_path / "run.py").write_text(SCRIPT)
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                        str(tmp_path / "run.py"), str(tmp_path / "cfg.json")], capture_output=True, text=True,
-                       timeout=300, env={**_clean_env(), "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    run_on_two_gloo(interleaved_cfg(make_cfg, aligned, tmp_path / "two", text_corpus, tok_dir, micro_batch=1,
+                                    max_steps=4, strategy="ddp"), tmp_path)
     one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     for key in ("loss", "valid_ppl"):
         a = {r["step"]: r[key] for r in one if key in r}
