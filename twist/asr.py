@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -98,6 +99,30 @@ ASR_BACKENDS = tuple(name for name in ASR.options if name != "none")
 _APOS = re.compile(r"(?<![a-z0-9])'|'(?![a-z0-9])")
 # spelled-out forms, so "Mr." from the ASR matches "mister" in a LibriVox transcript
 _ABBREVIATIONS = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
+
+
+def transcript_lines(path: str | Path, *, fields: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, row)`` for each line of a transcripts file: ``id<TAB>text`` (as ``{"id", "text"}``) or
+    a JSON object, as it is; ``where`` is ``path:line``. A line that is neither is one
+    :class:`InputError` naming it and the ``fields`` a JSON line needs (the caller checks them)."""
+    p = Path(path)
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{p}:{n}"
+        if line.lstrip().startswith("{"):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if not isinstance(row, dict):
+                raise InputError(f"{where}: expected a JSON object with {fields}")
+            yield where, row
+        else:
+            key, sep, text = line.partition("\t")
+            if not sep:
+                raise InputError(f"{where}: expected 'id<TAB>text' or a JSON line with {fields}")
+            yield where, {"id": key.strip(), "text": text.strip()}
 
 
 def normalize_text(text: str) -> str:

@@ -44,6 +44,7 @@ from twist.alignment import (
     time_tokens_from_engine,
     word_times_path,
 )
+from twist.asr import transcript_lines
 from twist.errors import ConfigError, InputError, MissingInputError
 
 WHISPER_SAMPLE_RATE = 16000
@@ -183,25 +184,16 @@ def read_transcripts(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
         raise MissingInputError(f"input.transcripts not found: {p}")
     by_id: dict[str, str] = {}
     by_path: dict[str, str] = {}
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        if line.lstrip().startswith("{"):
-            try:
-                rec = json.loads(line)
-                text = str(rec["text"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise InputError(f"{p}:{n}: expected a JSON object with \"text\" and \"id\" or \"path\"") from None
-            if rec.get("path"):
-                audio = Path(rec["path"]) if Path(rec["path"]).is_absolute() else p.parent / rec["path"]
-                by_path[str(audio.resolve())] = text
-            if rec.get("id") is not None:
-                by_id[str(rec["id"])] = text
-        else:
-            key, sep, text = line.partition("\t")
-            if not sep:
-                raise InputError(f"{p}:{n}: expected 'id<TAB>text' or a JSON line with \"text\"")
-            by_id[key.strip()] = text.strip()
+    fields = '"text" and "id" or "path"'
+    for where, rec in transcript_lines(p, fields=fields):
+        if "text" not in rec:
+            raise InputError(f"{where}: expected a JSON object with {fields}")
+        text = str(rec["text"])
+        if rec.get("path"):
+            audio = Path(rec["path"]) if Path(rec["path"]).is_absolute() else p.parent / rec["path"]
+            by_path[str(audio.resolve())] = text
+        if rec.get("id") is not None:
+            by_id[str(rec["id"])] = text
     return by_id, by_path
 
 

@@ -9,7 +9,6 @@ what ``twist-vocoder mode=resynth|rtf|table`` runs.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from twist.asr import transcript_lines
 from twist.atomic import atomic_write_json, atomic_write_text, read_json_object
 from twist.contract import UnitContract
 from twist.errors import ConfigError, InputError, MissingInputError
@@ -33,20 +33,10 @@ def read_transcripts(path: str | Path | None) -> dict[str, str]:
     if not p.is_file():
         raise MissingInputError(f"transcripts file not found: {p}")
     out = {}
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        if line.lstrip().startswith("{"):
-            try:
-                rec = json.loads(line)
-                out[str(rec["id"])] = str(rec["text"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise InputError(f"{p}:{n}: expected a JSON object with id and text") from None
-        else:
-            key, sep, text = line.partition("\t")
-            if not sep:
-                raise InputError(f"{p}:{n}: expected 'id<TAB>text' or a JSON line with id and text")
-            out[key.strip()] = text.strip()
+    for where, rec in transcript_lines(p, fields="id and text"):
+        if "id" not in rec or "text" not in rec:
+            raise InputError(f"{where}: expected a JSON object with id and text")
+        out[str(rec["id"])] = str(rec["text"])
     return out
 
 
