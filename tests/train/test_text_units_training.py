@@ -90,19 +90,9 @@ def test_preference_pairs_of_a_text_units_policy_put_units_at_their_offset():
 def test_dpo_on_a_text_units_policy_keeps_its_layout_and_ships_its_tokenizer(contract, tmp_path):
     """Units-first pairs fit a text+units policy of the same units; the aligned export keeps the
     policy's layout and carries its tokenizer on."""
-    from omegaconf import OmegaConf
-
+    from tests.train.test_dpo_training import dpo_cfg
     from twist.lm import build_speech_lm, save_speech_lm, speech_tokenizer_for
     from twist.pairs import PreferencePair, write_pair_dataset
-    from twist.train.config import (
-        DataConfig,
-        DPOConfig,
-        LoggerConfig,
-        OptimConfig,
-        ScheduleConfig,
-        TrainLoopConfig,
-        TrainRunConfig,
-    )
 
     node = {**tiny_node("llama", vocab_size=300, tie_word_embeddings=True),
             "tokenizer": str(save_tiny_text_tokenizer(tmp_path / "tok"))}
@@ -114,12 +104,8 @@ def test_dpo_on_a_text_units_policy_keeps_its_layout_and_ships_its_tokenizer(con
                             prompt=rng.integers(0, 20, 5), chosen=rng.integers(0, 20, 3), rejected=rng.integers(0, 20, 4),
                             prompt_text="p", chosen_text="c", rejected_text="r") for i in range(8)]
     write_pair_dataset(tmp_path / "pairs", pairs, contract, made_by={"source": "test"}, split={"seed": 0, "valid": 0.2})
-    cfg = OmegaConf.structured(TrainRunConfig(
-        out_dir=str(tmp_path / "run"), objective="dpo", dpo=DPOConfig(policy=str(policy)),
-        data=DataConfig(path=str(tmp_path / "pairs"), max_tokens=64), optim=OptimConfig(lr_max=3e-3),
-        schedule=ScheduleConfig(name="constant", warmup_steps=0), logger=LoggerConfig(tensorboard=False),
-        train=TrainLoopConfig(device="cpu", global_batch=2, micro_batch=2, max_steps=2, valid_every=2, save_every=0,
-                              progress=False, num_threads=1)))
+    cfg = dpo_cfg((policy, tmp_path / "pairs"), tmp_path / "run", global_batch=2, micro_batch=2, max_steps=2,
+                  valid_every=2, save_every=0)
     out = Trainer(cfg).fit().export_dir
     assert contract_of(load_speech_lm(out)[0]) == mine
     assert (out / "tokenizer.json").read_text() == (policy / "tokenizer.json").read_text()
