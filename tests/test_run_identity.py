@@ -111,16 +111,19 @@ def _refused(module: str, args: list[str], capsys, monkeypatch) -> str:
 CHANGES = [
     ("tokenize", "twist.cli.tokenize", ["tokenizer.n_units=9"], "tokenizer.n_units: 8 -> 9"),
     ("train", "twist.cli.train", ["optim.weight_decay=0.5"], "optim.weight_decay: 0.01 -> 0.5"),
+    ("train", "twist.cli.train", ["data.interleave.span=5"], "data.interleave.span: 10.0 -> 5.0"),
     ("vocoder", "twist.cli.vocoder", ["train.lr=0.005"], "train.lr: 0.001 -> 0.005"),
     ("resynth", "twist.cli.vocoder", ["predict_durations=true"], "predict_durations: false -> true"),
     ("generate", "twist.cli.generate", ["sampling.temperature=0.5"], "sampling.temperature: 1.0 -> 0.5"),
+    ("generate", "twist.cli.generate", ["prompt_order=speech_first"], 'prompt_order: "text_first" -> "speech_first"'),
+    ("eval", "twist.cli.eval", ["benchmarks.prefs.split=all"], 'benchmarks.prefs.split: "valid" -> "all"'),
     ("eval", "twist.cli.eval", ["score_eos=false"], "score_eos: true -> false"),
     ("bench", "twist.cli.bench", ["seed=3"], "seed: 0 -> 3"),
     ("mos_build", "twist.cli.mos", ["page.seed=1"], "page.seed: 0 -> 1"),
 ]
 
 
-@pytest.mark.parametrize("stage,module,change,named", CHANGES, ids=[c[0] for c in CHANGES])
+@pytest.mark.parametrize("stage,module,change,named", CHANGES, ids=[f"{c[0]}-{c[2][0].split('=')[0]}" for c in CHANGES])
 def test_a_rerun_with_a_changed_identity_setting_is_refused_naming_it_and_leaves_every_file_as_it_was(
         runs, stage, module, change, named, capsys, monkeypatch):
     out = runs[stage]
