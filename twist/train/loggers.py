@@ -196,6 +196,15 @@ def progress_bar(enabled: bool, *, total: int | None, initial: int) -> Any:
     return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, disable=not enabled)
 
 
+def progress_items(items: Any, enabled: bool, *, desc: str, unit: str = "it", leave: bool = True) -> Any:
+    """``items`` under a tqdm bar for work before the first step (rank 0 with ``train.progress``), or as they are."""
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit=unit, leave=leave)
+
+
 METRIC_NAMES = {"valid_ppl": "valid PPL", "eval_loss": "held-out DPO loss"}
 
 

@@ -34,6 +34,7 @@ import torch
 from twist.contract import VocabLayout
 from twist.errors import ConfigError, InputError, MissingInputError
 from twist.lm.packing import IGNORE_INDEX, Batch
+from twist.train.loggers import progress_items
 from twist.units import UnitDataset
 
 log = logging.getLogger("twist.train")
@@ -120,12 +121,11 @@ class MixedDocuments:
                                  "alignments; run twist-tokenize on its audio with align set to tts or whisper "
                                  "(docs/tokenize.md#word-alignments)")
             c = dataset.contract
-            rows = _progress(range(len(dataset)), progress, "words")
-            for i in rows:
-                units = dataset[i]
+            for i in progress_items(range(len(dataset)), progress, desc="aligned words", unit="utt",
+                                    leave=False):
                 self.words.append(aligned_words(
                     dataset.alignment(i), durations=dataset.durations(i) if dataset.has_durations else None,
-                    n_units=len(units), frame_rate=c.frame_rate, tokenizer=tokenizer, layout=layout,
+                    n_units=int(dataset.rows[i]["n_units"]), frame_rate=c.frame_rate, tokenizer=tokenizer, layout=layout,
                     where=f"unit dataset {dataset.root}: utterance {dataset.rows[i]['id']!r}"))
             empty = sum(len(w) == 0 for w in self.words)
             if empty:
@@ -135,7 +135,8 @@ class MixedDocuments:
         self.n_text = 0
         if r.text > 0:
             lines = read_text_documents(settings.text)
-            for where, line in _progress(lines, progress, "text"):
+            for where, line in progress_items(lines, progress, desc="text documents", unit="line",
+                                              leave=False):
                 ids = text_span_ids(tokenizer, line, layout, where=where)
                 self.text.append(np.asarray([layout.bos_id, layout.text_id, *ids, layout.eos_id], dtype=np.int64))
             self.n_text = int(round(len(dataset) * r.text / total))
@@ -227,11 +228,3 @@ def unit_targets(batch: Batch, layout: VocabLayout) -> Batch:
     eos_after_unit = (t == layout.eos_id) & (x >= lo) & (x < hi)
     batch.targets = torch.where(is_unit | eos_after_unit, t, torch.full_like(t, IGNORE_INDEX))
     return batch
-
-
-def _progress(items: Any, on: bool, what: str) -> Any:
-    if not on:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=f"[twist-train] {what}", leave=False)

@@ -40,6 +40,7 @@ from twist.train.config import TrainRunConfig
 from twist.train.data import TrainStream, open_split, open_valid_sets, valid_batches
 from twist.train.dpo import PairRows, pair_logps, pair_rows
 from twist.train.dpo_loss import PairLogps, preference_loss
+from twist.train.loggers import progress_items
 from twist.train.step import ForwardLoss, perplexity
 
 
@@ -324,7 +325,7 @@ def precompute_reference(cfg: TrainRunConfig, objective: DPOObjective, out_dir: 
         reference = LiveReference(load_reference(cfg, info.device), objective.plan, objective.contract.layout,
                                   objective.autocast)
         step = cfg.train.valid_micro_batch or cfg.train.micro_batch
-        for k in _progress(todo, info.is_main and cfg.train.progress):
+        for k in progress_items(todo, info.is_main and cfg.train.progress, desc="reference log-probs", unit="chunk"):
             table: dict[str, list[float]] = {}
             for s in range(0, len(chunks[k]), step):
                 part = chunks[k][s:s + step]
@@ -341,14 +342,6 @@ def precompute_reference(cfg: TrainRunConfig, objective: DPOObjective, out_dir: 
     if missing:
         raise InputError(f"{root}: reference log-probabilities missing for pairs {missing[:3]}; remove the dir to recompute")
     return TableReference(table, info.device)
-
-
-def _progress(items: list[int], show: bool) -> Any:
-    if not show:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc="reference log-probs", unit="chunk")
 
 
 __all__ = ["DPOObjective", "LMObjective", "PairStream", "build_objective", "precompute_reference"]
